@@ -1,0 +1,275 @@
+package structs
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// MessageType selects the handler of a Raft log entry. It is append-only.
+type MessageType uint8
+
+// IgnoreUnknownFlag, set on a MessageType, lets an older node skip an entry it does
+// not know instead of stopping. Use it for entries that only add optional state.
+const IgnoreUnknownFlag MessageType = 128
+
+// Registry commands. Never renumber; add new ones at the end.
+const (
+	NodeUpsertType  MessageType = 1
+	NodeDeleteType  MessageType = 2
+	ModelCreateType MessageType = 3
+	ModelUpdateType MessageType = 4
+	ModelDeleteType MessageType = 5
+)
+
+// String names a message type for logs and errors.
+func (t MessageType) String() string {
+	switch t &^ IgnoreUnknownFlag {
+	case NodeUpsertType:
+		return "node_upsert"
+	case NodeDeleteType:
+		return "node_delete"
+	case ModelCreateType:
+		return "model_create"
+	case ModelUpdateType:
+		return "model_update"
+	case ModelDeleteType:
+		return "model_delete"
+	}
+	return fmt.Sprintf("message_type(%d)", uint8(t))
+}
+
+// Error codes carried by CodedError. They map to HTTP statuses in node and survive
+// the trip through transport, so a forwarded write fails the same way as a local one.
+const (
+	CodeInvalid  = "invalid_argument" // 400
+	CodeNotFound = "not_found"        // 404
+	CodeConflict = "already_exists"   // 409
+	CodeTooLarge = "too_large"        // 413
+	CodeNoLeader = "no_leader"        // 503
+	CodeInternal = "internal"         // 500
+)
+
+// CodedError is an error with a stable machine-readable code.
+type CodedError struct {
+	Code    string `msgpack:"code" json:"code"`
+	Message string `msgpack:"message" json:"error"`
+}
+
+func (e *CodedError) Error() string { return e.Message }
+
+// Errorf builds a CodedError.
+func Errorf(code, format string, args ...any) *CodedError {
+	return &CodedError{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// ErrorCode returns the code of err, or CodeInternal when err carries none.
+func ErrorCode(err error) string {
+	var ce *CodedError
+	if errors.As(err, &ce) {
+		return ce.Code
+	}
+	return CodeInternal
+}
+
+// Encode frames a command as a log entry: the type byte, then msgpack.
+func Encode(t MessageType, cmd any) ([]byte, error) {
+	body, err := msgpack.Marshal(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("structs: encode %s: %w", t, err)
+	}
+	buf := make([]byte, 0, 1+len(body))
+	buf = append(buf, byte(t))
+	return append(buf, body...), nil
+}
+
+// Decode reads the body of a log entry (without its type byte) into cmd.
+func Decode(body []byte, cmd any) error {
+	if err := msgpack.Unmarshal(body, cmd); err != nil {
+		return fmt.Errorf("structs: decode: %w", err)
+	}
+	return nil
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+
+// ValidateName checks a user-chosen name (model, deployment, dataset ...). field
+// names the JSON field in the error.
+func ValidateName(field, name string) error {
+	if name == "" {
+		return Errorf(CodeInvalid, "%s is required", field)
+	}
+	if !nameRE.MatchString(name) {
+		return Errorf(CodeInvalid, "%s %q is invalid: use 1-63 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit", field, name)
+	}
+	return nil
+}
+
+// Limits on free-form fields, checked on the proposer and again in Apply.
+const (
+	MaxDescriptionLen = 4096
+	MaxTags           = 64
+	MaxTagKeyLen      = 128
+	MaxTagValueLen    = 4096
+	MaxOwnerLen       = 256
+)
+
+// GPU is one accelerator found on a node.
+type GPU struct {
+	Index    int    `msgpack:"index" json:"index"`
+	UUID     string `msgpack:"uuid" json:"uuid"`
+	Model    string `msgpack:"model" json:"model"`
+	MemoryMB int64  `msgpack:"memory_mb" json:"memory_mb"`
+}
+
+// Resources are a node's fingerprinted capacities.
+type Resources struct {
+	CPUCores int   `msgpack:"cpu_cores" json:"cpu_cores"`
+	MemoryMB int64 `msgpack:"memory_mb" json:"memory_mb"`
+	GPUs     []GPU `msgpack:"gpus" json:"gpus"`
+	// GPUSource says how the GPUs were found: nvml, nvidia-smi, config or none.
+	GPUSource string `msgpack:"gpu_source" json:"gpu_source"`
+}
+
+// Node is the durable record of a cluster member. Memberlist forgets dead nodes;
+// this table does not, which is what lets the leader reap them later.
+type Node struct {
+	ID        string    `msgpack:"id" json:"id"`
+	Name      string    `msgpack:"name" json:"name"`
+	RPCAddr   string    `msgpack:"rpc_addr" json:"rpc_addr"`
+	HTTPAddr  string    `msgpack:"http_addr" json:"http_addr"`
+	Version   string    `msgpack:"version" json:"version"`
+	Resources Resources `msgpack:"resources" json:"resources"`
+	// RegisteredAt and UpdatedAt are stamped by the proposer.
+	RegisteredAt time.Time `msgpack:"registered_at" json:"registered_at"`
+	UpdatedAt    time.Time `msgpack:"updated_at" json:"updated_at"`
+	CreateIndex  uint64    `msgpack:"create_index" json:"create_index"`
+	ModifyIndex  uint64    `msgpack:"modify_index" json:"modify_index"`
+}
+
+// Model is a named model in the registry. Versions come with the serving capability.
+type Model struct {
+	Name        string            `msgpack:"name" json:"name"`
+	Description string            `msgpack:"description" json:"description"`
+	Owner       string            `msgpack:"owner" json:"owner"`
+	Tags        map[string]string `msgpack:"tags" json:"tags"`
+	CreatedAt   time.Time         `msgpack:"created_at" json:"created_at"`
+	UpdatedAt   time.Time         `msgpack:"updated_at" json:"updated_at"`
+	CreateIndex uint64            `msgpack:"create_index" json:"create_index"`
+	ModifyIndex uint64            `msgpack:"modify_index" json:"modify_index"`
+}
+
+// Validate checks the user-supplied fields of a model.
+func (m *Model) Validate() error {
+	if err := ValidateName("name", m.Name); err != nil {
+		return err
+	}
+	if len(m.Description) > MaxDescriptionLen {
+		return Errorf(CodeInvalid, "description is longer than %d bytes", MaxDescriptionLen)
+	}
+	if len(m.Owner) > MaxOwnerLen {
+		return Errorf(CodeInvalid, "owner is longer than %d bytes", MaxOwnerLen)
+	}
+	if len(m.Tags) > MaxTags {
+		return Errorf(CodeInvalid, "tags has %d keys, more than %d", len(m.Tags), MaxTags)
+	}
+	for k, v := range m.Tags {
+		if err := validateTag(k, len(v)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func validateTag(key string, valueLen int) error {
+	if key == "" {
+		return Errorf(CodeInvalid, "tags has an empty key")
+	}
+	if len(key) > MaxTagKeyLen {
+		return Errorf(CodeInvalid, "tags key %.32q... is longer than %d bytes", key, MaxTagKeyLen)
+	}
+	if valueLen > MaxTagValueLen {
+		return Errorf(CodeInvalid, "tags.%s is longer than %d bytes", key, MaxTagValueLen)
+	}
+	return nil
+}
+
+// NodeUpsertRequest registers a node or updates its record.
+type NodeUpsertRequest struct {
+	Node Node `msgpack:"node"`
+}
+
+// NodeDeleteRequest removes a node's record.
+type NodeDeleteRequest struct {
+	ID string `msgpack:"id"`
+}
+
+// ModelCreateRequest adds a model; it fails with CodeConflict if the name exists.
+type ModelCreateRequest struct {
+	Model Model `msgpack:"model"`
+}
+
+// ModelUpdateRequest changes a model in place. Nil fields are left alone. Tags are
+// merged: a key with a nil value is deleted, others are set.
+type ModelUpdateRequest struct {
+	Name        string             `msgpack:"name"`
+	Description *string            `msgpack:"description"`
+	Owner       *string            `msgpack:"owner"`
+	Tags        map[string]*string `msgpack:"tags"`
+	UpdatedAt   time.Time          `msgpack:"updated_at"`
+}
+
+// Validate checks the request's fields before it is proposed.
+func (r *ModelUpdateRequest) Validate() error {
+	if err := ValidateName("name", r.Name); err != nil {
+		return err
+	}
+	if r.Description != nil && len(*r.Description) > MaxDescriptionLen {
+		return Errorf(CodeInvalid, "description is longer than %d bytes", MaxDescriptionLen)
+	}
+	if r.Owner != nil && len(*r.Owner) > MaxOwnerLen {
+		return Errorf(CodeInvalid, "owner is longer than %d bytes", MaxOwnerLen)
+	}
+	if len(r.Tags) > MaxTags {
+		return Errorf(CodeInvalid, "tags has %d keys, more than %d", len(r.Tags), MaxTags)
+	}
+	for k, v := range r.Tags {
+		n := 0
+		if v != nil {
+			n = len(*v)
+		}
+		if err := validateTag(k, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Apply merges the request into m. The caller checks the merged tag count.
+func (r *ModelUpdateRequest) Apply(m *Model) {
+	if r.Description != nil {
+		m.Description = *r.Description
+	}
+	if r.Owner != nil {
+		m.Owner = *r.Owner
+	}
+	for k, v := range r.Tags {
+		if v == nil {
+			delete(m.Tags, k)
+			continue
+		}
+		if m.Tags == nil {
+			m.Tags = make(map[string]string)
+		}
+		m.Tags[k] = *v
+	}
+	m.UpdatedAt = r.UpdatedAt
+}
+
+// ModelDeleteRequest removes a model.
+type ModelDeleteRequest struct {
+	Name string `msgpack:"name"`
+}
