@@ -1,9 +1,11 @@
 package structs
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -45,12 +47,14 @@ func (t MessageType) String() string {
 // Error codes carried by CodedError. They map to HTTP statuses in node and survive
 // the trip through transport, so a forwarded write fails the same way as a local one.
 const (
-	CodeInvalid  = "invalid_argument" // 400
-	CodeNotFound = "not_found"        // 404
-	CodeConflict = "already_exists"   // 409
-	CodeTooLarge = "too_large"        // 413
-	CodeNoLeader = "no_leader"        // 503
-	CodeInternal = "internal"         // 500
+	CodeInvalid     = "invalid_argument" // 400
+	CodeNotFound    = "not_found"        // 404
+	CodeConflict    = "already_exists"   // 409
+	CodeTooLarge    = "too_large"        // 413
+	CodeNoLeader    = "no_leader"        // 503
+	CodeUnavailable = "unavailable"      // 503: e.g. leadership lost mid-write, outcome unknown
+	CodeNotLeader   = "not_leader"       // internal: a forwarded request reached a non-leader
+	CodeInternal    = "internal"         // 500
 )
 
 // CodedError is an error with a stable machine-readable code.
@@ -88,7 +92,11 @@ func Encode(t MessageType, cmd any) ([]byte, error) {
 
 // Decode reads the body of a log entry (without its type byte) into cmd.
 func Decode(body []byte, cmd any) error {
-	if err := msgpack.Unmarshal(body, cmd); err != nil {
+	// A fresh decoder rather than msgpack.Unmarshal's pooled one: in msgpack v5.4.1
+	// a failed read of a string that claims a huge length leaves the decoder's
+	// buffer 1 MiB larger, and the pool hands that decoder out again, so a stream of
+	// malformed bodies grows memory and copying without bound.
+	if err := msgpack.NewDecoder(bytes.NewReader(body)).Decode(cmd); err != nil {
 		return fmt.Errorf("structs: decode: %w", err)
 	}
 	return nil
@@ -150,6 +158,20 @@ type Node struct {
 	ModifyIndex  uint64    `msgpack:"modify_index" json:"modify_index"`
 }
 
+// MaxNodeIDLen bounds Node.ID, which is part of a storage key.
+const MaxNodeIDLen = 256
+
+// Validate checks the fields of a node record that the registry relies on.
+func (n *Node) Validate() error {
+	if n.ID == "" {
+		return Errorf(CodeInvalid, "node id is required")
+	}
+	if len(n.ID) > MaxNodeIDLen {
+		return Errorf(CodeInvalid, "node id is longer than %d bytes", MaxNodeIDLen)
+	}
+	return nil
+}
+
 // Model is a named model in the registry. Versions come with the serving capability.
 type Model struct {
 	Name        string            `msgpack:"name" json:"name"`
@@ -176,12 +198,22 @@ func (m *Model) Validate() error {
 	if len(m.Tags) > MaxTags {
 		return Errorf(CodeInvalid, "tags has %d keys, more than %d", len(m.Tags), MaxTags)
 	}
-	for k, v := range m.Tags {
-		if err := validateTag(k, len(v)); err != nil {
+	// Sorted, so that the error names the same key on every node.
+	for _, k := range sortedKeys(m.Tags) {
+		if err := validateTag(k, len(m.Tags[k])); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 func validateTag(key string, valueLen int) error {
@@ -236,9 +268,9 @@ func (r *ModelUpdateRequest) Validate() error {
 	if len(r.Tags) > MaxTags {
 		return Errorf(CodeInvalid, "tags has %d keys, more than %d", len(r.Tags), MaxTags)
 	}
-	for k, v := range r.Tags {
+	for _, k := range sortedKeys(r.Tags) {
 		n := 0
-		if v != nil {
+		if v := r.Tags[k]; v != nil {
 			n = len(*v)
 		}
 		if err := validateTag(k, n); err != nil {
@@ -272,4 +304,20 @@ func (r *ModelUpdateRequest) Apply(m *Model) {
 // ModelDeleteRequest removes a model.
 type ModelDeleteRequest struct {
 	Name string `msgpack:"name"`
+}
+
+// ErrCode lets transport carry the code across the wire.
+func (e *CodedError) ErrCode() string { return e.Code }
+
+// Known reports whether this build can apply entries of type t: a listed type, or
+// any type carrying IgnoreUnknownFlag (which Apply skips).
+func (t MessageType) Known() bool {
+	if t&IgnoreUnknownFlag != 0 {
+		return true
+	}
+	switch t {
+	case NodeUpsertType, NodeDeleteType, ModelCreateType, ModelUpdateType, ModelDeleteType:
+		return true
+	}
+	return false
 }

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// clientFlags are the flags every client command takes.
+type clientFlags struct {
+	address string
+	format  string
+}
+
+func newClientFlags(name string) (*flag.FlagSet, *clientFlags) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	cf := &clientFlags{}
+	def := os.Getenv("KILN_ADDR")
+	if def == "" {
+		def = "http://127.0.0.1:7070"
+	}
+	fs.StringVar(&cf.address, "address", def, "HTTP address of a Kiln node (env KILN_ADDR)")
+	fs.StringVar(&cf.format, "format", "table", "output format: table or json")
+	return fs, cf
+}
+
+func (cf *clientFlags) validate() error {
+	if cf.format != "table" && cf.format != "json" {
+		return fmt.Errorf("-format must be table or json, not %q", cf.format)
+	}
+	return nil
+}
+
+// apiError is the server's error body.
+type apiError struct {
+	Status  int
+	Message string `json:"error"`
+	Code    string `json:"code"`
+}
+
+func (e *apiError) Error() string {
+	if e.Code != "" {
+		return fmt.Sprintf("%s (%s, HTTP %d)", e.Message, e.Code, e.Status)
+	}
+	return fmt.Sprintf("%s (HTTP %d)", e.Message, e.Status)
+}
+
+// client talks to one node's HTTP API.
+type client struct {
+	base string
+	http *http.Client
+}
+
+func newClient(address string) (*client, error) {
+	if !strings.Contains(address, "://") {
+		address = "http://" + address
+	}
+	u, err := url.Parse(address)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("bad -address %q", address)
+	}
+	return &client{base: strings.TrimRight(address, "/"), http: &http.Client{Timeout: 60 * time.Second}}, nil
+}
+
+// do sends a request with an optional JSON body and decodes a JSON answer into out.
+func (c *client) do(method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	resp, err := c.raw(method, path, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		_, err = io.Copy(io.Discard, resp.Body)
+		return err
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// raw sends a request and returns the response if its status is 2xx.
+func (c *client) raw(method, path string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequest(method, c.base+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode/100 != 2 {
+		defer resp.Body.Close()
+		ae := &apiError{Status: resp.StatusCode}
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if json.Unmarshal(b, ae) != nil || ae.Message == "" {
+			ae.Message = strings.TrimSpace(string(b))
+		}
+		return nil, ae
+	}
+	return resp, nil
+}
+
+// fail prints an error the way every command does and returns exit code 1.
+func fail(err error) int {
+	fmt.Fprintln(os.Stderr, "Error:", err)
+	return 1
+}
+
+// parseFlags parses and reports usage errors as exit code 1.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	fs.SetOutput(os.Stderr)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return err
+	}
+	return nil
+}
+
+// printJSON writes v as indented JSON.
+func printJSON(v any) {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// printTable writes rows under headers, aligned.
+func printTable(headers []string, rows [][]string) {
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(headers, "\t"))
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	tw.Flush()
+}

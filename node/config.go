@@ -1,0 +1,451 @@
+package node
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/gohcl"
+	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+)
+
+// Default ports. One TCP port carries Raft and RPC (the transport multiplexes them),
+// gossip has its own TCP+UDP port, HTTP its own.
+const (
+	DefaultHTTPPort   = 7070
+	DefaultRPCPort    = 7071
+	DefaultGossipPort = 7072
+)
+
+// Config is the agent's whole configuration after files and flags are merged.
+type Config struct {
+	NodeName        string
+	DataDir         string
+	BindAddr        string // IP for gossip, RPC and HTTP unless overridden
+	AdvertiseAddr   string // IP other nodes use to reach this one; defaults to BindAddr
+	HTTPAddr        string // host:port
+	RPCPort         int
+	GossipPort      int
+	BootstrapExpect int
+	RetryJoin       []string // host[:gossip_port]
+	RetryInterval   time.Duration
+	EncryptKey      []byte // 32 bytes, or nil
+	LogLevel        string
+	LogJSON         bool
+	MaxVoters       int
+	DeadNodeReap    time.Duration
+	// ServerStabilization is how long a non-voter must be healthy before promotion.
+	ServerStabilization time.Duration
+	SnapshotThreshold   uint64
+	SnapshotInterval    time.Duration
+	TrailingLogs        uint64
+	MaxBodyBytes        int64
+	TLS                 *TLSFiles
+	GPUs                []GPUDecl
+	EnableDebug         bool // exposes fault injection endpoints (tests)
+	Dev                 bool
+}
+
+// TLSFiles names the PEM files for transport TLS.
+type TLSFiles struct {
+	CertFile string
+	KeyFile  string
+	CAFile   string
+}
+
+// GPUDecl declares GPUs in config for machines where neither NVML nor nvidia-smi
+// can see them (and for tests).
+type GPUDecl struct {
+	Model    string
+	MemoryMB int64
+	Count    int
+}
+
+// DefaultConfig returns the defaults every file and flag is layered on.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		NodeName:            host,
+		BindAddr:            "0.0.0.0",
+		RPCPort:             DefaultRPCPort,
+		GossipPort:          DefaultGossipPort,
+		RetryInterval:       time.Second,
+		LogLevel:            "info",
+		MaxVoters:           5,
+		DeadNodeReap:        time.Minute,
+		ServerStabilization: 3 * time.Second,
+		SnapshotThreshold:   8192,
+		SnapshotInterval:    30 * time.Second,
+		TrailingLogs:        10240,
+		MaxBodyBytes:        8 << 20,
+	}
+}
+
+// DevConfig is DefaultConfig for `kiln agent -dev`: one node, loopback, bootstraps itself.
+func DevConfig() Config {
+	c := DefaultConfig()
+	c.Dev = true
+	c.NodeName = "dev"
+	c.BindAddr = "127.0.0.1"
+	c.BootstrapExpect = 1
+	c.LogLevel = "info"
+	c.ServerStabilization = time.Second
+	return c
+}
+
+// Validate checks the merged configuration.
+func (c *Config) Validate() error {
+	if c.NodeName == "" {
+		return errors.New("node: node_name is required")
+	}
+	if len(c.NodeName) > 64 {
+		return fmt.Errorf("node: node_name %q is longer than 64 bytes", c.NodeName)
+	}
+	if c.DataDir == "" {
+		return errors.New("node: data_dir is required (or run with -dev)")
+	}
+	if net.ParseIP(c.BindAddr) == nil {
+		return fmt.Errorf("node: bind_addr %q is not an IP address", c.BindAddr)
+	}
+	if c.AdvertiseAddr != "" && net.ParseIP(c.AdvertiseAddr) == nil {
+		return fmt.Errorf("node: advertise_addr %q is not an IP address", c.AdvertiseAddr)
+	}
+	if c.HTTPAddr != "" {
+		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+			return fmt.Errorf("node: http_addr %q: %v", c.HTTPAddr, err)
+		}
+	}
+	for _, p := range []struct {
+		name string
+		v    int
+	}{{"ports.rpc", c.RPCPort}, {"ports.gossip", c.GossipPort}} {
+		if p.v < 0 || p.v > 65535 {
+			return fmt.Errorf("node: %s %d is not a port", p.name, p.v)
+		}
+	}
+	if c.BootstrapExpect < 0 {
+		return fmt.Errorf("node: bootstrap_expect must be >= 0, got %d", c.BootstrapExpect)
+	}
+	if c.MaxVoters < 1 {
+		return fmt.Errorf("node: max_voters must be >= 1, got %d", c.MaxVoters)
+	}
+	if c.BootstrapExpect > c.MaxVoters {
+		return fmt.Errorf("node: bootstrap_expect %d is more than max_voters %d", c.BootstrapExpect, c.MaxVoters)
+	}
+	if c.EncryptKey != nil && len(c.EncryptKey) != 32 {
+		return fmt.Errorf("node: encrypt must decode to 32 bytes, got %d", len(c.EncryptKey))
+	}
+	if _, ok := logLevels[strings.ToLower(c.LogLevel)]; !ok {
+		return fmt.Errorf("node: log_level %q is not one of trace, debug, info, warn, error", c.LogLevel)
+	}
+	if c.MaxBodyBytes <= 0 {
+		return fmt.Errorf("node: http.max_body_bytes must be > 0, got %d", c.MaxBodyBytes)
+	}
+	if c.DeadNodeReap < time.Second {
+		return fmt.Errorf("node: dead_node_reap must be at least 1s, got %s", c.DeadNodeReap)
+	}
+	if c.TLS != nil && (c.TLS.CertFile == "" || c.TLS.KeyFile == "" || c.TLS.CAFile == "") {
+		return errors.New("node: tls needs cert_file, key_file and ca_file")
+	}
+	for i, g := range c.GPUs {
+		if g.Model == "" {
+			return fmt.Errorf("node: resources.gpu[%d].model is required", i)
+		}
+		if g.MemoryMB <= 0 {
+			return fmt.Errorf("node: resources.gpu[%d].memory_mb must be > 0", i)
+		}
+		if g.Count < 1 {
+			return fmt.Errorf("node: resources.gpu[%d].count must be >= 1", i)
+		}
+	}
+	return nil
+}
+
+var logLevels = map[string]bool{"trace": true, "debug": true, "info": true, "warn": true, "error": true}
+
+// advertiseIP is the address peers use to reach this node.
+func (c *Config) advertiseIP() string {
+	if c.AdvertiseAddr != "" {
+		return c.AdvertiseAddr
+	}
+	if ip := net.ParseIP(c.BindAddr); ip != nil && ip.IsUnspecified() {
+		return "127.0.0.1"
+	}
+	return c.BindAddr
+}
+
+// httpListenAddr is the HTTP listen address.
+func (c *Config) httpListenAddr() string {
+	if c.HTTPAddr != "" {
+		return c.HTTPAddr
+	}
+	return net.JoinHostPort(c.BindAddr, strconv.Itoa(DefaultHTTPPort))
+}
+
+// fileConfig mirrors the HCL file format. Every field is a pointer or a slice so a
+// file sets only what it names; later files override earlier ones.
+type fileConfig struct {
+	NodeName        *string      `hcl:"node_name,optional"`
+	DataDir         *string      `hcl:"data_dir,optional"`
+	BindAddr        *string      `hcl:"bind_addr,optional"`
+	AdvertiseAddr   *string      `hcl:"advertise_addr,optional"`
+	HTTPAddr        *string      `hcl:"http_addr,optional"`
+	BootstrapExpect *int         `hcl:"bootstrap_expect,optional"`
+	RetryJoin       []string     `hcl:"retry_join,optional"`
+	RetryInterval   *string      `hcl:"retry_interval,optional"`
+	Encrypt         *string      `hcl:"encrypt,optional"`
+	LogLevel        *string      `hcl:"log_level,optional"`
+	LogJSON         *bool        `hcl:"log_json,optional"`
+	MaxVoters       *int         `hcl:"max_voters,optional"`
+	DeadNodeReap    *string      `hcl:"dead_node_reap,optional"`
+	EnableDebug     *bool        `hcl:"enable_debug,optional"`
+	Ports           *filePorts   `hcl:"ports,block"`
+	Raft            *fileRaft    `hcl:"raft,block"`
+	HTTP            *fileHTTP    `hcl:"http,block"`
+	TLS             *fileTLS     `hcl:"tls,block"`
+	Resources       *fileResourc `hcl:"resources,block"`
+}
+
+type filePorts struct {
+	RPC    *int `hcl:"rpc,optional"`
+	Gossip *int `hcl:"gossip,optional"`
+}
+
+type fileRaft struct {
+	SnapshotThreshold   *int    `hcl:"snapshot_threshold,optional"`
+	SnapshotInterval    *string `hcl:"snapshot_interval,optional"`
+	TrailingLogs        *int    `hcl:"trailing_logs,optional"`
+	ServerStabilization *string `hcl:"server_stabilization_time,optional"`
+}
+
+type fileHTTP struct {
+	MaxBodyBytes *int64 `hcl:"max_body_bytes,optional"`
+}
+
+type fileTLS struct {
+	CertFile string `hcl:"cert_file"`
+	KeyFile  string `hcl:"key_file"`
+	CAFile   string `hcl:"ca_file"`
+}
+
+type fileResourc struct {
+	GPUs []fileGPU `hcl:"gpu,block"`
+}
+
+type fileGPU struct {
+	Model    string `hcl:"model"`
+	MemoryMB int64  `hcl:"memory_mb"`
+	Count    *int   `hcl:"count,optional"`
+}
+
+// LoadFiles parses each HCL file in order and layers it onto base. An unknown key or
+// a bad value is an error naming the file, line and key.
+func LoadFiles(base Config, paths []string) (Config, error) {
+	parser := hclparse.NewParser()
+	for _, path := range paths {
+		f, diags := parser.ParseHCLFile(path)
+		if diags.HasErrors() {
+			return base, diagError(diags, nil)
+		}
+		var fc fileConfig
+		if diags := gohcl.DecodeBody(f.Body, nil, &fc); diags.HasErrors() {
+			return base, diagError(diags, f.Body)
+		}
+		if err := fc.applyTo(&base, f.Body); err != nil {
+			return base, fmt.Errorf("node: config: %w", err)
+		}
+	}
+	return base, nil
+}
+
+// diagError renders HCL diagnostics as "file:line,col: key: summary; detail". HCL
+// names the key for unknown keys but not for bad values, so the key is looked up
+// from the position.
+func diagError(diags hcl.Diagnostics, body hcl.Body) error {
+	var parts []string
+	for _, d := range diags {
+		if d.Severity != hcl.DiagError {
+			continue
+		}
+		s := d.Summary
+		if d.Detail != "" {
+			s += ": " + d.Detail
+		}
+		if d.Subject != nil {
+			if key := keyAt(body, d.Subject.Start, ""); key != "" && !strings.Contains(s, key) {
+				s = key + ": " + s
+			}
+			s = fmt.Sprintf("%s:%d,%d: %s", d.Subject.Filename, d.Subject.Start.Line, d.Subject.Start.Column, s)
+		}
+		parts = append(parts, s)
+	}
+	return fmt.Errorf("node: config: %s", strings.Join(parts, "; "))
+}
+
+// keyAt returns the dotted name of the attribute whose definition holds pos.
+func keyAt(body hcl.Body, pos hcl.Pos, prefix string) string {
+	sb, ok := body.(*hclsyntax.Body)
+	if !ok {
+		return ""
+	}
+	for name, a := range sb.Attributes {
+		if a.SrcRange.ContainsPos(pos) {
+			return prefix + name
+		}
+	}
+	for _, b := range sb.Blocks {
+		if b.Range().ContainsPos(pos) {
+			return keyAt(b.Body, pos, prefix+b.Type+".")
+		}
+	}
+	return ""
+}
+
+// keyPos names a key with its file and line for value errors, e.g.
+// "node1.hcl:7: raft.snapshot_interval". key may be dotted into blocks.
+func keyPos(body hcl.Body, key string) string {
+	sb, ok := body.(*hclsyntax.Body)
+	parts := strings.Split(key, ".")
+	for ok && len(parts) > 1 {
+		var next *hclsyntax.Body
+		for _, b := range sb.Blocks {
+			if b.Type == parts[0] {
+				next = b.Body
+			}
+		}
+		sb, ok = next, next != nil
+		parts = parts[1:]
+	}
+	if ok {
+		if a, found := sb.Attributes[parts[0]]; found {
+			return fmt.Sprintf("%s:%d: %s", a.SrcRange.Filename, a.SrcRange.Start.Line, key)
+		}
+	}
+	return key
+}
+
+func (fc *fileConfig) applyTo(c *Config, body hcl.Body) error {
+	set := func(dst *string, src *string) {
+		if src != nil {
+			*dst = *src
+		}
+	}
+	set(&c.NodeName, fc.NodeName)
+	set(&c.DataDir, fc.DataDir)
+	set(&c.BindAddr, fc.BindAddr)
+	set(&c.AdvertiseAddr, fc.AdvertiseAddr)
+	set(&c.HTTPAddr, fc.HTTPAddr)
+	set(&c.LogLevel, fc.LogLevel)
+	if fc.BootstrapExpect != nil {
+		c.BootstrapExpect = *fc.BootstrapExpect
+	}
+	if fc.RetryJoin != nil {
+		c.RetryJoin = fc.RetryJoin
+	}
+	if fc.LogJSON != nil {
+		c.LogJSON = *fc.LogJSON
+	}
+	if fc.MaxVoters != nil {
+		c.MaxVoters = *fc.MaxVoters
+	}
+	if fc.EnableDebug != nil {
+		c.EnableDebug = *fc.EnableDebug
+	}
+	durations := []struct {
+		key string
+		src *string
+		dst *time.Duration
+	}{
+		{"retry_interval", fc.RetryInterval, &c.RetryInterval},
+		{"dead_node_reap", fc.DeadNodeReap, &c.DeadNodeReap},
+	}
+	if fc.Raft != nil {
+		durations = append(durations,
+			struct {
+				key string
+				src *string
+				dst *time.Duration
+			}{"raft.snapshot_interval", fc.Raft.SnapshotInterval, &c.SnapshotInterval},
+			struct {
+				key string
+				src *string
+				dst *time.Duration
+			}{"raft.server_stabilization_time", fc.Raft.ServerStabilization, &c.ServerStabilization})
+		if fc.Raft.SnapshotThreshold != nil {
+			if *fc.Raft.SnapshotThreshold < 1 {
+				return fmt.Errorf("%s must be >= 1", keyPos(body, "raft.snapshot_threshold"))
+			}
+			c.SnapshotThreshold = uint64(*fc.Raft.SnapshotThreshold)
+		}
+		if fc.Raft.TrailingLogs != nil {
+			if *fc.Raft.TrailingLogs < 0 {
+				return fmt.Errorf("%s must be >= 0", keyPos(body, "raft.trailing_logs"))
+			}
+			c.TrailingLogs = uint64(*fc.Raft.TrailingLogs)
+		}
+	}
+	for _, d := range durations {
+		if d.src == nil {
+			continue
+		}
+		v, err := time.ParseDuration(*d.src)
+		if err != nil || v < 0 {
+			return fmt.Errorf("%s: %q is not a duration like \"30s\" or \"1m\"", keyPos(body, d.key), *d.src)
+		}
+		*d.dst = v
+	}
+	if fc.Encrypt != nil {
+		key, err := decodeEncryptKey(*fc.Encrypt)
+		if err != nil {
+			return fmt.Errorf("%s: %w", keyPos(body, "encrypt"), err)
+		}
+		c.EncryptKey = key
+	}
+	if fc.Ports != nil {
+		if fc.Ports.RPC != nil {
+			c.RPCPort = *fc.Ports.RPC
+		}
+		if fc.Ports.Gossip != nil {
+			c.GossipPort = *fc.Ports.Gossip
+		}
+	}
+	if fc.HTTP != nil && fc.HTTP.MaxBodyBytes != nil {
+		c.MaxBodyBytes = *fc.HTTP.MaxBodyBytes
+	}
+	if fc.TLS != nil {
+		c.TLS = &TLSFiles{CertFile: fc.TLS.CertFile, KeyFile: fc.TLS.KeyFile, CAFile: fc.TLS.CAFile}
+	}
+	if fc.Resources != nil && fc.Resources.GPUs != nil {
+		c.GPUs = nil
+		for _, g := range fc.Resources.GPUs {
+			count := 1
+			if g.Count != nil {
+				count = *g.Count
+			}
+			c.GPUs = append(c.GPUs, GPUDecl{Model: g.Model, MemoryMB: g.MemoryMB, Count: count})
+		}
+	}
+	return nil
+}
+
+// decodeEncryptKey reads a gossip key: 32 bytes, standard base64.
+func decodeEncryptKey(s string) ([]byte, error) {
+	key, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("encrypt is not valid base64: %v", err)
+	}
+	if len(key) != 32 {
+		return nil, fmt.Errorf("encrypt must decode to 32 bytes, got %d", len(key))
+	}
+	return key, nil
+}
+
+// DecodeEncryptKey is decodeEncryptKey for the -encrypt flag.
+func DecodeEncryptKey(s string) ([]byte, error) { return decodeEncryptKey(s) }

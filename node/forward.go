@@ -1,0 +1,201 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/kilnml/kiln/raftfsm/structs"
+	"github.com/kilnml/kiln/transport"
+)
+
+// Forwarded writes are batched: while a batch RPC to the leader is in flight, new
+// writes queue, and the next RPC carries all of them. Under load one RPC carries
+// many writes, so the cost per write of the hop to the leader (a stream, a syscall
+// or two each way) shrinks as load grows, while a lone write still goes at once.
+// The leader appends a batch's entries together, so they usually share one Raft
+// log append and one fsync as well.
+const (
+	maxForwardBatch    = 512 // writes per RPC
+	maxForwardInflight = 4   // concurrent batch RPCs per follower
+	forwardRPCTimeout  = 30 * time.Second
+)
+
+const rpcApplyBatch = "registry.apply_batch"
+
+type applyBatchArgs struct {
+	Entries [][]byte `msgpack:"entries"`
+}
+
+// entryResult is one entry's outcome in a batch reply.
+type entryResult struct {
+	Index   uint64 `msgpack:"index"`
+	Result  []byte `msgpack:"result"`
+	Code    string `msgpack:"code"`
+	Message string `msgpack:"message"`
+}
+
+type applyBatchReply struct {
+	Results []entryResult `msgpack:"results"`
+}
+
+type pendingWrite struct {
+	data []byte
+	done chan entryOutcome // buffered 1
+}
+
+type entryOutcome struct {
+	res entryResult
+	err error // transport-level failure for the whole batch
+}
+
+// forwarder queues writes bound for the leader.
+type forwarder struct {
+	a *Agent
+
+	mu       sync.Mutex
+	queue    []*pendingWrite // guarded by mu
+	inflight int             // guarded by mu: batch RPCs running
+}
+
+// forward sends one write through the batcher and waits for its outcome.
+func (f *forwarder) forward(ctx context.Context, leader string, data []byte) (entryResult, error) {
+	if f.a.ctx.Err() != nil {
+		return entryResult{}, structs.Errorf(structs.CodeUnavailable, "node: shutting down")
+	}
+	pw := &pendingWrite{data: data, done: make(chan entryOutcome, 1)}
+	f.mu.Lock()
+	f.queue = append(f.queue, pw)
+	if f.inflight < maxForwardInflight {
+		f.inflight++
+		f.a.goFunc(func() { f.sendLoop(leader) })
+	}
+	f.mu.Unlock()
+	select {
+	case out := <-pw.done:
+		return out.res, out.err
+	case <-ctx.Done():
+		return entryResult{}, structs.Errorf(structs.CodeUnavailable, "node: write outcome unknown: %v", ctx.Err())
+	}
+}
+
+// sendLoop sends queued writes in batches until the queue is empty.
+func (f *forwarder) sendLoop(leader string) {
+	for {
+		f.mu.Lock()
+		if len(f.queue) == 0 {
+			f.inflight--
+			f.mu.Unlock()
+			return
+		}
+		n := min(len(f.queue), maxForwardBatch)
+		batch := f.queue[:n:n]
+		f.queue = f.queue[n:]
+		f.mu.Unlock()
+		f.send(leader, batch)
+	}
+}
+
+func (f *forwarder) send(leader string, batch []*pendingWrite) {
+	args := applyBatchArgs{Entries: make([][]byte, len(batch))}
+	for i, pw := range batch {
+		args.Entries[i] = pw.data
+	}
+	ctx, cancel := context.WithTimeout(f.a.ctx, forwardRPCTimeout)
+	defer cancel()
+	var reply applyBatchReply
+	err := f.a.trans.Call(ctx, leader, rpcApplyBatch, &args, &reply)
+	if err == nil && len(reply.Results) != len(batch) {
+		err = structs.Errorf(structs.CodeInternal, "node: leader answered %d results for %d writes", len(reply.Results), len(batch))
+	}
+	for i, pw := range batch {
+		if err != nil {
+			pw.done <- entryOutcome{err: fromTransport(err)}
+			continue
+		}
+		pw.done <- entryOutcome{res: reply.Results[i]}
+	}
+}
+
+// handleApplyBatch is the leader's side: every entry is handed to Raft before any
+// is waited on, so they travel together.
+func (a *Agent) handleApplyBatch(ctx context.Context, dec transport.Decoder) (any, error) {
+	var args applyBatchArgs
+	if err := dec.Decode(&args); err != nil {
+		return nil, structs.Errorf(structs.CodeInvalid, "node: bad apply batch: %v", err)
+	}
+	if a.raft.State() != raft.Leader {
+		return nil, structs.Errorf(structs.CodeNotLeader, "node: not the leader")
+	}
+	timeout := forwardRPCTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	reply := &applyBatchReply{Results: make([]entryResult, len(args.Entries))}
+	futures := make([]raft.ApplyFuture, len(args.Entries))
+	for i, data := range args.Entries {
+		if len(data) == 0 || !structs.MessageType(data[0]).Known() {
+			reply.Results[i] = entryResult{Code: structs.CodeInvalid, Message: "node: unknown command type"}
+			continue
+		}
+		futures[i] = a.raft.Apply(data, timeout)
+	}
+	for i, fut := range futures {
+		if fut == nil {
+			continue
+		}
+		idx, res, err := applyResult(fut)
+		r := &reply.Results[i]
+		r.Index = idx
+		if err != nil {
+			r.Code, r.Message = structs.ErrorCode(err), err.Error()
+			continue
+		}
+		if res != nil {
+			b, err := msgpack.Marshal(res)
+			if err != nil {
+				r.Code, r.Message = structs.CodeInternal, "node: encode apply result: "+err.Error()
+				continue
+			}
+			r.Result = b
+		}
+	}
+	return reply, nil
+}
+
+// applyResult waits for an apply future and classifies its error.
+func applyResult(f raft.ApplyFuture) (uint64, any, error) {
+	if err := f.Error(); err != nil {
+		switch {
+		case errors.Is(err, raft.ErrNotLeader):
+			return 0, nil, structs.Errorf(structs.CodeNotLeader, "node: not the leader")
+		case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+			return 0, nil, structs.Errorf(structs.CodeUnavailable, "node: leadership lost during the write; it may or may not have been applied")
+		case errors.Is(err, raft.ErrEnqueueTimeout):
+			return 0, nil, structs.Errorf(structs.CodeUnavailable, "node: timed out queueing the write")
+		}
+		return 0, nil, structs.Errorf(structs.CodeUnavailable, "node: write failed: %v", err)
+	}
+	res := f.Response()
+	if rerr, ok := res.(error); ok && rerr != nil {
+		return f.Index(), nil, rerr
+	}
+	return f.Index(), res, nil
+}
+
+// decodeEntryResult turns a batch reply entry into the caller's result.
+func decodeEntryResult(r entryResult, out any) (uint64, error) {
+	if r.Code != "" {
+		return r.Index, &structs.CodedError{Code: r.Code, Message: r.Message}
+	}
+	if out != nil && len(r.Result) > 0 {
+		if err := msgpack.Unmarshal(r.Result, out); err != nil {
+			return r.Index, structs.Errorf(structs.CodeInternal, "node: decode apply result: %v", err)
+		}
+	}
+	return r.Index, nil
+}

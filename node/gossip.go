@@ -1,0 +1,237 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/memberlist"
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// maxMetaSize is memberlist's limit on node meta; we check ours at start.
+const maxMetaSize = memberlist.MetaMaxSize
+
+// memberMeta is what every node gossips about itself. It is small and changes
+// rarely: addresses, identity, and the bootstrap facts other nodes need before
+// Raft runs.
+type memberMeta struct {
+	ID       string `msgpack:"i"`
+	RPCAddr  string `msgpack:"r"`
+	HTTPAddr string `msgpack:"h"`
+	Version  string `msgpack:"v"`
+	Expect   int    `msgpack:"e"`
+	// HasState says the node has Raft state (bootstrapped or joined); a node that
+	// sees one never bootstraps a new cluster.
+	HasState bool `msgpack:"s"`
+}
+
+func decodeMeta(b []byte) (memberMeta, error) {
+	var m memberMeta
+	if err := msgpack.Unmarshal(b, &m); err != nil {
+		return m, fmt.Errorf("node: member meta: %w", err)
+	}
+	if m.ID == "" || m.RPCAddr == "" {
+		return m, fmt.Errorf("node: member meta lacks id or rpc address")
+	}
+	return m, nil
+}
+
+// member is a gossip peer with its decoded meta.
+type member struct {
+	Name   string
+	Addr   string // gossip ip:port
+	Status string // alive, suspect, dead, left
+	Meta   memberMeta
+}
+
+// gossip wraps memberlist: it owns the local meta and turns memberlist events into
+// a wake-up channel for the leader's reconcile loop and a record of which peers
+// left on purpose (removed from Raft at once) and which died (reaped later).
+type gossip struct {
+	logger hclog.Logger
+	ml     *memberlist.Memberlist
+
+	mu     sync.Mutex
+	meta   memberMeta        // guarded by mu
+	gone   map[string]member // guarded by mu: by node ID, peers that left or died
+	events chan struct{}     // wakes the reconciler; buffered, never blocks
+}
+
+func newGossip(cfg *Config, meta memberMeta, logger hclog.Logger) (*gossip, error) {
+	g := &gossip{logger: logger, meta: meta, gone: map[string]member{}, events: make(chan struct{}, 1)}
+	if b, _ := msgpack.Marshal(meta); len(b) > maxMetaSize {
+		return nil, fmt.Errorf("node: member meta is %d bytes, over memberlist's %d", len(b), maxMetaSize)
+	}
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = cfg.NodeName
+	mc.BindAddr = cfg.BindAddr
+	mc.BindPort = cfg.GossipPort
+	mc.AdvertiseAddr = cfg.advertiseIP()
+	mc.AdvertisePort = cfg.GossipPort
+	mc.SecretKey = cfg.EncryptKey
+	mc.Delegate = g
+	mc.Events = g
+	mc.Logger = logger.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("node: gossip: %w", err)
+	}
+	g.ml = ml
+	return g, nil
+}
+
+// NodeMeta implements memberlist.Delegate.
+func (g *gossip) NodeMeta(limit int) []byte {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	b, err := msgpack.Marshal(g.meta)
+	if err != nil || len(b) > limit {
+		g.logger.Error("node meta does not fit", "bytes", len(b), "limit", limit, "error", err)
+		return nil
+	}
+	return b
+}
+
+func (g *gossip) NotifyMsg([]byte)                           {}
+func (g *gossip) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (g *gossip) LocalState(join bool) []byte                { return nil }
+func (g *gossip) MergeRemoteState(buf []byte, join bool)     {}
+
+// NotifyJoin implements memberlist.EventDelegate.
+func (g *gossip) NotifyJoin(n *memberlist.Node) {
+	if m, err := decodeMeta(n.Meta); err == nil {
+		g.mu.Lock()
+		delete(g.gone, m.ID)
+		g.mu.Unlock()
+	}
+	g.logger.Info("member joined", "name", n.Name, "addr", n.Address())
+	g.wake()
+}
+
+// NotifyLeave fires for a graceful leave and for a death; n.State tells them apart.
+func (g *gossip) NotifyLeave(n *memberlist.Node) {
+	if m, err := decodeMeta(n.Meta); err == nil {
+		g.mu.Lock()
+		g.gone[m.ID] = member{Name: n.Name, Addr: n.Address(), Status: stateName(n.State), Meta: m}
+		g.mu.Unlock()
+	}
+	g.logger.Info("member gone", "name", n.Name, "status", stateName(n.State))
+	g.wake()
+}
+
+// NotifyUpdate implements memberlist.EventDelegate.
+func (g *gossip) NotifyUpdate(n *memberlist.Node) { g.wake() }
+
+func (g *gossip) wake() {
+	select {
+	case g.events <- struct{}{}:
+	default:
+	}
+}
+
+func stateName(s memberlist.NodeStateType) string {
+	switch s {
+	case memberlist.StateAlive:
+		return "alive"
+	case memberlist.StateSuspect:
+		return "suspect"
+	case memberlist.StateDead:
+		return "dead"
+	case memberlist.StateLeft:
+		return "left"
+	}
+	return "unknown"
+}
+
+// setHasState updates the gossiped HasState flag.
+func (g *gossip) setHasState() {
+	g.mu.Lock()
+	changed := !g.meta.HasState
+	g.meta.HasState = true
+	g.mu.Unlock()
+	if changed {
+		if err := g.ml.UpdateNode(5 * time.Second); err != nil {
+			g.logger.Warn("could not gossip updated meta", "error", err)
+		}
+	}
+}
+
+// alive lists the members memberlist considers up (alive or suspect) with valid meta.
+func (g *gossip) alive() []member {
+	var out []member
+	for _, n := range g.ml.Members() {
+		m, err := decodeMeta(n.Meta)
+		if err != nil {
+			continue
+		}
+		out = append(out, member{Name: n.Name, Addr: n.Address(), Status: stateName(n.State), Meta: m})
+	}
+	return out
+}
+
+// goneMember reports whether a node left or died, as last seen by gossip.
+func (g *gossip) goneMember(id string) (member, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	m, ok := g.gone[id]
+	return m, ok
+}
+
+// all lists alive members and the ones that left or died since this agent started.
+func (g *gossip) all() []member {
+	out := g.alive()
+	seen := map[string]bool{}
+	for _, m := range out {
+		seen[m.Meta.ID] = true
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for id, m := range g.gone {
+		if !seen[id] {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// joinLoop joins the given peers, retrying with backoff until one answers or ctx ends.
+func (g *gossip) joinLoop(ctx context.Context, peers []string, defaultPort int, interval time.Duration) {
+	if len(peers) == 0 {
+		return
+	}
+	addrs := make([]string, len(peers))
+	for i, p := range peers {
+		addrs[i] = withDefaultPort(p, defaultPort)
+	}
+	wait := interval
+	for {
+		n, err := g.ml.Join(addrs)
+		if n > 0 {
+			g.logger.Info("joined cluster", "contacted", n)
+			return
+		}
+		g.logger.Warn("join failed, retrying", "peers", addrs, "in", wait, "error", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 30*time.Second)
+	}
+}
+
+// withDefaultPort appends port to an address that has none.
+func withDefaultPort(addr string, port int) string {
+	if _, _, err := net.SplitHostPort(addr); err == nil {
+		return addr
+	}
+	return net.JoinHostPort(addr, strconv.Itoa(port))
+}
+
+func (g *gossip) leave(timeout time.Duration) error { return g.ml.Leave(timeout) }
+func (g *gossip) shutdown() error                   { return g.ml.Shutdown() }

@@ -1,0 +1,286 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/pprof"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/kilnml/kiln/raftfsm"
+	"github.com/kilnml/kiln/raftfsm/structs"
+)
+
+// routes builds the HTTP API. Every route is under /v1 and speaks JSON.
+func (a *Agent) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", a.handleStatus)
+	mux.HandleFunc("GET /v1/members", a.handleMembers)
+	mux.HandleFunc("GET /v1/nodes", a.handleNodes)
+	mux.HandleFunc("GET /v1/operator/raft/peers", a.handlePeers)
+	mux.HandleFunc("DELETE /v1/operator/raft/peers/{id}", a.handleRemovePeer)
+	mux.HandleFunc("POST /v1/models", a.handleModelCreate)
+	mux.HandleFunc("GET /v1/models", a.handleModelList)
+	mux.HandleFunc("GET /v1/models/{name}", a.handleModelGet)
+	mux.HandleFunc("PATCH /v1/models/{name}", a.handleModelUpdate)
+	mux.HandleFunc("DELETE /v1/models/{name}", a.handleModelDelete)
+	mux.HandleFunc("GET /v1/snapshot", a.handleSnapshotSave)
+	mux.HandleFunc("PUT /v1/snapshot", a.handleSnapshotRestore)
+	if a.cfg.EnableDebug {
+		mux.HandleFunc("PUT /v1/debug/faults", a.handleSetFault)
+		mux.HandleFunc("DELETE /v1/debug/faults", a.handleClearFaults)
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, structs.Errorf(structs.CodeNotFound, "no route for %s %s", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+// httpStatus maps error codes to HTTP statuses.
+func httpStatus(code string) int {
+	switch code {
+	case structs.CodeInvalid:
+		return http.StatusBadRequest
+	case structs.CodeNotFound:
+		return http.StatusNotFound
+	case structs.CodeConflict:
+		return http.StatusConflict
+	case structs.CodeTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case structs.CodeNoLeader, structs.CodeUnavailable, structs.CodeNotLeader:
+		return http.StatusServiceUnavailable
+	case "method_not_allowed":
+		return http.StatusMethodNotAllowed
+	}
+	return http.StatusInternalServerError
+}
+
+// writeError writes {"error": ..., "code": ...} with the status of its code.
+func writeError(w http.ResponseWriter, err error) {
+	var ce *structs.CodedError
+	if !errors.As(err, &ce) {
+		ce = &structs.CodedError{Code: structs.CodeInternal, Message: err.Error()}
+	}
+	status := httpStatus(ce.Code)
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeJSON(w, status, ce)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// decodeBody reads a JSON body of at most max_body_bytes into v. Unknown fields,
+// wrong types, trailing data and oversized bodies are errors naming the problem.
+func (a *Agent) decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+	return decodeJSON(http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes), v)
+}
+
+// decodeJSON is decodeBody's pure part, fuzzed on its own.
+func decodeJSON(body io.Reader, v any) error {
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return jsonError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return structs.Errorf(structs.CodeInvalid, "request body has data after the JSON value")
+	}
+	return nil
+}
+
+func jsonError(err error) error {
+	var mbe *http.MaxBytesError
+	var ute *json.UnmarshalTypeError
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &mbe):
+		return structs.Errorf(structs.CodeTooLarge, "request body is larger than %d bytes", mbe.Limit)
+	case errors.As(err, &ute):
+		field := ute.Field
+		if field == "" {
+			return structs.Errorf(structs.CodeInvalid, "request body must be a JSON object, not %s", ute.Value)
+		}
+		return structs.Errorf(structs.CodeInvalid, "field %s must be %s, not %s", field, jsonTypeName(ute.Type.String()), ute.Value)
+	case errors.As(err, &se):
+		return structs.Errorf(structs.CodeInvalid, "malformed JSON at byte %d: %v", se.Offset, err)
+	case errors.Is(err, io.EOF):
+		return structs.Errorf(structs.CodeInvalid, "request body is empty")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return structs.Errorf(structs.CodeInvalid, "malformed JSON: unexpected end of body")
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return structs.Errorf(structs.CodeInvalid, "unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
+	}
+	return structs.Errorf(structs.CodeInvalid, "malformed JSON: %v", err)
+}
+
+func jsonTypeName(goType string) string {
+	switch {
+	case goType == "string", goType == "*string":
+		return "a string"
+	case strings.HasPrefix(goType, "map["):
+		return "an object"
+	case strings.HasPrefix(goType, "[]"):
+		return "an array"
+	case strings.HasPrefix(goType, "int"), strings.HasPrefix(goType, "uint"), strings.HasPrefix(goType, "float"):
+		return "a number"
+	case goType == "bool":
+		return "a boolean"
+	}
+	return "of type " + goType
+}
+
+// Read consistency levels (DESIGN.md §4).
+const (
+	consistencyStale      = "stale"
+	consistencyDefault    = "default"
+	consistencyConsistent = "consistent"
+)
+
+// maxIndexWait caps ?index=N waits.
+const maxIndexWait = 30 * time.Second
+
+// readTxn opens a read view at the consistency the request asks for, waits for
+// ?index=N, and sets the X-Kiln-* headers. The caller must Discard the txn.
+func (a *Agent) readTxn(w http.ResponseWriter, r *http.Request) (*raftfsm.Txn, error) {
+	q := r.URL.Query()
+	mode := q.Get("consistency")
+	if mode == "" {
+		mode = consistencyDefault
+	}
+	if mode != consistencyStale && mode != consistencyDefault && mode != consistencyConsistent {
+		return nil, structs.Errorf(structs.CodeInvalid, "consistency must be stale, default or consistent, not %q", mode)
+	}
+	if s := q.Get("index"); s != "" {
+		idx, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return nil, structs.Errorf(structs.CodeInvalid, "index must be a non-negative integer, not %q", s)
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), maxIndexWait)
+		err = a.fsm.WaitForIndex(ctx, idx)
+		cancel()
+		if err != nil {
+			return nil, structs.Errorf(structs.CodeUnavailable, "index %d not reached within %s (applied %d)", idx, maxIndexWait, a.fsm.AppliedIndex())
+		}
+	}
+	var txn *raftfsm.Txn
+	switch mode {
+	case consistencyStale:
+		txn = a.fsm.ReadTxn()
+	case consistencyDefault:
+		if addr, _ := a.raft.LeaderWithID(); addr == "" {
+			return nil, structs.Errorf(structs.CodeNoLeader, "no known leader; retry, or read with ?consistency=stale")
+		}
+		txn = a.fsm.ReadTxn()
+	case consistencyConsistent:
+		var err error
+		if txn, err = a.consistentTxn(r.Context()); err != nil {
+			return nil, err
+		}
+	}
+	a.setReadHeaders(w, txn.Index())
+	return txn, nil
+}
+
+// consistentTxn gives a view that includes every write acknowledged before the
+// request. On the leader: open the txn, then verify leadership. On a follower: ask
+// the leader for its read index and wait until the local FSM reaches it.
+func (a *Agent) consistentTxn(ctx context.Context) (*raftfsm.Txn, error) {
+	deadline := time.Now().Add(leaderWait)
+	for {
+		txn, err := a.consistentTxnOnce(ctx)
+		if err == nil || !retryable(err) || time.Now().After(deadline) {
+			return txn, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, structs.Errorf(structs.CodeNoLeader, "no leader: %v", ctx.Err())
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
+}
+
+func (a *Agent) consistentTxnOnce(ctx context.Context) (*raftfsm.Txn, error) {
+	if a.raft.State() == raft.Leader {
+		if !a.leaderReady.Load() {
+			return nil, errNoLeaderYet
+		}
+		txn := a.fsm.ReadTxn()
+		if err := a.raft.VerifyLeader().Error(); err != nil {
+			txn.Discard()
+			return nil, structs.Errorf(structs.CodeNotLeader, "leadership not verified: %v", err)
+		}
+		return txn, nil
+	}
+	addr, _ := a.raft.LeaderWithID()
+	if addr == "" {
+		return nil, errNoLeaderYet
+	}
+	var reply readIndexReply
+	if err := a.trans.Call(ctx, string(addr), rpcReadIndex, &readIndexArgs{}, &reply); err != nil {
+		err = fromTransport(err)
+		if structs.ErrorCode(err) == structs.CodeUnavailable {
+			// A read is idempotent: a lost connection is as good as unreachable.
+			return nil, errNoLeaderYet
+		}
+		return nil, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, maxIndexWait)
+	defer cancel()
+	if err := a.fsm.WaitForIndex(wctx, reply.Index); err != nil {
+		return nil, structs.Errorf(structs.CodeUnavailable, "local state did not reach the leader's index %d", reply.Index)
+	}
+	return a.fsm.ReadTxn(), nil
+}
+
+func (a *Agent) setReadHeaders(w http.ResponseWriter, index uint64) {
+	h := w.Header()
+	h.Set("X-Kiln-Index", strconv.FormatUint(index, 10))
+	addr, _ := a.raft.LeaderWithID()
+	h.Set("X-Kiln-Known-Leader", strconv.FormatBool(addr != ""))
+	var contact time.Duration
+	if a.raft.State() != raft.Leader {
+		if lc := a.raft.LastContact(); !lc.IsZero() {
+			contact = time.Since(lc)
+		}
+	}
+	h.Set("X-Kiln-Last-Contact", strconv.FormatInt(contact.Milliseconds(), 10))
+}
+
+// listParams reads ?limit= and ?cursor=.
+func listParams(r *http.Request) (cursor string, limit int, err error) {
+	q := r.URL.Query()
+	cursor = q.Get("cursor")
+	if s := q.Get("limit"); s != "" {
+		limit, err = strconv.Atoi(s)
+		if err != nil || limit < 1 || limit > 10000 {
+			return "", 0, structs.Errorf(structs.CodeInvalid, "limit must be an integer from 1 to 10000, not %q", s)
+		}
+	}
+	return cursor, limit, nil
+}
+
+// writeCommitted answers a write with its commit index, so the client can read its
+// own write on any node with ?index=.
+func writeCommitted(w http.ResponseWriter, status int, index uint64, v any) {
+	w.Header().Set("X-Kiln-Index", strconv.FormatUint(index, 10))
+	writeJSON(w, status, v)
+}
+
+func errorf(code, format string, args ...any) error {
+	return structs.Errorf(code, format, args...)
+}

@@ -1,0 +1,198 @@
+package node
+
+import (
+	"net/http"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/kilnml/kiln/raftfsm/structs"
+	"github.com/kilnml/kiln/transport"
+)
+
+// StatusResponse is GET /v1/status.
+type StatusResponse struct {
+	NodeID        string `json:"node_id"`
+	NodeName      string `json:"node_name"`
+	Version       string `json:"version"`
+	RaftState     string `json:"raft_state"`
+	Leader        string `json:"leader"`
+	LeaderID      string `json:"leader_id"`
+	Term          uint64 `json:"term"`
+	AppliedIndex  uint64 `json:"applied_index"`
+	CommitIndex   uint64 `json:"commit_index"`
+	LastLogIndex  uint64 `json:"last_log_index"`
+	LastContactMS int64  `json:"last_contact_ms"`
+	Members       int    `json:"members"`
+	Voters        int    `json:"voters"`
+	HTTPAddr      string `json:"http_addr"`
+	RPCAddr       string `json:"rpc_addr"`
+}
+
+func (a *Agent) handleStatus(w http.ResponseWriter, r *http.Request) {
+	stats := a.raft.Stats()
+	addr, id := a.raft.LeaderWithID()
+	st := StatusResponse{
+		NodeID: a.id, NodeName: a.cfg.NodeName, Version: Version,
+		RaftState: a.raft.State().String(), Leader: string(addr), LeaderID: string(id),
+		AppliedIndex: a.fsm.AppliedIndex(), CommitIndex: a.raft.CommitIndex(), LastLogIndex: a.raft.LastIndex(),
+		Members: len(a.gossip.alive()), HTTPAddr: a.advertiseHTTP(), RPCAddr: a.trans.Addr(),
+	}
+	st.Term = parseUint(stats["term"])
+	if a.raft.State() != raft.Leader {
+		if lc := a.raft.LastContact(); !lc.IsZero() {
+			st.LastContactMS = time.Since(lc).Milliseconds()
+		}
+	}
+	if f := a.raft.GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			if s.Suffrage == raft.Voter {
+				st.Voters++
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+// MemberResponse is one entry of GET /v1/members.
+type MemberResponse struct {
+	Name     string `json:"name"`
+	ID       string `json:"id"`
+	Addr     string `json:"addr"`
+	Status   string `json:"status"`
+	RPCAddr  string `json:"rpc_addr"`
+	HTTPAddr string `json:"http_addr"`
+	Version  string `json:"version"`
+}
+
+func (a *Agent) handleMembers(w http.ResponseWriter, r *http.Request) {
+	ms := a.gossip.all()
+	out := make([]MemberResponse, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, MemberResponse{Name: m.Name, ID: m.Meta.ID, Addr: m.Addr, Status: m.Status,
+			RPCAddr: m.Meta.RPCAddr, HTTPAddr: m.Meta.HTTPAddr, Version: m.Meta.Version})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	writeJSON(w, http.StatusOK, map[string]any{"items": out})
+}
+
+// NodeResponse is a registry node record with its gossip status.
+type NodeResponse struct {
+	structs.Node
+	Status string `json:"status"`
+}
+
+func (a *Agent) handleNodes(w http.ResponseWriter, r *http.Request) {
+	txn, err := a.readTxn(w, r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer txn.Discard()
+	nodes, err := txn.Nodes()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	status := map[string]string{}
+	for _, m := range a.gossip.all() {
+		status[m.Meta.ID] = m.Status
+	}
+	out := make([]NodeResponse, 0, len(nodes))
+	for _, n := range nodes {
+		s := status[n.ID]
+		if s == "" {
+			s = "unknown"
+		}
+		out = append(out, NodeResponse{Node: *n, Status: s})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"items": out})
+}
+
+// PeerResponse is one Raft server in GET /v1/operator/raft/peers.
+type PeerResponse struct {
+	ID       string `json:"id"`
+	Name     string `json:"name"`
+	Address  string `json:"address"`
+	Suffrage string `json:"suffrage"`
+	Voter    bool   `json:"voter"`
+	Leader   bool   `json:"leader"`
+}
+
+func (a *Agent) handlePeers(w http.ResponseWriter, r *http.Request) {
+	f := a.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		writeError(w, errorf(structs.CodeUnavailable, "raft configuration: %v", err))
+		return
+	}
+	names := map[string]string{}
+	for _, m := range a.gossip.all() {
+		names[m.Meta.ID] = m.Name
+	}
+	txn := a.fsm.ReadTxn()
+	if nodes, err := txn.Nodes(); err == nil {
+		for _, n := range nodes {
+			if names[n.ID] == "" {
+				names[n.ID] = n.Name
+			}
+		}
+	}
+	txn.Discard()
+	_, leaderID := a.raft.LeaderWithID()
+	out := []PeerResponse{}
+	for _, s := range f.Configuration().Servers {
+		out = append(out, PeerResponse{
+			ID: string(s.ID), Name: names[string(s.ID)], Address: string(s.Address),
+			Suffrage: s.Suffrage.String(), Voter: s.Suffrage == raft.Voter, Leader: s.ID == leaderID,
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	writeJSON(w, http.StatusOK, map[string]any{"items": out})
+}
+
+func (a *Agent) handleRemovePeer(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := a.removePeer(r.Context(), id); err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"removed": id})
+}
+
+// faultRequest is PUT /v1/debug/faults: delay or drop this node's transport
+// traffic with one peer host (an IP). Only served with enable_debug = true.
+type faultRequest struct {
+	Host    string `json:"host"`
+	Drop    bool   `json:"drop"`
+	DelayMS int    `json:"delay_ms"`
+}
+
+func (a *Agent) handleSetFault(w http.ResponseWriter, r *http.Request) {
+	var req faultRequest
+	if err := a.decodeBody(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if req.Host == "" {
+		writeError(w, errorf(structs.CodeInvalid, "host is required"))
+		return
+	}
+	if req.DelayMS < 0 {
+		writeError(w, errorf(structs.CodeInvalid, "delay_ms must be >= 0"))
+		return
+	}
+	a.trans.Faults().Set(req.Host, transport.Fault{Drop: req.Drop, Delay: time.Duration(req.DelayMS) * time.Millisecond})
+	writeJSON(w, http.StatusOK, req)
+}
+
+func (a *Agent) handleClearFaults(w http.ResponseWriter, r *http.Request) {
+	a.trans.Faults().ClearAll()
+	writeJSON(w, http.StatusOK, map[string]any{"cleared": true})
+}
+
+func parseUint(s string) uint64 {
+	v, _ := strconv.ParseUint(s, 10, 64)
+	return v
+}

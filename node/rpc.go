@@ -1,0 +1,225 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/kilnml/kiln/raftfsm/structs"
+	"github.com/kilnml/kiln/transport"
+)
+
+// RPC methods served by every node over the transport.
+const (
+	rpcReadIndex  = "registry.read_index" // the leader's applied index, for consistent reads
+	rpcNodeStatus = "node.status"         // health of a member, for promotion
+	rpcRemovePeer = "operator.remove_peer"
+)
+
+type readIndexArgs struct{}
+
+type readIndexReply struct {
+	Index uint64 `msgpack:"index"`
+}
+
+type nodeStatusArgs struct{}
+
+type nodeStatusReply struct {
+	ID           string `msgpack:"id"`
+	AppliedIndex uint64 `msgpack:"applied_index"`
+	LastIndex    uint64 `msgpack:"last_index"`
+	State        string `msgpack:"state"`
+}
+
+type removePeerArgs struct {
+	ID string `msgpack:"id"`
+}
+
+func (a *Agent) registerRPC() {
+	a.trans.Register(rpcApplyBatch, a.handleApplyBatch)
+	a.trans.Register(rpcReadIndex, func(ctx context.Context, dec transport.Decoder) (any, error) {
+		idx, err := a.leaderReadIndex()
+		if err != nil {
+			return nil, err
+		}
+		return &readIndexReply{Index: idx}, nil
+	})
+	a.trans.Register(rpcNodeStatus, func(ctx context.Context, dec transport.Decoder) (any, error) {
+		return &nodeStatusReply{
+			ID: a.id, AppliedIndex: a.fsm.AppliedIndex(), LastIndex: a.raft.LastIndex(), State: a.raft.State().String(),
+		}, nil
+	})
+	a.trans.Register(rpcRemovePeer, func(ctx context.Context, dec transport.Decoder) (any, error) {
+		var args removePeerArgs
+		if err := dec.Decode(&args); err != nil {
+			return nil, structs.Errorf(structs.CodeInvalid, "node: bad remove_peer request: %v", err)
+		}
+		return struct{}{}, a.removePeerLocal(args.ID)
+	})
+}
+
+// leaderReadIndex returns an index that covers every write acknowledged before the
+// call: the leader's applied index, read before VerifyLeader confirms that no newer
+// leader could have acknowledged writes meanwhile.
+func (a *Agent) leaderReadIndex() (uint64, error) {
+	if !a.leaderReady.Load() {
+		return 0, structs.Errorf(structs.CodeNotLeader, "node: not an established leader")
+	}
+	idx := a.fsm.AppliedIndex()
+	if err := a.raft.VerifyLeader().Error(); err != nil {
+		return 0, structs.Errorf(structs.CodeNotLeader, "node: leadership not verified: %v", err)
+	}
+	return idx, nil
+}
+
+// applyLocal appends an entry on the leader and waits until it is applied. It
+// returns the FSM's result for the entry.
+func (a *Agent) applyLocal(ctx context.Context, data []byte) (uint64, any, error) {
+	timeout := 30 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	return applyResult(a.raft.Apply(data, timeout))
+}
+
+// leaderWait bounds how long a request waits for a leader before it fails with 503.
+// It covers an election after a leader dies (a few seconds with default timeouts).
+const leaderWait = 7 * time.Second
+
+// propose encodes and applies a command through the leader, forwarding it when
+// this node is not the leader, and returns the index it committed at. When out is
+// not nil, the FSM's result (the stored record) is stored in it, so a follower can
+// answer a write without waiting for its own FSM to catch up. A write is retried
+// only when it surely was not delivered (no leader yet, leader unreachable, or the
+// target was not the leader), so no write is applied twice.
+func (a *Agent) propose(ctx context.Context, t structs.MessageType, cmd any, out any) (uint64, error) {
+	data, err := structs.Encode(t, cmd)
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, leaderWait+10*time.Second)
+	defer cancel()
+	giveUp := time.Now().Add(leaderWait)
+	for {
+		idx, err := a.proposeOnce(ctx, data, out)
+		if !retryable(err) {
+			return idx, err
+		}
+		if time.Now().After(giveUp) {
+			return 0, structs.Errorf(structs.CodeNoLeader, "node: no leader available")
+		}
+		select {
+		case <-ctx.Done():
+			return 0, structs.Errorf(structs.CodeNoLeader, "node: no leader available: %v", ctx.Err())
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
+}
+
+var errNoLeaderYet = structs.Errorf(structs.CodeNoLeader, "node: no leader")
+
+func (a *Agent) proposeOnce(ctx context.Context, data []byte, out any) (uint64, error) {
+	if a.raft.State() == raft.Leader {
+		idx, res, err := a.applyLocal(ctx, data)
+		if err == nil && out != nil && res != nil {
+			err = setResult(out, res)
+		}
+		return idx, err
+	}
+	addr, _ := a.raft.LeaderWithID()
+	if addr == "" {
+		return 0, errNoLeaderYet
+	}
+	res, err := a.forwarder.forward(ctx, string(addr), data)
+	if err != nil {
+		return 0, err
+	}
+	return decodeEntryResult(res, out)
+}
+
+// setResult copies a local FSM result into out when the types match (*T into *T).
+func setResult(out, res any) error {
+	ov, rv := reflect.ValueOf(out), reflect.ValueOf(res)
+	if ov.Kind() != reflect.Pointer || ov.Type() != rv.Type() {
+		return structs.Errorf(structs.CodeInternal, "node: apply result is %T, caller wants %T", res, out)
+	}
+	ov.Elem().Set(rv.Elem())
+	return nil
+}
+
+// retryable reports errors that prove the write was not applied.
+func retryable(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, transport.ErrUnreachable) {
+		return true
+	}
+	switch structs.ErrorCode(err) {
+	case structs.CodeNotLeader, structs.CodeNoLeader:
+		return true
+	}
+	return false
+}
+
+// fromTransport turns a transport error into a CodedError: a remote error keeps its
+// code, an unreachable peer stays recognisable for retry, other failures are 503.
+func fromTransport(err error) error {
+	var re *transport.RemoteError
+	if errors.As(err, &re) {
+		return &structs.CodedError{Code: re.Code, Message: re.Message}
+	}
+	if errors.Is(err, transport.ErrUnreachable) {
+		return err
+	}
+	return structs.Errorf(structs.CodeUnavailable, "node: leader connection failed, outcome unknown: %v", err)
+}
+
+// removePeer removes a server from the Raft configuration through the leader.
+func (a *Agent) removePeer(ctx context.Context, id string) error {
+	deadline := time.Now().Add(leaderWait)
+	for {
+		var err error
+		if a.raft.State() == raft.Leader {
+			err = a.removePeerLocal(id)
+		} else if addr, _ := a.raft.LeaderWithID(); addr == "" {
+			err = errNoLeaderYet
+		} else if cerr := a.trans.Call(ctx, string(addr), rpcRemovePeer, &removePeerArgs{ID: id}, &struct{}{}); cerr != nil {
+			err = fromTransport(cerr)
+		}
+		if !retryable(err) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (a *Agent) removePeerLocal(id string) error {
+	if a.raft.State() != raft.Leader {
+		return structs.Errorf(structs.CodeNotLeader, "node: not the leader")
+	}
+	f := a.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return structs.Errorf(structs.CodeUnavailable, "node: %v", err)
+	}
+	found := false
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) == id {
+			found = true
+		}
+	}
+	if !found {
+		return structs.Errorf(structs.CodeNotFound, "node: no raft peer with id %q", id)
+	}
+	if err := a.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error(); err != nil {
+		return structs.Errorf(structs.CodeUnavailable, "node: remove peer %s: %v", id, err)
+	}
+	return nil
+}
