@@ -129,6 +129,9 @@ func (c *cell) run() {
 // runInstance creates one instance and feeds it until a stop (nil) or a crash
 // (the crash error). Queued messages stay queued across a crash.
 func (c *cell) runInstance() error {
+	if c.ctx.Err() != nil {
+		return nil // stopped before (re)starting: do not build an instance for nothing
+	}
 	inst, err := c.newInstance()
 	if err != nil {
 		return err

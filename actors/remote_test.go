@@ -37,7 +37,7 @@ func testPair(t testing.TB) (n1, n2 *System) {
 
 func TestSystem_Remote(t *testing.T) {
 	n1, n2 := testPair(t)
-	ref, p := spawnTest(t, n2, "a", 3, SpawnOptions{Mailbox: 2, Backoff: time.Millisecond})
+	ref, _ := spawnTest(t, n2, "a", 3, SpawnOptions{Backoff: time.Millisecond})
 
 	t.Run("Tell and Ask", func(t *testing.T) {
 		for range 3 {
@@ -86,6 +86,7 @@ func TestSystem_Remote(t *testing.T) {
 	}
 
 	t.Run("busy", func(t *testing.T) {
+		ref, p := spawnTest(t, n2, "small", 1, SpawnOptions{Mailbox: 2})
 		if err := n2.Tell(ref, block{}); err != nil {
 			t.Fatal(err)
 		}

@@ -376,6 +376,8 @@ func TestSystem_Shutdown(t *testing.T) {
 				t.Fatal(err)
 			}
 			p.waitEntered(t)
+		} else {
+			mustAsk(t, s, ref, get{}, 0) // started, so Stop is due
 		}
 	}
 

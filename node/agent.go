@@ -47,6 +47,7 @@ type Agent struct {
 	raftTrans *raft.NetworkTransport
 	gossip    *gossip
 	forwarder *forwarder
+	committer *committer
 	actors    *actors.System
 	http      *http.Server
 	httpLn    net.Listener
@@ -75,6 +76,7 @@ func New(cfg Config, logger hclog.Logger) (a *Agent, err error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	a = &Agent{cfg: cfg, logger: logger, ctx: ctx, cancel: cancel}
 	a.forwarder = &forwarder{a: a}
+	a.committer = &committer{a: a}
 	defer func() {
 		if err != nil {
 			a.Shutdown()

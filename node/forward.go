@@ -131,32 +131,33 @@ func (a *Agent) handleApplyBatch(ctx context.Context, dec transport.Decoder) (an
 	if a.raft.State() != raft.Leader {
 		return nil, structs.Errorf(structs.CodeNotLeader, "node: not the leader")
 	}
-	timeout := forwardRPCTimeout
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
-	}
 	reply := &applyBatchReply{Results: make([]entryResult, len(args.Entries))}
-	futures := make([]raft.ApplyFuture, len(args.Entries))
+	var datas [][]byte
+	var pos []int
 	for i, data := range args.Entries {
-		if len(data) == 0 || !structs.MessageType(data[0]).Known() {
+		if len(data) == 0 || !structs.MessageType(data[0]).Known() || structs.MessageType(data[0]) == structs.BatchType {
 			reply.Results[i] = entryResult{Code: structs.CodeInvalid, Message: "node: unknown command type"}
 			continue
 		}
-		futures[i] = a.raft.Apply(data, timeout)
+		datas = append(datas, data)
+		pos = append(pos, i)
 	}
-	for i, fut := range futures {
-		if fut == nil {
+	chans := a.committer.submit(datas)
+	for j, ch := range chans {
+		r := &reply.Results[pos[j]]
+		var out commitOutcome
+		select {
+		case out = <-ch:
+		case <-ctx.Done():
+			out.err = structs.Errorf(structs.CodeUnavailable, "node: write outcome unknown: %v", ctx.Err())
+		}
+		r.Index = out.index
+		if out.err != nil {
+			r.Code, r.Message = structs.ErrorCode(out.err), out.err.Error()
 			continue
 		}
-		idx, res, err := applyResult(fut)
-		r := &reply.Results[i]
-		r.Index = idx
-		if err != nil {
-			r.Code, r.Message = structs.ErrorCode(err), err.Error()
-			continue
-		}
-		if res != nil {
-			b, err := msgpack.Marshal(res)
+		if out.res != nil {
+			b, err := msgpack.Marshal(out.res)
 			if err != nil {
 				r.Code, r.Message = structs.CodeInternal, "node: encode apply result: "+err.Error()
 				continue

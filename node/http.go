@@ -76,12 +76,17 @@ func writeError(w http.ResponseWriter, err error) {
 	writeJSON(w, status, ce)
 }
 
+// writeJSON writes v as compact JSON; the CLI formats it for people.
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b, _ = json.Marshal(&structs.CodedError{Code: structs.CodeInternal, Message: "encode response: " + err.Error()})
+	}
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
 	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
+	_, _ = w.Write(append(b, '\n'))
 }
 
 // decodeBody reads a JSON body of at most max_body_bytes into v. Unknown fields,

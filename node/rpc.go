@@ -75,14 +75,10 @@ func (a *Agent) leaderReadIndex() (uint64, error) {
 	return idx, nil
 }
 
-// applyLocal appends an entry on the leader and waits until it is applied. It
-// returns the FSM's result for the entry.
+// applyLocal commits an entry through the leader's group committer and waits
+// until it is applied. It returns the FSM's result for the entry.
 func (a *Agent) applyLocal(ctx context.Context, data []byte) (uint64, any, error) {
-	timeout := 30 * time.Second
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
-	}
-	return applyResult(a.raft.Apply(data, timeout))
+	return a.committer.apply(ctx, data)
 }
 
 // leaderWait bounds how long a request waits for a leader before it fails with 503.

@@ -16,6 +16,11 @@ const (
 	// keyAppliedIndex holds the last applied Raft index, 8 bytes big-endian. It is
 	// written in the same transaction as the changes of the entries it covers.
 	keyAppliedIndex = "meta/applied_index"
+
+	// keyAppliedPartial exists only while a structs.BatchType entry is half applied
+	// (its commands were split across transactions): its index and how many of its
+	// commands the state holds, 8+8 bytes big-endian.
+	keyAppliedPartial = "meta/applied_partial"
 )
 
 func nodeKey(id string) string    { return prefixNode + id }

@@ -190,7 +190,9 @@ func TestFSM_Commands(t *testing.T) {
 		{
 			name:  "delete node",
 			setup: func(t *testing.T) [][]byte { return [][]byte{upsertNode(t, "n1", 8)} },
-			cmd:   func(t *testing.T) []byte { return encode(t, structs.NodeDeleteType, &structs.NodeDeleteRequest{ID: "n1"}) },
+			cmd: func(t *testing.T) []byte {
+				return encode(t, structs.NodeDeleteType, &structs.NodeDeleteRequest{ID: "n1"})
+			},
 			check: func(t *testing.T, txn *Txn, _ interface{}) {
 				if _, err := txn.Node("n1"); structs.ErrorCode(err) != structs.CodeNotFound {
 					t.Fatalf("Node after delete: %v, want not_found", err)
@@ -198,8 +200,10 @@ func TestFSM_Commands(t *testing.T) {
 			},
 		},
 		{
-			name:     "delete missing node",
-			cmd:      func(t *testing.T) []byte { return encode(t, structs.NodeDeleteType, &structs.NodeDeleteRequest{ID: "n1"}) },
+			name: "delete missing node",
+			cmd: func(t *testing.T) []byte {
+				return encode(t, structs.NodeDeleteType, &structs.NodeDeleteRequest{ID: "n1"})
+			},
 			wantCode: structs.CodeNotFound,
 		},
 		{
@@ -211,6 +215,16 @@ func TestFSM_Commands(t *testing.T) {
 			name:     "body of the wrong shape",
 			cmd:      func(t *testing.T) []byte { return encode(t, structs.ModelUpdateType, []int{1, 2, 3}) },
 			wantCode: structs.CodeInvalid,
+		},
+		{
+			name: "nil where a time is expected",
+			cmd: func(t *testing.T) []byte {
+				return encode(t, structs.ModelCreateType, map[string]interface{}{
+					"model": map[string]interface{}{"name": "iris", "created_at": nil},
+				})
+			},
+			wantCode: structs.CodeInvalid,
+			check:    assertNoModel("iris"),
 		},
 		{
 			name:     "empty entry",
@@ -341,7 +355,7 @@ func TestFSM_BatchWithFailingEntries(t *testing.T) {
 		updateModel(t, "missing", map[string]*string{"k": ptr("v")}),
 		createModel(t, "b", nil),
 		updateModel(t, "a", map[string]*string{"k": nil, "k2": ptr("v2")}), // sees entry 1
-		[]byte{byte(structs.ModelDeleteType), 0xc1},                         // malformed
+		[]byte{byte(structs.ModelDeleteType), 0xc1},                        // malformed
 		deleteModel(t, "b"),
 		createModel(t, "c", nil),
 	)

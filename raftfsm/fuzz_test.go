@@ -20,6 +20,8 @@ func FuzzApply(f *testing.F) {
 	seed(encode(f, structs.NodeDeleteType, &structs.NodeDeleteRequest{ID: "n1"}))
 	f.Add(byte(structs.ModelCreateType), []byte{})
 	f.Add(byte(structs.ModelUpdateType), []byte{0x81, 0xa4, 't', 'a', 'g', 's', 0xc1})
+	seed(encode(f, structs.ModelCreateType, map[string]interface{}{"model": map[string]interface{}{"name": "x", "created_at": nil}}))
+	seed(group(f, createModel(f, "g", nil), updateModel(f, "g", map[string]*string{"a": ptr("1")}), []byte{0xff, 0x80}))
 	f.Add(byte(200), []byte{0x80})
 	f.Add(byte(42), []byte("not msgpack"))
 
@@ -30,14 +32,17 @@ func FuzzApply(f *testing.F) {
 
 	f.Fuzz(func(t *testing.T, typ byte, body []byte) {
 		mt := structs.MessageType(typ)
-		if _, known := commands[mt&^structs.IgnoreUnknownFlag]; !known {
+		if !(mt &^ structs.IgnoreUnknownFlag).Known() {
 			mt |= structs.IgnoreUnknownFlag // an unknown type without the flag panics by design
+		}
+		if mt&^structs.IgnoreUnknownFlag == structs.BatchType && groupHasUnknown(body) {
+			t.Skip("a batch carrying a command of unknown type panics by design")
 		}
 		before := readState(t, fsm)
 		index++
 		res := fsm.Apply(&raft.Log{Index: index, Type: raft.LogCommand, Data: append([]byte{byte(mt)}, body...)})
 		switch r := res.(type) {
-		case nil, *structs.Model, *structs.Node:
+		case nil, *structs.Model, *structs.Node, []interface{}:
 		case *structs.CodedError:
 			switch r.Code {
 			case structs.CodeInvalid, structs.CodeNotFound, structs.CodeConflict, structs.CodeTooLarge:
@@ -80,4 +85,19 @@ func FuzzRestore(f *testing.F) {
 		}
 		readState(t, fsm) // fails the test if a record does not decode
 	})
+}
+
+// groupHasUnknown reports whether a BatchType body decodes and carries a command
+// whose type this build does not know and may not ignore.
+func groupHasUnknown(body []byte) bool {
+	var req structs.BatchRequest
+	if structs.Decode(body, &req) != nil {
+		return false
+	}
+	for _, e := range req.Entries {
+		if len(e) > 0 && !structs.MessageType(e[0]).Known() {
+			return true
+		}
+	}
+	return false
 }

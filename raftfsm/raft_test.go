@@ -13,10 +13,15 @@ import (
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
 
-// raftNode is one raft server over InmemTransport with this FSM on disk.
+// raftNode is one raft server over InmemTransport with this FSM on disk. Its raft
+// stores and FSM directory outlive a restart.
 type raftNode struct {
 	id    raft.ServerID
 	addr  raft.ServerAddress
+	dir   string
+	logs  *syncBuffer
+	store *raft.InmemStore // log and stable store
+	snaps *raft.InmemSnapshotStore
 	trans *raft.InmemTransport
 	fsm   *FSM
 	raft  *raft.Raft
@@ -24,9 +29,21 @@ type raftNode struct {
 
 func newRaftNode(t *testing.T, id string, logs *syncBuffer) *raftNode {
 	t.Helper()
-	n := &raftNode{id: raft.ServerID(id)}
-	n.addr, n.trans = raft.NewInmemTransport(raft.ServerAddress(id))
-	n.fsm = testFSM(t, onDisk(t.TempDir()))
+	n := &raftNode{
+		id: raft.ServerID(id), addr: raft.ServerAddress(id), dir: t.TempDir(), logs: logs,
+		store: raft.NewInmemStore(), snaps: raft.NewInmemSnapshotStore(),
+	}
+	n.start(t)
+	t.Cleanup(func() { n.stop(t) })
+	return n
+}
+
+func (n *raftNode) start(t *testing.T) {
+	t.Helper()
+	_, n.trans = raft.NewInmemTransport(n.addr)
+	fsm, err := New(Config{Dir: n.dir})
+	must(t, err)
+	n.fsm = fsm
 
 	conf := raft.DefaultConfig()
 	conf.LocalID = n.id
@@ -38,20 +55,21 @@ func newRaftNode(t *testing.T, id string, logs *syncBuffer) *raftNode {
 	conf.SnapshotInterval = time.Hour
 	conf.TrailingLogs = 2 // so that a new server needs InstallSnapshot
 	conf.NoSnapshotRestoreOnStart = true
-	conf.Logger = hclog.New(&hclog.LoggerOptions{Name: id, Level: hclog.Warn, Output: logs})
+	conf.Logger = hclog.New(&hclog.LoggerOptions{Name: string(n.id), Level: hclog.Warn, Output: n.logs})
 
-	r, err := raft.NewRaft(conf, n.fsm, raft.NewInmemStore(), raft.NewInmemStore(), raft.NewInmemSnapshotStore(), n.trans)
-	if err != nil {
-		t.Fatal(err)
+	n.raft, err = raft.NewRaft(conf, n.fsm, n.store, n.store, n.snaps, n.trans)
+	must(t, err)
+}
+
+// stop shuts raft down, then closes the FSM, as the node does.
+func (n *raftNode) stop(t *testing.T) {
+	if err := n.raft.Shutdown().Error(); err != nil {
+		t.Errorf("raft shutdown %s: %v", n.id, err)
 	}
-	n.raft = r
-	t.Cleanup(func() { // runs before the FSM's Close, registered earlier
-		if err := r.Shutdown().Error(); err != nil {
-			t.Errorf("raft shutdown %s: %v", id, err)
-		}
-		n.trans.Close()
-	})
-	return n
+	n.trans.Close()
+	if err := n.fsm.Close(); err != nil {
+		t.Errorf("fsm close %s: %v", n.id, err)
+	}
 }
 
 // syncBuffer collects the raft servers' logs, shown only when the test fails.
@@ -148,7 +166,7 @@ func TestFSM_RaftCluster(t *testing.T) {
 	// Compact the log, then add a server: it can only catch up by InstallSnapshot.
 	must(t, leader.raft.Snapshot().Error())
 	for i := range 5 {
-		_, last = apply(upsertNode(t, fmt.Sprintf("node-%d", i), 4+i))
+		apply(upsertNode(t, fmt.Sprintf("node-%d", i), 4+i))
 	}
 	n4 := newRaftNode(t, "n4", logs)
 	connectAll(n1, n2, n3, n4)
@@ -165,4 +183,23 @@ func TestFSM_RaftCluster(t *testing.T) {
 	// The new server applies further entries like the others.
 	_, last = apply(deleteModel(t, "model-00"))
 	waitConverged(t, last, n1, n2, n3, n4)
+
+	// A follower restarts on the same FSM directory and raft stores: raft replays
+	// its log from the last snapshot, the FSM skips what it has, and catches up.
+	follower := n2
+	if follower == leader {
+		follower = n3
+	}
+	follower.stop(t)
+	_, last = apply(updateModel(t, "model-01", map[string]*string{"while": ptr("down")}))
+	before := follower.fsm.AppliedIndex()
+	follower.start(t)
+	if got := follower.fsm.AppliedIndex(); got != before {
+		t.Fatalf("AppliedIndex after reopen = %d, want %d", got, before)
+	}
+	connectAll(n1, n2, n3, n4)
+	st = waitConverged(t, last, n1, n2, n3, n4)
+	if m := st.Models[0]; m.Name != "model-01" || m.Tags["while"] != "down" || m.ModifyIndex != last {
+		t.Fatalf("model-01 after the restart = %+v", m)
+	}
 }

@@ -21,7 +21,7 @@ import (
 // Snapshot stream format, version 1. A stream is a sequence of frames, each one
 // frameType byte followed by one msgpack value:
 //
-//	header  {format: 1, applied_index: N}
+//	header  {format: 1, applied_index: N[, partial_index: I, partial_done: K]}
 //	entity  the stored msgpack record, as is; one frame per record, entity by entity
 //	footer  {records: count of entity frames, crc32: CRC-32C of every byte before the footer}
 //
@@ -32,6 +32,10 @@ const snapshotFormat = 1
 type snapshotHeader struct {
 	Format       uint32 `msgpack:"format"`
 	AppliedIndex uint64 `msgpack:"applied_index"`
+	// A BatchType entry at PartialIndex of which the state holds the first
+	// PartialDone commands (see keyAppliedPartial); normally absent.
+	PartialIndex uint64 `msgpack:"partial_index,omitempty"`
+	PartialDone  uint64 `msgpack:"partial_done,omitempty"`
 }
 
 type snapshotFooter struct {
@@ -50,21 +54,26 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	}
 	txn := h.db.NewTransaction(false)
 	index, err := readAppliedIndex(txn)
+	var partial position
+	if err == nil {
+		partial, err = readAppliedPartial(txn)
+	}
 	if err != nil {
 		txn.Discard()
 		h.release()
 		return nil, err
 	}
-	return &fsmSnapshot{h: h, txn: txn, index: index, log: f.log}, nil
+	return &fsmSnapshot{h: h, txn: txn, index: index, partial: partial, log: f.log}, nil
 }
 
 // fsmSnapshot is a read view of the state, written out by Persist.
 type fsmSnapshot struct {
-	h     *dbHandle
-	txn   *badger.Txn
-	index uint64
-	log   hclog.Logger
-	once  sync.Once
+	h       *dbHandle
+	txn     *badger.Txn
+	index   uint64
+	partial position
+	log     hclog.Logger
+	once    sync.Once
 }
 
 // Persist streams the view into sink, then closes it (or cancels it on error).
@@ -74,7 +83,9 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	// behind the first log entry raft still has. See DESIGN.md "SyncWrites".
 	err := s.h.db.Sync()
 	if err == nil {
-		err = writeSnapshot(sink, s.txn, s.index)
+		err = writeSnapshot(sink, s.txn, snapshotHeader{
+			Format: snapshotFormat, AppliedIndex: s.index, PartialIndex: s.partial.Index, PartialDone: s.partial.Done,
+		})
 	}
 	if err != nil {
 		_ = sink.Cancel()
@@ -111,9 +122,9 @@ func (fw *frameWriter) frame(t frameType, body []byte) error {
 	return err
 }
 
-func writeSnapshot(w io.Writer, txn *badger.Txn, index uint64) error {
+func writeSnapshot(w io.Writer, txn *badger.Txn, header snapshotHeader) error {
 	fw := &frameWriter{w: bufio.NewWriterSize(w, 64<<10), crc: crc32.New(castagnoli)}
-	hdr, err := msgpack.Marshal(&snapshotHeader{Format: snapshotFormat, AppliedIndex: index})
+	hdr, err := msgpack.Marshal(&header)
 	if err != nil {
 		return err
 	}
@@ -201,12 +212,15 @@ func (fr *frameReader) header() (snapshotHeader, error) {
 	if hdr.Format != snapshotFormat {
 		return hdr, corrupt("format %d is not supported (this binary reads format %d)", hdr.Format, snapshotFormat)
 	}
+	if (hdr.PartialIndex == 0) != (hdr.PartialDone == 0) || (hdr.PartialIndex != 0 && hdr.PartialIndex <= hdr.AppliedIndex) {
+		return hdr, corrupt("header has partial entry %d/%d at applied index %d", hdr.PartialIndex, hdr.PartialDone, hdr.AppliedIndex)
+	}
 	fr.sum(t, raw)
 	return hdr, nil
 }
 
-// load writes every entity frame into wb, up to and including a valid footer.
-func (fr *frameReader) load(wb *badger.WriteBatch) error {
+// load passes every entity frame to set, up to and including a valid footer.
+func (fr *frameReader) load(set func(key string, val []byte) error) error {
 	var records uint64
 	for {
 		t, raw, err := fr.next()
@@ -234,8 +248,8 @@ func (fr *frameReader) load(wb *badger.WriteBatch) error {
 		if err != nil {
 			return corrupt("%s record %d: %v", e.name, records+1, err)
 		}
-		if err := wb.Set([]byte(key), raw); err != nil {
-			return fmt.Errorf("raftfsm: restore %s: %w", key, err)
+		if err := set(key, raw); err != nil {
+			return err
 		}
 		fr.sum(t, raw)
 		records++
@@ -258,19 +272,20 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 
 	fr := newFrameReader(rc)
-	hdr, err := fr.header() // before any disk work: most garbage stops here
+	hdr, err := fr.header()
 	if err != nil {
 		return err
 	}
-
 	seq := f.seq + 1
-	h, err := f.openFresh(seq)
-	if err != nil {
+	l := &restoreLoader{f: f, seq: seq}
+	if err := fr.load(l.set); err != nil {
+		l.abort()
 		return err
 	}
-	if err := f.fill(h, fr, hdr.AppliedIndex, seq); err != nil {
-		h.remove.Store(true)
-		h.release()
+	partial := position{Index: hdr.PartialIndex, Done: hdr.PartialDone}
+	h, err := l.finish(hdr.AppliedIndex, partial)
+	if err != nil {
+		l.abort()
 		return err
 	}
 
@@ -290,6 +305,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.cur = h
 	f.mu.Unlock()
 	f.seq = seq
+	f.partial = partial
 	f.applied.Store(hdr.AppliedIndex)
 	old.remove.Store(removeOld)
 	old.release() // closes it now, or when the last reader lets go
@@ -298,38 +314,106 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	return nil
 }
 
-// openFresh opens an empty database for Restore: db-seq under Dir, or in memory.
-func (f *FSM) openFresh(seq uint64) (*dbHandle, error) {
-	if f.cfg.InMemory {
-		return openHandle("", true, f.log, f.cfg.BadgerLogLevel)
-	}
-	dir := filepath.Join(f.cfg.Dir, dbDirName(seq))
-	if err := os.RemoveAll(dir); err != nil {
-		return nil, fmt.Errorf("raftfsm: restore: %w", err)
-	}
-	return openHandle(dir, false, f.log, f.cfg.BadgerLogLevel)
+// restoreBufferBytes is how much of a snapshot Restore holds in memory before it
+// opens the fresh database. A registry snapshot usually fits, so a corrupt one is
+// rejected, checksum included, without touching the disk.
+const restoreBufferBytes = 4 << 20
+
+// restoreLoader receives the records of a snapshot: first into memory, then, past
+// restoreBufferBytes, into a fresh database through a WriteBatch.
+type restoreLoader struct {
+	f   *FSM
+	seq uint64 // number of the database directory to create
+
+	pending     []op
+	pendingSize int
+
+	h  *dbHandle
+	wb *badger.WriteBatch
 }
 
-// fill loads the rest of the stream into h, makes it durable and, on disk, names it
-// in CURRENT. Only then may it replace the current database.
-func (f *FSM) fill(h *dbHandle, fr *frameReader, index, seq uint64) error {
-	wb := h.db.NewWriteBatch()
-	if err := fr.load(wb); err != nil {
-		wb.Cancel()
-		return err
-	}
-	if err := wb.Set([]byte(keyAppliedIndex), encodeIndex(index)); err != nil {
-		wb.Cancel()
-		return fmt.Errorf("raftfsm: restore: %w", err)
-	}
-	if err := wb.Flush(); err != nil {
-		return fmt.Errorf("raftfsm: restore: %w", err)
-	}
-	if err := h.db.Sync(); err != nil {
-		return fmt.Errorf("raftfsm: restore: %w", err)
-	}
-	if f.cfg.InMemory {
+func (l *restoreLoader) set(key string, val []byte) error {
+	if l.wb != nil {
+		if err := l.wb.Set([]byte(key), val); err != nil {
+			return fmt.Errorf("raftfsm: restore %s: %w", key, err)
+		}
 		return nil
 	}
-	return writeCurrent(f.cfg.Dir, seq)
+	l.pending = append(l.pending, op{key: key, value: val})
+	l.pendingSize += len(key) + len(val)
+	if l.pendingSize < restoreBufferBytes {
+		return nil
+	}
+	return l.open()
+}
+
+// open creates the fresh database and moves the buffered records into it.
+func (l *restoreLoader) open() error {
+	var err error
+	if l.f.cfg.InMemory {
+		l.h, err = openHandle("", true, l.f.log, l.f.cfg.BadgerLogLevel)
+	} else {
+		dir := filepath.Join(l.f.cfg.Dir, dbDirName(l.seq))
+		if err := os.RemoveAll(dir); err != nil {
+			return fmt.Errorf("raftfsm: restore: %w", err)
+		}
+		l.h, err = openHandle(dir, false, l.f.log, l.f.cfg.BadgerLogLevel)
+	}
+	if err != nil {
+		return err
+	}
+	l.wb = l.h.db.NewWriteBatch()
+	pending := l.pending
+	l.pending, l.pendingSize = nil, 0
+	for _, o := range pending {
+		if err := l.set(o.key, o.value); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// finish records the index, makes the database durable and, on disk, names it in
+// CURRENT. Only then may it replace the current database.
+func (l *restoreLoader) finish(index uint64, partial position) (*dbHandle, error) {
+	if l.wb == nil {
+		if err := l.open(); err != nil {
+			return nil, err
+		}
+	}
+	if err := l.set(keyAppliedIndex, encodeIndex(index)); err != nil {
+		return nil, err
+	}
+	if partial != (position{}) {
+		if err := l.set(keyAppliedPartial, partial.encode()); err != nil {
+			return nil, err
+		}
+	}
+	err := l.wb.Flush()
+	l.wb = nil
+	if err != nil {
+		return nil, fmt.Errorf("raftfsm: restore: %w", err)
+	}
+	if err := l.h.db.Sync(); err != nil {
+		return nil, fmt.Errorf("raftfsm: restore: %w", err)
+	}
+	if !l.f.cfg.InMemory {
+		if err := writeCurrent(l.f.cfg.Dir, l.seq); err != nil {
+			return nil, err
+		}
+	}
+	return l.h, nil
+}
+
+// abort throws away whatever was loaded.
+func (l *restoreLoader) abort() {
+	if l.wb != nil {
+		l.wb.Cancel()
+		l.wb = nil
+	}
+	if l.h != nil {
+		l.h.remove.Store(true)
+		l.h.release()
+		l.h = nil
+	}
 }

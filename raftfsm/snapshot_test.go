@@ -47,7 +47,7 @@ func restoreBytes(f *FSM, b []byte) error {
 	return f.Restore(io.NopCloser(bytes.NewReader(b)))
 }
 
-// dirEntries lists the names in an FSM directory.
+// dirEntries lists the names in an FSM directory but the OPEN marker.
 func dirEntries(t testing.TB, dir string) []string {
 	t.Helper()
 	entries, err := os.ReadDir(dir)
@@ -56,7 +56,9 @@ func dirEntries(t testing.TB, dir string) []string {
 	}
 	var names []string
 	for _, e := range entries {
-		names = append(names, e.Name())
+		if e.Name() != openMarkerFile {
+			names = append(names, e.Name())
+		}
 	}
 	return names
 }
@@ -302,5 +304,148 @@ func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A snapshot larger than Restore's memory buffer streams into the fresh database.
+func TestFSM_RestoreLargeSnapshot(t *testing.T) {
+	src := testFSM(t)
+	var data [][]byte
+	for i := range 8 { // 8 records of 700 KiB: more than restoreBufferBytes
+		data = append(data, encode(t, structs.NodeUpsertType, bigNode("node-"+string(rune('a'+i)), 700<<10)))
+	}
+	src.ApplyBatch(commandLogs(1, data...))
+	want := readState(t, src)
+	stream := snapshotBytes(t, src)
+	if len(stream) <= restoreBufferBytes {
+		t.Fatalf("snapshot is %d bytes, not more than the %d buffer", len(stream), restoreBufferBytes)
+	}
+
+	tests := []struct {
+		name    string
+		stream  []byte
+		wantErr bool
+	}{
+		{name: "whole", stream: stream},
+		{name: "truncated after the buffer", stream: stream[:len(stream)-100], wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			dst := testFSM(t, onDisk(dir))
+			fillTarget(t, dst)
+			before := readState(t, dst)
+			err := restoreBytes(dst, tt.stream)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("Restore = %v, want error %v", err, tt.wantErr)
+			}
+			if tt.wantErr {
+				assertSameState(t, before, readState(t, dst))
+				if got, want := dirEntries(t, dir), []string{currentFile, dbDirName(1)}; !reflect.DeepEqual(got, want) {
+					t.Fatalf("directory holds %v after a failed restore, want %v", got, want)
+				}
+				return
+			}
+			assertSameState(t, want, readState(t, dst))
+		})
+	}
+}
+
+// Readers run while batches apply and restores swap the database under them.
+func TestFSM_ConcurrentReadersAndRestores(t *testing.T) {
+	src := testFSM(t)
+	fillSource(t, src)
+	stream := snapshotBytes(t, src)
+
+	dir := t.TempDir()
+	f := testFSM(t, onDisk(dir))
+	stop := make(chan struct{})
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			for {
+				select {
+				case <-stop:
+					errs <- nil
+					return
+				default:
+				}
+				txn := f.ReadTxn()
+				_, _, err := txn.Models("", 0)
+				if err == nil {
+					_, err = txn.Nodes()
+				}
+				txn.Discard()
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	index := uint64(100)
+	for i := range 30 {
+		if i%10 == 5 {
+			must(t, restoreBytes(f, stream))
+			index = f.AppliedIndex() + 100
+			continue
+		}
+		index++
+		f.ApplyBatch(commandLogs(index, createModel(t, "m-"+string(rune('a'+i)), nil), upsertNode(t, "n", i)))
+		index++
+	}
+	close(stop)
+	for range 2 {
+		must(t, <-errs)
+	}
+	if got, want := dirEntries(t, dir), []string{currentFile, dbDirName(4)}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("directory holds %v, want %v", got, want)
+	}
+}
+
+func TestFSM_UncleanStop(t *testing.T) {
+	bootFile := filepath.Join(t.TempDir(), "boot_id")
+	must(t, os.WriteFile(bootFile, []byte("boot-1\n"), 0o600))
+	saved := bootIDPath
+	bootIDPath = bootFile
+	t.Cleanup(func() { bootIDPath = saved })
+
+	tests := []struct {
+		name       string
+		marker     *string // OPEN left behind; nil: clean Close
+		wantKept   bool
+		wantDBDirs []string
+	}{
+		{name: "clean close", wantKept: true, wantDBDirs: []string{dbDirName(1)}},
+		{name: "process crash", marker: ptr("boot-1\n"), wantKept: true, wantDBDirs: []string{dbDirName(1)}},
+		{name: "machine crash", marker: ptr("boot-0\n"), wantDBDirs: []string{dbDirName(2)}},
+		{name: "marker without a boot id", marker: ptr(""), wantDBDirs: []string{dbDirName(2)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			f, err := New(Config{Dir: dir})
+			must(t, err)
+			fillSource(t, f)
+			want := readState(t, f)
+			must(t, f.Close())
+			if _, err := os.Stat(filepath.Join(dir, openMarkerFile)); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("OPEN after a clean Close: %v", err)
+			}
+			if tt.marker != nil { // as if the process had not reached Close
+				must(t, os.WriteFile(filepath.Join(dir, openMarkerFile), []byte(*tt.marker), 0o600))
+			}
+
+			f = testFSM(t, onDisk(dir))
+			got := readState(t, f)
+			if tt.wantKept {
+				assertSameState(t, want, got)
+			} else if got.Index != 0 || len(got.Models) != 0 || len(got.Nodes) != 0 {
+				t.Fatalf("state after a machine crash = %+v, want it discarded", got)
+			}
+			if got, want := dirEntries(t, dir), append([]string{currentFile}, tt.wantDBDirs...); !reflect.DeepEqual(got, want) {
+				t.Fatalf("directory holds %v, want %v", got, want)
+			}
+		})
 	}
 }

@@ -17,6 +17,7 @@ import (
 //
 //	CURRENT      names the active database directory, e.g. "db-000001\n"
 //	db-000001/   the Badger database in use
+//	OPEN         boot ID of the machine, while an FSM has the state open
 //
 // Restore builds db-(n+1) next to the active one and rewrites CURRENT atomically
 // (temp file, fsync, rename, fsync of Dir) before swapping it in. A crash before the
@@ -26,7 +27,73 @@ const (
 	currentFile    = "CURRENT"
 	currentTmpFile = "CURRENT.tmp"
 	dbDirPrefix    = "db-"
+	openMarkerFile = "OPEN" // boot ID of the machine that has the state open
 )
+
+// bootIDPath identifies the running kernel on Linux: it changes at every boot.
+var bootIDPath = "/proc/sys/kernel/random/boot_id"
+
+func bootID() string {
+	b, err := os.ReadFile(bootIDPath)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// machineStoppedWhileOpen reports whether the state in dir was open when its
+// machine last went down (the OPEN marker survives, with another boot ID). Badger
+// runs without fsync per write, so such a state may have lost writes, and not only
+// the newest ones: a memtable waiting for its flush is not synced. A process that
+// merely crashed loses nothing (its writes are in the page cache), which the same
+// boot ID tells apart. Without a boot ID (not Linux) every unclean stop counts.
+func machineStoppedWhileOpen(dir string) (bool, string) {
+	b, err := os.ReadFile(filepath.Join(dir, openMarkerFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return false, ""
+	}
+	if err != nil {
+		return true, err.Error()
+	}
+	was, now := strings.TrimSpace(string(b)), bootID()
+	if was == "" || now == "" || was != now {
+		return true, fmt.Sprintf("opened under boot %q, now boot %q", was, now)
+	}
+	return false, ""
+}
+
+func writeOpenMarker(dir string) error {
+	path := filepath.Join(dir, openMarkerFile)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("raftfsm: write %s: %w", path, err)
+	}
+	_, err = f.WriteString(bootID() + "\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = syncDir(dir)
+	}
+	if err != nil {
+		return fmt.Errorf("raftfsm: write %s: %w", path, err)
+	}
+	return nil
+}
+
+func removeOpenMarker(dir string) error {
+	err := os.Remove(filepath.Join(dir, openMarkerFile))
+	if err == nil {
+		err = syncDir(dir)
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("raftfsm: remove %s: %w", openMarkerFile, err)
+	}
+	return nil
+}
 
 // Badger sizing. The registry is small (thousands of records of at most a few
 // hundred KiB), so the defaults meant for large stores would only waste memory.

@@ -79,6 +79,14 @@ var (
 	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
 )
 
+// putBuffer recycles buf unless one large message made it big: the pool should
+// not pin megabytes for the next small call.
+func putBuffer(buf *bytes.Buffer) {
+	if buf.Cap() <= 64<<10 {
+		bufPool.Put(buf)
+	}
+}
+
 // newStreamDecoder returns a pooled decoder reading r through a pooled buffer
 // (msgpack would allocate a fresh 4 KiB bufio.Reader per stream otherwise), and
 // the function that returns both to their pools.
@@ -111,16 +119,20 @@ func (t *Transport) Call(ctx context.Context, addr, method string, args, reply a
 	recycle := true
 	defer func() {
 		if recycle {
-			bufPool.Put(req)
+			putBuffer(req)
 		}
 	}()
-	if err := encodeRequest(req, ctx, method, args); err != nil {
+	if err := encodeRequest(ctx, req, method, args); err != nil {
 		return err
 	}
 
 	for attempt := 0; ; attempt++ {
 		sess, err := t.session(ctx, addr)
 		if err != nil {
+			if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
+				// The dialer reports the caller's deadline as a plain timeout.
+				return fmt.Errorf("%w: %w", err, ctxErr)
+			}
 			return err
 		}
 		stream, err := t.send(ctx, sess, req.Bytes())
@@ -148,7 +160,7 @@ func (t *Transport) Call(ctx context.Context, addr, method string, args, reply a
 	}
 }
 
-func encodeRequest(buf *bytes.Buffer, ctx context.Context, method string, args any) error {
+func encodeRequest(ctx context.Context, buf *bytes.Buffer, method string, args any) error {
 	hdr := requestHeader{Method: method}
 	if deadline, ok := ctx.Deadline(); ok {
 		hdr.Timeout = max(int64(time.Until(deadline)), 1)
@@ -398,7 +410,7 @@ func (t *Transport) serveStream(stream *yamux.Stream) {
 	defer stream.Close()
 	_ = stream.SetReadDeadline(time.Now().Add(requestReadTimeout))
 	buf := bufPool.Get().(*bytes.Buffer)
-	defer bufPool.Put(buf)
+	defer putBuffer(buf)
 	method, ok := t.serveRequest(stream, buf)
 	if !ok {
 		return

@@ -116,6 +116,21 @@ func TestTransport_CallDeadline(t *testing.T) {
 	})
 	t.Cleanup(func() { close(release) })
 	client := testTransport(t)
+	// Open the session first, so that a slow dial on a loaded machine does not
+	// use up the short deadlines below.
+	if err := client.Call(context.Background(), server.Addr(), "echo", &echoArgs{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitHandler := func(t *testing.T) time.Duration {
+		t.Helper()
+		select {
+		case left := <-handlerDeadline:
+			return left
+		case <-time.After(5 * time.Second):
+			t.Fatal("the request never reached the handler")
+			return 0
+		}
+	}
 
 	t.Run("client gives up on a handler that ignores ctx", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
@@ -124,7 +139,7 @@ func TestTransport_CallDeadline(t *testing.T) {
 		if !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("err = %v, want context.DeadlineExceeded", err)
 		}
-		if left := <-handlerDeadline; left <= 0 || left > 100*time.Millisecond {
+		if left := waitHandler(t); left <= 0 || left > 100*time.Millisecond {
 			t.Fatalf("handler saw %s left of the deadline, want (0, 100ms]", left)
 		}
 	})
@@ -140,7 +155,7 @@ func TestTransport_CallDeadline(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- client.Call(ctx, server.Addr(), "stuck", nil, nil) }()
-		<-handlerDeadline // the request reached the handler
+		waitHandler(t) // the request reached the handler
 		cancel()
 		if err := <-done; !errors.Is(err, context.Canceled) {
 			t.Fatalf("err = %v, want context.Canceled", err)
@@ -312,7 +327,7 @@ func FuzzServeRequest(f *testing.F) {
 	tr.logger = testTransportLogger()
 	for _, args := range []any{&echoArgs{Text: "a", N: 1}, nil, []int{1, 2}} {
 		var buf bytes.Buffer
-		if err := encodeRequest(&buf, context.Background(), "echo", args); err != nil {
+		if err := encodeRequest(context.Background(), &buf, "echo", args); err != nil {
 			f.Fatal(err)
 		}
 		f.Add(buf.Bytes())
@@ -321,5 +336,38 @@ func FuzzServeRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var out bytes.Buffer
 		tr.serveRequest(bytes.NewReader(data), &out)
+	})
+}
+
+func TestTransport_AdvertiseAddr(t *testing.T) {
+	t.Run("explicit", func(t *testing.T) {
+		tr := testTransport(t, func(c *Config) { c.AdvertiseAddr = "10.1.2.3:7071" })
+		if got := tr.Addr(); got != "10.1.2.3:7071" {
+			t.Fatalf("Addr = %q", got)
+		}
+		if got := tr.StreamLayer().Addr().String(); got != "10.1.2.3:7071" {
+			t.Fatalf("raft address = %q, want the advertised one", got)
+		}
+	})
+	t.Run("listener address", func(t *testing.T) {
+		tr := testTransport(t, withBind("127.0.0.2:0"))
+		host, port, err := net.SplitHostPort(tr.Addr())
+		if err != nil || host != "127.0.0.2" || port == "0" {
+			t.Fatalf("Addr = %q, want 127.0.0.2 and the chosen port", tr.Addr())
+		}
+	})
+	t.Run("unspecified bind uses a private IP or says so", func(t *testing.T) {
+		tr, err := New(Config{BindAddr: "0.0.0.0:0"})
+		if err != nil {
+			if !errors.Is(err, ErrInvalidConfig) {
+				t.Fatalf("New = %v, want ErrInvalidConfig when no private IP exists", err)
+			}
+			return
+		}
+		defer tr.Shutdown()
+		host, _, _ := net.SplitHostPort(tr.Addr())
+		if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+			t.Fatalf("Addr = %q, want a concrete IP", tr.Addr())
+		}
 	})
 }

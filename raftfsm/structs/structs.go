@@ -25,6 +25,11 @@ const (
 	ModelCreateType MessageType = 3
 	ModelUpdateType MessageType = 4
 	ModelDeleteType MessageType = 5
+	// BatchType carries several commands in one log entry (BatchRequest). The
+	// leader groups concurrent writes this way so that a round of replication,
+	// an fsync and an FSM transaction serve many of them. Its result is a
+	// []interface{} with one result per command, in order.
+	BatchType MessageType = 6
 )
 
 // String names a message type for logs and errors.
@@ -40,6 +45,8 @@ func (t MessageType) String() string {
 		return "model_update"
 	case ModelDeleteType:
 		return "model_delete"
+	case BatchType:
+		return "batch"
 	}
 	return fmt.Sprintf("message_type(%d)", uint8(t))
 }
@@ -90,8 +97,17 @@ func Encode(t MessageType, cmd any) ([]byte, error) {
 	return append(buf, body...), nil
 }
 
-// Decode reads the body of a log entry (without its type byte) into cmd.
-func Decode(body []byte, cmd any) error {
+// Decode reads the body of a log entry (without its type byte) into cmd. Malformed
+// input returns an error, never a panic: it may come from the network or from disk.
+func Decode(body []byte, cmd any) (err error) {
+	// msgpack v5.4.1 panics on some malformed input, e.g. nil where a time.Time is
+	// expected (reflect.Value.IsNil on a struct). The decoder is local and cmd is the
+	// caller's to discard, so recovering leaves nothing half-changed behind.
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("structs: decode: malformed msgpack: %v", r)
+		}
+	}()
 	// A fresh decoder rather than msgpack.Unmarshal's pooled one: in msgpack v5.4.1
 	// a failed read of a string that claims a huge length leaves the decoder's
 	// buffer 1 MiB larger, and the pool hands that decoder out again, so a stream of
@@ -316,8 +332,15 @@ func (t MessageType) Known() bool {
 		return true
 	}
 	switch t {
-	case NodeUpsertType, NodeDeleteType, ModelCreateType, ModelUpdateType, ModelDeleteType:
+	case NodeUpsertType, NodeDeleteType, ModelCreateType, ModelUpdateType, ModelDeleteType, BatchType:
 		return true
 	}
 	return false
+}
+
+// BatchRequest is the body of a BatchType entry: complete encoded commands
+// ([type][msgpack] each), applied in order. Each command succeeds or fails on its
+// own, exactly as if it had its own entry. A batch never nests.
+type BatchRequest struct {
+	Entries [][]byte `msgpack:"entries"`
 }

@@ -1,0 +1,14 @@
+// Package node is the Kiln agent: it turns the HCL config into the internal
+// configs of each component, owns their lifecycle, and serves the HTTP API.
+//
+// One Agent wires memberlist gossip (liveness and addresses), Raft over the
+// registry FSM (raftfsm), the transport (one TCP port for Raft and RPC), and the
+// actor system. The leader runs a reconcile loop that turns gossip membership into
+// the Raft configuration; every node registers its own fingerprinted resources in
+// the registry. Writes taken on a follower are forwarded to the leader in batches;
+// reads are answered locally at the consistency the request asks for.
+//
+// DESIGN.md in this directory explains the choices that are not obvious from the
+// code: why membership is reconciled by our own loop rather than raft-autopilot,
+// how consistent reads work on followers, and why forwarded writes are batched.
+package node
