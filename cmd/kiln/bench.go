@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"sort"
 	"strings"
@@ -73,19 +71,28 @@ func runBenchRegistry(args []string) int {
 			return fail(fmt.Errorf("creating bench-%d: %w", i, err))
 		}
 	}
+	addrs := strings.Split(cf.address, ",")
+	conns := make([]*benchConn, *conc)
+	for i := range conns {
+		bc, err := newBenchConn(strings.TrimSpace(addrs[i%len(addrs)]))
+		if err != nil {
+			return fail(err)
+		}
+		conns[i] = bc
+		defer bc.close()
+	}
 	res := benchLoop(*conc, *dur, func(worker int, buf []byte) error {
-		c := clients[worker%len(clients)]
-		body, _ := json.Marshal(map[string]any{"tags": map[string]string{"v": randomText(buf)}})
-		req, _ := http.NewRequest("PATCH", c.base+fmt.Sprintf("/v1/models/bench-%d", worker), bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := c.http.Do(req)
+		// The value is letters only, so it needs no JSON escaping.
+		body := make([]byte, 0, len(buf)+20)
+		body = append(body, `{"tags":{"v":"`...)
+		body = append(body, randomText(buf)...)
+		body = append(body, `"}}`...)
+		status, err := conns[worker].do("PATCH", fmt.Sprintf("/v1/models/bench-%d", worker), body)
 		if err != nil {
 			return err
 		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("HTTP %d", resp.StatusCode)
+		if status != http.StatusOK {
+			return fmt.Errorf("HTTP %d", status)
 		}
 		return nil
 	}, *valueSize)
