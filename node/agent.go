@@ -151,6 +151,7 @@ func New(cfg Config, logger hclog.Logger) (a *Agent, err error) {
 	a.goFunc(a.bootstrapLoop)
 	a.goFunc(a.monitorLeadership)
 	a.goFunc(a.registerSelfLoop)
+	a.goFunc(a.reclaimLoop)
 	a.logger.Info("agent started", "node_id", a.id, "name", cfg.NodeName,
 		"http", a.httpLn.Addr().String(), "rpc", a.trans.Addr(), "gossip_port", cfg.GossipPort)
 	return a, nil
@@ -217,7 +218,9 @@ func (a *Agent) setupRaft() error {
 	// one fsync, and the FSM applies a batch in one Badger transaction.
 	rc.MaxAppendEntries = 512
 	rc.BatchApplyCh = true
-	logs, err := raft.NewLogCache(1024, a.wal)
+	// Recent entries stay in memory for replication to followers that lag a
+	// little; a batch entry can be up to maxCommitBytes, so keep this modest.
+	logs, err := raft.NewLogCache(128, a.wal)
 	if err != nil {
 		return fmt.Errorf("node: raft log cache: %w", err)
 	}

@@ -17,7 +17,7 @@ import (
 const (
 	maxCommitInflight = 2
 	maxCommitBatch    = 512     // commands per entry
-	maxCommitBytes    = 1 << 20 // encoded command bytes per entry
+	maxCommitBytes    = 256 << 10 // encoded command bytes per entry (bounds the Raft log cache too)
 	commitTimeout     = 30 * time.Second
 )
 

@@ -99,7 +99,8 @@ func removeOpenMarker(dir string) error {
 // hundred KiB), so the defaults meant for large stores would only waste memory.
 const (
 	badgerMemTableSize   = 16 << 20
-	badgerBlockCacheSize = 16 << 20
+	badgerNumMemtables   = 2
+	badgerBlockCacheSize = 8 << 20
 	badgerValueLogSize   = 256 << 20
 )
 
@@ -226,6 +227,9 @@ func openHandle(dir string, inMemory bool, log hclog.Logger, badgerLevel hclog.L
 		// One writer (the apply goroutine), so there is nothing to detect.
 		WithDetectConflicts(false).
 		WithMemTableSize(badgerMemTableSize).
+		// Each memtable is an arena of badgerMemTableSize on the heap; Badger's
+		// default of five waiting to flush would hold ~100 MiB after a burst.
+		WithNumMemtables(badgerNumMemtables).
 		WithBlockCacheSize(badgerBlockCacheSize).
 		WithValueLogFileSize(badgerValueLogSize).
 		WithNumCompactors(2).
