@@ -16,7 +16,7 @@ import (
 // lone write still goes at once. Results come back per command, in order.
 const (
 	maxCommitInflight = 2
-	maxCommitBatch    = 512     // commands per entry
+	maxCommitBatch    = 512       // commands per entry
 	maxCommitBytes    = 256 << 10 // encoded command bytes per entry (bounds the Raft log cache too)
 	commitTimeout     = 30 * time.Second
 )
