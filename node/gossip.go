@@ -28,6 +28,10 @@ type memberMeta struct {
 	// HasState says the node has Raft state (bootstrapped or joined); a node that
 	// sees one never bootstraps a new cluster.
 	HasState bool `msgpack:"s"`
+	// Leaving is gossiped just before a graceful leave. memberlist tells us that a
+	// node is gone but not whether it left or died (its Node.State is never
+	// updated), so this flag is how peers tell the two apart.
+	Leaving bool `msgpack:"l,omitempty"`
 }
 
 func decodeMeta(b []byte) (memberMeta, error) {
@@ -113,14 +117,20 @@ func (g *gossip) NotifyJoin(n *memberlist.Node) {
 	g.wake()
 }
 
-// NotifyLeave fires for a graceful leave and for a death; n.State tells them apart.
+// NotifyLeave fires for a graceful leave and for a death alike; the Leaving flag
+// in the node's last meta tells them apart.
 func (g *gossip) NotifyLeave(n *memberlist.Node) {
-	if m, err := decodeMeta(n.Meta); err == nil {
+	status := "dead"
+	m, err := decodeMeta(n.Meta)
+	if err == nil && m.Leaving {
+		status = "left"
+	}
+	if err == nil {
 		g.mu.Lock()
-		g.gone[m.ID] = member{Name: n.Name, Addr: n.Address(), Status: stateName(n.State), Meta: m}
+		g.gone[m.ID] = member{Name: n.Name, Addr: n.Address(), Status: status, Meta: m}
 		g.mu.Unlock()
 	}
-	g.logger.Info("member gone", "name", n.Name, "status", stateName(n.State))
+	g.logger.Info("member gone", "name", n.Name, "status", status)
 	g.wake()
 }
 
@@ -132,20 +142,6 @@ func (g *gossip) wake() {
 	case g.events <- struct{}{}:
 	default:
 	}
-}
-
-func stateName(s memberlist.NodeStateType) string {
-	switch s {
-	case memberlist.StateAlive:
-		return "alive"
-	case memberlist.StateSuspect:
-		return "suspect"
-	case memberlist.StateDead:
-		return "dead"
-	case memberlist.StateLeft:
-		return "left"
-	}
-	return "unknown"
 }
 
 // setHasState updates the gossiped HasState flag.
@@ -161,7 +157,8 @@ func (g *gossip) setHasState() {
 	}
 }
 
-// alive lists the members memberlist considers up (alive or suspect) with valid meta.
+// alive lists the members memberlist considers up, with valid meta. memberlist
+// does not expose "suspect" (Node.State is never updated), so they are all alive.
 func (g *gossip) alive() []member {
 	var out []member
 	for _, n := range g.ml.Members() {
@@ -169,7 +166,7 @@ func (g *gossip) alive() []member {
 		if err != nil {
 			continue
 		}
-		out = append(out, member{Name: n.Name, Addr: n.Address(), Status: stateName(n.State), Meta: m})
+		out = append(out, member{Name: n.Name, Addr: n.Address(), Status: "alive", Meta: m})
 	}
 	return out
 }
@@ -204,9 +201,18 @@ func (g *gossip) joinLoop(ctx context.Context, peers []string, defaultPort int, 
 	if len(peers) == 0 {
 		return
 	}
-	addrs := make([]string, len(peers))
-	for i, p := range peers {
-		addrs[i] = withDefaultPort(p, defaultPort)
+	// memberlist counts contacting ourselves as a successful join, so a node that
+	// lists its own address (every node of a shared config does) would stop
+	// retrying before any peer is up.
+	self := g.ml.LocalNode().Address()
+	var addrs []string
+	for _, p := range peers {
+		if a := withDefaultPort(p, defaultPort); !isSelf(a, self) {
+			addrs = append(addrs, a)
+		}
+	}
+	if len(addrs) == 0 {
+		return
 	}
 	wait := interval
 	for {
@@ -233,5 +239,37 @@ func withDefaultPort(addr string, port int) string {
 	return net.JoinHostPort(addr, strconv.Itoa(port))
 }
 
-func (g *gossip) leave(timeout time.Duration) error { return g.ml.Leave(timeout) }
-func (g *gossip) shutdown() error                   { return g.ml.Shutdown() }
+// leave gossips the Leaving flag, so peers record a departure rather than a
+// death, then leaves.
+func (g *gossip) leave(timeout time.Duration) error {
+	g.mu.Lock()
+	g.meta.Leaving = true
+	g.mu.Unlock()
+	if err := g.ml.UpdateNode(timeout); err != nil {
+		g.logger.Warn("could not gossip the leaving flag", "error", err)
+	}
+	return g.ml.Leave(timeout)
+}
+func (g *gossip) shutdown() error { return g.ml.Shutdown() }
+
+// isSelf reports whether addr (host:port) names the local gossip address self.
+func isSelf(addr, self string) bool {
+	if addr == self {
+		return true
+	}
+	host, port, err := net.SplitHostPort(addr)
+	sHost, sPort, err2 := net.SplitHostPort(self)
+	if err != nil || err2 != nil || port != sPort {
+		return false
+	}
+	ips, err := net.LookupIP(host)
+	if err != nil {
+		return false
+	}
+	for _, ip := range ips {
+		if ip.String() == sHost {
+			return true
+		}
+	}
+	return false
+}
