@@ -1,57 +1,15 @@
 package actors
 
 import (
-	"fmt"
-	"os"
-	"runtime"
-	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
+// TestMain fails the run if a test leaves a goroutine behind (STYLE.md rule 6).
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if leaked := leakedGoroutines(5 * time.Second); leaked != "" {
-			fmt.Fprintf(os.Stderr, "goroutines leaked by the tests:\n%s\n", leaked)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-// leakedGoroutines waits up to timeout for every goroutine but the test
-// runner's own to exit, and returns the stacks of those left.
-func leakedGoroutines(timeout time.Duration) string {
-	deadline := time.Now().Add(timeout)
-	for {
-		var leaked []string
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		// The first stack is this goroutine's own.
-		for _, g := range strings.Split(string(buf), "\n\n")[1:] {
-			if benignGoroutine(g) {
-				continue
-			}
-			leaked = append(leaked, g)
-		}
-		if len(leaked) == 0 || time.Now().After(deadline) {
-			return strings.Join(leaked, "\n\n")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func benignGoroutine(stack string) bool {
-	for _, s := range []string{
-		"os/signal.signal_recv", // started by signal.Notify in the runtime
-		"runtime.ensureSigM",
-	} {
-		if strings.Contains(stack, s) {
-			return true
-		}
-	}
-	return strings.TrimSpace(stack) == ""
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("os/signal.signal_recv"))
 }
 
 // waitFor polls cond until it holds, failing the test after timeout.
