@@ -44,10 +44,7 @@ func runBenchRegistry(args []string) int {
 	conc := fs.Int("c", 64, "")
 	dur := fs.Duration("d", 10*time.Second, "")
 	valueSize := fs.Int("value-size", 256, "")
-	if err := parseFlags(fs, args); err != nil {
-		return 1
-	}
-	if err := cf.validate(); err != nil {
+	if err := parseClientFlags(fs, cf, args, 0, benchRegistryHelp); err != nil {
 		return fail(err)
 	}
 	if *conc < 1 || *dur <= 0 || *valueSize < 1 || *valueSize > 4096 {

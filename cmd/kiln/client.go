@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -124,14 +123,31 @@ func fail(err error) int {
 	return 1
 }
 
-// parseFlags parses and reports usage errors as exit code 1.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	fs.SetOutput(os.Stderr)
+// connect parses a client command's flags, checks the number of positional
+// arguments (exactly want, or at least -want when want is negative), and returns
+// a client for -address. The error text names what is wrong and shows usage.
+func connect(fs *flag.FlagSet, cf *clientFlags, args []string, want int, usage string) (*client, error) {
+	if err := parseClientFlags(fs, cf, args, want, usage); err != nil {
+		return nil, err
+	}
+	return newClient(cf.address)
+}
+
+// parseClientFlags is connect without the client, for commands that talk to
+// several nodes.
+func parseClientFlags(fs *flag.FlagSet, cf *clientFlags, args []string, want int, usage string) error {
+	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
+		return fmt.Errorf("%v\n%s", err, usage)
+	}
+	if err := cf.validate(); err != nil {
 		return err
+	}
+	switch n := fs.NArg(); {
+	case want >= 0 && n != want:
+		return fmt.Errorf("expected %d argument(s), got %d\n%s", want, n, usage)
+	case want < 0 && n < -want:
+		return fmt.Errorf("expected at least %d argument(s), got %d\n%s", -want, n, usage)
 	}
 	return nil
 }

@@ -14,13 +14,7 @@ func simpleGet(name, synopsis, usage, path string, table func(body map[string]an
 		help:     "Usage: " + usage + "\n\n  " + synopsis + ".\n\n  -address ADDR   node HTTP address (env KILN_ADDR)\n  -format FMT     table or json",
 		run: func(args []string) int {
 			fs, cf := newClientFlags(name)
-			if err := parseFlags(fs, args); err != nil {
-				return 1
-			}
-			if err := cf.validate(); err != nil {
-				return fail(err)
-			}
-			c, err := newClient(cf.address)
+			c, err := connect(fs, cf, args, 0, "Usage: "+usage)
 			if err != nil {
 				return fail(err)
 			}
@@ -105,13 +99,7 @@ func removePeerCommand() *command {
 		help:     usage,
 		run: func(args []string) int {
 			fs, cf := newClientFlags("remove-peer")
-			if err := parseFlags(fs, args); err != nil {
-				return 1
-			}
-			if fs.NArg() != 1 {
-				return fail(fmt.Errorf("expected one node ID\n%s", usage))
-			}
-			c, err := newClient(cf.address)
+			c, err := connect(fs, cf, args, 1, usage)
 			if err != nil {
 				return fail(err)
 			}

@@ -118,3 +118,46 @@ func TestBenchLoop_CountsErrors(t *testing.T) {
 		t.Errorf("bench loop result %+v", res)
 	}
 }
+
+func TestBenchRegistry_SpreadsOverNodes(t *testing.T) {
+	var mu sync.Mutex
+	patches := map[string]int{}
+	handler := func(name string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			switch r.Method {
+			case "POST":
+				w.WriteHeader(201)
+			case "PATCH":
+				var req struct {
+					Tags map[string]string `json:"tags"`
+				}
+				if err := json.Unmarshal(body, &req); err != nil || len(req.Tags["v"]) != 32 {
+					w.WriteHeader(400)
+					return
+				}
+				mu.Lock()
+				patches[name]++
+				mu.Unlock()
+				w.Write([]byte(`{"name":"x"}`))
+			}
+		}
+	}
+	a := httptest.NewServer(handler("a"))
+	defer a.Close()
+	b := httptest.NewServer(handler("b"))
+	defer b.Close()
+	var code int
+	out := captureStdout(t, func() {
+		code = run([]string{"bench", "registry", "-address", a.URL + "," + b.URL, "-c", "4", "-d", "300ms", "-value-size", "32", "-format", "json"})
+	})
+	var res benchResult
+	if code != 0 || json.Unmarshal([]byte(out), &res) != nil {
+		t.Fatalf("exit %d, output %q", code, out)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if res.Ops == 0 || res.Errors != 0 || patches["a"] == 0 || patches["b"] == 0 || int64(patches["a"]+patches["b"]) < res.Ops {
+		t.Errorf("result %+v, patches per node %v", res, patches)
+	}
+}

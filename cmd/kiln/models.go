@@ -55,11 +55,9 @@ func modelsCreateCommand() *command {
 		owner := fs.String("owner", "", "")
 		var tags stringList
 		fs.Var(&tags, "tag", "")
-		if err := parseFlags(fs, args); err != nil {
-			return 1
-		}
-		if fs.NArg() != 1 {
-			return fail(fmt.Errorf("expected one model NAME\n%s", usage))
+		c, err := connect(fs, cf, args, 1, usage)
+		if err != nil {
+			return fail(err)
 		}
 		t, err := parseTags(tags)
 		if err != nil {
@@ -68,10 +66,6 @@ func modelsCreateCommand() *command {
 		plain := map[string]string{}
 		for k, v := range t {
 			plain[k] = *v
-		}
-		c, err := newClient(cf.address)
-		if err != nil {
-			return fail(err)
 		}
 		var out map[string]any
 		body := map[string]any{"name": fs.Arg(0), "description": *desc, "owner": *owner, "tags": plain}
@@ -92,13 +86,7 @@ func modelsListCommand() *command {
 	return &command{synopsis: "List models", help: usage, run: func(args []string) int {
 		fs, cf := newClientFlags("models list")
 		consistency := fs.String("consistency", "", "")
-		if err := parseFlags(fs, args); err != nil {
-			return 1
-		}
-		if err := cf.validate(); err != nil {
-			return fail(err)
-		}
-		c, err := newClient(cf.address)
+		c, err := connect(fs, cf, args, 0, usage)
 		if err != nil {
 			return fail(err)
 		}
@@ -140,13 +128,7 @@ func modelsGetCommand() *command {
 	return &command{synopsis: "Show a model", help: usage, run: func(args []string) int {
 		fs, cf := newClientFlags("models get")
 		consistency := fs.String("consistency", "", "")
-		if err := parseFlags(fs, args); err != nil {
-			return 1
-		}
-		if fs.NArg() != 1 {
-			return fail(fmt.Errorf("expected one model NAME\n%s", usage))
-		}
-		c, err := newClient(cf.address)
+		c, err := connect(fs, cf, args, 1, usage)
 		if err != nil {
 			return fail(err)
 		}
@@ -175,11 +157,12 @@ func modelsTagCommand() *command {
 		fs, cf := newClientFlags("models tag")
 		var untag stringList
 		fs.Var(&untag, "untag", "")
-		if err := parseFlags(fs, args); err != nil {
-			return 1
+		c, err := connect(fs, cf, args, -1, usage)
+		if err != nil {
+			return fail(err)
 		}
-		if fs.NArg() < 1 || (fs.NArg() == 1 && len(untag) == 0) {
-			return fail(fmt.Errorf("expected NAME and at least one KEY=VALUE or -untag KEY\n%s", usage))
+		if fs.NArg() == 1 && len(untag) == 0 {
+			return fail(fmt.Errorf("expected at least one KEY=VALUE or -untag KEY\n%s", usage))
 		}
 		tags, err := parseTags(fs.Args()[1:])
 		if err != nil {
@@ -187,10 +170,6 @@ func modelsTagCommand() *command {
 		}
 		for _, k := range untag {
 			tags[k] = nil
-		}
-		c, err := newClient(cf.address)
-		if err != nil {
-			return fail(err)
 		}
 		var m map[string]any
 		if err := c.do("PATCH", "/v1/models/"+url.PathEscape(fs.Arg(0)), map[string]any{"tags": tags}, &m); err != nil {
@@ -209,13 +188,7 @@ func modelsDeleteCommand() *command {
 	usage := "Usage: kiln models delete [-address ADDR] NAME"
 	return &command{synopsis: "Delete a model", help: usage, run: func(args []string) int {
 		fs, cf := newClientFlags("models delete")
-		if err := parseFlags(fs, args); err != nil {
-			return 1
-		}
-		if fs.NArg() != 1 {
-			return fail(fmt.Errorf("expected one model NAME\n%s", usage))
-		}
-		c, err := newClient(cf.address)
+		c, err := connect(fs, cf, args, 1, usage)
 		if err != nil {
 			return fail(err)
 		}

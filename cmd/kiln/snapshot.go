@@ -10,13 +10,7 @@ func snapshotSaveCommand() *command {
 	usage := "Usage: kiln snapshot save [-address ADDR] FILE\n\n  Saves the registry (a consistent read) to FILE."
 	return &command{synopsis: "Save the registry to a file", help: usage, run: func(args []string) int {
 		fs, cf := newClientFlags("snapshot save")
-		if err := parseFlags(fs, args); err != nil {
-			return 1
-		}
-		if fs.NArg() != 1 {
-			return fail(fmt.Errorf("expected FILE\n%s", usage))
-		}
-		c, err := newClient(cf.address)
+		c, err := connect(fs, cf, args, 1, usage)
 		if err != nil {
 			return fail(err)
 		}
@@ -50,21 +44,15 @@ func snapshotRestoreCommand() *command {
 	usage := "Usage: kiln snapshot restore [-address ADDR] FILE\n\n  Replaces the registry with the snapshot in FILE, on every node."
 	return &command{synopsis: "Restore the registry from a file", help: usage, run: func(args []string) int {
 		fs, cf := newClientFlags("snapshot restore")
-		if err := parseFlags(fs, args); err != nil {
-			return 1
-		}
-		if fs.NArg() != 1 {
-			return fail(fmt.Errorf("expected FILE\n%s", usage))
+		c, err := connect(fs, cf, args, 1, usage)
+		if err != nil {
+			return fail(err)
 		}
 		f, err := os.Open(fs.Arg(0))
 		if err != nil {
 			return fail(err)
 		}
 		defer f.Close()
-		c, err := newClient(cf.address)
-		if err != nil {
-			return fail(err)
-		}
 		c.http.Timeout = 0
 		resp, err := c.raw("PUT", "/v1/snapshot", f)
 		if err != nil {
