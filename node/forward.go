@@ -63,7 +63,7 @@ type forwarder struct {
 }
 
 // forward sends one write through the batcher and waits for its outcome.
-func (f *forwarder) forward(ctx context.Context, leader string, data []byte) (entryResult, error) {
+func (f *forwarder) forward(ctx context.Context, data []byte) (entryResult, error) {
 	if f.a.ctx.Err() != nil {
 		return entryResult{}, structs.Errorf(structs.CodeUnavailable, "node: shutting down")
 	}
@@ -72,7 +72,7 @@ func (f *forwarder) forward(ctx context.Context, leader string, data []byte) (en
 	f.queue = append(f.queue, pw)
 	if f.inflight < maxForwardInflight {
 		f.inflight++
-		f.a.goFunc(func() { f.sendLoop(leader) })
+		f.a.goFunc(f.sendLoop)
 	}
 	f.mu.Unlock()
 	select {
@@ -84,7 +84,7 @@ func (f *forwarder) forward(ctx context.Context, leader string, data []byte) (en
 }
 
 // sendLoop sends queued writes in batches until the queue is empty.
-func (f *forwarder) sendLoop(leader string) {
+func (f *forwarder) sendLoop() {
 	for {
 		f.mu.Lock()
 		if len(f.queue) == 0 {
@@ -96,11 +96,20 @@ func (f *forwarder) sendLoop(leader string) {
 		batch := f.queue[:n:n]
 		f.queue = f.queue[n:]
 		f.mu.Unlock()
-		f.send(leader, batch)
+		f.send(batch)
 	}
 }
 
-func (f *forwarder) send(leader string, batch []*pendingWrite) {
+// send forwards one batch to the leader as known now: a loop can outlive a
+// leader change while writes keep coming, so the address is looked up per batch.
+func (f *forwarder) send(batch []*pendingWrite) {
+	leader, _ := f.a.raft.LeaderWithID()
+	if leader == "" {
+		for _, pw := range batch {
+			pw.done <- entryOutcome{err: errNoLeaderYet}
+		}
+		return
+	}
 	args := applyBatchArgs{Entries: make([][]byte, len(batch))}
 	for i, pw := range batch {
 		args.Entries[i] = pw.data
@@ -108,7 +117,7 @@ func (f *forwarder) send(leader string, batch []*pendingWrite) {
 	ctx, cancel := context.WithTimeout(f.a.ctx, forwardRPCTimeout)
 	defer cancel()
 	var reply applyBatchReply
-	err := f.a.trans.Call(ctx, leader, rpcApplyBatch, &args, &reply)
+	err := f.a.trans.Call(ctx, string(leader), rpcApplyBatch, &args, &reply)
 	if err == nil && len(reply.Results) != len(batch) {
 		err = structs.Errorf(structs.CodeInternal, "node: leader answered %d results for %d writes", len(reply.Results), len(batch))
 	}

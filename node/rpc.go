@@ -125,11 +125,10 @@ func (a *Agent) proposeOnce(ctx context.Context, data []byte, out any) (uint64, 
 		}
 		return idx, err
 	}
-	addr, _ := a.raft.LeaderWithID()
-	if addr == "" {
+	if addr, _ := a.raft.LeaderWithID(); addr == "" {
 		return 0, errNoLeaderYet
 	}
-	res, err := a.forwarder.forward(ctx, string(addr), data)
+	res, err := a.forwarder.forward(ctx, data)
 	if err != nil {
 		return 0, err
 	}
