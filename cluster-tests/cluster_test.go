@@ -681,7 +681,7 @@ func TestCluster_BadConfig(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			out, err := exec.CommandContext(ctx, kilnBin, "agent", "-config", path).CombinedOutput()
+			out, err := exec.CommandContext(ctx, kilnBinary(), "agent", "-config", path).CombinedOutput()
 			if err == nil {
 				t.Fatalf("kiln agent accepted the config:\n%s", out)
 			}

@@ -394,7 +394,7 @@ func (nd *node) start() {
 	for _, f := range nd.configs {
 		args = append(args, "-config", f)
 	}
-	cmd := exec.Command(kilnBin, args...)
+	cmd := exec.Command(kilnBinary(), args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := startProcess(cmd); err != nil {
 		nd.t.Fatalf("start %s: %v", nd.name, err)
@@ -876,7 +876,7 @@ func (nd *node) cli(command string, args ...string) (string, error) {
 func runKiln(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, kilnBin, args...)
+	cmd := exec.CommandContext(ctx, kilnBinary(), args...)
 	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "KILN_ADDR=") })
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
