@@ -226,3 +226,33 @@ func TestAgent_ThreeNodes(t *testing.T) {
 		return voters == 3 && len(n.body["items"].([]any)) == 3
 	})
 }
+
+func TestAgent_GossipEncryption(t *testing.T) {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	encrypted := func(c *Config) { c.EncryptKey = key }
+	a := testNode(t, encrypted)
+	join := func(c *Config) { c.RetryJoin = []string{a.cfg.BindAddr}; c.BootstrapExpect = 0 }
+	b := testNode(t, encrypted, join)
+	c := testNode(t, join) // no key: must not get in
+	waitFor(t, 10*time.Second, "the keyed node to join", func() bool {
+		for _, m := range a.gossip.alive() {
+			if m.Meta.ID == b.ID() {
+				return true
+			}
+		}
+		return false
+	})
+	// Give the keyless node time to try (its join loop retries every second).
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, m := range a.gossip.alive() {
+			if m.Meta.ID == c.ID() {
+				t.Fatal("a node without the gossip key joined an encrypted cluster")
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(c.gossip.alive()) != 1 {
+		t.Errorf("keyless node sees %d members", len(c.gossip.alive()))
+	}
+}
