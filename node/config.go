@@ -358,26 +358,19 @@ func (fc *fileConfig) applyTo(c *Config, body hcl.Body) error {
 	if fc.EnableDebug != nil {
 		c.EnableDebug = *fc.EnableDebug
 	}
-	durations := []struct {
+	type durationKey struct {
 		key string
 		src *string
 		dst *time.Duration
-	}{
+	}
+	durations := []durationKey{
 		{"retry_interval", fc.RetryInterval, &c.RetryInterval},
 		{"dead_node_reap", fc.DeadNodeReap, &c.DeadNodeReap},
 	}
 	if fc.Raft != nil {
 		durations = append(durations,
-			struct {
-				key string
-				src *string
-				dst *time.Duration
-			}{"raft.snapshot_interval", fc.Raft.SnapshotInterval, &c.SnapshotInterval},
-			struct {
-				key string
-				src *string
-				dst *time.Duration
-			}{"raft.server_stabilization_time", fc.Raft.ServerStabilization, &c.ServerStabilization})
+			durationKey{"raft.snapshot_interval", fc.Raft.SnapshotInterval, &c.SnapshotInterval},
+			durationKey{"raft.server_stabilization_time", fc.Raft.ServerStabilization, &c.ServerStabilization})
 		if fc.Raft.SnapshotThreshold != nil {
 			if *fc.Raft.SnapshotThreshold < 1 {
 				return fmt.Errorf("%s must be >= 1", keyPos(body, "raft.snapshot_threshold"))
