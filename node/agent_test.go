@@ -234,7 +234,7 @@ func TestAgent_GossipEncryption(t *testing.T) {
 	join := func(c *Config) { c.RetryJoin = []string{a.cfg.BindAddr}; c.BootstrapExpect = 0 }
 	b := testNode(t, encrypted, join)
 	c := testNode(t, join) // no key: must not get in
-	waitFor(t, 10*time.Second, "the keyed node to join", func() bool {
+	waitFor(t, 30*time.Second, "the keyed node to join", func() bool {
 		for _, m := range a.gossip.alive() {
 			if m.Meta.ID == b.ID() {
 				return true
