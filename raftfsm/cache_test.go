@@ -21,8 +21,8 @@ func TestFSM_RecordCacheFollowsBadger(t *testing.T) {
 	res := f.ApplyBatch(commandLogs(1,
 		createModel(t, "m", map[string]string{"a": "1"}),
 		updateModel(t, "m", map[string]*string{"b": ptr("2")}), // cached
-		updateModel(t, "m", tooMany),                            // rejected: must not reach the cache
-		updateModel(t, "m", map[string]*string{"c": ptr("3")}),  // reads through the cache
+		updateModel(t, "m", tooMany),                           // rejected: must not reach the cache
+		updateModel(t, "m", map[string]*string{"c": ptr("3")}), // reads through the cache
 		deleteModel(t, "m"),
 		updateModel(t, "m", map[string]*string{"d": ptr("4")}), // deleted: not_found
 		createModel(t, "m", map[string]string{"e": "5"}),       // created again
