@@ -14,6 +14,8 @@
 //     refuses writes, the majority elects a leader and goes on, the heal
 //     catches up and drops the minority's uncommitted write);
 //   - snapshot save/restore through the CLI;
+//   - mutual TLS on the Raft/RPC port (a cluster forms and forwards writes over
+//     it; a client without a certificate is refused);
 //   - linearizability of tag writes and consistent reads on all nodes while the
 //     leader is killed and restarted, checked with porcupine;
 //   - config errors that name the file, line and key.
