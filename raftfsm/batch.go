@@ -42,7 +42,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	start := f.applied.Load()
 	b := &batch{
 		log: f.log, db: h.db, txn: h.db.NewTransaction(true),
-		index: start, stored: start, partial: f.partial, cache: f.cache,
+		index: start, stored: start, partial: f.partial,
 	}
 	defer func() { b.txn.Discard() }() // also when a command panics
 	for i, l := range logs {
@@ -84,8 +84,6 @@ type batch struct {
 
 	ops  []op  // written into txn since its start, to rebuild it after ErrTxnTooBig
 	size int64 // sum of opEstimate over ops
-
-	cache *recordCache // the FSM's; staged writes are recorded in it
 
 	index  uint64 // last Raft index fully processed; recorded by the next commit
 	stored uint64 // index recorded by the last commit
@@ -133,7 +131,7 @@ func (b *batch) applyGroup(index uint64, body []byte) interface{} {
 }
 
 func (b *batch) applyCommand(index uint64, data []byte) interface{} {
-	tx := &applyTxn{txn: b.txn, index: index, cache: b.cache}
+	tx := &applyTxn{txn: b.txn, index: index}
 	res, err := b.dispatch(tx, data)
 	if err != nil {
 		var ce *structs.CodedError
@@ -207,7 +205,6 @@ func (b *batch) stage(tx *applyTxn) error {
 	}
 	b.ops = append(b.ops, tx.ops...)
 	b.size += tx.size
-	b.cache.put(tx.ops)
 	return nil
 }
 

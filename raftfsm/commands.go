@@ -51,8 +51,7 @@ func opEstimate(o op) int64 { return int64(len(o.key)+len(o.value)) + 32 }
 // nothing behind.
 type applyTxn struct {
 	txn    *badger.Txn
-	cache  *recordCache // latest staged values; nil in tests that build a txn by hand
-	index  uint64       // Raft index of the entry being applied
+	index  uint64 // Raft index of the entry being applied
 	ops    []op
 	staged map[string]int // key -> position in ops
 	size   int64          // sum of opEstimate over ops
@@ -80,14 +79,6 @@ func (t *applyTxn) get(key string, v interface{}) (bool, error) {
 			return false, nil
 		}
 		return true, msgpack.Unmarshal(o.value, v)
-	}
-	if t.cache != nil {
-		if c, ok := t.cache.get(key); ok {
-			if c.deleted {
-				return false, nil
-			}
-			return true, msgpack.Unmarshal(c.value, v)
-		}
 	}
 	return getRecord(t.txn, key, v)
 }

@@ -40,9 +40,6 @@ type FSM struct {
 	// left half applied (zero: none); guarded by applyMu.
 	partial position
 
-	// cache holds recently staged records for the apply path; guarded by applyMu.
-	cache *recordCache
-
 	changedMu sync.Mutex
 	changed   chan struct{} // guarded by changedMu; closed and replaced on change
 
@@ -70,7 +67,6 @@ func New(cfg Config) (*FSM, error) {
 		log:     cfg.Logger,
 		changed: make(chan struct{}),
 		closeCh: make(chan struct{}),
-		cache:   newRecordCache(),
 	}
 	var err error
 	if cfg.InMemory {

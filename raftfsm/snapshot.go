@@ -303,7 +303,6 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.mu.Lock()
 	old := f.cur
 	f.cur = h
-	f.cache.reset()
 	f.mu.Unlock()
 	f.seq = seq
 	f.partial = partial
