@@ -35,6 +35,15 @@ type Actor interface {
 	Receive(ctx context.Context, msg any) (any, error)
 }
 
+// Deferred is a reply that Receive hands back instead of a value when the
+// answer comes from work the actor has passed on (a batch it queued for
+// scoring, say): the runtime calls it on a goroutine of its own, with the
+// message's context, and its result is the reply. The actor meanwhile goes on
+// with its mailbox. A Deferred must only wait for its result; it must not
+// touch the actor's state, which belongs to Receive. A panic in it answers
+// ErrPanicked but does not restart the actor.
+type Deferred func(ctx context.Context) (any, error)
+
 // Starter is implemented by actors that need setup (loading a model, say)
 // before their first message. Start runs on the actor's goroutine, while
 // messages already queue; ctx ends when the actor is stopped. A failed Start

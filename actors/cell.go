@@ -200,7 +200,7 @@ func (c *cell) retire(inst Actor) {
 // deliver hands one envelope to inst. It returns an error only for a panic,
 // after answering the asker.
 func (c *cell) deliver(inst Actor, env envelope) error {
-	ctx := c.ctx
+	ctx, release := c.ctx, func() {}
 	if env.reply != nil {
 		if err := env.ctx.Err(); err != nil {
 			env.reply <- result{err: err} // the asker has gone: skip the work
@@ -210,12 +210,17 @@ func (c *cell) deliver(inst Actor, env envelope) error {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithCancel(env.ctx)
 		stop := context.AfterFunc(c.ctx, cancel)
-		defer func() {
+		release = func() {
 			stop()
 			cancel()
-		}()
+		}
 	}
 	res, panicked := c.receive(ctx, inst, env.msg)
+	if d, ok := res.val.(Deferred); ok && res.err == nil && d != nil {
+		c.answerLater(ctx, release, d, env.reply)
+		return nil
+	}
+	release()
 	if env.reply != nil {
 		env.reply <- res
 	} else if res.err != nil && !panicked {
@@ -225,6 +230,32 @@ func (c *cell) deliver(inst Actor, env envelope) error {
 		return res.err
 	}
 	return nil
+}
+
+// answerLater runs a Deferred reply on a goroutine owned by the System, so the
+// actor goes on with its mailbox meanwhile. ctx and release belong to the
+// goroutine from here on.
+func (c *cell) answerLater(ctx context.Context, release func(), d Deferred, reply chan result) {
+	c.sys.wg.Add(1)
+	go func() {
+		defer c.sys.wg.Done()
+		defer release()
+		var res result
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					c.logger.Error("deferred reply panicked", "panic", r, "stack", string(debug.Stack()))
+					res = result{err: fmt.Errorf("%w: %s: %v", ErrPanicked, c.ref, r)}
+				}
+			}()
+			res.val, res.err = d(ctx)
+		}()
+		if reply != nil {
+			reply <- res
+		} else if res.err != nil {
+			c.logger.Debug("message failed", "error", res.err)
+		}
+	}()
 }
 
 func (c *cell) receive(ctx context.Context, inst Actor, msg any) (res result, panicked bool) {

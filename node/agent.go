@@ -49,6 +49,9 @@ type Agent struct {
 	forwarder *forwarder
 	committer *committer
 	actors    *actors.System
+	blobs     *blobStore
+	xfer      *blobTransfers
+	serving   *servingParts
 	http      *http.Server
 	httpLn    net.Listener
 
@@ -128,6 +131,12 @@ func New(cfg Config, logger hclog.Logger) (a *Agent, err error) {
 		return nil, err
 	}
 	a.registerRPC()
+	if a.blobs, err = newBlobStore(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	a.xfer = newBlobTransfers(a, a.blobs)
+	a.setupServing()
+	a.registerServingRPC()
 
 	meta := memberMeta{
 		ID:       a.id,
@@ -152,6 +161,8 @@ func New(cfg Config, logger hclog.Logger) (a *Agent, err error) {
 	a.goFunc(a.monitorLeadership)
 	a.goFunc(a.registerSelfLoop)
 	a.goFunc(a.reclaimLoop)
+	a.goFunc(a.blobGCLoop)
+	a.goFunc(func() { a.serving.reconciler.Run(a.ctx) })
 	a.logger.Info("agent started", "node_id", a.id, "name", cfg.NodeName,
 		"http", a.httpLn.Addr().String(), "rpc", a.trans.Addr(), "gossip_port", cfg.GossipPort)
 	return a, nil
@@ -434,6 +445,9 @@ func (a *Agent) Shutdown() error {
 			errs = append(errs, a.actors.Shutdown(ctx))
 			cancel()
 		}
+		if a.serving != nil {
+			a.serving.router.Close()
+		}
 		if a.raft != nil {
 			errs = append(errs, a.raft.Shutdown().Error())
 		}
@@ -444,6 +458,9 @@ func (a *Agent) Shutdown() error {
 			errs = append(errs, a.trans.Shutdown())
 		}
 		a.wg.Wait()
+		if a.xfer != nil {
+			a.xfer.closeAll()
+		}
 		if a.wal != nil {
 			errs = append(errs, a.wal.Close())
 		}

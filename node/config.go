@@ -51,6 +51,17 @@ type Config struct {
 	GPUs                []GPUDecl
 	EnableDebug         bool // exposes fault injection endpoints (tests)
 	Dev                 bool
+
+	// ArtifactReplicas is how many nodes store an uploaded artifact before its
+	// version is recorded (capped at the number of alive nodes).
+	ArtifactReplicas int
+	// MaxArtifactBytes bounds one uploaded artifact.
+	MaxArtifactBytes int64
+	// BlobGCInterval is how often unreferenced blobs are collected; a blob is
+	// collected only once it is older than BlobGCGrace, which covers uploads
+	// whose version is not yet committed.
+	BlobGCInterval time.Duration
+	BlobGCGrace    time.Duration
 }
 
 // TLSFiles names the PEM files for transport TLS.
@@ -85,6 +96,10 @@ func DefaultConfig() Config {
 		SnapshotInterval:    30 * time.Second,
 		TrailingLogs:        10240,
 		MaxBodyBytes:        8 << 20,
+		ArtifactReplicas:    2,
+		MaxArtifactBytes:    16 << 30,
+		BlobGCInterval:      5 * time.Minute,
+		BlobGCGrace:         time.Hour,
 	}
 }
 
@@ -151,6 +166,15 @@ func (c *Config) Validate() error {
 	if c.DeadNodeReap < time.Second {
 		return fmt.Errorf("node: dead_node_reap must be at least 1s, got %s", c.DeadNodeReap)
 	}
+	if c.ArtifactReplicas < 1 {
+		return fmt.Errorf("node: serving.artifact_replicas must be >= 1, got %d", c.ArtifactReplicas)
+	}
+	if c.MaxArtifactBytes <= 0 {
+		return fmt.Errorf("node: serving.max_artifact_bytes must be > 0, got %d", c.MaxArtifactBytes)
+	}
+	if c.BlobGCInterval < time.Second {
+		return fmt.Errorf("node: serving.blob_gc_interval must be at least 1s, got %s", c.BlobGCInterval)
+	}
 	if c.TLS != nil && (c.TLS.CertFile == "" || c.TLS.KeyFile == "" || c.TLS.CAFile == "") {
 		return errors.New("node: tls needs cert_file, key_file and ca_file")
 	}
@@ -211,6 +235,14 @@ type fileConfig struct {
 	HTTP            *fileHTTP    `hcl:"http,block"`
 	TLS             *fileTLS     `hcl:"tls,block"`
 	Resources       *fileResourc `hcl:"resources,block"`
+	Serving         *fileServing `hcl:"serving,block"`
+}
+
+type fileServing struct {
+	ArtifactReplicas *int    `hcl:"artifact_replicas,optional"`
+	MaxArtifactBytes *int64  `hcl:"max_artifact_bytes,optional"`
+	BlobGCInterval   *string `hcl:"blob_gc_interval,optional"`
+	BlobGCGrace      *string `hcl:"blob_gc_grace,optional"`
 }
 
 type filePorts struct {
@@ -382,6 +414,17 @@ func (fc *fileConfig) applyTo(c *Config, body hcl.Body) error {
 				return fmt.Errorf("%s must be >= 0", keyPos(body, "raft.trailing_logs"))
 			}
 			c.TrailingLogs = uint64(*fc.Raft.TrailingLogs)
+		}
+	}
+	if fc.Serving != nil {
+		durations = append(durations,
+			durationKey{"serving.blob_gc_interval", fc.Serving.BlobGCInterval, &c.BlobGCInterval},
+			durationKey{"serving.blob_gc_grace", fc.Serving.BlobGCGrace, &c.BlobGCGrace})
+		if fc.Serving.ArtifactReplicas != nil {
+			c.ArtifactReplicas = *fc.Serving.ArtifactReplicas
+		}
+		if fc.Serving.MaxArtifactBytes != nil {
+			c.MaxArtifactBytes = *fc.Serving.MaxArtifactBytes
 		}
 	}
 	for _, d := range durations {

@@ -134,5 +134,8 @@ func modelJSON(m *structs.Model) *structs.Model {
 	if m.Tags == nil {
 		m.Tags = map[string]string{}
 	}
+	if m.Aliases == nil {
+		m.Aliases = structs.VersionMap{}
+	}
 	return m
 }

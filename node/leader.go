@@ -61,6 +61,12 @@ func (a *Agent) leaderLoop(ctx context.Context) {
 		}
 	}
 	a.leaderReady.Store(true)
+	placed := make(chan struct{})
+	go func() {
+		defer close(placed)
+		a.placementLoop(ctx)
+	}()
+	defer func() { <-placed }()
 	r := &reconciler{a: a, failingSince: map[raft.ServerID]time.Time{}, healthySince: map[raft.ServerID]time.Time{}}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()

@@ -201,6 +201,8 @@ func applyModelCreate(tx *applyTxn, body []byte) (interface{}, error) {
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
+	// Versions and aliases come only through their own commands.
+	m.LatestVersion, m.Aliases = 0, nil
 	var old structs.Model
 	found, err := tx.get(modelKey(m.Name), &old)
 	if err != nil {
@@ -258,6 +260,16 @@ func applyModelDelete(tx *applyTxn, body []byte) (interface{}, error) {
 	}
 	if !found {
 		return nil, structs.Errorf(structs.CodeNotFound, "model %q not found", req.Name)
+	}
+	var d structs.Deployment
+	if deployed, err := tx.get(deploymentKey(req.Name), &d); err != nil {
+		return nil, err
+	} else if deployed {
+		return nil, structs.Errorf(structs.CodeConflict, "model %q is deployed; delete its deployment first", req.Name)
+	}
+	// Its versions go with it; their artifacts are collected once unreferenced.
+	for _, k := range tx.keysUnder(versionPrefix(req.Name)) {
+		tx.del(k)
 	}
 	tx.del(modelKey(req.Name))
 	return nil, nil

@@ -31,10 +31,13 @@ func modelKey(name string) string { return prefixModel + name }
 type frameType uint8
 
 const (
-	frameHeader frameType = 1
-	frameNode   frameType = 2
-	frameModel  frameType = 3
-	frameFooter frameType = 255
+	frameHeader     frameType = 1
+	frameNode       frameType = 2
+	frameModel      frameType = 3
+	frameVersion    frameType = 4
+	frameDeployment frameType = 5
+	frameAlloc      frameType = 6
+	frameFooter     frameType = 255
 )
 
 // entity describes one kind of record: where it lives and how it travels in a
@@ -72,6 +75,36 @@ var entities = []entity{
 			return "", fmt.Errorf("model record without name")
 		}
 		return modelKey(m.Name), nil
+	}},
+	{name: "version", prefix: prefixVersion, frame: frameVersion, keyOf: func(raw []byte) (string, error) {
+		var v structs.ModelVersion
+		if err := structs.Decode(raw, &v); err != nil {
+			return "", err
+		}
+		if v.Model == "" || v.Version == 0 {
+			return "", fmt.Errorf("version record without model or number")
+		}
+		return versionKey(v.Model, v.Version), nil
+	}},
+	{name: "deployment", prefix: prefixDeployment, frame: frameDeployment, keyOf: func(raw []byte) (string, error) {
+		var d structs.Deployment
+		if err := structs.Decode(raw, &d); err != nil {
+			return "", err
+		}
+		if d.Name == "" {
+			return "", fmt.Errorf("deployment record without name")
+		}
+		return deploymentKey(d.Name), nil
+	}},
+	{name: "allocation", prefix: prefixAlloc, frame: frameAlloc, keyOf: func(raw []byte) (string, error) {
+		var a structs.Allocation
+		if err := structs.Decode(raw, &a); err != nil {
+			return "", err
+		}
+		if a.ID == "" {
+			return "", fmt.Errorf("allocation record without id")
+		}
+		return allocKey(a.ID), nil
 	}},
 }
 

@@ -42,7 +42,7 @@ func FuzzApply(f *testing.F) {
 		index++
 		res := fsm.Apply(&raft.Log{Index: index, Type: raft.LogCommand, Data: append([]byte{byte(mt)}, body...)})
 		switch r := res.(type) {
-		case nil, *structs.Model, *structs.Node, []interface{}:
+		case nil, *structs.Model, *structs.Node, *structs.ModelVersion, *structs.Deployment, int, []interface{}:
 		case *structs.CodedError:
 			switch r.Code {
 			case structs.CodeInvalid, structs.CodeNotFound, structs.CodeConflict, structs.CodeTooLarge:

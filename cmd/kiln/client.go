@@ -101,6 +101,12 @@ func (c *client) raw(method, path string, body io.Reader) (*http.Response, error
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	return c.send(req)
+}
+
+// send sends a prepared request and returns the response if its status is
+// 2xx; any other status becomes an *apiError carrying the server's message.
+func (c *client) send(req *http.Request) (*http.Response, error) {
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, err
@@ -137,7 +143,7 @@ func connect(fs *flag.FlagSet, cf *clientFlags, args []string, want int, usage s
 // several nodes.
 func parseClientFlags(fs *flag.FlagSet, cf *clientFlags, args []string, want int, usage string) error {
 	fs.SetOutput(io.Discard)
-	if err := fs.Parse(args); err != nil {
+	if err := parseInterspersed(fs, args); err != nil {
 		return fmt.Errorf("%v\n%s", err, usage)
 	}
 	if err := cf.validate(); err != nil {
@@ -150,6 +156,32 @@ func parseClientFlags(fs *flag.FlagSet, cf *clientFlags, args []string, want int
 		return fmt.Errorf("expected at least %d argument(s), got %d\n%s", -want, n, usage)
 	}
 	return nil
+}
+
+// parseInterspersed parses flags that may come before, between or after the
+// positional arguments (kiln bench predict NAME -c 8), as the usage lines
+// show them; "--" ends the flags. Afterwards fs.Args() holds the positional
+// arguments in order.
+func parseInterspersed(fs *flag.FlagSet, args []string) error {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if i := len(args) - len(rest); i > 0 && args[i-1] == "--" {
+			positional = append(positional, rest...)
+			break
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+	// Parse stops at "--" and keeps what follows as the arguments, leaving
+	// the flags already set as they are.
+	return fs.Parse(append([]string{"--"}, positional...))
 }
 
 // printJSON writes v as indented JSON.

@@ -48,6 +48,9 @@ func (t MessageType) String() string {
 	case BatchType:
 		return "batch"
 	}
+	if name, ok := servingTypeName(t &^ IgnoreUnknownFlag); ok {
+		return name
+	}
 	return fmt.Sprintf("message_type(%d)", uint8(t))
 }
 
@@ -194,10 +197,15 @@ type Model struct {
 	Description string            `msgpack:"description" json:"description"`
 	Owner       string            `msgpack:"owner" json:"owner"`
 	Tags        map[string]string `msgpack:"tags" json:"tags"`
-	CreatedAt   time.Time         `msgpack:"created_at" json:"created_at"`
-	UpdatedAt   time.Time         `msgpack:"updated_at" json:"updated_at"`
-	CreateIndex uint64            `msgpack:"create_index" json:"create_index"`
-	ModifyIndex uint64            `msgpack:"modify_index" json:"modify_index"`
+	// LatestVersion is the highest version number ever given out; numbers are
+	// never reused, even after a version is deleted.
+	LatestVersion uint64 `msgpack:"latest_version" json:"latest_version"`
+	// Aliases name versions (champion, challenger ...).
+	Aliases     VersionMap `msgpack:"aliases" json:"aliases"`
+	CreatedAt   time.Time  `msgpack:"created_at" json:"created_at"`
+	UpdatedAt   time.Time  `msgpack:"updated_at" json:"updated_at"`
+	CreateIndex uint64     `msgpack:"create_index" json:"create_index"`
+	ModifyIndex uint64     `msgpack:"modify_index" json:"modify_index"`
 }
 
 // Validate checks the user-supplied fields of a model.
@@ -335,7 +343,8 @@ func (t MessageType) Known() bool {
 	case NodeUpsertType, NodeDeleteType, ModelCreateType, ModelUpdateType, ModelDeleteType, BatchType:
 		return true
 	}
-	return false
+	_, ok := servingTypeName(t)
+	return ok
 }
 
 // BatchRequest is the body of a BatchType entry: complete encoded commands

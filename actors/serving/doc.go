@@ -1,0 +1,37 @@
+// Package serving runs models for inference on the cluster (DESIGN.md §6):
+// placement of replicas, the shard actor that holds one loaded replica, the
+// per-node reconciler that starts and stops shard actors, and the ingress
+// router that every node uses to answer a prediction.
+//
+// The flow of one request: the node that receives it asks the Router, which
+// reads the deployment from the local registry, picks a version by weight
+// (sticky on the request's routing key), picks a running replica of that
+// version by power-of-two-choices on its own in-flight counts, and Asks that
+// replica's shard actor, locally or over the transport. A replica that is
+// unreachable, busy or gone is retried once on another replica, and marked
+// down for a moment so the next requests avoid it. A shadow version gets a
+// copy of the request; nobody waits for its answer.
+//
+// A shard actor owns one loaded model. It does not score on its own
+// goroutine: Receive queues the request with the shard's batcher and answers
+// with an actors.Deferred, so the mailbox keeps flowing while workers score.
+// The batcher merges requests that arrive together, up to the deployment's
+// max_batch rows or max_wait, into one call of the model, then splits the
+// outputs back. A full queue answers actors.ErrBusy, which the router turns
+// into a retry elsewhere and, failing that, 503.
+//
+// Desired state lives in Raft. The leader's placement (Plan, a pure function
+// of the registry and membership) writes allocations: which replica runs on
+// which node, spread across nodes and within each node's memory and GPUs. A
+// replica on a node that is gone, or that failed, is removed and placed
+// again. Each node's Reconciler diffs the allocations assigned to it against
+// its running shard actors, and reports each replica's state back through
+// Raft in batches. A shard actor's Ref carries the allocation's create index
+// as its generation, so a Ref to a replaced replica fails instead of
+// reaching its successor.
+//
+// The package declares the small interfaces it needs from the node (State,
+// Proposer, BlobSource); the node satisfies them. It imports ml for the
+// runtimes and raftfsm/structs for the registry's records, nothing else of
+// Kiln's but actors and transport.
+package serving

@@ -1,0 +1,270 @@
+package serving
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/kilnml/kiln/actors"
+	"github.com/kilnml/kiln/raftfsm/structs"
+)
+
+// Registry is the read side of the registry that serving needs. A
+// raftfsm.Txn satisfies it.
+type Registry interface {
+	Model(name string) (*structs.Model, error)
+	Version(model string, v uint64) (*structs.ModelVersion, error)
+	Deployment(name string) (*structs.Deployment, error)
+	Allocations() ([]*structs.Allocation, error)
+}
+
+// ViewFunc opens a consistent read view of the local registry and returns
+// it with the function that releases it.
+type ViewFunc func() (Registry, func())
+
+// ProposeFunc writes a command through Raft (forwarded to the leader).
+type ProposeFunc func(ctx context.Context, t structs.MessageType, cmd any) error
+
+// ReconcilerConfig wires a node's Reconciler.
+type ReconcilerConfig struct {
+	NodeID  string
+	System  *actors.System
+	View    ViewFunc
+	Changed func() <-chan struct{}
+	Propose ProposeFunc
+	Blobs   BlobSource
+	Load    Loader
+	WorkDir string
+	Logger  hclog.Logger
+	// Interval is the longest time between two passes (default 2s); a
+	// registry change starts one at once.
+	Interval time.Duration
+}
+
+// Reconciler keeps this node's shard actors equal to the allocations the
+// registry assigns to it, and reports their states back through Raft.
+type Reconciler struct {
+	cfg ReconcilerConfig
+	log hclog.Logger
+
+	mu       sync.Mutex
+	reported map[string]string                    // guarded by mu: alloc ID -> state last written
+	pending  map[string]structs.AllocStatusUpdate // guarded by mu: states to write
+	starting map[string]bool                      // guarded by mu: allocs whose load is being awaited
+
+	wg sync.WaitGroup
+}
+
+// NewReconciler returns a Reconciler; Run starts it.
+func NewReconciler(cfg ReconcilerConfig) *Reconciler {
+	if cfg.Interval <= 0 {
+		cfg.Interval = 2 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	return &Reconciler{
+		cfg: cfg, log: cfg.Logger.Named("reconciler"),
+		reported: map[string]string{}, pending: map[string]structs.AllocStatusUpdate{}, starting: map[string]bool{},
+	}
+}
+
+// Run reconciles until ctx ends, then waits for its helpers.
+func (r *Reconciler) Run(ctx context.Context) {
+	defer r.wg.Wait()
+	tick := time.NewTicker(r.cfg.Interval)
+	defer tick.Stop()
+	for {
+		r.pass(ctx)
+		r.flush(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.cfg.Changed():
+		case <-tick.C:
+		}
+	}
+}
+
+// pass diffs assigned allocations against running shards once.
+func (r *Reconciler) pass(ctx context.Context) {
+	view, release := r.cfg.View()
+	allocs, err := view.Allocations()
+	if err != nil {
+		release()
+		r.log.Warn("reading allocations", "error", err)
+		return
+	}
+	want := map[string]*structs.Allocation{}
+	configs := map[string]ShardConfig{}
+	for _, a := range allocs {
+		if a.NodeID != r.cfg.NodeID || a.State == structs.AllocFailed {
+			continue
+		}
+		d, derr := view.Deployment(a.Deployment)
+		v, verr := view.Version(a.Deployment, a.Version)
+		if derr != nil || verr != nil {
+			continue // the leader will remove it
+		}
+		want[a.ID] = a
+		configs[a.ID] = ShardConfig{
+			Alloc: *a, Version: *v, Batching: d.Batching, Blobs: r.cfg.Blobs, Load: r.cfg.Load,
+			WorkDir: r.cfg.WorkDir, Logger: r.log.With("alloc", a.ID, "model", a.Deployment, "version", a.Version),
+		}
+	}
+	release()
+
+	for _, ref := range r.cfg.System.Refs() {
+		if ref.Kind != ShardKind {
+			continue
+		}
+		if a, ok := want[ref.ID]; ok && a.CreateIndex == ref.Gen {
+			continue
+		}
+		r.log.Info("stopping replica", "alloc", ref.ID)
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		if err := r.cfg.System.Stop(sctx, ref); err != nil && !errors.Is(err, actors.ErrNotFound) {
+			r.log.Warn("stopping replica", "alloc", ref.ID, "error", err)
+		}
+		cancel()
+	}
+	r.mu.Lock()
+	for id := range r.reported {
+		if want[id] == nil {
+			delete(r.reported, id)
+		}
+	}
+	r.mu.Unlock()
+
+	for id, a := range want {
+		r.mu.Lock()
+		gaveUp := r.reported[id] == structs.AllocFailed || r.pending[id].State == structs.AllocFailed
+		r.mu.Unlock()
+		if gaveUp {
+			continue // reported failed: the leader places it elsewhere
+		}
+		ref := ShardRef(a)
+		if _, running := r.cfg.System.Lookup(ShardKind, id); running {
+			r.checkHealth(ctx, ref, a)
+			continue
+		}
+		r.start(ctx, ref, a, configs[id])
+	}
+}
+
+// start spawns a replica and, on a helper goroutine, waits for its model to
+// load, then reports it running (or failed).
+func (r *Reconciler) start(ctx context.Context, ref actors.Ref, a *structs.Allocation, cfg ShardConfig) {
+	r.mu.Lock()
+	if r.starting[a.ID] {
+		r.mu.Unlock()
+		return
+	}
+	r.starting[a.ID] = true
+	r.mu.Unlock()
+
+	r.log.Info("starting replica", "alloc", a.ID, "model", a.Deployment, "version", a.Version)
+	err := r.cfg.System.Spawn(ref, NewShardFactory(cfg), actors.SpawnOptions{
+		Mailbox:     4096,
+		MaxRestarts: 3,
+		OnFailed: func(ref actors.Ref, err error) {
+			r.report(a, structs.AllocFailed, err.Error())
+		},
+	})
+	if err != nil {
+		r.mu.Lock()
+		delete(r.starting, a.ID)
+		r.mu.Unlock()
+		if !errors.Is(err, actors.ErrExists) {
+			r.log.Warn("spawning replica", "alloc", a.ID, "error", err)
+		}
+		return
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		defer func() {
+			r.mu.Lock()
+			delete(r.starting, a.ID)
+			r.mu.Unlock()
+		}()
+		// The ask waits in the mailbox until Start has loaded the model.
+		actx, cancel := context.WithTimeout(ctx, shardLoadTimeout)
+		defer cancel()
+		if _, err := r.cfg.System.Ask(actx, ref, &LoadRequest{}); err != nil {
+			r.log.Warn("replica did not start", "alloc", a.ID, "error", err)
+			return // OnFailed reports it when the actor gives up
+		}
+		r.report(a, structs.AllocRunning, "")
+	}()
+}
+
+// checkHealth asks a running replica for its load; a replica that can no
+// longer serve is reported failed, so the leader places it elsewhere.
+func (r *Reconciler) checkHealth(ctx context.Context, ref actors.Ref, a *structs.Allocation) {
+	r.mu.Lock()
+	busy := r.starting[a.ID]
+	r.mu.Unlock()
+	if busy {
+		return
+	}
+	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	reply, err := r.cfg.System.Ask(actx, ref, &LoadRequest{})
+	if err != nil {
+		return
+	}
+	if lr, ok := reply.(*LoadReply); ok && lr.Failed != "" {
+		r.report(a, structs.AllocFailed, lr.Failed)
+		return
+	}
+	if a.State != structs.AllocRunning {
+		r.report(a, structs.AllocRunning, "")
+	}
+}
+
+// report queues a state for the next flush, unless it was already written.
+func (r *Reconciler) report(a *structs.Allocation, state, msg string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.reported[a.ID] == state && state != structs.AllocFailed {
+		return
+	}
+	r.pending[a.ID] = structs.AllocStatusUpdate{ID: a.ID, NodeID: r.cfg.NodeID, State: state, Message: msg}
+}
+
+// flush writes the queued states in one Raft command.
+func (r *Reconciler) flush(ctx context.Context) {
+	r.mu.Lock()
+	if len(r.pending) == 0 {
+		r.mu.Unlock()
+		return
+	}
+	req := &structs.AllocStatusRequest{}
+	for _, u := range r.pending {
+		req.Updates = append(req.Updates, u)
+	}
+	r.pending = map[string]structs.AllocStatusUpdate{}
+	r.mu.Unlock()
+
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err := r.cfg.Propose(pctx, structs.AllocStatusType, req)
+	cancel()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, u := range req.Updates {
+		if err != nil {
+			if _, newer := r.pending[u.ID]; !newer {
+				r.pending[u.ID] = u // try again on the next pass
+			}
+			continue
+		}
+		r.reported[u.ID] = u.State
+	}
+	if err != nil {
+		r.log.Warn("reporting replica states", "error", err)
+	}
+}

@@ -1,0 +1,142 @@
+package serving
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/kilnml/kiln/actors"
+	"github.com/kilnml/kiln/ml"
+	"github.com/kilnml/kiln/raftfsm/structs"
+)
+
+// BlobSource makes an artifact available on this node, fetching it from
+// another node if needed, and returns its local path.
+type BlobSource interface {
+	Ensure(ctx context.Context, digest string, holders []string) (string, error)
+}
+
+// Loader loads a model file of an in-process format (ml/formats.Load).
+type Loader func(format, path string) (ml.Model, error)
+
+// ShardConfig is what a shard actor needs to load and serve one replica.
+type ShardConfig struct {
+	Alloc    structs.Allocation
+	Version  structs.ModelVersion
+	Batching structs.Batching
+	Blobs    BlobSource
+	Load     Loader
+	// WorkDir is where a process replica runs and logs.
+	WorkDir string
+	// Workers is how many requests the replica scores at once; 0 means
+	// GOMAXPROCS.
+	Workers int
+	// QueueLen bounds the requests waiting for a worker; 0 means 1024.
+	QueueLen int
+	Logger   hclog.Logger
+}
+
+// shardLoadTimeout bounds fetching and loading a model at start.
+const shardLoadTimeout = 10 * time.Minute
+
+// Shard is the actor that holds one loaded replica of a model version.
+type Shard struct {
+	cfg     ShardConfig
+	model   ml.Model
+	batcher *batcher
+}
+
+// NewShardFactory returns the Factory the reconciler spawns a replica with.
+func NewShardFactory(cfg ShardConfig) actors.Factory {
+	return func() (actors.Actor, error) { return &Shard{cfg: cfg}, nil }
+}
+
+// Start fetches the artifact if this node lacks it, loads the model and
+// starts the workers.
+func (s *Shard) Start(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, shardLoadTimeout)
+	defer cancel()
+	v := &s.cfg.Version
+	var path string
+	if v.Digest != "" {
+		p, err := s.cfg.Blobs.Ensure(ctx, v.Digest, v.Holders)
+		if err != nil {
+			return fmt.Errorf("serving: artifact of %s v%d: %w", v.Model, v.Version, err)
+		}
+		path = p
+	}
+	var (
+		m   ml.Model
+		err error
+	)
+	if v.Format == structs.FormatProcess {
+		m, err = StartProcess(ctx, ProcessConfig{
+			Spec:      *v.Process,
+			Model:     v.Model,
+			ModelPath: path,
+			GPUs:      s.cfg.Alloc.GPUs,
+			WorkDir:   filepath.Join(s.cfg.WorkDir, s.cfg.Alloc.ID),
+			Logger:    s.cfg.Logger,
+		})
+	} else {
+		m, err = s.cfg.Load(v.Format, path)
+	}
+	if err != nil {
+		return fmt.Errorf("serving: load %s v%d: %w", v.Model, v.Version, err)
+	}
+	s.model = m
+	workers := s.cfg.Workers
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	queue := s.cfg.QueueLen
+	if queue <= 0 {
+		queue = 1024
+	}
+	s.batcher = newBatcher(m, workers, queue, s.cfg.Batching.MaxBatch, time.Duration(s.cfg.Batching.MaxWaitMS)*time.Millisecond)
+	return nil
+}
+
+// Receive queues predictions with the batcher and answers them later, so the
+// mailbox never waits on the model.
+func (s *Shard) Receive(ctx context.Context, msg any) (any, error) {
+	switch m := msg.(type) {
+	case *PredictRequest:
+		p, err := s.batcher.submit(ctx, m.Inputs)
+		if err != nil {
+			return nil, codedError(err)
+		}
+		return actors.Deferred(p.wait), nil
+	case *LoadRequest:
+		r := &LoadReply{InFlight: s.batcher.inFlight.Load(), Served: s.batcher.served.Load()}
+		if err := s.failed(); err != nil {
+			r.Failed = err.Error()
+		}
+		return r, nil
+	}
+	return nil, fmt.Errorf("serving: shard got unexpected message %T", msg)
+}
+
+// Stop drains the workers and releases the model.
+func (s *Shard) Stop() {
+	if s.batcher != nil {
+		s.batcher.close()
+	}
+	if c, ok := s.model.(ml.Closer); ok {
+		if err := c.Close(); err != nil {
+			s.cfg.Logger.Warn("closing model", "error", err)
+		}
+	}
+}
+
+// failed reports a process replica that gave up restarting its server.
+func (s *Shard) failed() error {
+	if p, ok := s.model.(interface{ Failed() error }); ok {
+		return p.Failed()
+	}
+	return nil
+}

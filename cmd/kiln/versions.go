@@ -1,0 +1,461 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const modelsPushHelp = `Usage: kiln models push [flags] NAME [FILE]
+
+  Uploads FILE as the next version of model NAME and prints the version. The
+  file is streamed, never read whole; over 8 MiB a progress bar is shown on
+  stderr when it is a terminal. The node checks that the file loads before it
+  records the version.
+
+  -model-format FORMAT    linear, lightgbm, xgboost, xgboost-json, onnx or
+                          process; detected from the file when not given
+                          (-format is the output format, as everywhere)
+  -metadata KEY=VALUE     version metadata (repeatable)
+  -process-command 'CMD ARGS...'
+                          serve with your own process (format process): the
+                          command, split on spaces; it speaks the Open
+                          Inference Protocol v2 on $KILN_PORT
+  -process JSON           the full process spec instead, e.g.
+                          {"command":["python","serve.py"],"env":{"K":"V"},"model_name":"m"}
+  -schema JSON            inputs and outputs of a process version, e.g.
+                          {"inputs":[{"name":"x","datatype":"FP32","shape":[-1,4]}],"outputs":[]}
+  -address ADDR           node HTTP address (env KILN_ADDR)
+  -format FMT             table or json
+
+  FILE may be left out (or given as -) for a process version that loads its
+  own files; the process then gets no KILN_MODEL_PATH.`
+
+// progressMinSize is the upload size from which push shows a progress bar.
+const progressMinSize = 8 << 20
+
+func modelsPushCommand() *command {
+	return &command{synopsis: "Upload a model file as a new version", help: modelsPushHelp, run: runModelsPush}
+}
+
+func runModelsPush(args []string) int {
+	fs, cf := newClientFlags("models push")
+	modelFormat := fs.String("model-format", "", "")
+	processCmd := fs.String("process-command", "", "")
+	processJSON := fs.String("process", "", "")
+	schemaJSON := fs.String("schema", "", "")
+	var metadata stringList
+	fs.Var(&metadata, "metadata", "")
+	c, err := connect(fs, cf, args, -1, modelsPushHelp)
+	if err != nil {
+		return fail(err)
+	}
+	if fs.NArg() > 2 {
+		return fail(fmt.Errorf("expected NAME and at most one FILE, got %d arguments\n%s", fs.NArg(), modelsPushHelp))
+	}
+	name, file := fs.Arg(0), fs.Arg(1)
+	if file == "-" {
+		file = ""
+	}
+	q, err := pushQuery(*modelFormat, *processCmd, *processJSON, *schemaJSON, metadata)
+	if err != nil {
+		return fail(err)
+	}
+	if file == "" && q.Get("format") != "process" {
+		return fail(fmt.Errorf("FILE is required unless the version is served by a process (-process-command or -process)\n%s", modelsPushHelp))
+	}
+
+	body, size := io.Reader(http.NoBody), int64(0)
+	var progress *progressReader
+	if file != "" {
+		f, err := os.Open(file)
+		if err != nil {
+			return fail(err)
+		}
+		defer f.Close()
+		st, err := f.Stat()
+		if err != nil {
+			return fail(err)
+		}
+		if !st.Mode().IsRegular() {
+			return fail(fmt.Errorf("%s is not a regular file", file))
+		}
+		body, size = f, st.Size()
+		if size > progressMinSize && isTerminal(os.Stderr) {
+			progress = newProgressReader(f, size, os.Stderr, "Uploading "+filepath.Base(file))
+			body = progress
+		}
+	}
+	path := "/v1/models/" + url.PathEscape(name) + "/versions"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	req, err := http.NewRequest("POST", c.base+path, body)
+	if err != nil {
+		return fail(err)
+	}
+	req.ContentLength = size // a file is not a type NewRequest measures
+	req.Header.Set("Content-Type", "application/octet-stream")
+	c.http.Timeout = 0 // a large upload takes as long as it takes
+	resp, err := c.send(req)
+	if progress != nil {
+		progress.finish()
+	}
+	if err != nil {
+		return fail(err)
+	}
+	defer resp.Body.Close()
+	var v map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		return fail(fmt.Errorf("reading the created version: %w", err))
+	}
+	if cf.format == "json" {
+		printJSON(v)
+		return 0
+	}
+	digest := str(v["digest"])
+	if len(digest) > 12 {
+		digest = digest[:12]
+	}
+	holders := strings.Join(stringsOf(v["holders"]), ",")
+	printTable([]string{"MODEL", "VERSION", "FORMAT", "SIZE", "DIGEST", "HOLDERS"}, [][]string{{
+		str(v["model"]), str(v["version"]), str(v["format"]), formatBytes(v["size"]), dash(digest), dash(holders),
+	}})
+	return 0
+}
+
+// pushQuery builds the upload's query parameters from push's flags.
+func pushQuery(modelFormat, processCmd, processJSON, schemaJSON string, metadata []string) (url.Values, error) {
+	q := url.Values{}
+	if processCmd != "" && processJSON != "" {
+		return nil, errors.New("give -process-command or -process, not both")
+	}
+	process := processJSON
+	if processCmd != "" {
+		b, err := json.Marshal(map[string]any{"command": strings.Fields(processCmd)})
+		if err != nil {
+			return nil, err
+		}
+		process = string(b)
+	}
+	if process != "" {
+		if !isJSONObject(process) {
+			return nil, fmt.Errorf("-process must be a JSON object like {\"command\":[\"python\",\"serve.py\"]}, not %q", process)
+		}
+		if modelFormat != "" && modelFormat != "process" {
+			return nil, fmt.Errorf("-model-format %s cannot be served by a process; leave it out or use process", modelFormat)
+		}
+		modelFormat = "process"
+		q.Set("process", process)
+	}
+	if schemaJSON != "" {
+		if modelFormat != "process" {
+			return nil, errors.New("-schema is only for process versions; other formats carry their own schema")
+		}
+		if !isJSONObject(schemaJSON) {
+			return nil, fmt.Errorf("-schema must be a JSON object with inputs and outputs, not %q", schemaJSON)
+		}
+		q.Set("schema", schemaJSON)
+	}
+	if modelFormat == "process" && process == "" {
+		return nil, errors.New("-model-format process needs -process-command or -process")
+	}
+	if modelFormat != "" {
+		q.Set("format", modelFormat)
+	}
+	if len(metadata) > 0 {
+		md, err := parseKeyValues("metadata", metadata)
+		if err != nil {
+			return nil, err
+		}
+		b, err := json.Marshal(md)
+		if err != nil {
+			return nil, err
+		}
+		q.Set("metadata", string(b))
+	}
+	return q, nil
+}
+
+// parseKeyValues reads repeated KEY=VALUE flags into a map.
+func parseKeyValues(flagName string, pairs []string) (map[string]string, error) {
+	out := make(map[string]string, len(pairs))
+	for _, p := range pairs {
+		k, v, ok := strings.Cut(p, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("-%s %q must be KEY=VALUE", flagName, p)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func isJSONObject(s string) bool {
+	var m map[string]json.RawMessage
+	return json.Unmarshal([]byte(s), &m) == nil && m != nil
+}
+
+// isTerminal reports whether f is a character device (a terminal), where
+// carriage-return progress lines make sense.
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// progressReader counts the bytes read through it and redraws one progress
+// line (percent, bytes, throughput) on w, at most five times a second.
+type progressReader struct {
+	r     io.Reader
+	w     io.Writer
+	label string
+	total int64
+	done  int64
+	start time.Time
+	last  time.Time // when the line was last drawn; zero before the first
+	now   func() time.Time
+}
+
+func newProgressReader(r io.Reader, total int64, w io.Writer, label string) *progressReader {
+	p := &progressReader{r: r, w: w, label: label, total: total, now: time.Now}
+	p.start = p.now()
+	return p
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.done += int64(n)
+	if now := p.now(); now.Sub(p.last) >= 200*time.Millisecond || (p.done == p.total && n > 0) {
+		p.last = now
+		p.draw(now)
+	}
+	return n, err
+}
+
+func (p *progressReader) draw(now time.Time) {
+	pct := 100.0
+	if p.total > 0 {
+		pct = float64(p.done) * 100 / float64(p.total)
+	}
+	rate := 0.0
+	if s := now.Sub(p.start).Seconds(); s > 0 {
+		rate = float64(p.done) / s / 1e6
+	}
+	fmt.Fprintf(p.w, "\r%s %5.1f%% %.1f/%.1f MB %.1f MB/s ", p.label, pct, float64(p.done)/1e6, float64(p.total)/1e6, rate)
+}
+
+// finish draws the final state and ends the line.
+func (p *progressReader) finish() {
+	p.draw(p.now())
+	fmt.Fprintln(p.w)
+}
+
+// formatBytes renders a JSON byte count for tables.
+func formatBytes(v any) string {
+	n, ok := v.(float64)
+	if !ok {
+		return str(v)
+	}
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", n/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", n/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", n/(1<<10))
+	}
+	return fmt.Sprintf("%.0f B", n)
+}
+
+// stringsOf renders each element of a decoded JSON array.
+func stringsOf(v any) []string {
+	raw, _ := v.([]any)
+	out := make([]string, 0, len(raw))
+	for _, x := range raw {
+		out = append(out, str(x))
+	}
+	return out
+}
+
+// dash stands in for an empty table cell.
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// tensorSpecs renders a schema's inputs or outputs as name:TYPE[shape].
+func tensorSpecs(v any) string {
+	var parts []string
+	for _, x := range asMaps(v) {
+		part := str(x["name"]) + ":" + str(x["datatype"])
+		part += "[" + strings.Join(stringsOf(x["shape"]), ",") + "]"
+		parts = append(parts, part)
+	}
+	return dash(strings.Join(parts, " "))
+}
+
+func asMaps(v any) []map[string]any {
+	raw, _ := v.([]any)
+	out := make([]map[string]any, 0, len(raw))
+	for _, x := range raw {
+		if m, ok := x.(map[string]any); ok {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func modelsVersionsCommand() *command {
+	usage := "Usage: kiln models versions [-address ADDR] [-format table|json] NAME\n\n  Lists the versions of a model with their format, size and schema."
+	return &command{synopsis: "List a model's versions", help: usage, run: func(args []string) int {
+		fs, cf := newClientFlags("models versions")
+		c, err := connect(fs, cf, args, 1, usage)
+		if err != nil {
+			return fail(err)
+		}
+		all, err := listAll(c, "/v1/models/"+url.PathEscape(fs.Arg(0))+"/versions")
+		if err != nil {
+			return fail(err)
+		}
+		if cf.format == "json" {
+			printJSON(map[string]any{"items": all})
+			return 0
+		}
+		var rows [][]string
+		for _, v := range all {
+			schema, _ := v["schema"].(map[string]any)
+			rows = append(rows, []string{
+				str(v["version"]), str(v["format"]), formatBytes(v["size"]), str(v["created_at"]),
+				tensorSpecs(schema["inputs"]), tensorSpecs(schema["outputs"]),
+			})
+		}
+		printTable([]string{"VERSION", "FORMAT", "SIZE", "CREATED", "INPUTS", "OUTPUTS"}, rows)
+		return 0
+	}}
+}
+
+// listAll follows a collection's cursors and returns every item.
+func listAll(c *client, path string) ([]map[string]any, error) {
+	var all []map[string]any
+	cursor := ""
+	for {
+		q := url.Values{"limit": {"1000"}}
+		if cursor != "" {
+			q.Set("cursor", cursor)
+		}
+		var page map[string]any
+		if err := c.do("GET", path+"?"+q.Encode(), nil, &page); err != nil {
+			return nil, err
+		}
+		all = append(all, items(page)...)
+		if cursor = str(page["next_cursor"]); cursor == "" {
+			return all, nil
+		}
+	}
+}
+
+func modelsAliasCommand() *command {
+	usage := `Usage: kiln models alias [flags] NAME ALIAS VERSION
+       kiln models alias -delete [flags] NAME ALIAS
+
+  Points an alias (champion, challenger ...) of a model at a version, or
+  removes it. Predictions can then ask for the alias instead of a number.
+
+  -delete        remove the alias
+  -address ADDR  node HTTP address (env KILN_ADDR)
+  -format FMT    table or json`
+	return &command{synopsis: "Point a model alias at a version", help: usage, run: func(args []string) int {
+		fs, cf := newClientFlags("models alias")
+		del := fs.Bool("delete", false, "")
+		c, err := connect(fs, cf, args, -2, usage)
+		if err != nil {
+			return fail(err)
+		}
+		if want := map[bool]int{false: 3, true: 2}[*del]; fs.NArg() != want {
+			return fail(fmt.Errorf("expected %d argument(s), got %d\n%s", want, fs.NArg(), usage))
+		}
+		name, alias := fs.Arg(0), fs.Arg(1)
+		path := "/v1/models/" + url.PathEscape(name) + "/aliases/" + url.PathEscape(alias)
+		var m map[string]any
+		if *del {
+			err = c.do("DELETE", path, nil, &m)
+		} else {
+			var n uint64
+			if n, err = parseVersion("VERSION", fs.Arg(2)); err != nil {
+				return fail(err)
+			}
+			err = c.do("PUT", path, map[string]uint64{"version": n}, &m)
+		}
+		if err != nil {
+			return fail(err)
+		}
+		if cf.format == "json" {
+			printJSON(m)
+			return 0
+		}
+		if *del {
+			fmt.Printf("Removed alias %s of model %s\n", alias, name)
+		} else {
+			fmt.Printf("Alias %s of model %s now points at version %s\n", alias, name, fs.Arg(2))
+		}
+		return 0
+	}}
+}
+
+// parseVersion reads a version number (1, 2, ...).
+func parseVersion(what, s string) (uint64, error) {
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || n == 0 {
+		return 0, fmt.Errorf("%s must be a version number (1, 2, ...), not %q", what, s)
+	}
+	return n, nil
+}
+
+func modelsMetricsCommand() *command {
+	usage := "Usage: kiln models metrics [-address ADDR] [-format table|json] NAME\n\n  Shows request and error counts and latency percentiles per version,\n  summed over every node's ingress."
+	return &command{synopsis: "Show a model's serving metrics", help: usage, run: func(args []string) int {
+		fs, cf := newClientFlags("models metrics")
+		c, err := connect(fs, cf, args, 1, usage)
+		if err != nil {
+			return fail(err)
+		}
+		var m map[string]any
+		if err := c.do("GET", "/v1/models/"+url.PathEscape(fs.Arg(0))+"/metrics", nil, &m); err != nil {
+			return fail(err)
+		}
+		if cf.format == "json" {
+			printJSON(m)
+			return 0
+		}
+		versions := asMaps(m["versions"])
+		sort.Slice(versions, func(i, j int) bool { return num(versions[i]["version"]) < num(versions[j]["version"]) })
+		var rows [][]string
+		for _, v := range versions {
+			rows = append(rows, []string{
+				str(v["version"]), str(v["requests"]), str(v["errors"]),
+				fmt.Sprintf("%.2f", num(v["p50_ms"])), fmt.Sprintf("%.2f", num(v["p95_ms"])), fmt.Sprintf("%.2f", num(v["p99_ms"])),
+			})
+		}
+		printTable([]string{"VERSION", "REQUESTS", "ERRORS", "P50_MS", "P95_MS", "P99_MS"}, rows)
+		if n := num(m["nodes_missing"]); n > 0 {
+			fmt.Fprintf(os.Stderr, "Warning: %.0f node(s) did not answer; their requests are not counted\n", n)
+		}
+		return 0
+	}}
+}
+
+// num reads a decoded JSON number; anything else is 0.
+func num(v any) float64 {
+	f, _ := v.(float64)
+	return f
+}

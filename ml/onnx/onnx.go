@@ -1,0 +1,524 @@
+package onnx
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"runtime/debug"
+	"strconv"
+	"strings"
+
+	"github.com/advancedclimatesystems/gonnx"
+	pb "github.com/advancedclimatesystems/gonnx/onnx"
+	"google.golang.org/protobuf/proto"
+	"gorgonia.org/tensor"
+
+	"github.com/kilnml/kiln/ml"
+)
+
+// MaxModelBytes caps the size of a model file Load reads. gonnx keeps every
+// weight in memory (it has no external-data support, so a model is one
+// protobuf), decodes it once more into tensors, and each Predict call copies
+// the weights again (see the package doc); 256 MiB of weights is already
+// far more than its pure-Go kernels score at a useful speed, and well below
+// protobuf's 2 GiB message limit.
+const MaxModelBytes = 256 << 20
+
+// Load reads an ONNX model of at most MaxModelBytes from r and prepares it
+// for gonnx: the opset is checked and, for opsets 14 to 17, rewritten to 13
+// where that changes nothing (see the package doc); every op must be one
+// gonnx implements. Errors wrap ml.ErrBadModel and say what is wrong.
+func Load(r io.Reader) (ml.Model, error) {
+	return load(r, MaxModelBytes)
+}
+
+func load(r io.Reader, limit int64) (ml.Model, error) {
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: onnx: read model: %v", ml.ErrBadModel, err)
+	}
+	if int64(len(b)) > limit {
+		// Reading on just to report the exact size would let a caller
+		// stream without end; "larger than the cap" is what matters.
+		return nil, fmt.Errorf("%w: onnx: model file is larger than %d bytes, the cap on ONNX models (MaxModelBytes)", ml.ErrBadModel, limit)
+	}
+	m, err := fromBytes(b)
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// fromBytes parses and checks a model. gonnx and gorgonia panic on some
+// malformed tensors, so the whole of it runs under recover.
+func fromBytes(b []byte) (m *model, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			m = nil
+			err = fmt.Errorf("%w: onnx: gonnx panicked loading the model: %v", ml.ErrBadModel, r)
+		}
+	}()
+	if len(b) == 0 {
+		return nil, fmt.Errorf("%w: onnx: model file is empty", ml.ErrBadModel)
+	}
+	mp, err := gonnx.ModelProtoFromBytes(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: onnx: not an ONNX model: %v", ml.ErrBadModel, err)
+	}
+	g := mp.GetGraph()
+	if g == nil || len(g.GetNode()) == 0 {
+		return nil, fmt.Errorf("%w: onnx: model has no graph (or a graph without nodes)", ml.ErrBadModel)
+	}
+	if err := prepareOpsets(mp); err != nil {
+		return nil, err
+	}
+	if err := checkInitializers(g); err != nil {
+		return nil, err
+	}
+	params, err := g.Params()
+	if err != nil {
+		return nil, fmt.Errorf("%w: onnx: gonnx cannot read the initializers: %v", ml.ErrBadModel, err)
+	}
+	// The same choice gonnx.NewModel makes: the op set of the highest
+	// imported version, which prepareOpsets has made 13.
+	var opsetID int64
+	for _, imp := range mp.GetOpsetImport() {
+		opsetID = max(opsetID, imp.GetVersion())
+	}
+	getOperator, err := gonnx.ResolveOperatorGetter(opsetID)
+	if err != nil {
+		return nil, fmt.Errorf("%w: onnx: gonnx has no op set %d: %v", ml.ErrBadModel, opsetID, err)
+	}
+
+	m = &model{
+		nodes:       g.GetNode(),
+		params:      params,
+		getOperator: getOperator,
+	}
+	if err := m.checkNodes(g); err != nil {
+		return nil, err
+	}
+	if err := m.readSchema(g); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// model is a loaded ONNX graph. Nothing in it changes after Load: each
+// Predict call hands gonnx its own copies of the weights and nodes, because
+// gonnx's ops change some of their input tensors in place (Conv reshapes
+// its bias, GRU its initial state), which breaks even a second sequential
+// run of gonnx.Model.Run on a Conv model with a bias.
+type model struct {
+	schema  ml.Schema
+	inputs  []inputSpec // schema order
+	outputs []string    // schema order
+	nodes   []*pb.NodeProto
+	// params are the decoded initializers, read only: run clones them.
+	params      map[string]tensor.Tensor
+	getOperator gonnx.OpGetter
+}
+
+// inputSpec is one graph input the caller feeds.
+type inputSpec struct {
+	name string
+	elem elemType
+	// dims holds the declared size of each dimension, -1 where free; nil
+	// when the graph gives no shape.
+	dims []int
+	// dimParams holds each dimension's symbolic name (dim_param), "" where
+	// none: two inputs naming the same parameter must agree on its size.
+	dimParams []string
+}
+
+// checkInitializers rejects what gonnx would silently mis-read: sparse or
+// external initializers, and initializers whose data does not fill their
+// dims.
+func checkInitializers(g *pb.GraphProto) error {
+	if len(g.GetSparseInitializer()) > 0 {
+		return fmt.Errorf("%w: onnx: sparse initializers (%q, ...) are not supported by gonnx", ml.ErrBadModel, g.GetSparseInitializer()[0].GetValues().GetName())
+	}
+	for _, t := range g.GetInitializer() {
+		if t.GetDataLocation() == pb.TensorProto_EXTERNAL || len(t.GetExternalData()) > 0 {
+			return fmt.Errorf("%w: onnx: initializer %q keeps its data in an external file; save the model with its weights inside", ml.ErrBadModel, t.GetName())
+		}
+		want, ok := elements(t.GetDims())
+		if !ok {
+			return fmt.Errorf("%w: onnx: initializer %q has invalid dims %v", ml.ErrBadModel, t.GetName(), t.GetDims())
+		}
+		if have, known := storedElements(t); known && have != want {
+			return fmt.Errorf("%w: onnx: initializer %q has dims %v (%d values) but holds %d values", ml.ErrBadModel, t.GetName(), t.GetDims(), want, have)
+		}
+	}
+	return nil
+}
+
+// elements returns the product of dims, false when a dim is negative or the
+// product overflows.
+func elements(dims []int64) (int64, bool) {
+	n := int64(1)
+	for _, d := range dims {
+		if d < 0 || (d > 0 && n > (1<<62)/d) {
+			return 0, false
+		}
+		n *= d
+	}
+	return n, true
+}
+
+// rawSizes are the bytes per value in raw_data of the initializer types
+// whose count storedElements checks.
+var rawSizes = map[pb.TensorProto_DataType]int64{
+	pb.TensorProto_FLOAT: 4, pb.TensorProto_DOUBLE: 8,
+	pb.TensorProto_INT8: 1, pb.TensorProto_UINT8: 1, pb.TensorProto_BOOL: 1,
+	pb.TensorProto_INT16: 2, pb.TensorProto_UINT16: 2,
+	pb.TensorProto_INT32: 4, pb.TensorProto_INT64: 8,
+}
+
+// storedElements counts the values a TensorProto holds, as gonnx's
+// TensorFromProto reads them; known is false for types it handles otherwise.
+func storedElements(t *pb.TensorProto) (n int64, known bool) {
+	size := rawSizes[pb.TensorProto_DataType(t.GetDataType())]
+	if size == 0 {
+		return 0, false
+	}
+	switch {
+	case len(t.GetFloatData()) > 0:
+		return int64(len(t.GetFloatData())), true
+	case len(t.GetDoubleData()) > 0:
+		return int64(len(t.GetDoubleData())), true
+	case len(t.GetInt32Data()) > 0:
+		return int64(len(t.GetInt32Data())), true
+	case len(t.GetInt64Data()) > 0:
+		return int64(len(t.GetInt64Data())), true
+	}
+	return int64(len(t.GetRawData())) / size, true
+}
+
+// checkNodes initialises every node's gonnx op once, so that an attribute
+// gonnx does not support fails at load, and checks that gonnx, which runs
+// the nodes in file order, finds each node's inputs made by then.
+func (m *model) checkNodes(g *pb.GraphProto) error {
+	have := map[string]bool{"": true} // "" marks an omitted optional input
+	for _, in := range g.GetInput() {
+		have[in.GetName()] = true
+	}
+	for name := range m.params {
+		have[name] = true
+	}
+	for i, n := range m.nodes {
+		op, err := m.getOperator(n.GetOpType())
+		if err != nil {
+			return fmt.Errorf("%w: onnx: op %s: %v", ml.ErrBadModel, n.GetOpType(), err)
+		}
+		if err := op.Init(proto.Clone(n).(*pb.NodeProto)); err != nil {
+			return fmt.Errorf("%w: onnx: op %s (node %d %q): gonnx: %v", ml.ErrBadModel, n.GetOpType(), i, n.GetName(), err)
+		}
+		for _, in := range n.GetInput() {
+			if !have[in] {
+				return fmt.Errorf("%w: onnx: op %s (node %d %q) reads %q, which no input, initializer or earlier node gives", ml.ErrBadModel, n.GetOpType(), i, n.GetName(), in)
+			}
+		}
+		for _, out := range n.GetOutput() {
+			have[out] = true
+		}
+	}
+	for _, out := range g.GetOutput() {
+		if !have[out.GetName()] {
+			return fmt.Errorf("%w: onnx: graph output %q is made by no node", ml.ErrBadModel, out.GetName())
+		}
+	}
+	return nil
+}
+
+// readSchema takes the schema from the graph: the inputs a caller feeds
+// (graph inputs that are not initializers) and the outputs.
+func (m *model) readSchema(g *pb.GraphProto) error {
+	for _, vi := range g.GetInput() {
+		if _, ok := m.params[vi.GetName()]; ok {
+			continue
+		}
+		elem, dims, params, err := tensorType("input", vi)
+		if err != nil {
+			return err
+		}
+		m.inputs = append(m.inputs, inputSpec{name: vi.GetName(), elem: elem, dims: dims, dimParams: params})
+		m.schema.Inputs = append(m.schema.Inputs, ml.TensorSpec{Name: vi.GetName(), DataType: elem.name, Shape: dims})
+	}
+	if len(m.inputs) == 0 {
+		return fmt.Errorf("%w: onnx: model takes no inputs", ml.ErrBadModel)
+	}
+	if len(g.GetOutput()) == 0 {
+		return fmt.Errorf("%w: onnx: model has no outputs", ml.ErrBadModel)
+	}
+	for _, vi := range g.GetOutput() {
+		elem, dims, _, err := tensorType("output", vi)
+		if err != nil {
+			return err
+		}
+		m.outputs = append(m.outputs, vi.GetName())
+		m.schema.Outputs = append(m.schema.Outputs, ml.TensorSpec{Name: vi.GetName(), DataType: elem.name, Shape: dims})
+	}
+	return nil
+}
+
+// tensorType reads a graph input's or output's element type and shape. A
+// dimension with a symbolic name or no value is free (-1).
+func tensorType(kind string, vi *pb.ValueInfoProto) (elemType, []int, []string, error) {
+	tt := vi.GetType().GetTensorType()
+	if tt == nil {
+		return elemType{}, nil, nil, fmt.Errorf("%w: onnx: %s %q is not a tensor (sequences, maps and optionals are not supported)", ml.ErrBadModel, kind, vi.GetName())
+	}
+	elem, ok := elemTypes[pb.TensorProto_DataType(tt.GetElemType())]
+	if !ok {
+		return elemType{}, nil, nil, fmt.Errorf("%w: onnx: %s %q has element type %s, which this runtime does not carry (it takes %s)",
+			ml.ErrBadModel, kind, vi.GetName(), pb.TensorProto_DataType(tt.GetElemType()), supportedTypes())
+	}
+	if tt.GetShape() == nil {
+		return elem, nil, nil, nil
+	}
+	dims := make([]int, len(tt.GetShape().GetDim()))
+	params := make([]string, len(dims))
+	for i, d := range tt.GetShape().GetDim() {
+		dims[i] = -1
+		if v, ok := d.GetValue().(*pb.TensorShapeProto_Dimension_DimValue); ok && v.DimValue > 0 {
+			dims[i] = int(v.DimValue)
+		}
+		params[i] = d.GetDimParam()
+	}
+	return elem, dims, params, nil
+}
+
+// Schema implements ml.Model.
+func (m *model) Schema() ml.Schema {
+	s := ml.Schema{
+		Inputs:  make([]ml.TensorSpec, len(m.schema.Inputs)),
+		Outputs: make([]ml.TensorSpec, len(m.schema.Outputs)),
+	}
+	for i, t := range m.schema.Inputs {
+		s.Inputs[i] = ml.TensorSpec{Name: t.Name, DataType: t.DataType, Shape: cloneInts(t.Shape)}
+	}
+	for i, t := range m.schema.Outputs {
+		s.Outputs[i] = ml.TensorSpec{Name: t.Name, DataType: t.DataType, Shape: cloneInts(t.Shape)}
+	}
+	return s
+}
+
+func cloneInts(s []int) []int {
+	if s == nil {
+		return nil
+	}
+	return append([]int{}, s...)
+}
+
+// Predict implements ml.Model. It is safe for concurrent use: every call
+// builds its own tensors and hands gonnx its own copies of the weights. A
+// panic in gonnx or gorgonia, here or while converting tensors, becomes an
+// error wrapping ml.ErrRuntime.
+func (m *model) Predict(ctx context.Context, inputs []ml.Tensor) (out []ml.Tensor, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			out = nil
+			err = fmt.Errorf("%w: onnx: panic: %v\n%s", ml.ErrRuntime, r, stackTop(debug.Stack(), 12))
+		}
+	}()
+	feeds, err := m.feeds(inputs)
+	if err != nil {
+		return nil, err
+	}
+	results, err := m.run(ctx, feeds)
+	if err != nil {
+		return nil, err
+	}
+	out = make([]ml.Tensor, len(m.outputs))
+	for i, name := range m.outputs {
+		t, ok := results[name]
+		if !ok || t == nil {
+			return nil, fmt.Errorf("%w: onnx: gonnx gave no tensor for output %q", ml.ErrRuntime, name)
+		}
+		if out[i], err = fromGonnx(name, t); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// feeds matches the request's tensors to the graph inputs, checks them and
+// converts each to a fresh gonnx tensor of the input's element type.
+func (m *model) feeds(inputs []ml.Tensor) (map[string]tensor.Tensor, error) {
+	byName := make(map[string]ml.Tensor, len(inputs))
+	for _, t := range inputs {
+		if t.Name == "" {
+			if len(m.inputs) != 1 || len(inputs) != 1 {
+				return nil, fmt.Errorf("%w: onnx: an input has no name; the model takes %s", ml.ErrBadInput, m.describeInputs())
+			}
+			t.Name = m.inputs[0].name
+		}
+		if _, dup := byName[t.Name]; dup {
+			return nil, fmt.Errorf("%w: onnx: input %q is given twice", ml.ErrBadInput, t.Name)
+		}
+		if !m.hasInput(t.Name) {
+			return nil, fmt.Errorf("%w: onnx: unknown input %q; the model takes %s", ml.ErrBadInput, t.Name, m.describeInputs())
+		}
+		byName[t.Name] = t
+	}
+
+	feeds := make(map[string]tensor.Tensor, len(m.inputs))
+	dimSizes := map[string]int{} // dim_param -> size seen first
+	dimOwner := map[string]string{}
+	for _, spec := range m.inputs {
+		t, ok := byName[spec.name]
+		if !ok {
+			return nil, fmt.Errorf("%w: onnx: missing input %q (%s of shape %s)", ml.ErrBadInput, spec.name, spec.elem.name, spec.shapeString())
+		}
+		if err := t.Check(); err != nil {
+			return nil, err
+		}
+		if err := spec.checkShape(t.Shape); err != nil {
+			return nil, err
+		}
+		for i, p := range spec.dimParams {
+			if p == "" || spec.dims[i] != -1 {
+				continue
+			}
+			if size, seen := dimSizes[p]; seen && size != t.Shape[i] {
+				return nil, fmt.Errorf("%w: onnx: input %q has %s = %d (dimension %d) but input %q has %s = %d",
+					ml.ErrBadInput, spec.name, p, t.Shape[i], i, dimOwner[p], p, size)
+			}
+			dimSizes[p], dimOwner[p] = t.Shape[i], spec.name
+		}
+		g, err := toGonnx(spec, t)
+		if err != nil {
+			return nil, err
+		}
+		feeds[spec.name] = g
+	}
+	return feeds, nil
+}
+
+func (m *model) hasInput(name string) bool {
+	for _, s := range m.inputs {
+		if s.name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *model) describeInputs() string {
+	parts := make([]string, len(m.inputs))
+	for i, s := range m.inputs {
+		parts[i] = fmt.Sprintf("%q (%s %s)", s.name, s.elem.name, s.shapeString())
+	}
+	return strings.Join(parts, ", ")
+}
+
+// checkShape compares a request's shape with the declared one, where the
+// graph declares one.
+func (s inputSpec) checkShape(shape []int) error {
+	if s.dims == nil {
+		return nil
+	}
+	ok := len(shape) == len(s.dims)
+	for i := 0; ok && i < len(shape); i++ {
+		ok = s.dims[i] == -1 || s.dims[i] == shape[i]
+	}
+	if !ok {
+		return fmt.Errorf("%w: onnx: input %q has shape %v; the model expects %s", ml.ErrBadInput, s.name, shape, s.shapeString())
+	}
+	return nil
+}
+
+// shapeString writes the declared shape with free dimensions by their
+// symbolic name, or "?": [batch_size, 3].
+func (s inputSpec) shapeString() string {
+	if s.dims == nil {
+		return "[any]"
+	}
+	parts := make([]string, len(s.dims))
+	for i, d := range s.dims {
+		switch {
+		case d != -1:
+			parts[i] = strconv.Itoa(d)
+		case s.dimParams[i] != "":
+			parts[i] = s.dimParams[i]
+		default:
+			parts[i] = "?"
+		}
+	}
+	return "[" + strings.Join(parts, ", ") + "]"
+}
+
+// run executes the graph with gonnx's ops, as gonnx.Model.Run does, on this
+// call's own state: clones of the weights and of the nodes (some ops wrap
+// attribute data in tensors). A panic inside gonnx becomes an error wrapping
+// ml.ErrRuntime that names the op.
+func (m *model) run(ctx context.Context, feeds map[string]tensor.Tensor) (vals map[string]tensor.Tensor, err error) {
+	current := "setup"
+	defer func() {
+		if r := recover(); r != nil {
+			vals = nil
+			err = fmt.Errorf("%w: onnx: gonnx panicked in %s: %v\n%s", ml.ErrRuntime, current, r, stackTop(debug.Stack(), 12))
+		}
+	}()
+	vals = make(map[string]tensor.Tensor, len(m.params)+len(feeds)+len(m.nodes))
+	for name, p := range m.params {
+		c, ok := p.Clone().(tensor.Tensor)
+		if !ok {
+			return nil, fmt.Errorf("%w: onnx: cannot copy initializer %q", ml.ErrRuntime, name)
+		}
+		vals[name] = c
+	}
+	for name, t := range feeds {
+		vals[name] = t
+	}
+	for i, n := range m.nodes {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("onnx: predict stopped before node %d: %w", i, err)
+		}
+		current = fmt.Sprintf("op %s (node %d %q)", n.GetOpType(), i, n.GetName())
+		node := proto.Clone(n).(*pb.NodeProto)
+		op, err := m.getOperator(node.GetOpType())
+		if err != nil {
+			return nil, fmt.Errorf("%w: onnx: %s: %v", ml.ErrRuntime, current, err)
+		}
+		if err := op.Init(node); err != nil {
+			return nil, fmt.Errorf("%w: onnx: %s: gonnx: %v", ml.ErrRuntime, current, err)
+		}
+		ins := make([]tensor.Tensor, len(node.GetInput()))
+		for j, name := range node.GetInput() {
+			if name != "" {
+				ins[j] = vals[name] // present: checkNodes saw to that
+			}
+		}
+		if ins, err = op.ValidateInputs(ins); err != nil {
+			return nil, fmt.Errorf("%w: onnx: %s: gonnx: %v", ml.ErrRuntime, current, err)
+		}
+		outs, err := op.Apply(ins)
+		if err != nil {
+			return nil, fmt.Errorf("%w: onnx: %s: gonnx: %v", ml.ErrRuntime, current, err)
+		}
+		// A node may leave off trailing optional outputs (GRU's Y_h, say);
+		// gonnx.Model.Run refuses that, but ONNX allows it.
+		if len(outs) < len(node.GetOutput()) {
+			return nil, fmt.Errorf("%w: onnx: %s: gonnx gave %d outputs for %d names", ml.ErrRuntime, current, len(outs), len(node.GetOutput()))
+		}
+		for j, name := range node.GetOutput() {
+			if name != "" {
+				vals[name] = outs[j]
+			}
+		}
+	}
+	return vals, nil
+}
+
+func stackTop(b []byte, lines int) []byte {
+	for i, c := range b {
+		if c == '\n' {
+			if lines--; lines == 0 {
+				return b[:i]
+			}
+		}
+	}
+	return b
+}

@@ -1,0 +1,366 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kilnml/kiln/ml"
+	"github.com/kilnml/kiln/ml/formats"
+	"github.com/kilnml/kiln/raftfsm/structs"
+)
+
+// handleVersionCreate takes a model file as the request body and records it
+// as the model's next version (DESIGN.md §3, §6). The order is what makes an
+// acknowledged upload durable and a rejected one leave nothing behind:
+//
+//  1. stream the body to a temporary file, hashing it (never all in memory);
+//  2. load it with its runtime: a file that does not load is refused with the
+//     loader's reason;
+//  3. store it under its digest and copy it to artifact_replicas-1 other nodes;
+//  4. only then propose the version, naming the nodes that hold the blob.
+//
+// A failure before step 4 leaves at most unreferenced blobs, which the
+// collector removes after its grace period.
+//
+// Query parameters: format (else detected), metadata and schema (JSON
+// objects), process (JSON, for format=process).
+func (a *Agent) handleVersionCreate(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := structs.ValidateName("name", name); err != nil {
+		writeError(w, err)
+		return
+	}
+	v, err := versionFromQuery(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	v.Model = name
+	if err := a.modelExists(r.Context(), name); err != nil {
+		writeError(w, err) // checked again when the version is applied
+		return
+	}
+
+	tmp, digest, size, err := a.blobs.ingest(r.Body, a.cfg.MaxArtifactBytes)
+	switch {
+	case errors.Is(err, errBlobTooLarge):
+		writeError(w, errorf(structs.CodeTooLarge, "model file is larger than serving.max_artifact_bytes (%d bytes)", a.cfg.MaxArtifactBytes))
+		return
+	case err != nil:
+		writeError(w, errorf(structs.CodeInvalid, "reading the model file: %v", err))
+		return
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			_ = os.Remove(tmp)
+		}
+	}()
+	if err := a.checkArtifact(&v, tmp, size); err != nil {
+		writeError(w, err)
+		return
+	}
+	if size > 0 {
+		v.Digest, v.Size = digest, size
+		if err := a.blobs.commit(tmp, digest); err != nil {
+			writeError(w, err)
+			return
+		}
+		committed = true
+		holders, err := a.replicateBlob(r.Context(), digest)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		v.Holders = holders
+	}
+	v.CreatedAt = time.Now().UTC()
+	if err := v.Validate(); err != nil {
+		writeError(w, err)
+		return
+	}
+	var stored structs.ModelVersion
+	idx, err := a.propose(r.Context(), structs.VersionCreateType, &structs.VersionCreateRequest{Version: v}, &stored)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeCommitted(w, http.StatusCreated, idx, versionJSON(&stored))
+}
+
+// modelExists checks, before a large upload is read, that the model exists:
+// locally, and if this node has not seen it yet, at the leader's index, so a
+// model created a moment ago through another node is found.
+func (a *Agent) modelExists(ctx context.Context, name string) error {
+	txn := a.fsm.ReadTxn()
+	_, err := txn.Model(name)
+	txn.Discard()
+	if structs.ErrorCode(err) != structs.CodeNotFound {
+		return err
+	}
+	txn, cerr := a.consistentTxn(ctx)
+	if cerr != nil {
+		return err
+	}
+	defer txn.Discard()
+	_, err = txn.Model(name)
+	return err
+}
+
+// versionFromQuery reads the upload's query parameters.
+func versionFromQuery(r *http.Request) (structs.ModelVersion, error) {
+	q := r.URL.Query()
+	v := structs.ModelVersion{Format: q.Get("format")}
+	for _, p := range []struct {
+		key string
+		dst any
+	}{{"metadata", &v.Metadata}, {"schema", &v.Schema}, {"process", &v.Process}} {
+		s := q.Get(p.key)
+		if s == "" {
+			continue
+		}
+		if err := decodeJSON(strings.NewReader(s), p.dst); err != nil {
+			return v, errorf(structs.CodeInvalid, "query parameter %s: %v", p.key, err)
+		}
+	}
+	for key := range q {
+		switch key {
+		case "format", "metadata", "schema", "process":
+		default:
+			return v, errorf(structs.CodeInvalid, "unknown query parameter %q: use format, metadata, schema or process", key)
+		}
+	}
+	if v.Format != "" && v.Format != structs.FormatProcess && !formats.Supported(v.Format) {
+		return v, errorf(structs.CodeInvalid, "format %q is unknown: use one of linear, lightgbm, xgboost, xgboost-json, onnx, process", v.Format)
+	}
+	if v.Format != structs.FormatProcess && v.Process != nil {
+		return v, errorf(structs.CodeInvalid, "query parameter process is only allowed with format=process")
+	}
+	return v, nil
+}
+
+// checkArtifact settles the version's format and schema from the file at
+// path: the format is detected when not given, and the file must load.
+func (a *Agent) checkArtifact(v *structs.ModelVersion, path string, size int64) error {
+	if v.Format == structs.FormatProcess {
+		return nil // the user's process loads its own files; an artifact is optional
+	}
+	if size == 0 {
+		return errorf(structs.CodeInvalid, "request body is empty: send the model file")
+	}
+	if v.Format == "" {
+		head := make([]byte, 4096)
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		n, _ := io.ReadFull(f, head)
+		f.Close()
+		if v.Format = formats.Detect(head[:n]); v.Format == "" {
+			return errorf(structs.CodeInvalid, "format could not be detected from the file; give ?format= (one of linear, lightgbm, xgboost, xgboost-json, onnx, process)")
+		}
+	}
+	if len(v.Schema.Inputs) > 0 || len(v.Schema.Outputs) > 0 {
+		return errorf(structs.CodeInvalid, "query parameter schema is only for format=process; format %s carries its own schema", v.Format)
+	}
+	m, err := formats.Load(v.Format, path)
+	if err != nil {
+		return errorf(structs.CodeInvalid, "model file does not load as %s: %v", v.Format, err)
+	}
+	v.Schema = schemaFromML(m.Schema())
+	if c, ok := m.(ml.Closer); ok {
+		_ = c.Close()
+	}
+	return nil
+}
+
+func schemaFromML(s ml.Schema) structs.Schema {
+	conv := func(in []ml.TensorSpec) []structs.TensorSpec {
+		out := make([]structs.TensorSpec, len(in))
+		for i, t := range in {
+			out[i] = structs.TensorSpec{Name: t.Name, DataType: t.DataType, Shape: t.Shape}
+		}
+		return out
+	}
+	return structs.Schema{Inputs: conv(s.Inputs), Outputs: conv(s.Outputs), FeatureNames: s.FeatureNames}
+}
+
+// replicateBlob copies a stored blob to other alive nodes until
+// min(artifact_replicas, alive nodes) hold it, and returns the holders'
+// IDs, this node first. Fewer holders than that is an error: the upload is
+// not acknowledged.
+func (a *Agent) replicateBlob(ctx context.Context, digest string) ([]string, error) {
+	members := a.gossip.alive()
+	want := min(a.cfg.ArtifactReplicas, max(len(members), 1))
+	holders := []string{a.id}
+	rand.Shuffle(len(members), func(i, j int) { members[i], members[j] = members[j], members[i] })
+	var errs []error
+	for _, m := range members {
+		if len(holders) >= want {
+			break
+		}
+		if m.Meta.ID == a.id || m.Meta.Leaving {
+			continue
+		}
+		if err := a.xfer.push(ctx, m.Meta.RPCAddr, digest); err != nil {
+			a.logger.Warn("artifact copy failed", "digest", digest, "node", m.Name, "error", err)
+			errs = append(errs, err)
+			continue
+		}
+		holders = append(holders, m.Meta.ID)
+	}
+	if len(holders) < want {
+		return nil, errorf(structs.CodeUnavailable, "artifact stored on %d of %d nodes (serving.artifact_replicas); nothing recorded: %v", len(holders), want, errors.Join(errs...))
+	}
+	return holders, nil
+}
+
+// versionJSON fixes up a version for JSON: empty maps and slices, not null.
+func versionJSON(v *structs.ModelVersion) *structs.ModelVersion {
+	if v.Metadata == nil {
+		v.Metadata = map[string]string{}
+	}
+	if v.Holders == nil {
+		v.Holders = []string{}
+	}
+	return v
+}
+
+func parseVersionNumber(field, s string) (uint64, error) {
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || n == 0 {
+		return 0, errorf(structs.CodeInvalid, "%s must be a version number (1, 2, ...), not %q", field, s)
+	}
+	return n, nil
+}
+
+func (a *Agent) handleVersionList(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := structs.ValidateName("name", name); err != nil {
+		writeError(w, err)
+		return
+	}
+	cursor, limit, err := listParams(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	txn, err := a.readTxn(w, r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer txn.Discard()
+	if _, err := txn.Model(name); err != nil {
+		writeError(w, err)
+		return
+	}
+	items, next, err := txn.Versions(name, cursor, limit)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if items == nil {
+		items = []*structs.ModelVersion{}
+	}
+	for _, v := range items {
+		versionJSON(v)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"items": items, "next_cursor": next})
+}
+
+func (a *Agent) handleVersionGet(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := structs.ValidateName("name", name); err != nil {
+		writeError(w, err)
+		return
+	}
+	n, err := parseVersionNumber("version", r.PathValue("version"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	txn, err := a.readTxn(w, r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer txn.Discard()
+	v, err := txn.Version(name, n)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, versionJSON(v))
+}
+
+func (a *Agent) handleVersionDelete(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := structs.ValidateName("name", name); err != nil {
+		writeError(w, err)
+		return
+	}
+	n, err := parseVersionNumber("version", r.PathValue("version"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	idx, err := a.propose(r.Context(), structs.VersionDeleteType, &structs.VersionDeleteRequest{Model: name, Version: n}, nil)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.Header().Set("X-Kiln-Index", strconv.FormatUint(idx, 10))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+type aliasPutRequest struct {
+	Version uint64 `json:"version"`
+}
+
+func (a *Agent) handleAliasPut(w http.ResponseWriter, r *http.Request) {
+	a.setAlias(w, r, true)
+}
+
+func (a *Agent) handleAliasDelete(w http.ResponseWriter, r *http.Request) {
+	a.setAlias(w, r, false)
+}
+
+func (a *Agent) setAlias(w http.ResponseWriter, r *http.Request, put bool) {
+	name, alias := r.PathValue("name"), r.PathValue("alias")
+	if err := structs.ValidateName("name", name); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := structs.ValidateName("alias", alias); err != nil {
+		writeError(w, err)
+		return
+	}
+	var req aliasPutRequest
+	if put {
+		if err := a.decodeBody(w, r, &req); err != nil {
+			writeError(w, err)
+			return
+		}
+		if req.Version == 0 {
+			writeError(w, errorf(structs.CodeInvalid, "version is required (versions start at 1)"))
+			return
+		}
+	}
+	var m structs.Model
+	idx, err := a.propose(r.Context(), structs.AliasSetType, &structs.AliasSetRequest{
+		Model: name, Alias: alias, Version: req.Version, UpdatedAt: time.Now().UTC(),
+	}, &m)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeCommitted(w, http.StatusOK, idx, modelJSON(&m))
+}
