@@ -230,6 +230,12 @@ func versionJSON(v *structs.ModelVersion) *structs.ModelVersion {
 	if v.Holders == nil {
 		v.Holders = []string{}
 	}
+	if v.Schema.Inputs == nil {
+		v.Schema.Inputs = []structs.TensorSpec{}
+	}
+	if v.Schema.Outputs == nil {
+		v.Schema.Outputs = []structs.TensorSpec{}
+	}
 	return v
 }
 

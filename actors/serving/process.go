@@ -191,9 +191,10 @@ func (m *ProcessModel) Failed() error {
 	return m.failed
 }
 
-// Predict sends inputs to the server's /v2/models/{name}/infer. A 400 from
-// the server wraps ml.ErrBadInput with its message; every other failure,
-// including a server that is restarting or gone, wraps ml.ErrRuntime.
+// Predict sends inputs to the server's /v2/models/{name}/infer. A 400 (or
+// 422) from the server wraps ml.ErrBadInput with its message; every other
+// failure, including a server that is restarting or gone, wraps
+// ml.ErrRuntime.
 func (m *ProcessModel) Predict(ctx context.Context, inputs []ml.Tensor) ([]ml.Tensor, error) {
 	base, err := m.target()
 	if err != nil {
@@ -220,7 +221,8 @@ func (m *ProcessModel) Predict(ctx context.Context, inputs []ml.Tensor) ([]ml.Te
 		return nil, fmt.Errorf("%w: serving: process for model %q: reading the answer: %w", ml.ErrRuntime, m.cfg.Model, err)
 	case len(data) > processMaxResponse:
 		return nil, fmt.Errorf("%w: serving: process for model %q answered more than %d bytes", ml.ErrRuntime, m.cfg.Model, processMaxResponse)
-	case resp.StatusCode == http.StatusBadRequest:
+	case resp.StatusCode == http.StatusBadRequest, resp.StatusCode == http.StatusUnprocessableEntity:
+		// 422 is how FastAPI-based servers (MLServer) reject a request body.
 		return nil, fmt.Errorf("%w: %s", ml.ErrBadInput, serverMessage(data))
 	case resp.StatusCode != http.StatusOK:
 		return nil, fmt.Errorf("%w: serving: process for model %q answered %s: %s", ml.ErrRuntime, m.cfg.Model, resp.Status, serverMessage(data))

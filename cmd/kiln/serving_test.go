@@ -649,7 +649,7 @@ func TestProgressReader_DrawsAtMostFiveTimesASecond(t *testing.T) {
 	}
 	p.finish()
 	draws := strings.Count(out.String(), "\r")
-	// 10 reads over 0.5 s: at most one draw per 200 ms, plus 100% and finish.
+	// 10 reads over 0.5 s: at most one draw per 200 ms, plus the one at 100%.
 	if reads != 10 || draws < 3 || draws > 6 {
 		t.Errorf("%d reads drew %d times:\n%q", reads, draws, out.String())
 	}

@@ -110,6 +110,10 @@ func runModelsPush(args []string) int {
 	if progress != nil {
 		progress.finish()
 	}
+	var ae *apiError
+	if errors.As(err, &ae) && strings.Contains(ae.Message, "?format=") {
+		return fail(fmt.Errorf("%w\nGive the format with -model-format FORMAT", err))
+	}
 	if err != nil {
 		return fail(err)
 	}
@@ -252,9 +256,12 @@ func (p *progressReader) draw(now time.Time) {
 	fmt.Fprintf(p.w, "\r%s %5.1f%% %.1f/%.1f MB %.1f MB/s ", p.label, pct, float64(p.done)/1e6, float64(p.total)/1e6, rate)
 }
 
-// finish draws the final state and ends the line.
+// finish ends the progress line. The last read already drew it; drawing
+// again now would fold the node's checking time into the throughput.
 func (p *progressReader) finish() {
-	p.draw(p.now())
+	if p.last.IsZero() {
+		p.draw(p.now())
+	}
 	fmt.Fprintln(p.w)
 }
 

@@ -233,6 +233,8 @@ func (spaces) Read(p []byte) (int, error) {
 
 // TestDecode_RejectsLargeFile checks the file size cap without building a
 // model that large: a valid model padded with blanks up to and past the cap.
+// (Padding before the object works too, but the JSON decoder then scans 64 MiB,
+// which takes seconds under -race.)
 func TestDecode_RejectsLargeFile(t *testing.T) {
 	doc := docExamples(t)[KindLinear]
 	pad := int64(MaxFileBytes - len(doc))
@@ -243,7 +245,6 @@ func TestDecode_RejectsLargeFile(t *testing.T) {
 	}{
 		{"blanks after, at the cap", io.MultiReader(strings.NewReader(doc), io.LimitReader(spaces{}, pad)), ""},
 		{"blanks after, over the cap", io.MultiReader(strings.NewReader(doc), io.LimitReader(spaces{}, pad+1)), "the file is over 67108864 bytes (64 MiB)"},
-		{"blanks before, over the cap", io.MultiReader(io.LimitReader(spaces{}, pad+1), strings.NewReader(doc)), "the file is over 67108864 bytes (64 MiB)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
