@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -554,5 +556,84 @@ func TestCluster_ServingReplicaNodeKilled(t *testing.T) {
 		var errs []string
 		firstErrs.Range(func(k, _ any) bool { errs = append(errs, k.(string)); return len(errs) < 5 })
 		t.Errorf("%d of %d requests failed (more than 0.1%%): %v", failed.Load(), total, errs)
+	}
+}
+
+// countProcesses counts running processes whose command line starts with
+// path.
+func countProcesses(t *testing.T, path string) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Skip("no /proc here")
+	}
+	n := 0
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && bytes.HasPrefix(cmdline, []byte(path+"\x00")) {
+			stat, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+			if !bytes.Contains(stat, []byte(") Z ")) { // a zombie is gone already
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// A process version runs the user's own Open Inference Protocol v2 server:
+// here a small real one built from actors/serving/testdata/v2server.
+func TestCluster_ServingProcessVersion(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "v2server")
+	if out, err := exec.Command("go", "build", "-o", bin, "../actors/serving/testdata/v2server").CombinedOutput(); err != nil {
+		t.Fatalf("building the v2 server: %v\n%s", err, out)
+	}
+	c := newCluster(t, 3)
+	n1 := c.all()[0]
+	c.waitVoters(3, 30*time.Second)
+	n1.createModel("custom", nil)
+	spec, _ := json.Marshal(map[string]any{"command": []string{bin}})
+	r := n1.write("POST", "/v1/models/custom/versions?format=process&process="+url.QueryEscape(string(spec)), nil, http.StatusCreated)
+	var v version
+	if err := json.Unmarshal(r.body, &v); err != nil || v.Format != "process" || v.Digest != "" {
+		t.Fatalf("process version %s (%v): want format process and no artifact", r, err)
+	}
+	n1.write("PUT", "/v1/deployments/custom", map[string]any{
+		"versions": []map[string]any{{"version": 1, "weight": 100}}, "replicas": 2,
+	}, http.StatusOK)
+	d := c.waitRunning(n1, "custom", 2, 1)
+	if got := countProcesses(t, bin); got != 2 {
+		t.Errorf("%d v2 servers run, want one per replica (2)", got)
+	}
+	for _, nd := range c.all() {
+		_, p, err := nd.predict("custom", map[string]any{"instances": [][]float64{{1, 2, 3}, {0, 0, 1}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := closeTo(p.Predictions, []float64{14, 3}, 1e-6); err != nil {
+			t.Errorf("predict through %s: %v", nd.name, err)
+		}
+	}
+	// The server's own 400 comes back as a 400 with its message.
+	r2, _, err := c.all()[1].predict("custom", map[string]any{"instances": [][]float64{{1, 2}}})
+	if err != nil || r2.status != http.StatusBadRequest {
+		t.Errorf("wrong width through a process replica: %v %v, want 400", r2, err)
+	}
+
+	// kill -9 of an agent takes its server down with it (no orphans), and the
+	// replica is placed again.
+	victim := c.byID(d.ReplicaStates[0].NodeID)
+	victim.kill()
+	waitFor(t, 10*time.Second, func() error {
+		if got := countProcesses(t, bin); got != 1 {
+			return fmt.Errorf("%d v2 servers run after killing %s, want 1", got, victim.name)
+		}
+		return nil
+	})
+	c.waitRunning(c.others(victim)[0], "custom", 2, 1)
+	if got := countProcesses(t, bin); got != 2 {
+		t.Errorf("%d v2 servers run after re-placement, want 2", got)
 	}
 }

@@ -364,23 +364,19 @@ func (m *ProcessModel) startInstance(ctx context.Context, port int) (*processIns
 	cmd.Env = m.environ(port)
 	// One writer for both streams, so exec copies them on one goroutine.
 	cmd.Stdout, cmd.Stderr = m.log, m.log
-	// Its own process group, so that stopping it reaches the workers a
-	// server forks (gunicorn, torchserve) and not the agent.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.WaitDelay = processWaitDelay
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("%w: serving: process for model %q: %w", ml.ErrBadModel, m.cfg.Model, err)
-	}
 	p := &processInstance{
 		cmd:    cmd,
 		port:   port,
 		base:   "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 		exited: make(chan struct{}),
 	}
-	go func() {
-		p.waitErr = cmd.Wait()
+	if err := startChild(cmd, func(err error) {
+		p.waitErr = err
 		close(p.exited)
-	}()
+	}); err != nil {
+		return nil, fmt.Errorf("%w: serving: process for model %q: %w", ml.ErrBadModel, m.cfg.Model, err)
+	}
 	m.log.note("started %q (pid %d) on port %d", m.cfg.Spec.Command, cmd.Process.Pid, port)
 	if err := m.waitReady(ctx, p); err != nil {
 		m.stopInstance(p)
@@ -532,13 +528,6 @@ func (m *ProcessModel) stopInstance(p *processInstance) {
 	// Also reaches children still running after the server itself exited.
 	killGroup(p, syscall.SIGKILL)
 	<-p.exited
-}
-
-// killGroup signals p's process group. The group outlives its leader while
-// any member does, so this also reaches a dead server's children; once the
-// group is empty the kernel answers ESRCH, which is fine.
-func killGroup(p *processInstance, sig syscall.Signal) {
-	_ = syscall.Kill(-p.cmd.Process.Pid, sig)
 }
 
 func (m *ProcessModel) removeTmpDir() {
