@@ -336,10 +336,8 @@ func (a *Agent) bootstrapLoop() {
 
 // resolveNode maps a node ID to its RPC address for remote actor delivery.
 func (a *Agent) resolveNode(id string) (string, error) {
-	for _, m := range a.gossip.alive() {
-		if m.Meta.ID == id {
-			return m.Meta.RPCAddr, nil
-		}
+	if m, ok := a.gossip.aliveMember(id); ok {
+		return m.Meta.RPCAddr, nil
 	}
 	txn := a.fsm.ReadTxn()
 	defer txn.Discard()

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -64,6 +66,18 @@ type gossip struct {
 	meta   memberMeta        // guarded by mu
 	gone   map[string]member // guarded by mu: by node ID, peers that left or died
 	events chan struct{}     // wakes the reconciler; buffered, never blocks
+
+	// changes counts membership events; aliveCache is alive()'s answer as of
+	// a count, so the request path (which asks per prediction) decodes the
+	// members' meta only after something changed.
+	changes    atomic.Uint64
+	aliveCache atomic.Pointer[aliveSet]
+}
+
+type aliveSet struct {
+	changes uint64
+	members []member
+	byID    map[string]member
 }
 
 func newGossip(cfg *Config, meta memberMeta, logger hclog.Logger) (*gossip, error) {
@@ -138,6 +152,7 @@ func (g *gossip) NotifyLeave(n *memberlist.Node) {
 func (g *gossip) NotifyUpdate(n *memberlist.Node) { g.wake() }
 
 func (g *gossip) wake() {
+	g.changes.Add(1)
 	select {
 	case g.events <- struct{}{}:
 	default:
@@ -151,7 +166,9 @@ func (g *gossip) setHasState() {
 	g.meta.HasState = true
 	g.mu.Unlock()
 	if changed {
-		if err := g.ml.UpdateNode(5 * time.Second); err != nil {
+		err := g.ml.UpdateNode(5 * time.Second)
+		g.changes.Add(1) // our own meta changed
+		if err != nil {
 			g.logger.Warn("could not gossip updated meta", "error", err)
 		}
 	}
@@ -159,16 +176,34 @@ func (g *gossip) setHasState() {
 
 // alive lists the members memberlist considers up, with valid meta. memberlist
 // does not expose "suspect" (Node.State is never updated), so they are all alive.
+// The slice is the caller's.
 func (g *gossip) alive() []member {
-	var out []member
-	for _, n := range g.ml.Members() {
-		m, err := decodeMeta(n.Meta)
+	return slices.Clone(g.aliveSet().members)
+}
+
+// aliveMember returns the alive member with the given node ID.
+func (g *gossip) aliveMember(id string) (member, bool) {
+	m, ok := g.aliveSet().byID[id]
+	return m, ok
+}
+
+func (g *gossip) aliveSet() *aliveSet {
+	n := g.changes.Load()
+	if c := g.aliveCache.Load(); c != nil && c.changes == n {
+		return c
+	}
+	set := &aliveSet{changes: n, byID: map[string]member{}}
+	for _, node := range g.ml.Members() {
+		m, err := decodeMeta(node.Meta)
 		if err != nil {
 			continue
 		}
-		out = append(out, member{Name: n.Name, Addr: n.Address(), Status: "alive", Meta: m})
+		mem := member{Name: node.Name, Addr: node.Address(), Status: "alive", Meta: m}
+		set.members = append(set.members, mem)
+		set.byID[m.ID] = mem
 	}
-	return out
+	g.aliveCache.Store(set)
+	return set
 }
 
 // goneMember reports whether a node left or died, as last seen by gossip.
@@ -245,7 +280,9 @@ func (g *gossip) leave(timeout time.Duration) error {
 	g.mu.Lock()
 	g.meta.Leaving = true
 	g.mu.Unlock()
-	if err := g.ml.UpdateNode(timeout); err != nil {
+	err := g.ml.UpdateNode(timeout)
+	g.changes.Add(1)
+	if err != nil {
 		g.logger.Warn("could not gossip the leaving flag", "error", err)
 	}
 	return g.ml.Leave(timeout)

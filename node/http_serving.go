@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -238,7 +239,10 @@ func (a *Agent) handleModelAction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var inputs []ml.Tensor
-	if req.Instances != nil {
+	if t, ok := fastRows(req.Instances); ok && len(target.Version.Schema.Inputs) <= 1 {
+		t.Name = inputName(&target.Version.Schema)
+		inputs = []ml.Tensor{t}
+	} else if req.Instances != nil {
 		inputs, err = tensorsFromInstances(req.Instances, &target.Version.Schema)
 	} else {
 		inputs, err = tensorsFromColumns(req.Inputs, &target.Version.Schema)
@@ -253,14 +257,40 @@ func (a *Agent) handleModelAction(w http.ResponseWriter, r *http.Request) {
 		writePredictError(w, err)
 		return
 	}
-	preds, err := predictionsJSON(out)
-	if err != nil {
-		writeError(w, err)
+	writePredictions(w, name, target.Version.Version, id, out)
+}
+
+// writePredictions answers {"id", "model", "predictions", "version"}.
+func writePredictions(w http.ResponseWriter, name string, version uint64, id string, out []ml.Tensor) {
+	b := make([]byte, 0, 256)
+	b = append(b, `{"id":`...)
+	b = appendJSONString(b, id)
+	b = append(b, `,"model":`...)
+	b = appendJSONString(b, name)
+	b = append(b, `,"predictions":`...)
+	b, ok := appendPredictions(b, out)
+	if !ok {
+		preds, err := predictionsJSON(out)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"predictions": preds, "model": name, "version": version, "id": id})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
-		"predictions": preds, "model": name, "version": target.Version.Version, "id": id,
-	})
+	b = append(b, `,"version":`...)
+	b = strconv.AppendUint(b, version, 10)
+	b = append(b, "}\n"...)
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
+}
+
+func appendJSONString(b []byte, s string) []byte {
+	q, _ := json.Marshal(s)
+	return append(b, q...)
 }
 
 // resolveTarget picks the version and replicas for a prediction from the

@@ -39,12 +39,8 @@ func (a *Agent) isAlive(id string) bool {
 	if id == a.id {
 		return true
 	}
-	for _, m := range a.gossip.alive() {
-		if m.Meta.ID == id {
-			return !m.Meta.Leaving
-		}
-	}
-	return false
+	m, ok := a.gossip.aliveMember(id)
+	return ok && !m.Meta.Leaving
 }
 
 func (a *Agent) proposeCmd(ctx context.Context, t structs.MessageType, cmd any) error {
@@ -60,8 +56,10 @@ func (a *Agent) setupServing() {
 	a.registerNodeMetrics(reg)
 	s := &servingParts{registry: reg, metrics: serving.NewMetrics(reg)}
 	s.router = serving.NewRouter(serving.RouterConfig{
+		NodeID:  a.id,
 		System:  a.actors,
 		View:    a.view,
+		Index:   a.fsm.AppliedIndex,
 		Alive:   a.isAlive,
 		Metrics: s.metrics,
 		Logger:  a.logger.Named("serving"),

@@ -15,6 +15,8 @@ import (
 // Registry is the read side of the registry that serving needs. A
 // raftfsm.Txn satisfies it.
 type Registry interface {
+	// Index is the applied Raft index the view reflects.
+	Index() uint64
 	Model(name string) (*structs.Model, error)
 	Version(model string, v uint64) (*structs.ModelVersion, error)
 	Deployment(name string) (*structs.Deployment, error)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"hash/fnv"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,8 +20,15 @@ import (
 
 // RouterConfig wires a node's ingress router.
 type RouterConfig struct {
+	// NodeID is this node: a replica here is preferred while it is not
+	// much busier than the one power-of-two-choices picks, which saves
+	// the network hop.
+	NodeID string
 	System *actors.System
 	View   ViewFunc
+	// Index returns the local registry's applied index; routing facts read
+	// from the registry are cached until it moves. Nil: no cache.
+	Index func() uint64
 	// Alive reports whether a node is up, as gossip sees it.
 	Alive   func(nodeID string) bool
 	Metrics *Metrics
@@ -43,8 +51,24 @@ type Router struct {
 	inFlight map[string]*atomic.Int64 // guarded by mu (the map); by alloc ID
 	down     map[string]time.Time     // guarded by mu: alloc ID -> avoided until
 
+	outboxMu sync.Mutex
+	outboxes map[string]*outbox // guarded by outboxMu: by alloc ID
+
+	routesMu sync.Mutex
+	routes   map[string]*modelRoutes // guarded by routesMu: by model name
+
 	shadowSlots chan struct{}
 	wg          sync.WaitGroup // shadow requests
+}
+
+// modelRoutes is what the registry says about routing one model, as of one
+// applied index: read once per registry change, not once per request.
+type modelRoutes struct {
+	index    uint64
+	model    *structs.Model
+	dep      *structs.Deployment // nil when the model is not deployed
+	versions map[uint64]*structs.ModelVersion
+	allocs   map[uint64][]*structs.Allocation // by version, every state
 }
 
 // NewRouter returns a Router.
@@ -60,7 +84,8 @@ func NewRouter(cfg RouterConfig) *Router {
 	}
 	return &Router{
 		cfg: cfg, log: cfg.Logger.Named("router"),
-		inFlight: map[string]*atomic.Int64{}, down: map[string]time.Time{},
+		inFlight: map[string]*atomic.Int64{}, down: map[string]time.Time{}, routes: map[string]*modelRoutes{},
+		outboxes:    map[string]*outbox{},
 		shadowSlots: make(chan struct{}, cfg.MaxShadow),
 	}
 }
@@ -89,22 +114,17 @@ type Selector struct {
 // already_exists (409) for a model or version that is not deployed,
 // unavailable when no replica of the version runs yet.
 func (r *Router) Resolve(model string, sel Selector) (*Target, error) {
-	view, release := r.cfg.View()
-	defer release()
-	m, err := view.Model(model)
+	routes, err := r.routesFor(model)
 	if err != nil {
 		return nil, err
 	}
-	d, err := view.Deployment(model)
-	if err != nil {
-		if structs.ErrorCode(err) == structs.CodeNotFound {
-			return nil, structs.Errorf(structs.CodeConflict, "model %q is not deployed; deploy it with PUT /v1/deployments/%s", model, model)
-		}
-		return nil, err
+	d := routes.dep
+	if d == nil {
+		return nil, structs.Errorf(structs.CodeConflict, "model %q is not deployed; deploy it with PUT /v1/deployments/%s", model, model)
 	}
 	version := sel.Version
 	if sel.Alias != "" {
-		v, ok := m.Aliases[sel.Alias]
+		v, ok := routes.model.Aliases[sel.Alias]
 		if !ok {
 			return nil, structs.Errorf(structs.CodeNotFound, "model %q has no alias %q", model, sel.Alias)
 		}
@@ -116,41 +136,79 @@ func (r *Router) Resolve(model string, sel Selector) (*Target, error) {
 	if version == 0 {
 		version = pickWeighted(d.Traffic.Versions, sel.Key)
 	}
-	allocs, err := view.Allocations()
-	if err != nil {
-		return nil, err
-	}
-	t, err := r.target(view, d, version, allocs)
+	t, err := r.target(routes, version)
 	if err != nil {
 		return nil, err
 	}
 	if d.Traffic.Shadow != 0 && d.Traffic.Shadow != version {
-		if st, err := r.target(view, d, d.Traffic.Shadow, allocs); err == nil {
+		if st, err := r.target(routes, d.Traffic.Shadow); err == nil {
 			t.shadow = st
 		}
 	}
 	return t, nil
 }
 
-func (r *Router) target(view Registry, d *structs.Deployment, version uint64, allocs []*structs.Allocation) (*Target, error) {
-	v, err := view.Version(d.Name, version)
+// routesFor returns the routing facts of model, from the cache while the
+// registry has not changed.
+func (r *Router) routesFor(model string) (*modelRoutes, error) {
+	if r.cfg.Index != nil {
+		idx := r.cfg.Index()
+		r.routesMu.Lock()
+		cached := r.routes[model]
+		r.routesMu.Unlock()
+		if cached != nil && cached.index == idx {
+			return cached, nil
+		}
+	}
+	view, release := r.cfg.View()
+	defer release()
+	m, err := view.Model(model)
 	if err != nil {
 		return nil, err
 	}
-	served := false
-	for _, s := range d.Traffic.ServedVersions() {
-		served = served || s == version
+	routes := &modelRoutes{index: view.Index(), model: m, versions: map[uint64]*structs.ModelVersion{}, allocs: map[uint64][]*structs.Allocation{}}
+	d, err := view.Deployment(model)
+	switch {
+	case err == nil:
+		routes.dep = d
+		for _, v := range d.Traffic.ServedVersions() {
+			if mv, err := view.Version(model, v); err == nil {
+				routes.versions[v] = mv
+			}
+		}
+		allocs, err := view.Allocations()
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range allocs {
+			if a.Deployment == model {
+				routes.allocs[a.Version] = append(routes.allocs[a.Version], a)
+			}
+		}
+	case structs.ErrorCode(err) != structs.CodeNotFound:
+		return nil, err
 	}
+	r.routesMu.Lock()
+	if old := r.routes[model]; old == nil || old.index <= routes.index {
+		r.routes[model] = routes
+	}
+	r.routesMu.Unlock()
+	r.pruneOutboxes(model, routes)
+	return routes, nil
+}
+
+func (r *Router) target(routes *modelRoutes, version uint64) (*Target, error) {
+	d := routes.dep
+	v, served := routes.versions[version]
 	if !served {
-		return nil, structs.Errorf(structs.CodeConflict, "version %d of model %q is not deployed (the deployment serves %v)", version, d.Name, d.Traffic.ServedVersions())
+		if !slices.Contains(d.Traffic.ServedVersions(), version) && r.versionExists(d.Name, version) {
+			return nil, structs.Errorf(structs.CodeConflict, "version %d of model %q is not deployed (the deployment serves %v)", version, d.Name, d.Traffic.ServedVersions())
+		}
+		return nil, structs.Errorf(structs.CodeNotFound, "model %q has no version %d", d.Name, version)
 	}
 	t := &Target{Deployment: d, Version: v}
-	placed := 0
-	for _, a := range allocs {
-		if a.Deployment != d.Name || a.Version != version {
-			continue
-		}
-		placed++
+	placed := len(routes.allocs[version])
+	for _, a := range routes.allocs[version] {
 		if a.State == structs.AllocRunning && r.cfg.Alive(a.NodeID) {
 			t.replicas = append(t.replicas, a)
 		}
@@ -159,6 +217,13 @@ func (r *Router) target(view Registry, d *structs.Deployment, version uint64, al
 		return nil, structs.Errorf(structs.CodeUnavailable, "no replica of model %q version %d is running yet (%d placed of %d)", d.Name, version, placed, d.Replicas)
 	}
 	return t, nil
+}
+
+func (r *Router) versionExists(model string, version uint64) bool {
+	view, release := r.cfg.View()
+	defer release()
+	_, err := view.Version(model, version)
+	return err == nil
 }
 
 // pickWeighted chooses a version by weight: by a hash of key when one is
@@ -201,7 +266,7 @@ func (r *Router) Predict(ctx context.Context, t *Target, inputs []ml.Tensor) ([]
 
 func (r *Router) call(ctx context.Context, t *Target, inputs []ml.Tensor) ([]ml.Tensor, error) {
 	first := r.pick(t.replicas, "")
-	out, err := r.ask(ctx, first, inputs)
+	out, err := r.ask(ctx, first, t.Deployment.Batching.MaxBatch, inputs)
 	if err == nil || !retryable(err) || ctx.Err() != nil {
 		return out, err
 	}
@@ -210,7 +275,7 @@ func (r *Router) call(ctx context.Context, t *Target, inputs []ml.Tensor) ([]ml.
 		return nil, err
 	}
 	r.log.Debug("retrying on another replica", "failed", first.ID, "retry", second.ID, "error", err)
-	return r.ask(ctx, second, inputs)
+	return r.ask(ctx, second, t.Deployment.Batching.MaxBatch, inputs)
 }
 
 // pick chooses a replica by power of two choices on this node's in-flight
@@ -246,10 +311,21 @@ func (r *Router) pick(replicas []*structs.Allocation, except string) *structs.Al
 	}
 	a, b := up[i], up[j]
 	if r.counterLocked(b.ID).Load() < r.counterLocked(a.ID).Load() {
-		return b
+		a = b
+	}
+	if r.cfg.NodeID != "" && a.NodeID != r.cfg.NodeID {
+		for _, l := range up {
+			if l.NodeID == r.cfg.NodeID && r.counterLocked(l.ID).Load() <= r.counterLocked(a.ID).Load()+localSlack {
+				return l
+			}
+		}
 	}
 	return a
 }
+
+// localSlack is how many more requests in flight a local replica may have
+// than the remote one power-of-two-choices picked, and still be preferred.
+const localSlack = 8
 
 func (r *Router) counterLocked(id string) *atomic.Int64 {
 	c := r.inFlight[id]
@@ -260,12 +336,29 @@ func (r *Router) counterLocked(id string) *atomic.Int64 {
 	return c
 }
 
-func (r *Router) ask(ctx context.Context, a *structs.Allocation, inputs []ml.Tensor) ([]ml.Tensor, error) {
+func (r *Router) ask(ctx context.Context, a *structs.Allocation, maxBatch int, inputs []ml.Tensor) ([]ml.Tensor, error) {
 	r.mu.Lock()
 	c := r.counterLocked(a.ID)
 	r.mu.Unlock()
 	c.Add(1)
-	reply, err := r.cfg.System.Ask(ctx, ShardRef(a), &PredictRequest{Inputs: inputs})
+	var (
+		out []ml.Tensor
+		err error
+	)
+	if ob := r.outboxFor(a, maxBatch); ob != nil {
+		out, err = ob.send(ctx, inputs)
+	} else {
+		var reply any
+		reply, err = r.cfg.System.Ask(ctx, ShardRef(a), &PredictRequest{Inputs: inputs})
+		if err == nil {
+			pr, ok := reply.(*PredictReply)
+			if !ok {
+				err = structs.Errorf(structs.CodeInternal, "replica %s answered %T", a.ID, reply)
+			} else {
+				out = pr.Outputs
+			}
+		}
+	}
 	c.Add(-1)
 	if err != nil {
 		err = wireError(err)
@@ -276,11 +369,40 @@ func (r *Router) ask(ctx context.Context, a *structs.Allocation, inputs []ml.Ten
 		}
 		return nil, err
 	}
-	pr, ok := reply.(*PredictReply)
-	if !ok {
-		return nil, structs.Errorf(structs.CodeInternal, "replica %s answered %T", a.ID, reply)
+	return out, nil
+}
+
+// pruneOutboxes forgets the outboxes of a model's replicas that are gone.
+func (r *Router) pruneOutboxes(model string, routes *modelRoutes) {
+	live := map[string]bool{}
+	for _, allocs := range routes.allocs {
+		for _, a := range allocs {
+			live[a.ID] = true
+		}
 	}
-	return pr.Outputs, nil
+	r.outboxMu.Lock()
+	defer r.outboxMu.Unlock()
+	for id, ob := range r.outboxes {
+		if ob.model == model && !live[id] {
+			delete(r.outboxes, id)
+		}
+	}
+}
+
+// outboxFor returns the outbox that coalesces requests to a remote replica
+// of a batching deployment; nil for a local replica or when batching is off.
+func (r *Router) outboxFor(a *structs.Allocation, maxBatch int) *outbox {
+	if maxBatch <= 1 || a.NodeID == r.cfg.NodeID || r.cfg.NodeID == "" {
+		return nil
+	}
+	r.outboxMu.Lock()
+	defer r.outboxMu.Unlock()
+	ob := r.outboxes[a.ID]
+	if ob == nil || ob.ref != ShardRef(a) || ob.max != maxBatch {
+		ob = &outbox{sys: r.cfg.System, ref: ShardRef(a), max: maxBatch, model: a.Deployment}
+		r.outboxes[a.ID] = ob
+	}
+	return ob
 }
 
 // sendShadow scores a copy of the request on the shadow version, recording

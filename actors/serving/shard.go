@@ -111,6 +111,8 @@ func (s *Shard) Receive(ctx context.Context, msg any) (any, error) {
 			return nil, codedError(err)
 		}
 		return actors.Deferred(p.wait), nil
+	case *PredictBatchRequest:
+		return s.receiveBatch(ctx, m), nil
 	case *LoadRequest:
 		r := &LoadReply{InFlight: s.batcher.inFlight.Load(), Served: s.batcher.served.Load()}
 		if err := s.failed(); err != nil {
@@ -119,6 +121,36 @@ func (s *Shard) Receive(ctx context.Context, msg any) (any, error) {
 		return r, nil
 	}
 	return nil, fmt.Errorf("serving: shard got unexpected message %T", msg)
+}
+
+// receiveBatch queues every item of a coalesced message with the batcher
+// (where they merge with whatever else is queued) and answers once all are
+// done, each item with its own outputs or error.
+func (s *Shard) receiveBatch(ctx context.Context, m *PredictBatchRequest) actors.Deferred {
+	items := make([]*pending, len(m.Items))
+	errs := make([]error, len(m.Items))
+	for i, it := range m.Items {
+		items[i], errs[i] = s.batcher.submit(ctx, it.Inputs)
+	}
+	return func(ctx context.Context) (any, error) {
+		reply := &PredictBatchReply{Items: make([]PredictItemReply, len(items))}
+		for i, p := range items {
+			var err error
+			if p == nil {
+				err = codedError(errs[i])
+			} else {
+				var out any
+				if out, err = p.wait(ctx); err == nil {
+					reply.Items[i].Outputs = out.(*PredictReply).Outputs
+				}
+			}
+			if err != nil {
+				reply.Items[i].Code = structs.ErrorCode(err)
+				reply.Items[i].Message = err.Error()
+			}
+		}
+		return reply, nil
+	}
 }
 
 // Stop drains the workers and releases the model.

@@ -24,6 +24,10 @@ const benchPredictHelp = `Usage: kiln bench predict [flags] NAME
                     one row of zeros as wide as the version's input
   -version N        ask for this version (and take its schema for the zeros)
   -alias A          ask for the version an alias points at
+  -baseline FILE    first run the same load against a bare net/http handler
+                    in this process that decodes the same JSON and runs FILE
+                    in-process, and print both runs and their ratio
+  -baseline-format F  the format of FILE (linear, lightgbm, onnx, ...)
   -format FMT       table or json`
 
 func benchPredictCommand() *command {
@@ -37,6 +41,8 @@ func runBenchPredict(args []string) int {
 	data := fs.String("data", "", "")
 	version := fs.Uint64("version", 0, "")
 	alias := fs.String("alias", "", "")
+	baseline := fs.String("baseline", "", "")
+	baselineFormat := fs.String("baseline-format", "", "")
 	if err := parseClientFlags(fs, cf, args, 1, benchPredictHelp); err != nil {
 		return fail(err)
 	}
@@ -71,16 +77,56 @@ func runBenchPredict(args []string) int {
 	if err := c.do("POST", path, json.RawMessage(body), nil); err != nil {
 		return fail(fmt.Errorf("trial prediction: %w", err))
 	}
-	conns := make([]*benchConn, *conc)
+	var base *benchResult
+	if *baseline != "" {
+		srv, err := startBaseline(*baselineFormat, *baseline)
+		if err != nil {
+			return fail(err)
+		}
+		r, err := runPredictLoad([]string{srv.addr()}, path, body, *conc, *dur)
+		srv.close()
+		if err != nil {
+			return fail(err)
+		}
+		base = &r
+	}
+	res, err := runPredictLoad(addrs, path, body, *conc, *dur)
+	if err != nil {
+		return fail(err)
+	}
+	if base == nil {
+		printBench(cf.format, res)
+		return 0
+	}
+	ratio := res.OpsPerSec / max(base.OpsPerSec, 1e-9)
+	if cf.format == "json" {
+		b, _ := json.Marshal(map[string]any{"baseline": base, "kiln": res, "ratio": ratio})
+		fmt.Println(string(b))
+		return 0
+	}
+	printTable([]string{"RUN", "OPS", "OPS/S", "P50_MS", "P99_MS", "ERRORS"}, [][]string{
+		benchRow("bare handler", *base), benchRow("kiln", res),
+	})
+	fmt.Printf("kiln / bare handler: %.2fx\n", ratio)
+	return 0
+}
+
+func benchRow(name string, r benchResult) []string {
+	return []string{name, fmt.Sprint(r.Ops), fmt.Sprintf("%.1f", r.OpsPerSec), fmt.Sprintf("%.2f", r.P50MS), fmt.Sprintf("%.2f", r.P99MS), fmt.Sprint(r.Errors)}
+}
+
+// runPredictLoad posts body to path from conc workers spread over addrs for d.
+func runPredictLoad(addrs []string, path string, body []byte, conc int, d time.Duration) (benchResult, error) {
+	conns := make([]*benchConn, conc)
 	for i := range conns {
 		bc, err := newBenchConn(strings.TrimSpace(addrs[i%len(addrs)]))
 		if err != nil {
-			return fail(err)
+			return benchResult{}, err
 		}
 		conns[i] = bc
 		defer bc.close()
 	}
-	res := benchLoop(*conc, *dur, func(worker int, _ []byte) error {
+	return benchLoop(conc, d, func(worker int, _ []byte) error {
 		status, err := conns[worker].do("POST", path, body)
 		if err != nil {
 			return err
@@ -89,9 +135,7 @@ func runBenchPredict(args []string) int {
 			return fmt.Errorf("HTTP %d", status)
 		}
 		return nil
-	}, 0)
-	printBench(cf.format, res)
-	return 0
+	}, 0), nil
 }
 
 // inputWidth returns the number of features of a version's first input
