@@ -217,7 +217,7 @@ func (c *cell) deliver(inst Actor, env envelope) error {
 	}
 	res, panicked := c.receive(ctx, inst, env.msg)
 	if d, ok := res.val.(Deferred); ok && res.err == nil && d != nil {
-		c.answerLater(context.WithoutCancel(ctx), release, d, env.reply)
+		c.answerLater(ctx, release, d, env.reply)
 		return nil
 	}
 	release()

@@ -42,18 +42,26 @@ type deferProbe struct {
 	// hold, when set, keeps a Deferred whose context ended from returning
 	// until it is closed.
 	hold chan struct{}
+	// abort is closed when the test ends, so that no Deferred outlives it
+	// even when the runtime fails to end its context.
+	abort chan struct{}
 
 	mu    sync.Mutex
 	gates map[string]chan gateAnswer // guarded by mu
 }
 
-func newDeferProbe() *deferProbe {
-	return &deferProbe{
+// newDeferProbe returns a probe whose Deferreds are let go when the test
+// ends; create it after the System, so that this runs before its Shutdown.
+func newDeferProbe(t testing.TB) *deferProbe {
+	p := &deferProbe{
 		started:  make(chan string, 64),
 		ctxEnded: make(chan string, 64),
 		finished: make(chan string, 64),
+		abort:    make(chan struct{}),
 		gates:    map[string]chan gateAnswer{},
 	}
+	t.Cleanup(func() { close(p.abort) })
+	return p
 }
 
 func (p *deferProbe) gate(key string) chan gateAnswer {
@@ -87,9 +95,14 @@ func (p *deferProbe) deferred(key string) Deferred {
 		case <-ctx.Done():
 			p.ctxEnded <- key
 			if p.hold != nil {
-				<-p.hold
+				select {
+				case <-p.hold:
+				case <-p.abort:
+				}
 			}
 			return nil, ctx.Err()
+		case <-p.abort:
+			return nil, errors.New("test over")
 		}
 	}
 }
@@ -159,7 +172,7 @@ func expectKey(t testing.TB, ch <-chan string, key string) {
 
 func TestDeferred_MailboxNotBlocked(t *testing.T) {
 	s := testSystem(t, "n1", nil, nil)
-	p := newDeferProbe()
+	p := newDeferProbe(t)
 	ref := spawnDefer(t, s, "d", p)
 
 	first := askAsync(context.Background(), s, ref, deferGate{Key: "a"})
@@ -189,7 +202,7 @@ func TestDeferred_MailboxNotBlocked(t *testing.T) {
 
 func TestDeferred_AnswerReachesAsker(t *testing.T) {
 	s := testSystem(t, "n1", nil, nil)
-	p := newDeferProbe()
+	p := newDeferProbe(t)
 	ref := spawnDefer(t, s, "d", p)
 
 	errNoLuck := errors.New("no luck")
@@ -255,7 +268,7 @@ func TestDeferred_ContextEnds(t *testing.T) {
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			p := newDeferProbe()
+			p := newDeferProbe(t)
 			ref := spawnDefer(t, s, fmt.Sprintf("d%d", i), p)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
@@ -293,7 +306,7 @@ func stopActor(t *testing.T, s *System, ref Ref) {
 
 func TestDeferred_PanicAnswersErrPanickedWithoutRestart(t *testing.T) {
 	s := testSystem(t, "n1", nil, nil)
-	p := newDeferProbe()
+	p := newDeferProbe(t)
 	ref := spawnDefer(t, s, "d", p)
 
 	for i := range 2 {
@@ -318,7 +331,7 @@ func TestDeferred_PanicAnswersErrPanickedWithoutRestart(t *testing.T) {
 
 func TestDeferred_Tell(t *testing.T) {
 	s := testSystem(t, "n1", nil, nil)
-	p := newDeferProbe()
+	p := newDeferProbe(t)
 	ref := spawnDefer(t, s, "d", p)
 
 	if err := s.Tell(ref, deferGate{Key: "t"}); err != nil {
@@ -332,7 +345,7 @@ func TestDeferred_Tell(t *testing.T) {
 
 func TestDeferred_ShutdownWaitsForPending(t *testing.T) {
 	s := testSystem(t, "n1", nil, nil)
-	p := newDeferProbe()
+	p := newDeferProbe(t)
 	p.hold = make(chan struct{})
 	ref := spawnDefer(t, s, "d", p)
 
@@ -373,9 +386,42 @@ func TestDeferred_ShutdownWaitsForPending(t *testing.T) {
 	}
 }
 
+func TestDeferred_ShutdownHonoursItsContext(t *testing.T) {
+	s := testSystem(t, "n1", nil, nil)
+	p := newDeferProbe(t)
+	p.hold = make(chan struct{}) // the Deferred ignores its ended context
+	ref := spawnDefer(t, s, "d", p)
+
+	reply := askAsync(context.Background(), s, ref, deferGate{Key: "h"})
+	expectKey(t, p.started, "h")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	shutdown := make(chan error, 1)
+	go func() { shutdown <- s.Shutdown(ctx) }()
+	select {
+	case err := <-shutdown:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			close(p.hold)
+			t.Fatalf("Shutdown with a stuck Deferred = %v, want DeadlineExceeded", err)
+		}
+	case <-time.After(5 * time.Second):
+		close(p.hold)
+		t.Fatal("Shutdown ignored its context while a Deferred was stuck")
+	}
+	close(p.hold)
+	expectKey(t, p.finished, "h")
+	awaitReply(t, reply)
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("second Shutdown after the Deferred returned: %v", err)
+	}
+}
+
 func TestDeferred_Remote(t *testing.T) {
 	n1, n2 := testPair(t)
-	p := newDeferProbe()
+	p := newDeferProbe(t)
 	ref := spawnDefer(t, n2, "d", p)
 
 	t.Run("value", func(t *testing.T) {
@@ -396,7 +442,7 @@ func TestDeferred_Remote(t *testing.T) {
 		}
 	})
 	t.Run("asker's deadline ends the Deferred", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
 		defer cancel()
 		reply := askAsync(ctx, n1, ref, deferGate{Key: "d"})
 		expectKey(t, p.started, "d")

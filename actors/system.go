@@ -240,7 +240,8 @@ func (s *System) Refs() []Ref {
 	return refs
 }
 
-// Shutdown stops every actor and waits for their goroutines, or until ctx ends.
+// Shutdown stops every actor and waits for their goroutines and pending
+// Deferred replies, or until ctx ends.
 // Afterwards Spawn, Tell and Ask fail with ErrStopped. It is idempotent.
 func (s *System) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
@@ -262,9 +263,19 @@ func (s *System) Shutdown(ctx context.Context) error {
 			return fmt.Errorf("actors: shutdown: %w", ctx.Err())
 		}
 	}
-	// Every actor has finished; this only waits for their last deferred Done.
-	s.wg.Wait()
-	return nil
+	// Every actor has finished; what may still run are Deferred replies, whose
+	// contexts have ended but which may take a while to notice.
+	waited := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(waited)
+	}()
+	select {
+	case <-waited:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("actors: shutdown: waiting for deferred replies: %w", ctx.Err())
+	}
 }
 
 func (s *System) isRemote(ref Ref) bool {

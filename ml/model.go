@@ -50,10 +50,14 @@ type Tensor struct {
 	Data  []float64 `msgpack:"data" json:"data"`
 }
 
-// Len returns the number of elements Shape implies.
+// Len returns the number of elements Shape implies, or -1 when a dimension is
+// negative or the product overflows an int.
 func (t Tensor) Len() int {
 	n := 1
 	for _, d := range t.Shape {
+		if d < 0 || d != 0 && n > math.MaxInt/d {
+			return -1
+		}
 		n *= d
 	}
 	return n
@@ -65,6 +69,9 @@ func (t Tensor) Check() error {
 		if d < 0 {
 			return fmt.Errorf("%w: input %q: dimension %d is negative (%d)", ErrBadInput, t.Name, i, d)
 		}
+	}
+	if t.Len() < 0 {
+		return fmt.Errorf("%w: input %q: shape %v is too large", ErrBadInput, t.Name, t.Shape)
 	}
 	if len(t.Data) != t.Len() {
 		return fmt.Errorf("%w: input %q: shape %v needs %d values, got %d", ErrBadInput, t.Name, t.Shape, t.Len(), len(t.Data))
@@ -112,14 +119,25 @@ type Closer interface {
 	Close() error
 }
 
-// Guard calls m.Predict and turns a panic inside it into an error wrapping
-// ErrRuntime, with the panic value and the top of the stack, so the calling
-// replica lives on.
+// PanicError is a panic recovered by Guard. Its message names the panic
+// value only; the stack is for the log, not for the client.
+type PanicError struct {
+	Value any
+	Stack []byte
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("%v: panic: %v", ErrRuntime, e.Value) }
+
+// Unwrap makes a PanicError match ErrRuntime.
+func (e *PanicError) Unwrap() error { return ErrRuntime }
+
+// Guard calls m.Predict and turns a panic inside it into a *PanicError
+// (which wraps ErrRuntime), so the calling replica lives on.
 func Guard(ctx context.Context, m Model, inputs []Tensor) (out []Tensor, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			out = nil
-			err = fmt.Errorf("%w: panic: %v\n%s", ErrRuntime, r, firstLines(debug.Stack(), 12))
+			err = &PanicError{Value: r, Stack: firstLines(debug.Stack(), 24)}
 		}
 	}()
 	return m.Predict(ctx, inputs)

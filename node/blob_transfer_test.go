@@ -25,16 +25,30 @@ func testPair(t *testing.T) (a, b *Agent) {
 	waitFor(t, 15*time.Second, "both agents to see each other alive", func() bool {
 		return len(a.gossip.alive()) == 2 && len(b.gossip.alive()) == 2
 	})
+	// Once the leader adds b, both gossip their new state and wait up to 5 s
+	// for the broadcast; a Shutdown meanwhile waits for it. Let it finish
+	// first so the test ends promptly.
+	waitFor(t, 20*time.Second, "both agents to gossip that they have Raft state", func() bool {
+		return hasStateGossiped(a) && hasStateGossiped(b) && goroutinesIn("node.(*gossip).setHasState(") == 0
+	})
 	return a, b
 }
 
-// countCalls wraps the handler of method on agent a and counts its calls.
-func countCalls(a *Agent, method string, h transport.Handler) *atomic.Int64 {
+func hasStateGossiped(a *Agent) bool {
+	a.gossip.mu.Lock()
+	defer a.gossip.mu.Unlock()
+	return a.gossip.meta.HasState
+}
+
+// countCalls wraps the handler of method on agent a and counts its calls
+// until the test ends, when h is registered again.
+func countCalls(t *testing.T, a *Agent, method string, h transport.Handler) *atomic.Int64 {
 	n := new(atomic.Int64)
 	a.trans.Register(method, func(ctx context.Context, dec transport.Decoder) (any, error) {
 		n.Add(1)
 		return h(ctx, dec)
 	})
+	t.Cleanup(func() { a.trans.Register(method, h) })
 	return n
 }
 
@@ -59,11 +73,23 @@ func checkBlobFile(t *testing.T, a *Agent, digest string, want []byte) {
 	}
 }
 
-func TestBlobTransfers_Push(t *testing.T) {
+// TestBlobTransfers_BetweenTwoAgents runs pushes and fetches between two
+// real agents over their transports; one cluster serves every subtest.
+func TestBlobTransfers_BetweenTwoAgents(t *testing.T) {
 	a, b := testPair(t)
-	puts := countCalls(b, rpcBlobPut, b.xfer.handlePut)
-	ctx := context.Background()
+	t.Run("push arrives intact", func(t *testing.T) { testPush(t, a, b) })
+	t.Run("put rejects", func(t *testing.T) { testPutRejects(t, a, b) })
+	t.Run("get rejects a bad offset", func(t *testing.T) { testGetRejectsBadOffset(t, a, b) })
+	t.Run("ensure fetches from a holder", func(t *testing.T) { testEnsureFetchesFromHolder(t, a, b) })
+	t.Run("ensure finds an unlisted holder", func(t *testing.T) { testEnsureFindsUnlistedHolder(t, a, b) })
+	t.Run("ensure verifies the checksum", func(t *testing.T) { testEnsureVerifiesChecksum(t, a, b) })
+	t.Run("concurrent ensures fetch once", func(t *testing.T) { testConcurrentEnsureFetchesOnce(t, a, b) })
+	t.Run("ensure without a holder", func(t *testing.T) { testEnsureWithoutHolder(t, a, b) })
+}
 
+func testPush(t *testing.T, a, b *Agent) {
+	puts := countCalls(t, b, rpcBlobPut, b.xfer.handlePut)
+	ctx := context.Background()
 	cases := []struct {
 		name   string
 		size   int
@@ -93,14 +119,14 @@ func TestBlobTransfers_Push(t *testing.T) {
 	}
 }
 
-func TestBlobTransfers_PutRejects(t *testing.T) {
-	a, b := testPair(t)
+func testPutRejects(t *testing.T, a, b *Agent) {
 	ctx := context.Background()
 	put := func(args *blobPutArgs) error {
 		return a.trans.Call(ctx, b.trans.Addr(), rpcBlobPut, args, nil)
 	}
-	data := []byte("0123456789")
+	data := randomBytes(t, 10)
 	digest := sha256Hex(data)
+	other := sha256Hex(randomBytes(t, 10))
 	cases := []struct {
 		name string
 		// chunks are sent in order; all but the last must succeed.
@@ -109,7 +135,7 @@ func TestBlobTransfers_PutRejects(t *testing.T) {
 		msg    string
 	}{
 		{"digest does not match the data", []blobPutArgs{
-			{Transfer: "t1", Digest: sha256Hex([]byte("something else")), Data: data, Last: true},
+			{Transfer: "t1", Digest: other, Data: data, Last: true},
 		}, structs.CodeInvalid, "digest"},
 		{"digest mismatch over two chunks", []blobPutArgs{
 			{Transfer: "t2", Digest: digest, Data: data[:5]},
@@ -125,7 +151,7 @@ func TestBlobTransfers_PutRejects(t *testing.T) {
 		}, structs.CodeInvalid, "does not continue"},
 		{"digest changes mid transfer", []blobPutArgs{
 			{Transfer: "t5", Digest: digest, Data: data[:5]},
-			{Transfer: "t5", Digest: sha256Hex([]byte("other")), Offset: 5, Data: data[5:], Last: true},
+			{Transfer: "t5", Digest: other, Offset: 5, Data: data[5:], Last: true},
 		}, structs.CodeInvalid, "does not continue"},
 		{"unknown transfer past offset 0", []blobPutArgs{
 			{Transfer: "t6", Digest: digest, Offset: 5, Data: data[5:], Last: true},
@@ -160,8 +186,10 @@ func TestBlobTransfers_PutRejects(t *testing.T) {
 					t.Errorf("continuing a failed transfer: err %v, want not_found", err)
 				}
 			}
-			if names := dirNames(t, b.blobs.shaDir()); len(names) != 0 {
-				t.Errorf("receiver stored %v", names)
+			for _, d := range []string{digest, other} {
+				if _, ok := b.blobs.has(d); ok {
+					t.Errorf("receiver stored %.12s", d)
+				}
 			}
 			if names := dirNames(t, b.blobs.tmpDir()); len(names) != 0 {
 				t.Errorf("receiver left temporary files %v", names)
@@ -176,9 +204,8 @@ func TestBlobTransfers_PutRejects(t *testing.T) {
 	}
 }
 
-func TestBlobTransfers_GetRejectsBadOffset(t *testing.T) {
-	a, b := testPair(t)
-	digest := storeBlob(t, a.blobs, []byte("0123456789"))
+func testGetRejectsBadOffset(t *testing.T, a, b *Agent) {
+	digest := storeBlob(t, a.blobs, randomBytes(t, 10))
 	for _, off := range []int64{-1, 11} {
 		var reply blobGetReply
 		err := b.trans.Call(context.Background(), a.trans.Addr(), rpcBlobGet, &blobGetArgs{Digest: digest, Offset: off}, &reply)
@@ -192,12 +219,11 @@ func TestBlobTransfers_GetRejectsBadOffset(t *testing.T) {
 	}
 }
 
-func TestBlobTransfers_EnsureFetchesFromHolder(t *testing.T) {
-	a, b := testPair(t)
+func testEnsureFetchesFromHolder(t *testing.T, a, b *Agent) {
 	ctx := context.Background()
 	data := randomBytes(t, 9<<20)
 	digest := storeBlob(t, a.blobs, data)
-	gets := countCalls(a, rpcBlobGet, a.xfer.handleGet)
+	gets := countCalls(t, a, rpcBlobGet, a.xfer.handleGet)
 
 	p, err := b.xfer.ensure(ctx, digest, []string{a.ID()})
 	if err != nil {
@@ -219,20 +245,18 @@ func TestBlobTransfers_EnsureFetchesFromHolder(t *testing.T) {
 	}
 }
 
-func TestBlobTransfers_EnsureFindsUnlistedHolder(t *testing.T) {
-	a, b := testPair(t)
+func testEnsureFindsUnlistedHolder(t *testing.T, a, b *Agent) {
 	data := randomBytes(t, 1000)
 	digest := storeBlob(t, a.blobs, data)
-	// The recorded holder is gone; any alive member is asked next.
+	// The recorded holder is unknown; any alive member is asked next.
 	if _, err := b.xfer.ensure(context.Background(), digest, []string{"no-such-node"}); err != nil {
 		t.Fatalf("ensure: %v", err)
 	}
 	checkBlobFile(t, b, digest, data)
 }
 
-func TestBlobTransfers_EnsureVerifiesChecksum(t *testing.T) {
-	a, b := testPair(t)
-	data := []byte("the real bytes")
+func testEnsureVerifiesChecksum(t *testing.T, a, b *Agent) {
+	data := randomBytes(t, 14)
 	digest := storeBlob(t, a.blobs, data)
 	// The holder's copy rots on disk.
 	if err := os.WriteFile(a.blobs.path(digest), []byte("rotten bytes!!"), 0o640); err != nil {
@@ -278,13 +302,14 @@ next:
 	return count
 }
 
-func TestBlobTransfers_ConcurrentEnsureFetchesOnce(t *testing.T) {
-	a, b := testPair(t)
+func testConcurrentEnsureFetchesOnce(t *testing.T, a, b *Agent) {
 	data := randomBytes(t, blobChunkBytes+1) // two chunks
 	digest := storeBlob(t, a.blobs, data)
 
 	// The holder answers the first chunk only once every caller is waiting.
 	release := make(chan struct{})
+	releaseOnce := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(releaseOnce) // also when the test fails while callers wait
 	var gets atomic.Int64
 	a.trans.Register(rpcBlobGet, func(ctx context.Context, dec transport.Decoder) (any, error) {
 		if gets.Add(1) == 1 {
@@ -296,6 +321,7 @@ func TestBlobTransfers_ConcurrentEnsureFetchesOnce(t *testing.T) {
 		}
 		return a.xfer.handleGet(ctx, dec)
 	})
+	t.Cleanup(func() { a.trans.Register(rpcBlobGet, a.xfer.handleGet) })
 
 	const callers = 5
 	var wg sync.WaitGroup
@@ -312,7 +338,7 @@ func TestBlobTransfers_ConcurrentEnsureFetchesOnce(t *testing.T) {
 		return gets.Load() == 1 &&
 			goroutinesIn("node.(*blobTransfers).ensure(", "fetchFromAny") == callers-1
 	})
-	close(release)
+	releaseOnce()
 	wg.Wait()
 	for i := range callers {
 		if errs[i] != nil || paths[i] != b.blobs.path(digest) {
@@ -325,24 +351,22 @@ func TestBlobTransfers_ConcurrentEnsureFetchesOnce(t *testing.T) {
 	checkBlobFile(t, b, digest, data)
 }
 
-func TestBlobTransfers_EnsureWithoutHolder(t *testing.T) {
-	a, b := testPair(t)
-	missing := sha256Hex([]byte("nobody has this"))
+func testEnsureWithoutHolder(t *testing.T, a, b *Agent) {
+	missing := sha256Hex(randomBytes(t, 16))
 	cases := []struct {
 		name    string
 		agent   *Agent
 		holders []string
-		msg     string
 	}{
-		{"holder lacks it", b, []string{a.ID()}, "could not be fetched"},
-		{"no holders recorded", b, nil, "could not be fetched"},
-		{"self the only holder", a, []string{a.ID()}, "could not be fetched"},
+		{"holder lacks it", b, []string{a.ID()}},
+		{"no holders recorded", b, nil},
+		{"self the only holder", a, []string{a.ID()}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := tc.agent.xfer.ensure(context.Background(), missing, tc.holders)
-			if structs.ErrorCode(err) != structs.CodeUnavailable || !strings.Contains(err.Error(), tc.msg) {
-				t.Fatalf("err %v, want unavailable mentioning %q", err, tc.msg)
+			if structs.ErrorCode(err) != structs.CodeUnavailable || !strings.Contains(err.Error(), "could not be fetched") {
+				t.Fatalf("err %v, want unavailable: could not be fetched", err)
 			}
 			if names := dirNames(t, tc.agent.blobs.tmpDir()); len(names) != 0 {
 				t.Errorf("failed fetch left temporary files %v", names)

@@ -2,6 +2,7 @@ package node
 
 import (
 	"encoding/json"
+	"math"
 	"net/http"
 	"strconv"
 
@@ -223,6 +224,11 @@ func v2InputTensor(i int, in v2Tensor, s *structs.Schema) (ml.Tensor, error) {
 	if len(in.Shape) == 0 {
 		return ml.Tensor{}, errorf(structs.CodeInvalid, "%s.shape is required", path)
 	}
+	// Check the shape before ml.Tensor.Check, whose product of dimensions
+	// wraps around: [2^62, 28] would pass with no data and reach a runtime.
+	if _, ok := shapeElements(in.Shape); !ok {
+		return ml.Tensor{}, errorf(structs.CodeInvalid, "%s.shape %v has a negative dimension or too many elements", path, in.Shape)
+	}
 	var raw []any
 	if err := json.Unmarshal(in.Data, &raw); err != nil {
 		return ml.Tensor{}, errorf(structs.CodeInvalid, "%s.data must be an array", path)
@@ -252,6 +258,22 @@ func v2InputTensor(i int, in v2Tensor, s *structs.Schema) (ml.Tensor, error) {
 		return ml.Tensor{}, errorf(structs.CodeInvalid, "%s: shape %v needs %d values, data has %d", path, in.Shape, t.Len(), len(t.Data))
 	}
 	return t, nil
+}
+
+// shapeElements is the number of elements a shape holds; false when a
+// dimension is negative or the count does not fit in an int.
+func shapeElements(shape []int) (int, bool) {
+	n := 1
+	for _, d := range shape {
+		if d < 0 {
+			return 0, false
+		}
+		if d != 0 && n > math.MaxInt/d {
+			return 0, false
+		}
+		n *= d
+	}
+	return n, true
 }
 
 func slicesContainsName(specs []structs.TensorSpec, name string) bool {

@@ -143,6 +143,14 @@ func versionFromQuery(r *http.Request) (structs.ModelVersion, error) {
 	if v.Format != structs.FormatProcess && v.Process != nil {
 		return v, errorf(structs.CodeInvalid, "query parameter process is only allowed with format=process")
 	}
+	if v.Format == structs.FormatProcess {
+		if v.Process == nil {
+			return v, errorf(structs.CodeInvalid, "format=process needs the query parameter process, e.g. process={\"command\":[\"python\",\"serve.py\"]}")
+		}
+		if err := v.Process.Validate(); err != nil {
+			return v, err
+		}
+	}
 	return v, nil
 }
 

@@ -199,6 +199,11 @@ func inputNames(s *structs.Schema) string {
 	return strings.Join(names, ", ")
 }
 
+// maxPreallocValues bounds what tensorFromNested reserves up front: the
+// values of a request as large as max_body_bytes' default (8 MiB), at two
+// bytes a value.
+const maxPreallocValues = 4 << 20
+
 // tensorFromNested flattens a rectangular nested array (batch first) into a
 // tensor. Numbers and null (missing, NaN) are the only leaves allowed.
 func tensorFromNested(name string, rows []any, path string) (ml.Tensor, error) {
@@ -218,7 +223,12 @@ func tensorFromNested(name string, rows []any, path string) (ml.Tensor, error) {
 		}
 		v = arr[0]
 	}
-	t.Data = make([]float64, 0, t.Len())
+	// The first element's shape is only a claim until every element is
+	// walked: [[[0 x 2000], [], ...], ...] claims billions of values in a
+	// few KiB. Reserve no more than the request can hold.
+	if n, ok := shapeElements(t.Shape); ok {
+		t.Data = make([]float64, 0, min(n, maxPreallocValues))
+	}
 	var walk func(v any, depth int, at string) error
 	walk = func(v any, depth int, at string) error {
 		if depth == len(t.Shape) {
@@ -271,11 +281,17 @@ func predictionsJSON(out []ml.Tensor) ([]any, error) {
 	if len(out) == 0 {
 		return nil, errorf(structs.CodeInternal, "the model returned no outputs")
 	}
+	if len(out[0].Shape) == 0 {
+		return nil, errorf(structs.CodeInternal, "output %q has no batch dimension", out[0].Name)
+	}
 	n := out[0].Shape[0]
 	per := make([][]any, len(out))
 	for k, t := range out {
 		if len(t.Shape) == 0 || t.Shape[0] != n {
 			return nil, errorf(structs.CodeInternal, "output %q has shape %v, not a batch of %d", t.Name, t.Shape, n)
+		}
+		if err := t.Check(); err != nil {
+			return nil, errorf(structs.CodeInternal, "the model returned a malformed output: %v", err)
 		}
 		per[k] = make([]any, n)
 		stride := len(t.Data) / max(n, 1)

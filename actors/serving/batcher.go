@@ -2,6 +2,7 @@ package serving
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -37,8 +38,24 @@ type batcher struct {
 	inFlight atomic.Int64
 	served   atomic.Int64
 
+	// onPanic, when set, is told of every panic a model call raised; the
+	// shard logs the stack there (the client only gets the panic value).
+	onPanic atomic.Pointer[func(*ml.PanicError)]
+
 	stop chan struct{}
 	wg   sync.WaitGroup
+}
+
+// guard is ml.Guard that reports a panic to onPanic.
+func (b *batcher) guard(ctx context.Context, inputs []ml.Tensor) ([]ml.Tensor, error) {
+	out, err := ml.Guard(ctx, b.model, inputs)
+	var pe *ml.PanicError
+	if errors.As(err, &pe) {
+		if f := b.onPanic.Load(); f != nil {
+			(*f)(pe)
+		}
+	}
+	return out, err
 }
 
 func newBatcher(m ml.Model, workers, queue, maxBatch int, maxWait time.Duration) *batcher {
@@ -102,6 +119,12 @@ func (b *batcher) close() {
 func (b *batcher) work() {
 	defer b.wg.Done()
 	for {
+		// A stop is served before the queue: close answers what is left.
+		select {
+		case <-b.stop:
+			return
+		default:
+		}
 		var first *pending
 		select {
 		case <-b.stop:
@@ -180,7 +203,7 @@ func (b *batcher) score(batch []*pending) {
 		return
 	}
 	if len(live) == 1 {
-		out, err := ml.Guard(live[0].ctx, b.model, live[0].inputs)
+		out, err := b.guard(live[0].ctx, live[0].inputs)
 		if err != nil {
 			live[0].err <- err
 			return
@@ -189,7 +212,7 @@ func (b *batcher) score(batch []*pending) {
 		return
 	}
 	merged, total := mergeInputs(live)
-	out, err := ml.Guard(context.Background(), b.model, merged)
+	out, err := b.guard(context.Background(), merged)
 	if err == nil {
 		err = checkBatchOutputs(out, total)
 	}

@@ -60,7 +60,8 @@ func codedError(err error) error {
 		return err
 	case errors.Is(err, ml.ErrBadInput):
 		return structs.Errorf(structs.CodeInvalid, "%v", err)
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled),
+		errors.Is(err, actors.ErrStopped): // a replica stopping: another may answer
 		return structs.Errorf(structs.CodeUnavailable, "%v", err)
 	case errors.Is(err, actors.ErrBusy):
 		return structs.Errorf(CodeBusy, "%v", err)

@@ -62,6 +62,7 @@ type outbox struct {
 	ref   actors.Ref
 	max   int
 	model string
+	wg    *sync.WaitGroup // the router's: Close waits for flushes
 
 	mu      sync.Mutex
 	queue   []*outboxItem // guarded by mu
@@ -79,7 +80,11 @@ func (o *outbox) send(ctx context.Context, inputs []ml.Tensor) ([]ml.Tensor, err
 	}
 	o.mu.Unlock()
 	if start {
-		go o.flush()
+		o.wg.Add(1)
+		go func() {
+			defer o.wg.Done()
+			o.flush()
+		}()
 	}
 	select {
 	case res := <-it.done:

@@ -197,8 +197,15 @@ func (r *Reconciler) start(ctx context.Context, ref actors.Ref, a *structs.Alloc
 		actx, cancel := context.WithTimeout(ctx, shardLoadTimeout)
 		defer cancel()
 		if _, err := r.cfg.System.Ask(actx, ref, &LoadRequest{}); err != nil {
+			if ctx.Err() != nil {
+				return // the node is shutting down
+			}
+			// The actor answers what it still holds before it leaves the
+			// System, so this report is queued before a pass could see the
+			// replica gone and start it again. OnFailed reports the same.
 			r.log.Warn("replica did not start", "alloc", a.ID, "error", err)
-			return // OnFailed reports it when the actor gives up
+			r.report(a, structs.AllocFailed, err.Error())
+			return
 		}
 		r.report(a, structs.AllocRunning, "")
 	}()

@@ -58,7 +58,7 @@ type Router struct {
 	routes   map[string]*modelRoutes // guarded by routesMu: by model name
 
 	shadowSlots chan struct{}
-	wg          sync.WaitGroup // shadow requests
+	wg          sync.WaitGroup // shadow requests and outbox flushes
 }
 
 // modelRoutes is what the registry says about routing one model, as of one
@@ -399,7 +399,7 @@ func (r *Router) outboxFor(a *structs.Allocation, maxBatch int) *outbox {
 	defer r.outboxMu.Unlock()
 	ob := r.outboxes[a.ID]
 	if ob == nil || ob.ref != ShardRef(a) || ob.max != maxBatch {
-		ob = &outbox{sys: r.cfg.System, ref: ShardRef(a), max: maxBatch, model: a.Deployment}
+		ob = &outbox{sys: r.cfg.System, ref: ShardRef(a), max: maxBatch, model: a.Deployment, wg: &r.wg}
 		r.outboxes[a.ID] = ob
 	}
 	return ob
@@ -425,7 +425,7 @@ func (r *Router) sendShadow(t *Target, inputs []ml.Tensor) {
 	}()
 }
 
-// Close waits for shadow requests in flight.
+// Close waits for shadow requests and coalesced messages in flight.
 func (r *Router) Close() { r.wg.Wait() }
 
 // InFlight returns this node's in-flight count for an allocation.

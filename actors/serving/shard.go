@@ -98,6 +98,10 @@ func (s *Shard) Start(ctx context.Context) error {
 		queue = 1024
 	}
 	s.batcher = newBatcher(m, workers, queue, s.cfg.Batching.MaxBatch, time.Duration(s.cfg.Batching.MaxWaitMS)*time.Millisecond)
+	logPanic := func(pe *ml.PanicError) {
+		s.cfg.Logger.Error("model panicked; the request failed, the replica goes on", "panic", fmt.Sprint(pe.Value), "stack", string(pe.Stack))
+	}
+	s.batcher.onPanic.Store(&logPanic)
 	return nil
 }
 
