@@ -55,8 +55,10 @@ func (a *Agent) setupServing() {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.registerNodeMetrics(reg)
 	s := &servingParts{registry: reg, metrics: serving.NewMetrics(reg)}
+	local := serving.NewLocalShards()
 	s.router = serving.NewRouter(serving.RouterConfig{
 		NodeID:  a.id,
+		Local:   local,
 		System:  a.actors,
 		View:    a.view,
 		Index:   a.fsm.AppliedIndex,
@@ -73,6 +75,7 @@ func (a *Agent) setupServing() {
 		Blobs:   blobSource{a.xfer},
 		Load:    formats.Load,
 		WorkDir: filepath.Join(a.cfg.DataDir, "replicas"),
+		Local:   local,
 		Logger:  a.logger.Named("serving"),
 	})
 	a.serving = s

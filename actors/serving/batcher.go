@@ -42,6 +42,9 @@ type batcher struct {
 	// shard logs the stack there (the client only gets the panic value).
 	onPanic atomic.Pointer[func(*ml.PanicError)]
 
+	closeMu sync.RWMutex
+	closed  bool // guarded by closeMu: submit refuses work
+
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
@@ -80,6 +83,13 @@ func (b *batcher) submit(ctx context.Context, inputs []ml.Tensor) (*pending, err
 		return nil, err
 	}
 	p := &pending{ctx: ctx, inputs: inputs, rows: rows, done: make(chan PredictReply, 1), err: make(chan error, 1)}
+	// The read lock orders this against close: a request is either queued
+	// before close drains the queue, or refused.
+	b.closeMu.RLock()
+	defer b.closeMu.RUnlock()
+	if b.closed {
+		return nil, fmt.Errorf("%w: replica closed", actors.ErrStopped)
+	}
 	select {
 	case b.queue <- p:
 		b.inFlight.Add(1)
@@ -104,6 +114,9 @@ func (p *pending) wait(ctx context.Context) (any, error) {
 // close stops the workers once they finish what they hold; requests still
 // queued are answered with actors.ErrStopped.
 func (b *batcher) close() {
+	b.closeMu.Lock()
+	b.closed = true
+	b.closeMu.Unlock()
 	close(b.stop)
 	b.wg.Wait()
 	for {

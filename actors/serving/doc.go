@@ -4,13 +4,19 @@
 // router that every node uses to answer a prediction.
 //
 // The flow of one request: the node that receives it asks the Router, which
-// reads the deployment from the local registry, picks a version by weight
-// (sticky on the request's routing key), picks a running replica of that
-// version by power-of-two-choices on its own in-flight counts, and Asks that
-// replica's shard actor, locally or over the transport. A replica that is
-// unreachable, busy or gone is retried once on another replica, and marked
-// down for a moment so the next requests avoid it. A shadow version gets a
-// copy of the request; nobody waits for its answer.
+// reads the deployment from the local registry (cached until the registry's
+// applied index moves), picks a version by weight (sticky on the request's
+// routing key), picks a running replica of that version by
+// power-of-two-choices on its own in-flight counts (a replica on this node
+// wins unless it is much busier), and calls it. A local replica is called
+// through LocalShards, straight into its batcher; a remote one through its
+// shard actor over the transport, where an outbox coalesces the requests that
+// queue up while earlier messages to that replica are in flight into one
+// PredictBatchRequest (no waiting on purpose: a message leaves as soon as a
+// sender is free). A replica that is unreachable, busy or gone is retried
+// once on another replica, and marked down for a moment so the next requests
+// avoid it. A shadow version gets a copy of the request; nobody waits for its
+// answer.
 //
 // A shard actor owns one loaded model. It does not score on its own
 // goroutine: Receive queues the request with the shard's batcher and answers

@@ -33,14 +33,21 @@ func init() {
 	actors.RegisterMessage("serving.predict_batch_reply", &PredictBatchReply{})
 }
 
-// An outbox coalesces the requests this node sends to one remote replica
-// when the deployment batches: while up to outboxSenders messages are in
-// flight, new requests queue, and the next message carries everything queued
-// (up to max_batch). Nothing waits on purpose: a request goes out as soon as
+// An outbox coalesces the requests this node sends to one remote replica:
+// while up to outboxSenders messages are in flight, new requests queue, and
+// the next message carries everything queued (up to the deployment's
+// max_batch, and at least outboxMinItems). This is not the deployment's
+// batching: the shard still scores the requests of one message separately
+// unless the deployment batches, and they merge with its other requests
+// there. Nothing waits on purpose: a request goes out as soon as
 // a sender is free, so an idle replica sees no added latency, and a busy one
 // gets one message per round trip instead of one per request. Every message
 // and syscall saved on the way is CPU the replica's node can spend scoring.
 const outboxSenders = 2
+
+// outboxMinItems is how many requests one message may carry when the
+// deployment does not batch.
+const outboxMinItems = 64
 
 // outboxTimeout bounds one coalesced message when its requests carry no
 // deadline.

@@ -40,7 +40,9 @@ type ReconcilerConfig struct {
 	Blobs   BlobSource
 	Load    Loader
 	WorkDir string
-	Logger  hclog.Logger
+	// Local is the table the node's router calls local replicas through.
+	Local  *LocalShards
+	Logger hclog.Logger
 	// Interval is the longest time between two passes (default 2s); a
 	// registry change starts one at once.
 	Interval time.Duration
@@ -114,7 +116,7 @@ func (r *Reconciler) pass(ctx context.Context) {
 		want[a.ID] = a
 		configs[a.ID] = ShardConfig{
 			Alloc: *a, Version: *v, Batching: d.Batching, Blobs: r.cfg.Blobs, Load: r.cfg.Load,
-			WorkDir: r.cfg.WorkDir, Logger: r.log.With("alloc", a.ID, "model", a.Deployment, "version", a.Version),
+			WorkDir: r.cfg.WorkDir, Local: r.cfg.Local, Logger: r.log.With("alloc", a.ID, "model", a.Deployment, "version", a.Version),
 		}
 	}
 	release()

@@ -24,6 +24,9 @@ type RouterConfig struct {
 	// much busier than the one power-of-two-choices picks, which saves
 	// the network hop.
 	NodeID string
+	// Local, when set, lets predictions reach replicas on this node without
+	// their mailboxes.
+	Local  *LocalShards
 	System *actors.System
 	View   ViewFunc
 	// Index returns the local registry's applied index; routing facts read
@@ -345,7 +348,17 @@ func (r *Router) ask(ctx context.Context, a *structs.Allocation, maxBatch int, i
 		out []ml.Tensor
 		err error
 	)
-	if ob := r.outboxFor(a, maxBatch); ob != nil {
+	if b := r.localBatcher(a); b != nil {
+		var p *pending
+		if p, err = b.submit(ctx, inputs); err == nil {
+			var reply any
+			if reply, err = p.wait(ctx); err == nil {
+				out = reply.(*PredictReply).Outputs
+			}
+		} else {
+			err = codedError(err)
+		}
+	} else if ob := r.outboxFor(a, maxBatch); ob != nil {
 		out, err = ob.send(ctx, inputs)
 	} else {
 		var reply any
@@ -372,6 +385,13 @@ func (r *Router) ask(ctx context.Context, a *structs.Allocation, maxBatch int, i
 	return out, nil
 }
 
+func (r *Router) localBatcher(a *structs.Allocation) *batcher {
+	if a.NodeID != r.cfg.NodeID || r.cfg.NodeID == "" {
+		return nil
+	}
+	return r.cfg.Local.get(a.ID, a.CreateIndex)
+}
+
 // pruneOutboxes forgets the outboxes of a model's replicas that are gone.
 func (r *Router) pruneOutboxes(model string, routes *modelRoutes) {
 	live := map[string]bool{}
@@ -389,12 +409,15 @@ func (r *Router) pruneOutboxes(model string, routes *modelRoutes) {
 	}
 }
 
-// outboxFor returns the outbox that coalesces requests to a remote replica
-// of a batching deployment; nil for a local replica or when batching is off.
+// outboxFor returns the outbox that coalesces requests to a remote replica;
+// nil for a local replica.
 func (r *Router) outboxFor(a *structs.Allocation, maxBatch int) *outbox {
-	if maxBatch <= 1 || a.NodeID == r.cfg.NodeID || r.cfg.NodeID == "" {
+	if a.NodeID == r.cfg.NodeID || r.cfg.NodeID == "" {
 		return nil
 	}
+	// Coalescing adds no wait, so it is on whatever the deployment's
+	// batching; max_batch, when larger, lets one message carry more.
+	maxBatch = max(maxBatch, outboxMinItems)
 	r.outboxMu.Lock()
 	defer r.outboxMu.Unlock()
 	ob := r.outboxes[a.ID]

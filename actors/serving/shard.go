@@ -37,7 +37,10 @@ type ShardConfig struct {
 	Workers int
 	// QueueLen bounds the requests waiting for a worker; 0 means 1024.
 	QueueLen int
-	Logger   hclog.Logger
+	// Local, when set, is where the loaded replica registers for direct
+	// calls from this node's router.
+	Local  *LocalShards
+	Logger hclog.Logger
 }
 
 // shardLoadTimeout bounds fetching and loading a model at start.
@@ -102,6 +105,7 @@ func (s *Shard) Start(ctx context.Context) error {
 		s.cfg.Logger.Error("model panicked; the request failed, the replica goes on", "panic", fmt.Sprint(pe.Value), "stack", string(pe.Stack))
 	}
 	s.batcher.onPanic.Store(&logPanic)
+	s.cfg.Local.add(s.cfg.Alloc.ID, s.cfg.Alloc.CreateIndex, s.batcher)
 	return nil
 }
 
@@ -160,6 +164,7 @@ func (s *Shard) receiveBatch(ctx context.Context, m *PredictBatchRequest) actors
 // Stop drains the workers and releases the model.
 func (s *Shard) Stop() {
 	if s.batcher != nil {
+		s.cfg.Local.remove(s.cfg.Alloc.ID, s.batcher)
 		s.batcher.close()
 	}
 	if c, ok := s.model.(ml.Closer); ok {

@@ -25,7 +25,7 @@ const benchPredictHelp = `Usage: kiln bench predict [flags] NAME
   -version N        ask for this version (and take its schema for the zeros)
   -alias A          ask for the version an alias points at
   -baseline FILE    first run the same load against a bare net/http handler
-                    in this process that decodes the same JSON and runs FILE
+                    (a child process) that decodes the same JSON and runs FILE
                     in-process, and print both runs and their ratio
   -baseline-format F  the format of FILE (linear, lightgbm, onnx, ...)
   -format FMT       table or json`
@@ -83,7 +83,7 @@ func runBenchPredict(args []string) int {
 		if err != nil {
 			return fail(err)
 		}
-		r, err := runPredictLoad([]string{srv.addr()}, path, body, *conc, *dur)
+		r, err := runPredictLoad([]string{srv.addr}, path, body, *conc, *dur)
 		srv.close()
 		if err != nil {
 			return fail(err)

@@ -52,6 +52,7 @@ func run(args []string) int {
 		"snapshot restore":          factory(snapshotRestoreCommand()),
 		"bench":                     factory(groupCommand("Benchmarks against a running cluster", "kiln bench <registry|predict> [flags]")),
 		"bench registry":            factory(benchRegistryCommand()),
+		"bench baseline-serve":      factory(baselineServeCommand()),
 		"bench predict":             factory(benchPredictCommand()),
 	}
 	code, err := c.Run()
