@@ -81,10 +81,11 @@ func TestOutbox_CoalescesQueuedRequests(t *testing.T) {
 			results[i] <- result{out, err}
 		}()
 	}
-	send(0, 0)
-	send(1, 1)
-	waitFor(t, 5*time.Second, func() bool { return len(rec.recorded()) == outboxSenders })
-	for i := 2; i < n; i++ {
+	for i := range outboxSenders {
+		send(i, float64(i))
+		waitFor(t, 5*time.Second, func() bool { return len(rec.recorded()) == i+1 })
+	}
+	for i := outboxSenders; i < n; i++ {
 		v := float64(i)
 		if i == 5 {
 			v = badMarker

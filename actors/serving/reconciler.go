@@ -59,6 +59,10 @@ type Reconciler struct {
 	pending  map[string]structs.AllocStatusUpdate // guarded by mu: states to write
 	starting map[string]bool                      // guarded by mu: allocs whose load is being awaited
 
+	// wake starts a pass early when a report is queued, so a replica that
+	// finished loading is reported running at once, not at the next tick.
+	wake chan struct{}
+
 	wg sync.WaitGroup
 }
 
@@ -73,6 +77,7 @@ func NewReconciler(cfg ReconcilerConfig) *Reconciler {
 	return &Reconciler{
 		cfg: cfg, log: cfg.Logger.Named("reconciler"),
 		reported: map[string]string{}, pending: map[string]structs.AllocStatusUpdate{}, starting: map[string]bool{},
+		wake: make(chan struct{}, 1),
 	}
 }
 
@@ -89,6 +94,7 @@ func (r *Reconciler) Run(ctx context.Context) {
 			return
 		case <-r.cfg.Changed():
 		case <-tick.C:
+		case <-r.wake:
 		}
 	}
 }
@@ -245,6 +251,10 @@ func (r *Reconciler) report(a *structs.Allocation, state, msg string) {
 		return
 	}
 	r.pending[a.ID] = structs.AllocStatusUpdate{ID: a.ID, NodeID: r.cfg.NodeID, State: state, Message: msg}
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
 }
 
 // flush writes the queued states in one Raft command.

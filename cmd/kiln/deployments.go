@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // trafficSplit, batchingSpec, resourcesSpec and deploymentSpec are the body of
@@ -50,6 +51,7 @@ const deployHelp = `Usage: kiln deploy [flags] NAME
   -max-wait-ms N    wait up to N ms for a batch to fill
   -memory-mb N      memory per replica, on top of the model file's size
   -gpus N           whole GPUs per replica
+  -wait DURATION    wait until every version has its replicas running (e.g. 60s)
   -address ADDR     node HTTP address (env KILN_ADDR)
   -format FMT       table or json`
 
@@ -66,6 +68,7 @@ func runDeploy(args []string) int {
 	maxWait := fs.Int("max-wait-ms", 0, "")
 	memoryMB := fs.Int64("memory-mb", 0, "")
 	gpus := fs.Int("gpus", 0, "")
+	wait := fs.Duration("wait", 0, "")
 	var canaries stringList
 	fs.Var(&canaries, "canary", "")
 	c, err := connect(fs, cf, args, 1, deployHelp)
@@ -90,12 +93,66 @@ func runDeploy(args []string) int {
 	if err := c.do("PUT", "/v1/deployments/"+url.PathEscape(fs.Arg(0)), spec, &d); err != nil {
 		return fail(err)
 	}
+	if *wait > 0 {
+		if d, err = waitRunning(c, fs.Arg(0), *wait); err != nil {
+			return fail(err)
+		}
+	}
 	if cf.format == "json" {
 		printJSON(d)
 		return 0
 	}
 	printTable(deploymentHeaders, [][]string{deploymentRow(d)})
 	return 0
+}
+
+// waitRunning polls the deployment (consistently, so it sees the write just
+// made) until every served version has its replicas running, or the time
+// is up.
+func waitRunning(c *client, name string, limit time.Duration) (map[string]any, error) {
+	deadline := time.Now().Add(limit)
+	for {
+		var d map[string]any
+		if err := c.do("GET", "/v1/deployments/"+url.PathEscape(name)+"?consistency=consistent", nil, &d); err != nil {
+			return nil, err
+		}
+		want, running := replicasWanted(d)
+		missing := 0
+		for v, n := range want {
+			missing += max(n-running[v], 0)
+		}
+		if missing == 0 {
+			return d, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("deployment %s: %d replica(s) not running after %s", name, missing, limit)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// replicasWanted reads, per served version, how many replicas the deployment
+// asks for and how many run.
+func replicasWanted(d map[string]any) (want, running map[string]int) {
+	want, running = map[string]int{}, map[string]int{}
+	n := int(num(d["replicas"]))
+	traffic, _ := d["traffic"].(map[string]any)
+	versions, _ := traffic["versions"].([]any)
+	for _, x := range versions {
+		if v, ok := x.(map[string]any); ok {
+			want[fmt.Sprint(num(v["version"]))] = n
+		}
+	}
+	if s := num(traffic["shadow"]); s > 0 {
+		want[fmt.Sprint(s)] = n
+	}
+	states, _ := d["replica_states"].([]any)
+	for _, x := range states {
+		if r, ok := x.(map[string]any); ok && r["state"] == "running" {
+			running[fmt.Sprint(num(r["version"]))]++
+		}
+	}
+	return want, running
 }
 
 // trafficFromFlags splits traffic between the main version and canaries

@@ -678,3 +678,39 @@ func TestParseInterspersed_FlagsAnywhere(t *testing.T) {
 		}
 	}
 }
+
+func TestDeploy_WaitsForRunningReplicas(t *testing.T) {
+	gets := 0
+	srv, got := recordingServer(t, func(w http.ResponseWriter, req request) {
+		state := "pending"
+		if req.Method == "GET" {
+			gets++
+			if gets >= 3 {
+				state = "running"
+			}
+		}
+		writeJSONReply(w, 200, map[string]any{
+			"name": "iris", "replicas": 2, "updated_at": "2025-01-01T00:00:00Z",
+			"traffic": map[string]any{"versions": []any{map[string]any{"version": 3, "weight": 100}}},
+			"replica_states": []any{
+				map[string]any{"version": 3, "state": "running"},
+				map[string]any{"version": 3, "state": state},
+			},
+		})
+	})
+	var code int
+	_, errOut := captureOutput(t, func() { code = run([]string{"deploy", "-address", srv.URL, "-wait", "20s", "-version", "3", "iris"}) })
+	reqs := got()
+	if code != 0 || gets != 3 {
+		t.Fatalf("exit %d after %d polls (stderr %q), want 0 once the second replica runs (3 polls)", code, gets, errOut)
+	}
+	if last := reqs[len(reqs)-1]; last.Method != "GET" || last.Query.Get("consistency") != "consistent" {
+		t.Errorf("last request %+v, want a consistent GET of the deployment", last)
+	}
+
+	gets = -1000 // never running
+	_, errOut = captureOutput(t, func() { code = run([]string{"deploy", "-address", srv.URL, "-wait", "600ms", "-version", "3", "iris"}) })
+	if code != 1 || !strings.Contains(errOut, "1 replica(s) not running") {
+		t.Errorf("exit %d, stderr %q: want 1 and the count of replicas not running", code, errOut)
+	}
+}

@@ -24,9 +24,10 @@
 // implements only binary:logistic and refuses to load every other objective
 // when asked for the transformation (multi:softprob and multi:softmax
 // included: leaves never applies softmax to an XGBoost model), so LoadXGBoost
-// takes leaves' raw margins and applies XGBoost's output function itself, as
-// package xgbjson does: sigmoid for binary:logistic and reg:logistic; exp for
-// count:poisson, reg:gamma and reg:tweedie; the margin for
+// takes leaves' raw margins and applies XGBoost's output function itself
+// with the code package xgbjson uses (ml/internal/xgbobj): sigmoid for
+// binary:logistic and reg:logistic; exp for count:poisson, reg:gamma and
+// reg:tweedie; the margin for
 // reg:squarederror, reg:linear, reg:absoluteerror, reg:pseudohubererror and
 // binary:logitraw; softmax over the classes for multi:softprob; and for
 // multi:softmax the index of the most probable class (first on ties), shape

@@ -7,12 +7,11 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"slices"
-	"strings"
 
 	"github.com/dmitryikh/leaves"
 
 	"github.com/kilnml/kiln/ml"
+	"github.com/kilnml/kiln/ml/internal/xgbobj"
 )
 
 // maxOutputs bounds the output groups (classes) of an XGBoost model: leaves
@@ -38,11 +37,11 @@ func LoadXGBoost(r io.Reader) (ml.Model, error) {
 	if err != nil {
 		return nil, badModel(format, "%v", err)
 	}
-	obj, ok := xgbObjectives[h.objective]
+	obj, ok := xgbobj.ByName(h.objective)
 	if !ok {
-		return nil, badModel(format, "objective %q is not supported (supported: %s)", h.objective, supportedObjectives())
+		return nil, badModel(format, "objective %q is not supported (supported: %s)", h.objective, xgbobj.Supported())
 	}
-	multi := obj == objSoftprob || obj == objSoftmax
+	multi := obj == xgbobj.Softprob || obj == xgbobj.Softmax
 	switch {
 	case multi && (h.groups < 2 || h.numClass != h.groups):
 		return nil, badModel(format, "objective %s with num_class %d and %d output groups: want num_class = groups >= 2", h.objective, h.numClass, h.groups)
@@ -61,17 +60,13 @@ func LoadXGBoost(r io.Reader) (ml.Model, error) {
 	if ens.NRawOutputGroups() != h.groups {
 		return nil, badModel(format, "leaves reads %d output groups, the header says %d", ens.NRawOutputGroups(), h.groups)
 	}
-	width := h.groups
-	if obj == objSoftmax {
-		width = 1
-	}
-	m := newModel(format, ens, h.features, width, nil)
+	m := newModel(format, ens, h.features, obj.Width(h.groups), nil)
 	m.xgbSplits = true
 	m.finish = func(raw, out []float64) {
 		for k := range raw {
 			raw[k] += offset
 		}
-		obj.transform(raw, out)
+		obj.Transform(raw, out)
 	}
 	return m, nil
 }
@@ -243,106 +238,24 @@ func (r *xgbReader) tree(features int) error {
 	})
 }
 
-// xgbObjective is what an XGBoost objective means for prediction: how
-// base_score becomes a margin and how margins become the output. The table
-// is package xgbjson's, so both XGBoost formats give the same outputs.
-type xgbObjective int
-
-const (
-	objIdentity xgbObjective = iota // output = margin; base_score as is
-	objLogistic                     // output = sigmoid(margin); base_score through logit
-	objLogitRaw                     // output = margin; base_score through logit before XGBoost 1.4
-	objLog                          // output = exp(margin); base_score through log
-	objSoftprob                     // output = softmax over the class margins
-	objSoftmax                      // output = index of the largest class margin
-)
-
-var xgbObjectives = map[string]xgbObjective{
-	"reg:squarederror":     objIdentity,
-	"reg:linear":           objIdentity,
-	"reg:absoluteerror":    objIdentity,
-	"reg:pseudohubererror": objIdentity,
-	"reg:logistic":         objLogistic,
-	"binary:logistic":      objLogistic,
-	"binary:logitraw":      objLogitRaw,
-	"count:poisson":        objLog,
-	"reg:gamma":            objLog,
-	"reg:tweedie":          objLog,
-	"multi:softprob":       objSoftprob,
-	"multi:softmax":        objSoftmax,
-}
-
-func supportedObjectives() string {
-	names := make([]string, 0, len(xgbObjectives))
-	for name := range xgbObjectives {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	return strings.Join(names, ", ")
-}
-
 // baseOffset is what to add to leaves' margins, which start from base_score
 // as the file stores it, so that they start from base_score as XGBoost uses
-// it: the same before 1.0, which stored a margin; converted by
-// ObjFunction::ProbToMargin from 1.0 on.
-func (h xgbHeader) baseOffset(obj xgbObjective) (float64, error) {
+// it: the same before 1.0, which stored a margin (XGBoost's binary loader
+// takes it as it is, so it is not checked against the objective's range);
+// converted by ObjFunction::ProbToMargin from 1.0 on.
+func (h xgbHeader) baseOffset(obj xgbobj.Objective) (float64, error) {
 	b := float64(h.baseScore)
-	if math.IsNaN(b) || math.IsInf(b, 0) {
-		return 0, errors.New("must be finite")
-	}
 	if h.major < 1 {
+		if math.IsNaN(b) || math.IsInf(b, 0) {
+			return 0, errors.New("must be finite")
+		}
 		return 0, nil
 	}
-	if obj == objLogitRaw && (h.major > 1 || h.minor >= 4) {
-		return 0, nil // dmlc/xgboost#6517: logitraw keeps base_score as a margin
+	// major is 1 here (checkXGBoost rejects 2 and later); minor is clamped
+	// so that a huge one stays large where int has 32 bits.
+	margin, err := obj.BaseMargin(b, int(h.major), int(min(h.minor, math.MaxInt32)))
+	if err != nil {
+		return 0, err
 	}
-	switch obj {
-	case objLogistic, objLogitRaw:
-		if b < 0 || b > 1 {
-			return 0, errors.New("must be in [0, 1] for a logistic objective")
-		}
-		const eps = 1e-6 // XGBoost's kRtEps
-		v := min(max(b, eps), 1-eps)
-		return math.Log(v/(1-v)) - b, nil
-	case objLog:
-		if b <= 0 {
-			return 0, errors.New("must be positive for an objective with a log link")
-		}
-		return math.Log(b) - b, nil
-	}
-	return 0, nil
-}
-
-// transform turns one row's margins into its output values.
-func (o xgbObjective) transform(margin, out []float64) {
-	switch o {
-	case objLogistic:
-		for k, v := range margin {
-			out[k] = 1 / (1 + math.Exp(-v))
-		}
-	case objLog:
-		for k, v := range margin {
-			out[k] = math.Exp(v)
-		}
-	case objSoftprob:
-		top := slices.Max(margin)
-		sum := 0.0
-		for k, v := range margin {
-			out[k] = math.Exp(v - top)
-			sum += out[k]
-		}
-		for k := range out {
-			out[k] /= sum
-		}
-	case objSoftmax:
-		best := 0
-		for k, v := range margin {
-			if v > margin[best] {
-				best = k
-			}
-		}
-		out[0] = float64(best)
-	default:
-		copy(out, margin)
-	}
+	return margin - b, nil
 }

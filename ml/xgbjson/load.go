@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/kilnml/kiln/ml"
+	"github.com/kilnml/kiln/ml/internal/xgbobj"
 )
 
 // MaxModelSize is the largest model file Load reads: 512 MiB. XGBoost's JSON
@@ -64,9 +65,9 @@ func build(f *fileModel) (*model, error) {
 	if l.Objective == nil || l.Objective.Name == "" {
 		return nil, fmt.Errorf("field learner.objective.name is missing")
 	}
-	obj, ok := objectives[l.Objective.Name]
+	obj, ok := xgbobj.ByName(l.Objective.Name)
 	if !ok {
-		return nil, fmt.Errorf("objective %q is not supported (supported: %s)", l.Objective.Name, supportedObjectives())
+		return nil, fmt.Errorf("objective %q is not supported (supported: %s)", l.Objective.Name, xgbobj.Supported())
 	}
 	mp := l.ModelParam
 	if mp == nil {
@@ -201,7 +202,7 @@ func intParam(name string, p *param, def, lo, hi int) (int, error) {
 // baseMargin parses base_score, written in the objective's output space as
 // "5E-1" or, since XGBoost 3.1, "[5E-1]" (one value, or one per output), and
 // converts it to margins, one per output.
-func baseMargin(p *param, obj objective, outputs int, version []int) ([]float64, error) {
+func baseMargin(p *param, obj xgbobj.Objective, outputs int, version []int) ([]float64, error) {
 	const name = "learner.learner_model_param.base_score"
 	if p == nil {
 		return nil, fmt.Errorf("field %s is missing", name)
@@ -231,14 +232,24 @@ func baseMargin(p *param, obj objective, outputs int, version []int) ([]float64,
 	default:
 		return nil, fmt.Errorf("%s has %d values for %d outputs", name, len(values), outputs)
 	}
+	major, minor := fileVersion(version)
 	for i, v := range values {
-		margin, err := obj.baseToMargin(v, version)
+		margin, err := obj.BaseMargin(v, major, minor)
 		if err != nil {
-			return nil, fmt.Errorf("%s = %v: %w", name, v, err)
+			return nil, fmt.Errorf("%s = %v: base_score %w", name, v, err)
 		}
 		values[i] = margin
 	}
 	return values, nil
+}
+
+// fileVersion returns the XGBoost version that wrote the file from its
+// "version" ([major, minor, patch]). A file without one counts as new.
+func fileVersion(version []int) (major, minor int) {
+	if len(version) < 2 {
+		return math.MaxInt, 0
+	}
+	return version[0], version[1]
 }
 
 // buildTree checks one tree's arrays and the nodes reachable from its root.
