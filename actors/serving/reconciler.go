@@ -247,7 +247,10 @@ func (r *Reconciler) checkHealth(ctx context.Context, ref actors.Ref, a *structs
 func (r *Reconciler) report(a *structs.Allocation, state, msg string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.reported[a.ID] == state && state != structs.AllocFailed {
+	if r.reported[a.ID] == state {
+		return // a replica that gave up is reported once, by whoever saw it first
+	}
+	if p, ok := r.pending[a.ID]; ok && p.State == structs.AllocFailed && state == structs.AllocFailed {
 		return
 	}
 	r.pending[a.ID] = structs.AllocStatusUpdate{ID: a.ID, NodeID: r.cfg.NodeID, State: state, Message: msg}
@@ -265,8 +268,13 @@ func (r *Reconciler) flush(ctx context.Context) {
 		return
 	}
 	req := &structs.AllocStatusRequest{}
+	before := map[string]string{}
 	for _, u := range r.pending {
 		req.Updates = append(req.Updates, u)
+		// Counted as reported while the write is in flight, so that the
+		// same state queued meanwhile is not written twice.
+		before[u.ID] = r.reported[u.ID]
+		r.reported[u.ID] = u.State
 	}
 	r.pending = map[string]structs.AllocStatusUpdate{}
 	r.mu.Unlock()
@@ -278,12 +286,11 @@ func (r *Reconciler) flush(ctx context.Context) {
 	defer r.mu.Unlock()
 	for _, u := range req.Updates {
 		if err != nil {
+			r.reported[u.ID] = before[u.ID]
 			if _, newer := r.pending[u.ID]; !newer {
 				r.pending[u.ID] = u // try again on the next pass
 			}
-			continue
 		}
-		r.reported[u.ID] = u.State
 	}
 	if err != nil {
 		r.log.Warn("reporting replica states", "error", err)
