@@ -3,7 +3,6 @@ package serving
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/kilnml/kiln/actors"
 	"github.com/kilnml/kiln/ml"
@@ -72,7 +71,3 @@ func codedError(err error) error {
 // CodeBusy is the error code of a replica (or every replica) that is too
 // busy to take the request: HTTP 429 at the ingress.
 const CodeBusy = "busy"
-
-func errorf(code, format string, args ...any) error {
-	return &structs.CodedError{Code: code, Message: fmt.Sprintf(format, args...)}
-}
