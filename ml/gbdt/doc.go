@@ -11,8 +11,10 @@
 // goroutine (leaves with nThreads 1), since the serving layer provides the
 // concurrency.
 //
-// LightGBM's text format is read in versions v2 and v3 (LightGBM 2.x and
-// 3.x); leaves refuses v4, which LightGBM 4 writes.
+// LightGBM's text format is read in versions v2 to v4 (LightGBM 2.x to 4.x).
+// leaves refuses v4, but v4 differs from v3 only by an optional "parser:"
+// section after the parameters (microsoft/LightGBM #4782), so a v4 header is
+// relabelled v3 before leaves reads it.
 //
 // Outputs are what LightGBM's and XGBoost's own predict functions return.
 // LightGBM models are loaded with leaves' transformation: sigmoid for binary,

@@ -1,6 +1,7 @@
 package gbdt
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -14,13 +15,14 @@ import (
 )
 
 // LoadLightGBM reads a LightGBM text model (Booster.save_model, versions v2
-// and v3 of the format) from r. Errors wrap ml.ErrBadModel.
+// to v4 of the format) from r. Errors wrap ml.ErrBadModel.
 func LoadLightGBM(r io.Reader) (ml.Model, error) {
 	const format = ml.FormatLightGBM
 	data, err := readModel(r, format)
 	if err != nil {
 		return nil, err
 	}
+	data = v4AsV3(data)
 	info, err := checkLightGBM(string(data))
 	if err != nil {
 		return nil, badModel(format, "%v", err)
@@ -46,6 +48,22 @@ func LoadLightGBM(r io.Reader) (ml.Model, error) {
 		}
 	}
 	return m, nil
+}
+
+// v4AsV3 relabels a version=v4 model (LightGBM 4.x) as v3, the newest
+// version leaves reads. LightGBM bumped the version when it added an
+// optional "parser:" section after the parameters (microsoft/LightGBM
+// commit b0137de, #4782); trees and header are written as in v3, and the
+// trailing sections are not read for prediction.
+func v4AsV3(data []byte) []byte {
+	const v4 = "version=v4\n"
+	i := bytes.Index(data, []byte(v4))
+	if i < 0 || bytes.Contains(data[:i], []byte("\n\n")) {
+		return data // not in the header block
+	}
+	out := bytes.Clone(data)
+	copy(out[i:], "version=v3\n")
+	return out
 }
 
 // lgInfo is what LoadLightGBM needs from a text model's header.

@@ -1,9 +1,12 @@
 package gbdt
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -288,5 +291,40 @@ func TestLoadLightGBM_RejectsBadTrees(t *testing.T) {
 				t.Errorf("error %q does not mention %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// A LightGBM 4.x file says version=v4 and may end with a parser section;
+// its trees are as in v3, so it predicts exactly as the v3 file does.
+func TestLoadLightGBM_AcceptsVersion4(t *testing.T) {
+	v3, err := os.ReadFile("../testdata/lightgbm/lg_breast_cancer.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(v3, []byte("version=v3\n")) {
+		t.Fatal("test file is not a v3 model")
+	}
+	v4 := bytes.Replace(v3, []byte("version=v3\n"), []byte("version=v4\n"), 1)
+	v4 = append(v4, "\nparser:\n{\"className\": \"x\"}\nend of parser\n"...)
+	m3, err := LoadLightGBM(bytes.NewReader(v3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m4, err := LoadLightGBM(bytes.NewReader(v4))
+	if err != nil {
+		t.Fatalf("v4 model: %v", err)
+	}
+	in := []ml.Tensor{{Name: "input", Shape: []int{1, 30}, Data: make([]float64, 30)}}
+	for i := range in[0].Data {
+		in[0].Data[i] = float64(i%5) * 3.7
+	}
+	o3, err3 := m3.Predict(context.Background(), in)
+	o4, err4 := m4.Predict(context.Background(), in)
+	if err3 != nil || err4 != nil || o3[0].Data[0] != o4[0].Data[0] {
+		t.Fatalf("v3 %v (%v), v4 %v (%v): want the same prediction", o3, err3, o4, err4)
+	}
+	// Only the header's version line is relabelled.
+	if _, err := LoadLightGBM(bytes.NewReader(bytes.Replace(v3, []byte("version=v3\n"), []byte("version=v5\n"), 1))); !errors.Is(err, ml.ErrBadModel) {
+		t.Errorf("a v5 model: %v, want ml.ErrBadModel", err)
 	}
 }
