@@ -140,7 +140,9 @@ func (a *Agent) deploymentView(d *structs.Deployment, allocs []*structs.Allocati
 			ID: al.ID, Version: al.Version, NodeID: al.NodeID, NodeName: names[al.NodeID], State: al.State,
 			Message: al.Message, GPUs: al.GPUs, MemoryMB: al.MemoryMB, InFlight: -1, Served: -1,
 		}
-		if al.State == structs.AllocRunning {
+		// A replica on a node gossip has lost is not asked: the ask would
+		// only wait out its timeout.
+		if al.State == structs.AllocRunning && a.isAlive(al.NodeID) {
 			if reply, err := a.actors.Ask(ctx, serving.ShardRef(al), &serving.LoadRequest{}); err == nil {
 				if lr, ok := reply.(*serving.LoadReply); ok {
 					rv.InFlight, rv.Served = lr.InFlight, lr.Served

@@ -61,7 +61,7 @@ func (a *Agent) setupServing() {
 		Local:   local,
 		System:  a.actors,
 		View:    a.view,
-		Index:   a.fsm.AppliedIndex,
+		Index:   a.fsm.ServingIndex,
 		Alive:   a.isAlive,
 		Metrics: s.metrics,
 		Logger:  a.logger.Named("serving"),
@@ -71,6 +71,7 @@ func (a *Agent) setupServing() {
 		System:  a.actors,
 		View:    a.view,
 		Changed: a.fsm.Changed,
+		Index:   a.fsm.ServingIndex,
 		Propose: a.proposeCmd,
 		Blobs:   blobSource{a.xfer},
 		Load:    formats.Load,
@@ -124,18 +125,27 @@ func (a *Agent) registerNodeMetrics(reg *prometheus.Registry) {
 func (a *Agent) placementLoop(ctx context.Context) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	full, seen := true, uint64(0)
 	for {
 		changed := a.fsm.Changed()
-		if err := a.placeOnce(ctx); err != nil && ctx.Err() == nil {
-			a.logger.Warn("placement failed", "error", err)
+		// Registry writes that leave serving state alone need no plan; the
+		// tick covers changes of liveness and of the node table.
+		if idx := a.fsm.ServingIndex(); full || idx != seen {
+			seen = idx
+			if err := a.placeOnce(ctx); err != nil && ctx.Err() == nil {
+				a.logger.Warn("placement failed", "error", err)
+			}
 		}
+		full = false
 		select {
 		case <-ctx.Done():
 			return
 		case <-changed:
 		case <-tick.C:
+			full = true
+			continue
 		}
-		// Coalesce bursts of registry writes into one pass.
+		// Coalesce bursts of serving changes into one pass.
 		select {
 		case <-ctx.Done():
 			return

@@ -59,6 +59,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	}
 	f.partial = b.partial
 	if b.index > start {
+		if b.serving {
+			f.servingIndex.Store(b.index)
+		}
 		f.applied.Store(b.index)
 		f.notifyChanged()
 	}
@@ -93,6 +96,8 @@ type batch struct {
 	// crash resumes after them instead of applying them twice.
 	partial position // as stored
 	cur     position // the BatchType entry in progress; zero outside one
+
+	serving bool // a staged command changed serving state (FSM.ServingIndex)
 }
 
 // errEntryTooLarge rejects a command whose writes do not fit one transaction.
@@ -205,6 +210,7 @@ func (b *batch) stage(tx *applyTxn) error {
 	}
 	b.ops = append(b.ops, tx.ops...)
 	b.size += tx.size
+	b.serving = b.serving || tx.serving
 	return nil
 }
 

@@ -55,9 +55,16 @@ type applyTxn struct {
 	ops    []op
 	staged map[string]int // key -> position in ops
 	size   int64          // sum of opEstimate over ops
+	// serving is set when the command changes what routing reads: any
+	// write under the serving prefixes, or a command that marks itself
+	// (model create and delete, aliases).
+	serving bool
 }
 
 func (t *applyTxn) stage(o op) {
+	if isServingKey(o.key) {
+		t.serving = true
+	}
 	if t.staged == nil {
 		t.staged = make(map[string]int)
 	}
@@ -203,6 +210,7 @@ func applyModelCreate(tx *applyTxn, body []byte) (interface{}, error) {
 	}
 	// Versions and aliases come only through their own commands.
 	m.LatestVersion, m.Aliases = 0, nil
+	tx.serving = true // a model that did not exist may now be deployed
 	var old structs.Model
 	found, err := tx.get(modelKey(m.Name), &old)
 	if err != nil {
@@ -267,6 +275,7 @@ func applyModelDelete(tx *applyTxn, body []byte) (interface{}, error) {
 	} else if deployed {
 		return nil, structs.Errorf(structs.CodeConflict, "model %q is deployed; delete its deployment first", req.Name)
 	}
+	tx.serving = true
 	// Its versions go with it; their artifacts are collected once unreferenced.
 	for _, k := range tx.keysUnder(versionPrefix(req.Name)) {
 		tx.del(k)

@@ -22,6 +22,11 @@ const (
 )
 
 // versionKey zero-pads the number so that versions sort numerically.
+// isServingKey reports keys whose records routing reads.
+func isServingKey(key string) bool {
+	return strings.HasPrefix(key, prefixVersion) || strings.HasPrefix(key, prefixDeployment) || strings.HasPrefix(key, prefixAlloc)
+}
+
 func versionKey(model string, v uint64) string {
 	return fmt.Sprintf("%s%s/%020d", prefixVersion, model, v)
 }
@@ -82,6 +87,18 @@ func (t *applyTxn) model(name string) (*structs.Model, error) {
 		return nil, structs.Errorf(structs.CodeNotFound, "model %q not found", name)
 	}
 	return &m, nil
+}
+
+func (t *applyTxn) deployment(name string) (*structs.Deployment, error) {
+	var d structs.Deployment
+	found, err := t.get(deploymentKey(name), &d)
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, structs.Errorf(structs.CodeNotFound, "deployment %q not found", name)
+	}
+	return &d, nil
 }
 
 func (t *applyTxn) versionExists(model string, v uint64) (bool, error) {
@@ -203,6 +220,7 @@ func applyAliasSet(tx *applyTxn, body []byte) (interface{}, error) {
 	if err := tx.put(modelKey(m.Name), m); err != nil {
 		return nil, err
 	}
+	tx.serving = true
 	return utcModel(m), nil
 }
 
@@ -268,13 +286,9 @@ func applyDeploymentRollback(tx *applyTxn, body []byte) (interface{}, error) {
 	if err := decodeBody(structs.DeploymentRollbackType, body, &req); err != nil {
 		return nil, err
 	}
-	var d structs.Deployment
-	found, err := tx.get(deploymentKey(req.Name), &d)
+	d, err := tx.deployment(req.Name)
 	if err != nil {
 		return nil, err
-	}
-	if !found {
-		return nil, structs.Errorf(structs.CodeNotFound, "deployment %q not found", req.Name)
 	}
 	if len(d.History) == 0 {
 		return nil, structs.Errorf(structs.CodeConflict, "deployment %q has no earlier traffic to roll back to", req.Name)
@@ -293,10 +307,10 @@ func applyDeploymentRollback(tx *applyTxn, body []byte) (interface{}, error) {
 	d.Traffic = prev
 	d.UpdatedAt = req.UpdatedAt
 	d.ModifyIndex = tx.index
-	if err := tx.put(deploymentKey(d.Name), &d); err != nil {
+	if err := tx.put(deploymentKey(d.Name), d); err != nil {
 		return nil, err
 	}
-	return utcDeployment(&d), nil
+	return utcDeployment(d), nil
 }
 
 func applyDeploymentDelete(tx *applyTxn, body []byte) (interface{}, error) {
@@ -304,13 +318,8 @@ func applyDeploymentDelete(tx *applyTxn, body []byte) (interface{}, error) {
 	if err := decodeBody(structs.DeploymentDeleteType, body, &req); err != nil {
 		return nil, err
 	}
-	var d structs.Deployment
-	found, err := tx.get(deploymentKey(req.Name), &d)
-	if err != nil {
+	if _, err := tx.deployment(req.Name); err != nil {
 		return nil, err
-	}
-	if !found {
-		return nil, structs.Errorf(structs.CodeNotFound, "deployment %q not found", req.Name)
 	}
 	if err := deleteAllocs(tx, func(a *structs.Allocation) bool { return a.Deployment == req.Name }); err != nil {
 		return nil, err

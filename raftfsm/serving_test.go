@@ -1866,3 +1866,43 @@ func TestFSM_ServingReplayIsIdempotent(t *testing.T) {
 	}
 	assertSameServingState(t, want, readServingState(t, f2))
 }
+
+// ServingIndex moves with what routing reads and stays put for other writes,
+// so the ingress's cache survives registry traffic that does not concern it.
+func TestFSM_ServingIndexMovesOnlyWithServingChanges(t *testing.T) {
+	f := testFSM(t)
+	setup := irisSetup(t, putDeployment(t, "iris", trafficOf(split(1, 100))))
+	mustApply(t, f, 1, setup...)
+	idx := uint64(len(setup))
+	if got := f.ServingIndex(); got != idx {
+		t.Fatalf("ServingIndex after setup = %d, want %d", got, idx)
+	}
+	tag := "prod"
+	for _, tc := range []struct {
+		name  string
+		entry []byte
+		moves bool
+	}{
+		{"model tags", updateModel(t, "iris", map[string]*string{"stage": &tag}), false},
+		{"node record", upsertNode(t, "node-3", 4), false},
+		{"another model", createModel(t, "other", nil), true},
+		{"alias", setAlias(t, "iris", "champion", 1), true},
+		{"version", createVersion(t, "iris"), true},
+		{"deployment", putDeployment(t, "iris", trafficOf(split(2, 100))), true},
+		{"allocation", planAllocs(t, []structs.Allocation{allocOf("a1", "iris", 2, "node-1")}), true},
+		{"replica state", reportAllocs(t, report("a1", "node-1", structs.AllocRunning, "")), true},
+		{"rejected command", deleteDeployment(t, "nosuch"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := f.ServingIndex()
+			idx++
+			f.ApplyBatch(commandLogs(idx, tc.entry))
+			if f.AppliedIndex() != idx {
+				t.Fatalf("AppliedIndex = %d, want %d", f.AppliedIndex(), idx)
+			}
+			if got, want := f.ServingIndex(), map[bool]uint64{true: idx, false: before}[tc.moves]; got != want {
+				t.Errorf("ServingIndex = %d, want %d", got, want)
+			}
+		})
+	}
+}

@@ -36,6 +36,10 @@ type ReconcilerConfig struct {
 	System  *actors.System
 	View    ViewFunc
 	Changed func() <-chan struct{}
+	// Index, when set, is the registry's index of the last change to
+	// serving state (raftfsm.FSM.ServingIndex): a change that does not move
+	// it starts no pass.
+	Index   func() uint64
 	Propose ProposeFunc
 	Blobs   BlobSource
 	Load    Loader
@@ -43,8 +47,9 @@ type ReconcilerConfig struct {
 	// Local is the table the node's router calls local replicas through.
 	Local  *LocalShards
 	Logger hclog.Logger
-	// Interval is the longest time between two passes (default 2s); a
-	// registry change starts one at once.
+	// Interval is the longest time between two passes, and the period of
+	// the health checks of running replicas (default 2s); a change to
+	// serving state starts a pass at once.
 	Interval time.Duration
 }
 
@@ -86,21 +91,37 @@ func (r *Reconciler) Run(ctx context.Context) {
 	defer r.wg.Wait()
 	tick := time.NewTicker(r.cfg.Interval)
 	defer tick.Stop()
+	full, seen := true, uint64(0)
 	for {
-		r.pass(ctx)
+		// A registry change that leaves serving state alone needs no pass; a
+		// tick makes a full one, health checks included.
+		if idx := r.servingIndex(); full || idx == 0 || idx != seen {
+			seen = idx
+			r.pass(ctx, full)
+		}
 		r.flush(ctx)
+		full = false
 		select {
 		case <-ctx.Done():
 			return
 		case <-r.cfg.Changed():
 		case <-tick.C:
+			full = true
 		case <-r.wake:
 		}
 	}
 }
 
-// pass diffs assigned allocations against running shards once.
-func (r *Reconciler) pass(ctx context.Context) {
+func (r *Reconciler) servingIndex() uint64 {
+	if r.cfg.Index == nil {
+		return 0
+	}
+	return r.cfg.Index()
+}
+
+// pass diffs assigned allocations against running shards once; with health
+// it also asks each running replica whether it can still serve.
+func (r *Reconciler) pass(ctx context.Context, health bool) {
 	view, release := r.cfg.View()
 	allocs, err := view.Allocations()
 	if err != nil {
@@ -158,7 +179,9 @@ func (r *Reconciler) pass(ctx context.Context) {
 		}
 		ref := ShardRef(a)
 		if _, running := r.cfg.System.Lookup(ShardKind, id); running {
-			r.checkHealth(ctx, ref, a)
+			if health || a.State != structs.AllocRunning {
+				r.checkHealth(ctx, ref, a)
+			}
 			continue
 		}
 		r.start(ctx, ref, a, configs[id])

@@ -1,6 +1,7 @@
 package serving
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -95,6 +96,10 @@ type reconcilerFixture struct {
 	loadErr atomic.Pointer[error]
 	// model, when set, is what a load returns instead of a fresh sumModel.
 	model ml.Model
+	// withIndex gives the Reconciler the registry's index, so that a poke
+	// with no change starts no pass; interval replaces the 20 ms default.
+	withIndex bool
+	interval  time.Duration
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -117,7 +122,12 @@ func newReconcilerFixture(t *testing.T, configure func(*reconcilerFixture)) *rec
 	if configure != nil {
 		configure(f)
 	}
+	var index func() uint64
+	if f.withIndex {
+		index = f.reg.Index
+	}
 	r := NewReconciler(ReconcilerConfig{
+		Index:    index,
 		NodeID:   "n1",
 		System:   f.sys,
 		View:     f.reg.view,
@@ -126,7 +136,7 @@ func newReconcilerFixture(t *testing.T, configure func(*reconcilerFixture)) *rec
 		Blobs:    &fakeBlobs{},
 		Load:     f.load,
 		WorkDir:  t.TempDir(),
-		Interval: 20 * time.Millisecond,
+		Interval: cmp.Or(f.interval, 20*time.Millisecond),
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
@@ -396,4 +406,26 @@ func TestReconciler_RunEndsWithItsContext(t *testing.T) {
 		t.Fatal(err)
 	}
 	goleak.VerifyNone(t, before)
+}
+
+func TestReconciler_SkipsPassesWhenServingStateIsUnchanged(t *testing.T) {
+	f := newReconcilerFixture(t, func(f *reconcilerFixture) {
+		f.withIndex = true
+		f.interval = time.Hour // no ticks: only pokes start passes
+	})
+	f.passes(t, 0)
+	waitFor(t, 5*time.Second, func() bool { return f.reg.views.Load() == 1 }) // the first pass
+	for range 5 {
+		f.poke()
+		waitFor(t, 5*time.Second, func() bool { return len(f.changed) == 0 })
+	}
+	a := allocOn("a9", "n1", 3)
+	f.reg.putAlloc(a)
+	f.poke()
+	waitFor(t, 5*time.Second, func() bool { _, ok := f.shardGen("a9"); return ok })
+	// Passes run one after another, so a pass for any of the five pokes
+	// would have come before the one that started a9.
+	if got := f.reg.views.Load(); got != 2 {
+		t.Fatalf("the registry was read %d times, want 2: pokes without a change must start no pass", got)
+	}
 }

@@ -29,8 +29,9 @@ type RouterConfig struct {
 	Local  *LocalShards
 	System *actors.System
 	View   ViewFunc
-	// Index returns the local registry's applied index; routing facts read
-	// from the registry are cached until it moves. Nil: no cache.
+	// Index returns the local registry's index of the last change to
+	// serving state (raftfsm.FSM.ServingIndex); routing facts read from a
+	// view at or after it are still current. Nil: no cache.
 	Index func() uint64
 	// Alive reports whether a node is up, as gossip sees it.
 	Alive   func(nodeID string) bool
@@ -65,7 +66,8 @@ type Router struct {
 }
 
 // modelRoutes is what the registry says about routing one model, as of one
-// applied index: read once per registry change, not once per request.
+// applied index: read once per change to serving state, not once per
+// request, and not again for registry writes that do not touch it.
 type modelRoutes struct {
 	index    uint64
 	model    *structs.Model
@@ -159,7 +161,7 @@ func (r *Router) routesFor(model string) (*modelRoutes, error) {
 		r.routesMu.Lock()
 		cached := r.routes[model]
 		r.routesMu.Unlock()
-		if cached != nil && cached.index == idx {
+		if cached != nil && cached.index >= idx {
 			return cached, nil
 		}
 	}
