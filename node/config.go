@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -62,6 +63,56 @@ type Config struct {
 	// whose version is not yet committed.
 	BlobGCInterval time.Duration
 	BlobGCGrace    time.Duration
+
+	// ACL is access control for the HTTP API (acl {}).
+	ACL ACLConfig
+	// Exec says which commands this node may run as processes (exec {}).
+	Exec ExecConfig
+	// HTTPTLS serves the HTTP API over TLS when set (http { tls {} }).
+	HTTPTLS *HTTPTLSFiles
+	// Insecure lets a non-dev agent with ACLs enabled start without gossip
+	// encryption or transport TLS: the operator says they know what is open.
+	Insecure bool
+}
+
+// ACLConfig is the acl {} block.
+type ACLConfig struct {
+	Enabled bool
+	// DefaultPolicy decides a request of a valid token that no rule of its
+	// policies matches: "deny" or "allow". A request without a valid token
+	// is always refused while ACLs are enabled.
+	DefaultPolicy string
+	// TokenTTLCache bounds how long a resolved token is kept in the node's
+	// cache; any change to ACL records drops the whole cache at once.
+	TokenTTLCache time.Duration
+	// MetricsAnonymous lets GET /metrics be scraped without a token.
+	MetricsAnonymous bool
+	// AuditFile, when set, receives one JSON line per write and per denied
+	// request; it is rotated once it grows past AuditMaxBytes.
+	AuditFile     string
+	AuditMaxBytes int64
+}
+
+// ExecConfig is the exec {} block: whether this node runs user commands as
+// processes, and which ones.
+type ExecConfig struct {
+	Enabled bool
+	// AllowedCommands are globs (path.Match) over a command's first word, as
+	// written and as resolved on PATH. Empty allows nothing.
+	AllowedCommands []string
+	// User runs processes as this user (the agent must run as root).
+	User string
+	// AllowedEnv names the variables a version may set that are refused
+	// otherwise (LD_PRELOAD, LD_LIBRARY_PATH, PATH).
+	AllowedEnv []string
+}
+
+// HTTPTLSFiles are the PEM files of the HTTP API's TLS. With ClientCAFile
+// set, clients must present a certificate signed by it.
+type HTTPTLSFiles struct {
+	CertFile     string
+	KeyFile      string
+	ClientCAFile string
 }
 
 // TLSFiles names the PEM files for transport TLS.
@@ -100,6 +151,11 @@ func DefaultConfig() Config {
 		MaxArtifactBytes:    16 << 30,
 		BlobGCInterval:      5 * time.Minute,
 		BlobGCGrace:         time.Hour,
+		ACL: ACLConfig{
+			DefaultPolicy: "deny",
+			TokenTTLCache: 30 * time.Second,
+			AuditMaxBytes: 64 << 20,
+		},
 	}
 }
 
@@ -178,6 +234,9 @@ func (c *Config) Validate() error {
 	if c.TLS != nil && (c.TLS.CertFile == "" || c.TLS.KeyFile == "" || c.TLS.CAFile == "") {
 		return errors.New("node: tls needs cert_file, key_file and ca_file")
 	}
+	if err := c.validateAccess(); err != nil {
+		return err
+	}
 	for i, g := range c.GPUs {
 		if g.Model == "" {
 			return fmt.Errorf("node: resources.gpu[%d].model is required", i)
@@ -190,6 +249,67 @@ func (c *Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// validateAccess checks the acl, exec, http.tls and insecure settings.
+func (c *Config) validateAccess() error {
+	if c.ACL.DefaultPolicy != "deny" && c.ACL.DefaultPolicy != "allow" {
+		return fmt.Errorf("node: acl.default_policy must be \"deny\" or \"allow\", not %q", c.ACL.DefaultPolicy)
+	}
+	if c.ACL.TokenTTLCache <= 0 {
+		return fmt.Errorf("node: acl.token_ttl_cache must be > 0, got %s", c.ACL.TokenTTLCache)
+	}
+	if c.ACL.AuditMaxBytes < 1<<10 {
+		return fmt.Errorf("node: acl.audit_max_bytes must be at least 1024, got %d", c.ACL.AuditMaxBytes)
+	}
+	for i, pat := range c.Exec.AllowedCommands {
+		if pat == "" {
+			return fmt.Errorf("node: exec.allowed_commands[%d] is empty", i)
+		}
+		if _, err := path.Match(pat, ""); err != nil {
+			return fmt.Errorf("node: exec.allowed_commands[%d] %q is not a valid glob: %v", i, pat, err)
+		}
+	}
+	for i, name := range c.Exec.AllowedEnv {
+		if name == "" || strings.ContainsAny(name, "=\x00") {
+			return fmt.Errorf("node: exec.allowed_env[%d] %q is not a variable name", i, name)
+		}
+	}
+	if t := c.HTTPTLS; t != nil && (t.CertFile == "" || t.KeyFile == "") {
+		return errors.New("node: http.tls needs cert_file and key_file")
+	}
+	if c.ACL.Enabled && !c.Dev && !c.Insecure {
+		var missing []string
+		if c.EncryptKey == nil {
+			missing = append(missing, "encrypt (gossip encryption)")
+		}
+		if c.TLS == nil {
+			missing = append(missing, "tls (mutual TLS between nodes)")
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("node: acl is enabled but %s is not set: without it anyone on the network can join the cluster or call its RPCs and bypass the ACLs; set it, or set insecure = true to start anyway", strings.Join(missing, " and "))
+		}
+	}
+	return nil
+}
+
+// openings lists what an agent leaves open to anyone on its network, for the
+// warning logged at start.
+func (c *Config) openings() []string {
+	var open []string
+	if !c.ACL.Enabled {
+		open = append(open, "the HTTP API takes any request without a token (acl.enabled = false)")
+	}
+	if c.HTTPTLS == nil {
+		open = append(open, "the HTTP API is plain text (no http.tls)")
+	}
+	if c.EncryptKey == nil {
+		open = append(open, "gossip is not encrypted, so any host that reaches the gossip port can join (no encrypt)")
+	}
+	if c.TLS == nil {
+		open = append(open, "Raft and RPC are not authenticated, so any host that reaches the RPC port can apply registry commands (no tls)")
+	}
+	return open
 }
 
 var logLevels = map[string]bool{"trace": true, "debug": true, "info": true, "warn": true, "error": true}
@@ -230,6 +350,9 @@ type fileConfig struct {
 	MaxVoters       *int         `hcl:"max_voters,optional"`
 	DeadNodeReap    *string      `hcl:"dead_node_reap,optional"`
 	EnableDebug     *bool        `hcl:"enable_debug,optional"`
+	Insecure        *bool        `hcl:"insecure,optional"`
+	ACL             *fileACL     `hcl:"acl,block"`
+	Exec            *fileExec    `hcl:"exec,block"`
 	Ports           *filePorts   `hcl:"ports,block"`
 	Raft            *fileRaft    `hcl:"raft,block"`
 	HTTP            *fileHTTP    `hcl:"http,block"`
@@ -258,7 +381,30 @@ type fileRaft struct {
 }
 
 type fileHTTP struct {
-	MaxBodyBytes *int64 `hcl:"max_body_bytes,optional"`
+	MaxBodyBytes *int64       `hcl:"max_body_bytes,optional"`
+	TLS          *fileHTTPTLS `hcl:"tls,block"`
+}
+
+type fileHTTPTLS struct {
+	CertFile     string `hcl:"cert_file"`
+	KeyFile      string `hcl:"key_file"`
+	ClientCAFile string `hcl:"client_ca_file,optional"`
+}
+
+type fileACL struct {
+	Enabled          *bool   `hcl:"enabled,optional"`
+	DefaultPolicy    *string `hcl:"default_policy,optional"`
+	TokenTTLCache    *string `hcl:"token_ttl_cache,optional"`
+	MetricsAnonymous *bool   `hcl:"metrics_anonymous,optional"`
+	AuditFile        *string `hcl:"audit_file,optional"`
+	AuditMaxBytes    *int64  `hcl:"audit_max_bytes,optional"`
+}
+
+type fileExec struct {
+	Enabled         *bool    `hcl:"enabled,optional"`
+	AllowedCommands []string `hcl:"allowed_commands,optional"`
+	User            *string  `hcl:"user,optional"`
+	AllowedEnv      []string `hcl:"allowed_env,optional"`
 }
 
 type fileTLS struct {
@@ -390,6 +536,9 @@ func (fc *fileConfig) applyTo(c *Config, body hcl.Body) error {
 	if fc.EnableDebug != nil {
 		c.EnableDebug = *fc.EnableDebug
 	}
+	if fc.Insecure != nil {
+		c.Insecure = *fc.Insecure
+	}
 	type durationKey struct {
 		key string
 		src *string
@@ -427,6 +576,13 @@ func (fc *fileConfig) applyTo(c *Config, body hcl.Body) error {
 			c.MaxArtifactBytes = *fc.Serving.MaxArtifactBytes
 		}
 	}
+	if fc.ACL != nil {
+		durations = append(durations, durationKey{"acl.token_ttl_cache", fc.ACL.TokenTTLCache, &c.ACL.TokenTTLCache})
+		fc.ACL.applyTo(&c.ACL)
+	}
+	if fc.Exec != nil {
+		fc.Exec.applyTo(&c.Exec)
+	}
 	for _, d := range durations {
 		if d.src == nil {
 			continue
@@ -455,6 +611,10 @@ func (fc *fileConfig) applyTo(c *Config, body hcl.Body) error {
 	if fc.HTTP != nil && fc.HTTP.MaxBodyBytes != nil {
 		c.MaxBodyBytes = *fc.HTTP.MaxBodyBytes
 	}
+	if fc.HTTP != nil && fc.HTTP.TLS != nil {
+		t := fc.HTTP.TLS
+		c.HTTPTLS = &HTTPTLSFiles{CertFile: t.CertFile, KeyFile: t.KeyFile, ClientCAFile: t.ClientCAFile}
+	}
 	if fc.TLS != nil {
 		c.TLS = &TLSFiles{CertFile: fc.TLS.CertFile, KeyFile: fc.TLS.KeyFile, CAFile: fc.TLS.CAFile}
 	}
@@ -469,6 +629,39 @@ func (fc *fileConfig) applyTo(c *Config, body hcl.Body) error {
 		}
 	}
 	return nil
+}
+
+func (f *fileACL) applyTo(c *ACLConfig) {
+	if f.Enabled != nil {
+		c.Enabled = *f.Enabled
+	}
+	if f.DefaultPolicy != nil {
+		c.DefaultPolicy = *f.DefaultPolicy
+	}
+	if f.MetricsAnonymous != nil {
+		c.MetricsAnonymous = *f.MetricsAnonymous
+	}
+	if f.AuditFile != nil {
+		c.AuditFile = *f.AuditFile
+	}
+	if f.AuditMaxBytes != nil {
+		c.AuditMaxBytes = *f.AuditMaxBytes
+	}
+}
+
+func (f *fileExec) applyTo(c *ExecConfig) {
+	if f.Enabled != nil {
+		c.Enabled = *f.Enabled
+	}
+	if f.AllowedCommands != nil {
+		c.AllowedCommands = f.AllowedCommands
+	}
+	if f.User != nil {
+		c.User = *f.User
+	}
+	if f.AllowedEnv != nil {
+		c.AllowedEnv = f.AllowedEnv
+	}
 }
 
 // decodeEncryptKey reads a gossip key: 32 bytes, standard base64.

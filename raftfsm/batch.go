@@ -62,6 +62,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		if b.serving {
 			f.servingIndex.Store(b.index)
 		}
+		if b.acl {
+			f.aclIndex.Store(b.index)
+		}
 		f.applied.Store(b.index)
 		f.notifyChanged()
 	}
@@ -98,6 +101,7 @@ type batch struct {
 	cur     position // the BatchType entry in progress; zero outside one
 
 	serving bool // a staged command changed serving state (FSM.ServingIndex)
+	acl     bool // a staged command changed ACL records (FSM.ACLIndex)
 }
 
 // errEntryTooLarge rejects a command whose writes do not fit one transaction.
@@ -211,6 +215,7 @@ func (b *batch) stage(tx *applyTxn) error {
 	b.ops = append(b.ops, tx.ops...)
 	b.size += tx.size
 	b.serving = b.serving || tx.serving
+	b.acl = b.acl || tx.acl
 	return nil
 }
 

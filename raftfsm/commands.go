@@ -59,11 +59,16 @@ type applyTxn struct {
 	// write under the serving prefixes, or a command that marks itself
 	// (model create and delete, aliases).
 	serving bool
+	// acl is set when the command writes an ACL record.
+	acl bool
 }
 
 func (t *applyTxn) stage(o op) {
 	if isServingKey(o.key) {
 		t.serving = true
+	}
+	if isACLKey(o.key) {
+		t.acl = true
 	}
 	if t.staged == nil {
 		t.staged = make(map[string]int)

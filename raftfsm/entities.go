@@ -37,6 +37,9 @@ const (
 	frameVersion    frameType = 4
 	frameDeployment frameType = 5
 	frameAlloc      frameType = 6
+	frameACLPolicy  frameType = 7
+	frameACLToken   frameType = 8
+	frameACLBoot    frameType = 9
 	frameFooter     frameType = 255
 )
 
@@ -106,6 +109,9 @@ var entities = []entity{
 		}
 		return allocKey(a.ID), nil
 	}},
+	{name: "acl policy", prefix: prefixACLPolicy, frame: frameACLPolicy, keyOf: aclPolicyKeyOf},
+	{name: "acl token", prefix: prefixACLToken, frame: frameACLToken, keyOf: aclTokenKeyOf},
+	{name: "acl bootstrap", prefix: prefixACLBootstrap, frame: frameACLBoot, keyOf: aclBootstrapKeyOf},
 }
 
 func entityByFrame(t frameType) (entity, bool) {

@@ -42,6 +42,11 @@ type FSM struct {
 	// count, so registry writes do not invalidate the ingress's cache.
 	servingIndex atomic.Uint64
 
+	// aclIndex is the applied index of the last batch that changed ACL
+	// records (policies, tokens, bootstrap state): token caches keyed on it
+	// are current exactly while it has not moved.
+	aclIndex atomic.Uint64
+
 	// partial is the stored position inside a BatchType entry that a split batch
 	// left half applied (zero: none); guarded by applyMu.
 	partial position
@@ -97,6 +102,7 @@ func New(cfg Config) (*FSM, error) {
 	}
 	f.applied.Store(index)
 	f.servingIndex.Store(index)
+	f.aclIndex.Store(index)
 	f.log.Debug("opened state", "dir", cfg.Dir, "applied_index", index)
 	return f, nil
 }
@@ -194,6 +200,10 @@ func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
 // view at or after it routes as the current state does. It is at most
 // AppliedIndex.
 func (f *FSM) ServingIndex() uint64 { return f.servingIndex.Load() }
+
+// ACLIndex returns the applied index of the last change to ACL records; it is
+// at most AppliedIndex.
+func (f *FSM) ACLIndex() uint64 { return f.aclIndex.Load() }
 
 // Changed returns a channel that is closed the next time the state changes: after
 // a batch that advanced the applied index, after a Restore, and at Close. Call it

@@ -308,6 +308,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.partial = partial
 	f.applied.Store(hdr.AppliedIndex)
 	f.servingIndex.Store(hdr.AppliedIndex)
+	f.aclIndex.Store(hdr.AppliedIndex)
 	old.remove.Store(removeOld)
 	old.release() // closes it now, or when the last reader lets go
 	f.log.Info("restored snapshot", "applied_index", hdr.AppliedIndex)

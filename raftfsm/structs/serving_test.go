@@ -329,8 +329,8 @@ func TestMessageType_Serving(t *testing.T) {
 			}
 		})
 	}
-	if MessageType(15).Known() || MessageType(15).String() != "message_type(15)" {
-		t.Fatalf("type 15 is known (%q) before anything claims it", MessageType(15))
+	if MessageType(20).Known() || MessageType(20).String() != "message_type(20)" {
+		t.Fatalf("type 20 is known (%q) before anything claims it", MessageType(20))
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"path"
 	"regexp"
 	"slices"
 	"time"
@@ -49,6 +50,9 @@ func (t MessageType) String() string {
 		return "batch"
 	}
 	if name, ok := servingTypeName(t &^ IgnoreUnknownFlag); ok {
+		return name
+	}
+	if name, ok := aclTypeName(t &^ IgnoreUnknownFlag); ok {
 		return name
 	}
 	return fmt.Sprintf("message_type(%d)", uint8(t))
@@ -170,11 +174,40 @@ type Node struct {
 	HTTPAddr  string    `msgpack:"http_addr" json:"http_addr"`
 	Version   string    `msgpack:"version" json:"version"`
 	Resources Resources `msgpack:"resources" json:"resources"`
+	// Exec is what the node's own config lets it run as processes; placement
+	// puts process replicas only where it allows the command.
+	Exec NodeExec `msgpack:"exec" json:"exec"`
 	// RegisteredAt and UpdatedAt are stamped by the proposer.
 	RegisteredAt time.Time `msgpack:"registered_at" json:"registered_at"`
 	UpdatedAt    time.Time `msgpack:"updated_at" json:"updated_at"`
 	CreateIndex  uint64    `msgpack:"create_index" json:"create_index"`
 	ModifyIndex  uint64    `msgpack:"modify_index" json:"modify_index"`
+}
+
+// NodeExec is a node's exec {} config as the registry knows it.
+type NodeExec struct {
+	Enabled bool `msgpack:"enabled" json:"enabled"`
+	// AllowedCommands are path.Match globs over a command's first word.
+	AllowedCommands []string `msgpack:"allowed_commands" json:"allowed_commands"`
+}
+
+// Allows reports whether the node may run a command whose first word is
+// argv0 (as written in the version, or resolved to a path by the node).
+func (e NodeExec) Allows(argv0 ...string) bool {
+	if !e.Enabled {
+		return false
+	}
+	for _, pat := range e.AllowedCommands {
+		if pat == "*" {
+			return true // any command, paths included ('*' alone stops at '/')
+		}
+		for _, a := range argv0 {
+			if ok, _ := path.Match(pat, a); ok && a != "" {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // MaxNodeIDLen bounds Node.ID, which is part of a storage key.
@@ -343,7 +376,10 @@ func (t MessageType) Known() bool {
 	case NodeUpsertType, NodeDeleteType, ModelCreateType, ModelUpdateType, ModelDeleteType, BatchType:
 		return true
 	}
-	_, ok := servingTypeName(t)
+	if _, ok := servingTypeName(t); ok {
+		return true
+	}
+	_, ok := aclTypeName(t)
 	return ok
 }
 
