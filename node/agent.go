@@ -23,6 +23,7 @@ import (
 	raftwal "github.com/hashicorp/raft-wal"
 
 	"github.com/kilnml/kiln/actors"
+	"github.com/kilnml/kiln/node/internal/acl"
 	"github.com/kilnml/kiln/raftfsm"
 	"github.com/kilnml/kiln/raftfsm/structs"
 	"github.com/kilnml/kiln/transport"
@@ -54,6 +55,8 @@ type Agent struct {
 	serving   *servingParts
 	http      *http.Server
 	httpLn    net.Listener
+	// acl resolves request tokens; nil while ACLs are disabled.
+	acl *acl.Resolver
 
 	// leaderReady is true while this node is leader and has passed a barrier in its
 	// term, so its FSM holds every committed entry: consistent reads need that.
@@ -110,6 +113,13 @@ func New(cfg Config, logger hclog.Logger) (a *Agent, err error) {
 	if a.httpLn, err = net.Listen("tcp", cfg.httpListenAddr()); err != nil {
 		return nil, fmt.Errorf("node: http listen: %w", err)
 	}
+	if cfg.HTTPTLS != nil {
+		hcfg, err := loadHTTPTLS(cfg.HTTPTLS)
+		if err != nil {
+			return nil, err
+		}
+		a.httpLn = tls.NewListener(a.httpLn, hcfg)
+	}
 
 	fcfg := raftfsm.DefaultConfig()
 	fcfg.Dir = filepath.Join(cfg.DataDir, "fsm")
@@ -150,6 +160,8 @@ func New(cfg Config, logger hclog.Logger) (a *Agent, err error) {
 		return nil, err
 	}
 
+	a.acl = a.newACLResolver()
+	a.logAccess()
 	a.http = &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
 	a.goFunc(func() {
 		if err := a.http.Serve(a.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -166,6 +178,22 @@ func New(cfg Config, logger hclog.Logger) (a *Agent, err error) {
 	a.logger.Info("agent started", "node_id", a.id, "name", cfg.NodeName,
 		"http", a.httpLn.Addr().String(), "rpc", a.trans.Addr(), "gossip_port", cfg.GossipPort)
 	return a, nil
+}
+
+// logAccess says at start what guards this node, and what is left open.
+func (a *Agent) logAccess() {
+	switch {
+	case a.cfg.ACL.Enabled:
+		a.logger.Info("acl enabled", "default_policy", a.cfg.ACL.DefaultPolicy, "insecure", a.cfg.Insecure)
+	case a.cfg.Dev:
+		a.logger.Info("acl disabled in -dev mode: any local process can call every endpoint")
+	}
+	if a.cfg.Dev {
+		return
+	}
+	if open := a.cfg.openings(); len(open) > 0 {
+		a.logger.Warn("this node is open to anyone who can reach it: "+strings.Join(open, "; "), "acl", a.cfg.ACL.Enabled)
+	}
 }
 
 // goFunc runs f on a goroutine owned by the agent; Shutdown waits for it.
@@ -495,6 +523,29 @@ func loadOrCreateNodeID(dir string) (string, error) {
 		return "", fmt.Errorf("node: write node id: %w", err)
 	}
 	return id, nil
+}
+
+// loadHTTPTLS builds the HTTP API's server TLS config; with a client CA,
+// clients must present a certificate it signed.
+func loadHTTPTLS(f *HTTPTLSFiles) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(f.CertFile, f.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("node: http.tls: %w", err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if f.ClientCAFile != "" {
+		caPEM, err := os.ReadFile(f.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("node: http.tls client_ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(caPEM) {
+			return nil, fmt.Errorf("node: http.tls client_ca_file %s holds no PEM certificate", f.ClientCAFile)
+		}
+		cfg.ClientCAs = pool
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
 }
 
 // loadTLS builds a mutual-TLS config: every node presents its certificate and

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"net/http/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -16,55 +15,6 @@ import (
 	"github.com/kilnml/kiln/raftfsm"
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
-
-// routes builds the HTTP API. Every route is under /v1 and speaks JSON.
-func (a *Agent) routes() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/status", a.handleStatus)
-	mux.HandleFunc("GET /v1/members", a.handleMembers)
-	mux.HandleFunc("GET /v1/nodes", a.handleNodes)
-	mux.HandleFunc("GET /v1/operator/raft/peers", a.handlePeers)
-	mux.HandleFunc("DELETE /v1/operator/raft/peers/{id}", a.handleRemovePeer)
-	mux.HandleFunc("POST /v1/models", a.handleModelCreate)
-	mux.HandleFunc("GET /v1/models", a.handleModelList)
-	mux.HandleFunc("GET /v1/models/{name}", a.handleModelGet)
-	mux.HandleFunc("PATCH /v1/models/{name}", a.handleModelUpdate)
-	mux.HandleFunc("DELETE /v1/models/{name}", a.handleModelDelete)
-	mux.HandleFunc("POST /v1/models/{nameaction}", a.handleModelAction)
-	mux.HandleFunc("GET /v1/models/{name}/metrics", a.handleModelMetrics)
-	mux.HandleFunc("POST /v1/models/{name}/versions", a.handleVersionCreate)
-	mux.HandleFunc("GET /v1/models/{name}/versions", a.handleVersionList)
-	mux.HandleFunc("GET /v1/models/{name}/versions/{version}", a.handleVersionGet)
-	mux.HandleFunc("DELETE /v1/models/{name}/versions/{version}", a.handleVersionDelete)
-	mux.HandleFunc("PUT /v1/models/{name}/aliases/{alias}", a.handleAliasPut)
-	mux.HandleFunc("DELETE /v1/models/{name}/aliases/{alias}", a.handleAliasDelete)
-	mux.HandleFunc("GET /v1/deployments", a.handleDeploymentList)
-	mux.HandleFunc("PUT /v1/deployments/{name}", a.handleDeploymentPut)
-	mux.HandleFunc("GET /v1/deployments/{name}", a.handleDeploymentGet)
-	mux.HandleFunc("DELETE /v1/deployments/{name}", a.handleDeploymentDelete)
-	mux.HandleFunc("POST /v1/deployments/{name}/rollback", a.handleDeploymentRollback)
-	mux.HandleFunc("GET /v2/health/live", a.handleV2Live)
-	mux.HandleFunc("GET /v2/health/ready", a.handleV2Ready)
-	mux.HandleFunc("GET /v2/models/{name}", a.handleV2ModelMeta)
-	mux.HandleFunc("GET /v2/models/{name}/versions/{version}", a.handleV2ModelMeta)
-	mux.HandleFunc("GET /v2/models/{name}/ready", a.handleV2ModelReady)
-	mux.HandleFunc("GET /v2/models/{name}/versions/{version}/ready", a.handleV2ModelReady)
-	mux.HandleFunc("POST /v2/models/{name}/infer", a.handleV2Infer)
-	mux.HandleFunc("POST /v2/models/{name}/versions/{version}/infer", a.handleV2Infer)
-	mux.Handle("GET /metrics", a.metricsHandler())
-	mux.HandleFunc("GET /v1/snapshot", a.handleSnapshotSave)
-	mux.HandleFunc("PUT /v1/snapshot", a.handleSnapshotRestore)
-	if a.cfg.EnableDebug {
-		mux.HandleFunc("PUT /v1/debug/faults", a.handleSetFault)
-		mux.HandleFunc("DELETE /v1/debug/faults", a.handleClearFaults)
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	}
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, structs.Errorf(structs.CodeNotFound, "no route for %s %s", r.Method, r.URL.Path))
-	})
-	return mux
-}
 
 // httpStatus maps error codes to HTTP statuses.
 func httpStatus(code string) int {
@@ -77,6 +27,10 @@ func httpStatus(code string) int {
 		return http.StatusConflict
 	case structs.CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
+	case structs.CodeUnauthenticated:
+		return http.StatusUnauthorized
+	case structs.CodePermissionDenied:
+		return http.StatusForbidden
 	case structs.CodeNoLeader, structs.CodeUnavailable, structs.CodeNotLeader:
 		return http.StatusServiceUnavailable
 	case "method_not_allowed":

@@ -35,6 +35,10 @@ func (a *Agent) handleModelCreate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	if err := authorize(r, structs.KindModel, m.Name, structs.AccessWrite); err != nil {
+		writeError(w, err)
+		return
+	}
 	var stored structs.Model
 	idx, err := a.propose(r.Context(), structs.ModelCreateType, &structs.ModelCreateRequest{Model: m}, &stored)
 	if err != nil {
@@ -61,12 +65,13 @@ func (a *Agent) handleModelList(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if items == nil {
-		items = []*structs.Model{}
-	}
+	visible := make([]*structs.Model, 0, len(items))
 	for _, m := range items {
-		modelJSON(m)
+		if allowed(r, structs.KindModel, m.Name, structs.AccessRead) {
+			visible = append(visible, modelJSON(m))
+		}
 	}
+	items = visible
 	writeJSON(w, http.StatusOK, map[string]any{"items": items, "next_cursor": next})
 }
 

@@ -208,7 +208,9 @@ func (a *Agent) handleDeploymentList(w http.ResponseWriter, r *http.Request) {
 	}
 	views := make([]*deploymentView, 0, len(items))
 	for _, d := range items {
-		views = append(views, a.deploymentView(d, nil))
+		if allowed(r, structs.KindDeployment, d.Name, structs.AccessRead) {
+			views = append(views, a.deploymentView(d, nil))
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"items": views, "next_cursor": next})
 }

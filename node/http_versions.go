@@ -43,6 +43,10 @@ func (a *Agent) handleVersionCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v.Model = name
+	if err := authorizeFormat(r, v.Format); err != nil {
+		writeError(w, err) // before the upload is read
+		return
+	}
 	if err := a.modelExists(r.Context(), name); err != nil {
 		writeError(w, err) // checked again when the version is applied
 		return
@@ -86,6 +90,10 @@ func (a *Agent) handleVersionCreate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	if err := authorizeFormat(r, v.Format); err != nil {
+		writeError(w, err) // the format may have been detected from the file
+		return
+	}
 	var stored structs.ModelVersion
 	idx, err := a.propose(r.Context(), structs.VersionCreateType, &structs.VersionCreateRequest{Version: v}, &stored)
 	if err != nil {
@@ -93,6 +101,15 @@ func (a *Agent) handleVersionCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeCommitted(w, http.StatusCreated, idx, versionJSON(&stored))
+}
+
+// authorizeFormat asks for the exec capability on top of model write when
+// a version runs a command (format process).
+func authorizeFormat(r *http.Request, format string) error {
+	if format != structs.FormatProcess {
+		return nil
+	}
+	return authorize(r, structs.KindExec, "", structs.AccessAllow)
 }
 
 // modelExists checks, before a large upload is read, that the model exists:

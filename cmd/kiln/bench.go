@@ -52,7 +52,7 @@ func runBenchRegistry(args []string) int {
 	}
 	var clients []*client
 	for _, a := range strings.Split(cf.address, ",") {
-		c, err := newClient(strings.TrimSpace(a))
+		c, err := newClient(strings.TrimSpace(a), cf)
 		if err != nil {
 			return fail(err)
 		}
@@ -71,7 +71,7 @@ func runBenchRegistry(args []string) int {
 	addrs := strings.Split(cf.address, ",")
 	conns := make([]*benchConn, *conc)
 	for i := range conns {
-		bc, err := newBenchConn(strings.TrimSpace(addrs[i%len(addrs)]))
+		bc, err := newBenchConn(strings.TrimSpace(addrs[i%len(addrs)]), cf.token)
 		if err != nil {
 			return fail(err)
 		}

@@ -19,12 +19,14 @@ import (
 // general-purpose client would take; the requests on the wire are ordinary HTTP.
 type benchConn struct {
 	host string // host:port
+	// auth is the token header line, empty without a token.
+	auth string
 	conn net.Conn
 	r    *bufio.Reader
 	req  bytes.Buffer
 }
 
-func newBenchConn(address string) (*benchConn, error) {
+func newBenchConn(address, token string) (*benchConn, error) {
 	if !strings.Contains(address, "://") {
 		address = "http://" + address
 	}
@@ -32,7 +34,11 @@ func newBenchConn(address string) (*benchConn, error) {
 	if err != nil || u.Host == "" || u.Scheme != "http" {
 		return nil, fmt.Errorf("bad address %q: want http://host:port", address)
 	}
-	return &benchConn{host: u.Host}, nil
+	bc := &benchConn{host: u.Host}
+	if token != "" {
+		bc.auth = "X-Kiln-Token: " + token + "\r\n"
+	}
+	return bc, nil
 }
 
 // do sends one request and returns the status code, draining the body.
@@ -45,7 +51,7 @@ func (c *benchConn) do(method, path string, body []byte) (int, error) {
 		c.conn, c.r = conn, bufio.NewReaderSize(conn, 16<<10)
 	}
 	c.req.Reset()
-	fmt.Fprintf(&c.req, "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", method, path, c.host, len(body))
+	fmt.Fprintf(&c.req, "%s %s HTTP/1.1\r\nHost: %s\r\n%sContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", method, path, c.host, c.auth, len(body))
 	c.req.Write(body)
 	_ = c.conn.SetDeadline(time.Now().Add(30 * time.Second))
 	if _, err := c.conn.Write(c.req.Bytes()); err != nil {

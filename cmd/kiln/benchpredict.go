@@ -51,7 +51,7 @@ func runBenchPredict(args []string) int {
 	}
 	name := fs.Arg(0)
 	addrs := strings.Split(cf.address, ",")
-	c, err := newClient(strings.TrimSpace(addrs[0]))
+	c, err := newClient(strings.TrimSpace(addrs[0]), cf)
 	if err != nil {
 		return fail(err)
 	}
@@ -83,14 +83,14 @@ func runBenchPredict(args []string) int {
 		if err != nil {
 			return fail(err)
 		}
-		r, err := runPredictLoad([]string{srv.addr}, path, body, *conc, *dur)
+		r, err := runPredictLoad([]string{srv.addr}, "", path, body, *conc, *dur)
 		srv.close()
 		if err != nil {
 			return fail(err)
 		}
 		base = &r
 	}
-	res, err := runPredictLoad(addrs, path, body, *conc, *dur)
+	res, err := runPredictLoad(addrs, cf.token, path, body, *conc, *dur)
 	if err != nil {
 		return fail(err)
 	}
@@ -115,11 +115,12 @@ func benchRow(name string, r benchResult) []string {
 	return []string{name, fmt.Sprint(r.Ops), fmt.Sprintf("%.1f", r.OpsPerSec), fmt.Sprintf("%.2f", r.P50MS), fmt.Sprintf("%.2f", r.P99MS), fmt.Sprint(r.Errors)}
 }
 
-// runPredictLoad posts body to path from conc workers spread over addrs for d.
-func runPredictLoad(addrs []string, path string, body []byte, conc int, d time.Duration) (benchResult, error) {
+// runPredictLoad posts body to path from conc workers spread over addrs for d,
+// with the token when not empty.
+func runPredictLoad(addrs []string, token, path string, body []byte, conc int, d time.Duration) (benchResult, error) {
 	conns := make([]*benchConn, conc)
 	for i := range conns {
-		bc, err := newBenchConn(strings.TrimSpace(addrs[i%len(addrs)]))
+		bc, err := newBenchConn(strings.TrimSpace(addrs[i%len(addrs)]), token)
 		if err != nil {
 			return benchResult{}, err
 		}

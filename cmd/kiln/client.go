@@ -2,6 +2,9 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -18,6 +21,10 @@ import (
 type clientFlags struct {
 	address string
 	format  string
+	// token is sent as X-Kiln-Token on every request.
+	token string
+	// caCert, clientCert and clientKey are PEM files for https:// addresses.
+	caCert, clientCert, clientKey string
 }
 
 func newClientFlags(name string) (*flag.FlagSet, *clientFlags) {
@@ -29,7 +36,42 @@ func newClientFlags(name string) (*flag.FlagSet, *clientFlags) {
 	}
 	fs.StringVar(&cf.address, "address", def, "HTTP address of a Kiln node (env KILN_ADDR)")
 	fs.StringVar(&cf.format, "format", "table", "output format: table or json")
+	fs.StringVar(&cf.token, "token", os.Getenv("KILN_TOKEN"), "ACL token secret (env KILN_TOKEN)")
+	fs.StringVar(&cf.caCert, "ca-cert", os.Getenv("KILN_CACERT"), "CA certificate that signed the node's HTTPS certificate (env KILN_CACERT)")
+	fs.StringVar(&cf.clientCert, "client-cert", os.Getenv("KILN_CLIENT_CERT"), "client certificate for HTTPS with client_ca_file (env KILN_CLIENT_CERT)")
+	fs.StringVar(&cf.clientKey, "client-key", os.Getenv("KILN_CLIENT_KEY"), "key of -client-cert (env KILN_CLIENT_KEY)")
 	return fs, cf
+}
+
+// tlsConfig builds the client TLS config from -ca-cert, -client-cert and
+// -client-key; nil when none is given (system roots then apply to https).
+func (cf *clientFlags) tlsConfig() (*tls.Config, error) {
+	if cf.caCert == "" && cf.clientCert == "" && cf.clientKey == "" {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cf.caCert != "" {
+		pem, err := os.ReadFile(cf.caCert)
+		if err != nil {
+			return nil, fmt.Errorf("-ca-cert: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("-ca-cert %s holds no PEM certificate", cf.caCert)
+		}
+		cfg.RootCAs = pool
+	}
+	if (cf.clientCert == "") != (cf.clientKey == "") {
+		return nil, errors.New("-client-cert and -client-key go together")
+	}
+	if cf.clientCert != "" {
+		pair, err := tls.LoadX509KeyPair(cf.clientCert, cf.clientKey)
+		if err != nil {
+			return nil, fmt.Errorf("-client-cert/-client-key: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
 }
 
 func (cf *clientFlags) validate() error {
@@ -55,19 +97,27 @@ func (e *apiError) Error() string {
 
 // client talks to one node's HTTP API.
 type client struct {
-	base string
-	http *http.Client
+	base  string
+	token string
+	http  *http.Client
 }
 
-func newClient(address string) (*client, error) {
+// newClient returns a client of the node at address, with the token and TLS
+// settings of cf.
+func newClient(address string, cf *clientFlags) (*client, error) {
 	if !strings.Contains(address, "://") {
 		address = "http://" + address
 	}
 	u, err := url.Parse(address)
-	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("bad -address %q", address)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return nil, fmt.Errorf("bad -address %q: want http://host:port or https://host:port", address)
 	}
-	return &client{base: strings.TrimRight(address, "/"), http: &http.Client{Timeout: 60 * time.Second}}, nil
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if tr.TLSClientConfig, err = cf.tlsConfig(); err != nil {
+		return nil, err
+	}
+	return &client{base: strings.TrimRight(address, "/"), token: cf.token,
+		http: &http.Client{Timeout: 60 * time.Second, Transport: tr}}, nil
 }
 
 // do sends a request with an optional JSON body and decodes a JSON answer into out.
@@ -107,6 +157,9 @@ func (c *client) raw(method, path string, body io.Reader) (*http.Response, error
 // send sends a prepared request and returns the response if its status is
 // 2xx; any other status becomes an *apiError carrying the server's message.
 func (c *client) send(req *http.Request) (*http.Response, error) {
+	if c.token != "" {
+		req.Header.Set("X-Kiln-Token", c.token)
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, err
@@ -136,7 +189,7 @@ func connect(fs *flag.FlagSet, cf *clientFlags, args []string, want int, usage s
 	if err := parseClientFlags(fs, cf, args, want, usage); err != nil {
 		return nil, err
 	}
-	return newClient(cf.address)
+	return newClient(cf.address, cf)
 }
 
 // parseClientFlags is connect without the client, for commands that talk to

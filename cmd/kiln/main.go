@@ -55,6 +55,9 @@ func run(args []string) int {
 		"bench baseline-serve":      factory(baselineServeCommand()),
 		"bench predict":             factory(benchPredictCommand()),
 	}
+	for name, cmd := range aclCommands() {
+		c.Commands[name] = factory(cmd)
+	}
 	code, err := c.Run()
 	if err != nil {
 		os.Stderr.WriteString("kiln: " + err.Error() + "\n")

@@ -61,14 +61,18 @@ func (t MessageType) String() string {
 // Error codes carried by CodedError. They map to HTTP statuses in node and survive
 // the trip through transport, so a forwarded write fails the same way as a local one.
 const (
-	CodeInvalid     = "invalid_argument" // 400
-	CodeNotFound    = "not_found"        // 404
-	CodeConflict    = "already_exists"   // 409
-	CodeTooLarge    = "too_large"        // 413
-	CodeNoLeader    = "no_leader"        // 503
-	CodeUnavailable = "unavailable"      // 503: e.g. leadership lost mid-write, outcome unknown
-	CodeNotLeader   = "not_leader"       // internal: a forwarded request reached a non-leader
-	CodeInternal    = "internal"         // 500
+	CodeInvalid  = "invalid_argument" // 400
+	CodeNotFound = "not_found"        // 404
+	CodeConflict = "already_exists"   // 409
+	CodeTooLarge = "too_large"        // 413
+	// CodeUnauthenticated: no token, or one that is unknown or expired.
+	CodeUnauthenticated = "unauthenticated" // 401
+	// CodePermissionDenied: a valid token without the right the request needs.
+	CodePermissionDenied = "permission_denied" // 403
+	CodeNoLeader         = "no_leader"         // 503
+	CodeUnavailable      = "unavailable"       // 503: e.g. leadership lost mid-write, outcome unknown
+	CodeNotLeader        = "not_leader"        // internal: a forwarded request reached a non-leader
+	CodeInternal         = "internal"          // 500
 )
 
 // CodedError is an error with a stable machine-readable code.

@@ -1,0 +1,212 @@
+package node
+
+import (
+	"net/http"
+	"net/http/pprof"
+	"strings"
+
+	"github.com/kilnml/kiln/node/internal/acl"
+	"github.com/kilnml/kiln/raftfsm/structs"
+)
+
+// need is what a route asks of the request's token, beyond being valid.
+type need uint8
+
+const (
+	needRead  need = iota + 1 // read on the route's kind (and name)
+	needWrite                 // write on the route's kind (and name)
+	needAllow                 // allow on a verb kind (predict, exec)
+	// needList: any valid token; the handler leaves out the items the token
+	// may not read.
+	needList
+	// needBody: any valid token; the resource's name is in the body, and
+	// the handler checks write on it once decoded.
+	needBody
+	needToken // any valid token (health, token/self)
+	needNone  // no token at all: ACL bootstrap, and /metrics when metrics_anonymous
+)
+
+func (n need) access() structs.ACLAccess {
+	switch n {
+	case needRead:
+		return structs.AccessRead
+	case needWrite:
+		return structs.AccessWrite
+	case needAllow:
+		return structs.AccessAllow
+	}
+	return structs.AccessNone
+}
+
+// route is one row of the HTTP API: the method and path, the handler, and what
+// a token needs to call it (DESIGN.md §8). A capability adds its rows in its
+// own <cap>Routes function; TestRoutes_DeclareAccess checks every row.
+type route struct {
+	pattern string
+	handler http.HandlerFunc
+	kind    structs.ACLKind
+	need    need
+	// name returns the resource name of a route on a named kind.
+	name func(*http.Request) string
+}
+
+// pathName is the {name} path value: a model or deployment name.
+func pathName(r *http.Request) string { return r.PathValue("name") }
+
+// predictName is the model of POST /v1/models/{name}:predict.
+func predictName(r *http.Request) string {
+	name, _, _ := strings.Cut(r.PathValue("nameaction"), ":")
+	return name
+}
+
+// routeTable lists every route of the API.
+func (a *Agent) routeTable() []route {
+	rs := []route{
+		{pattern: "GET /v1/status", handler: a.handleStatus, kind: structs.KindNode, need: needRead},
+		{pattern: "GET /v1/members", handler: a.handleMembers, kind: structs.KindNode, need: needRead},
+		{pattern: "GET /v1/nodes", handler: a.handleNodes, kind: structs.KindNode, need: needRead},
+		{pattern: "GET /v1/operator/raft/peers", handler: a.handlePeers, kind: structs.KindOperator, need: needRead},
+		{pattern: "DELETE /v1/operator/raft/peers/{id}", handler: a.handleRemovePeer, kind: structs.KindOperator, need: needWrite},
+		// A snapshot holds every record, token hashes included: both ways are
+		// operator writes.
+		{pattern: "GET /v1/snapshot", handler: a.handleSnapshotSave, kind: structs.KindOperator, need: needWrite},
+		{pattern: "PUT /v1/snapshot", handler: a.handleSnapshotRestore, kind: structs.KindOperator, need: needWrite},
+		{pattern: "GET /metrics", handler: a.metricsHandler().ServeHTTP, kind: structs.KindNode, need: a.metricsNeed()},
+	}
+	rs = append(rs, a.modelRoutes()...)
+	rs = append(rs, a.servingRoutes()...)
+	rs = append(rs, a.aclRoutes()...)
+	if a.cfg.EnableDebug {
+		rs = append(rs,
+			route{pattern: "PUT /v1/debug/faults", handler: a.handleSetFault, kind: structs.KindOperator, need: needWrite},
+			route{pattern: "DELETE /v1/debug/faults", handler: a.handleClearFaults, kind: structs.KindOperator, need: needWrite},
+			route{pattern: "/debug/pprof/", handler: pprof.Index, kind: structs.KindOperator, need: needWrite},
+			route{pattern: "/debug/pprof/profile", handler: pprof.Profile, kind: structs.KindOperator, need: needWrite},
+		)
+	}
+	rs = append(rs, route{pattern: "/", handler: func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, structs.Errorf(structs.CodeNotFound, "no route for %s %s", r.Method, r.URL.Path))
+	}, need: needToken})
+	return rs
+}
+
+func (a *Agent) metricsNeed() need {
+	if a.cfg.ACL.MetricsAnonymous {
+		return needNone
+	}
+	return needRead
+}
+
+// modelRoutes: the model registry, versions and aliases.
+func (a *Agent) modelRoutes() []route {
+	m := structs.KindModel
+	return []route{
+		{pattern: "POST /v1/models", handler: a.handleModelCreate, kind: m, need: needBody},
+		{pattern: "GET /v1/models", handler: a.handleModelList, kind: m, need: needList},
+		{pattern: "GET /v1/models/{name}", handler: a.handleModelGet, kind: m, need: needRead, name: pathName},
+		{pattern: "PATCH /v1/models/{name}", handler: a.handleModelUpdate, kind: m, need: needWrite, name: pathName},
+		{pattern: "DELETE /v1/models/{name}", handler: a.handleModelDelete, kind: m, need: needWrite, name: pathName},
+		{pattern: "GET /v1/models/{name}/metrics", handler: a.handleModelMetrics, kind: m, need: needRead, name: pathName},
+		// A process version also needs exec; the handler checks it once it
+		// knows the format.
+		{pattern: "POST /v1/models/{name}/versions", handler: a.handleVersionCreate, kind: m, need: needWrite, name: pathName},
+		{pattern: "GET /v1/models/{name}/versions", handler: a.handleVersionList, kind: m, need: needRead, name: pathName},
+		{pattern: "GET /v1/models/{name}/versions/{version}", handler: a.handleVersionGet, kind: m, need: needRead, name: pathName},
+		{pattern: "DELETE /v1/models/{name}/versions/{version}", handler: a.handleVersionDelete, kind: m, need: needWrite, name: pathName},
+		{pattern: "PUT /v1/models/{name}/aliases/{alias}", handler: a.handleAliasPut, kind: m, need: needWrite, name: pathName},
+		{pattern: "DELETE /v1/models/{name}/aliases/{alias}", handler: a.handleAliasDelete, kind: m, need: needWrite, name: pathName},
+	}
+}
+
+// servingRoutes: deployments and inference, v1 and the Open Inference
+// Protocol v2. Model metadata and readiness in v2 are part of inference, so
+// they need predict, not model read.
+func (a *Agent) servingRoutes() []route {
+	d, p := structs.KindDeployment, structs.KindPredict
+	return []route{
+		{pattern: "POST /v1/models/{nameaction}", handler: a.handleModelAction, kind: p, need: needAllow, name: predictName},
+		{pattern: "GET /v1/deployments", handler: a.handleDeploymentList, kind: d, need: needList},
+		{pattern: "PUT /v1/deployments/{name}", handler: a.handleDeploymentPut, kind: d, need: needWrite, name: pathName},
+		{pattern: "GET /v1/deployments/{name}", handler: a.handleDeploymentGet, kind: d, need: needRead, name: pathName},
+		{pattern: "DELETE /v1/deployments/{name}", handler: a.handleDeploymentDelete, kind: d, need: needWrite, name: pathName},
+		{pattern: "POST /v1/deployments/{name}/rollback", handler: a.handleDeploymentRollback, kind: d, need: needWrite, name: pathName},
+		{pattern: "GET /v2/health/live", handler: a.handleV2Live, need: needToken},
+		{pattern: "GET /v2/health/ready", handler: a.handleV2Ready, need: needToken},
+		{pattern: "GET /v2/models/{name}", handler: a.handleV2ModelMeta, kind: p, need: needAllow, name: pathName},
+		{pattern: "GET /v2/models/{name}/versions/{version}", handler: a.handleV2ModelMeta, kind: p, need: needAllow, name: pathName},
+		{pattern: "GET /v2/models/{name}/ready", handler: a.handleV2ModelReady, kind: p, need: needAllow, name: pathName},
+		{pattern: "GET /v2/models/{name}/versions/{version}/ready", handler: a.handleV2ModelReady, kind: p, need: needAllow, name: pathName},
+		{pattern: "POST /v2/models/{name}/infer", handler: a.handleV2Infer, kind: p, need: needAllow, name: pathName},
+		{pattern: "POST /v2/models/{name}/versions/{version}/infer", handler: a.handleV2Infer, kind: p, need: needAllow, name: pathName},
+	}
+}
+
+// routes builds the HTTP API from the route table, each handler behind its
+// access check.
+func (a *Agent) routes() http.Handler {
+	mux := http.NewServeMux()
+	for _, rt := range a.routeTable() {
+		mux.Handle(rt.pattern, a.guard(rt))
+	}
+	return mux
+}
+
+// guard wraps a route's handler with its access check. With ACLs disabled it
+// is the handler itself, so a cluster without ACLs pays nothing.
+func (a *Agent) guard(rt route) http.Handler {
+	if a.acl == nil || rt.need == needNone {
+		return rt.handler
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, err := a.acl.Resolve(requestToken(r))
+		if err == nil {
+			err = rt.check(id, r)
+		}
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		rt.handler(w, r.WithContext(acl.WithIdentity(r.Context(), id)))
+	})
+}
+
+// check applies the route's need to a resolved identity.
+func (rt *route) check(id *acl.Identity, r *http.Request) error {
+	want := rt.need.access()
+	if want == structs.AccessNone {
+		return nil // needList, needBody, needToken: the token is valid; handlers do the rest
+	}
+	var name string
+	if rt.kind.Named() {
+		name = rt.name(r)
+	}
+	return id.Check(rt.kind, name, want)
+}
+
+// requestToken reads the token from X-Kiln-Token or Authorization: Bearer.
+func requestToken(r *http.Request) string {
+	if t := r.Header.Get("X-Kiln-Token"); t != "" {
+		return t
+	}
+	if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	return ""
+}
+
+// allowed reports whether the request's token grants want on a resource; with
+// ACLs disabled everything is allowed. Lists use it to leave items out.
+func allowed(r *http.Request, kind structs.ACLKind, name string, want structs.ACLAccess) bool {
+	id := acl.FromContext(r.Context())
+	return id == nil || id.Allowed(kind, name, want)
+}
+
+// authorize is allowed as an error naming what is missing, for handlers
+// that learn the resource only from the body (needBody) or need a second
+// right (a process version needs exec).
+func authorize(r *http.Request, kind structs.ACLKind, name string, want structs.ACLAccess) error {
+	if allowed(r, kind, name, want) {
+		return nil
+	}
+	return acl.Denied(kind, name, want)
+}
