@@ -3,6 +3,8 @@ package clustertest
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -120,9 +122,19 @@ raft {
 
 // cluster is a set of kiln agents started by one test.
 type cluster struct {
-	t     testing.TB
-	dir   string
-	hcl   string // extra HCL for every node
+	t   testing.TB
+	dir string
+	hcl string // extra HCL for every node
+	// acl is set by withACL: newCluster bootstraps the ACLs and token is the
+	// management secret that every harness request then carries.
+	acl   bool
+	token string
+	// bootstraps are the answers of the racing bootstrap requests, one per
+	// node, that newCluster sent (withACL).
+	bootstraps []*response
+	// https is set by withHTTPS: the harness and the CLI speak HTTPS with a
+	// client certificate.
+	https *httpsFiles
 	mu    sync.Mutex
 	nodes []*node // guarded by mu
 }
@@ -149,6 +161,9 @@ func newCluster(t testing.TB, n int, opts ...clusterOption) *cluster {
 	}
 	for _, nd := range c.all() {
 		nd.start()
+	}
+	if c.acl {
+		c.bootstrapACL()
 	}
 	for _, nd := range c.all() {
 		nd.waitUp()
@@ -610,14 +625,21 @@ func (nd *node) do(ctx context.Context, method, path string, body any) (*respons
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+nd.httpAddr()+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, nd.baseURL()+path, rd)
 	if err != nil {
 		return nil, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := httpClient.Do(req)
+	if tok, ok := ctx.Value(tokenKey{}).(string); ok {
+		if tok != "" {
+			req.Header.Set("X-Kiln-Token", tok)
+		}
+	} else if nd.c.token != "" {
+		req.Header.Set("X-Kiln-Token", nd.c.token)
+	}
+	resp, err := nd.c.client().Do(req)
 	if err != nil {
 		if p := nd.current(); p != nil && p.exited() {
 			return nil, fmt.Errorf("%s has exited (%s): %w", nd.name, p.exitReason(), err)
@@ -868,7 +890,13 @@ func (nd *node) clearFaults() {
 // node with args after it, and returns its stdout; a non-zero exit is an error
 // carrying stderr.
 func (nd *node) cli(command string, args ...string) (string, error) {
-	full := append(strings.Fields(command), "-address", "http://"+nd.httpAddr())
+	full := append(strings.Fields(command), "-address", nd.baseURL())
+	if nd.c.token != "" && !slices.Contains(args, "-token") {
+		full = append(full, "-token", nd.c.token)
+	}
+	if h := nd.c.https; h != nil {
+		full = append(full, "-ca-cert", h.ca, "-client-cert", h.cert, "-client-key", h.key)
+	}
 	return runKiln(append(full, args...)...)
 }
 
@@ -889,4 +917,121 @@ func runKiln(args ...string) (string, error) {
 		return stdout.String(), err
 	}
 	return stdout.String(), nil
+}
+
+// Access control and HTTPS.
+
+// withACL enables ACLs on every node (insecure: the loopback test cluster has
+// no gossip key or TLS unless the test adds them); newCluster bootstraps them
+// by racing a bootstrap on every node, and the harness then sends the
+// management token with every request.
+func withACL() clusterOption {
+	return func(c *cluster) {
+		c.acl = true
+		c.hcl += "insecure = true\nacl {\n  enabled = true\n}\n"
+	}
+}
+
+// httpsFiles are the PEM files of withHTTPS.
+type httpsFiles struct{ ca, cert, key string }
+
+// withHTTPS serves every node's API over TLS with client certificates signed
+// by ca; the harness and the CLI present cert and key.
+func withHTTPS(ca, cert, key string) clusterOption {
+	return func(c *cluster) {
+		c.https = &httpsFiles{ca: ca, cert: cert, key: key}
+		c.hcl += fmt.Sprintf("http {\n  tls {\n    cert_file = %q\n    key_file = %q\n    client_ca_file = %q\n  }\n}\n", cert, key, ca)
+	}
+}
+
+// client is the harness's HTTP client: httpClient, or one that speaks HTTPS
+// with the cluster's client certificate.
+func (c *cluster) client() *http.Client {
+	if c.https == nil {
+		return httpClient
+	}
+	pair, err := tls.LoadX509KeyPair(c.https.cert, c.https.key)
+	if err != nil {
+		c.t.Fatalf("client certificate: %v", err)
+	}
+	caPEM, err := os.ReadFile(c.https.ca)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	return &http.Client{Timeout: httpClient.Timeout, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		TLSClientConfig:   &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}},
+	}}
+}
+
+func (nd *node) baseURL() string {
+	if nd.c.https != nil {
+		return "https://" + nd.httpAddr()
+	}
+	return "http://" + nd.httpAddr()
+}
+
+type tokenKey struct{}
+
+// callAs is call with the given token instead of the cluster's ("" sends none).
+func (nd *node) callAs(token, method, path string, body any) (*response, error) {
+	return nd.do(context.WithValue(context.Background(), tokenKey{}, token), method, path, body)
+}
+
+// bootstrapACL sends POST /v1/acl/bootstrap to every node at once, retrying
+// each while it has no leader, and keeps the one management secret that
+// comes back. Exactly one must succeed.
+func (c *cluster) bootstrapACL() {
+	c.t.Helper()
+	nodes := c.all()
+	answers := make([]*response, len(nodes))
+	errs := make([]error, len(nodes))
+	var wg sync.WaitGroup
+	for i, nd := range nodes {
+		wg.Go(func() {
+			deadline := time.Now().Add(leaderTimeout)
+			for {
+				r, err := nd.callAs("", "POST", "/v1/acl/bootstrap", nil)
+				if err == nil && r.status != http.StatusServiceUnavailable {
+					answers[i] = r
+					return
+				}
+				if time.Now().After(deadline) {
+					errs[i] = fmt.Errorf("bootstrap on %s: %v %v", nd.name, r, err)
+					return
+				}
+				time.Sleep(pollInterval)
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			c.t.Fatal(err)
+		}
+	}
+	for i, r := range answers {
+		switch r.status {
+		case http.StatusOK:
+			if c.token != "" {
+				c.t.Fatalf("a second bootstrap succeeded on %s", nodes[i].name)
+			}
+			var tok struct {
+				SecretID string `json:"secret_id"`
+			}
+			if err := json.Unmarshal(r.body, &tok); err != nil || tok.SecretID == "" {
+				c.t.Fatalf("bootstrap answer without a secret: %s", r)
+			}
+			c.token = tok.SecretID
+		case http.StatusConflict:
+		default:
+			c.t.Fatalf("bootstrap on %s: %s", nodes[i].name, r)
+		}
+	}
+	if c.token == "" {
+		c.t.Fatal("no bootstrap succeeded")
+	}
+	c.bootstraps = answers
 }

@@ -68,11 +68,19 @@ func (nd *node) push(model, path, format string) version {
 	if err != nil {
 		nd.t.Fatal(err)
 	}
-	url := "http://" + nd.httpAddr() + "/v1/models/" + model + "/versions"
+	url := nd.baseURL() + "/v1/models/" + model + "/versions"
 	if format != "" {
 		url += "?format=" + format
 	}
-	resp, err := httpClient.Post(url, "application/octet-stream", bytes.NewReader(b))
+	req, err := http.NewRequest("POST", url, bytes.NewReader(b))
+	if err != nil {
+		nd.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	if nd.c.token != "" {
+		req.Header.Set("X-Kiln-Token", nd.c.token)
+	}
+	resp, err := nd.c.client().Do(req)
 	if err != nil {
 		nd.t.Fatalf("push %s: %v", path, err)
 	}

@@ -1,8 +1,10 @@
 package node
 
 import (
+	"context"
 	"net/http"
 	"net/http/pprof"
+	"strconv"
 	"strings"
 
 	"github.com/kilnml/kiln/node/internal/acl"
@@ -158,6 +160,10 @@ func (a *Agent) guard(rt route) http.Handler {
 		return rt.handler
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := a.waitRequestIndex(r); err != nil {
+			writeError(w, err)
+			return
+		}
 		id, err := a.acl.Resolve(requestToken(r))
 		if err == nil {
 			err = rt.check(id, r)
@@ -168,6 +174,29 @@ func (a *Agent) guard(rt route) http.Handler {
 		}
 		rt.handler(w, r.WithContext(acl.WithIdentity(r.Context(), id)))
 	})
+}
+
+// waitRequestIndex waits for ?index=N before the token is resolved, so that a
+// client reading its own write sees ACL changes up to N as well: a token
+// deleted at N is refused on every node that is asked with ?index=N.
+func (a *Agent) waitRequestIndex(r *http.Request) error {
+	if !strings.Contains(r.URL.RawQuery, "index=") {
+		return nil // the common case, without parsing the query
+	}
+	s := r.URL.Query().Get("index")
+	if s == "" {
+		return nil
+	}
+	idx, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return structs.Errorf(structs.CodeInvalid, "index must be a non-negative integer, not %q", s)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), maxIndexWait)
+	defer cancel()
+	if err := a.fsm.WaitForIndex(ctx, idx); err != nil {
+		return structs.Errorf(structs.CodeUnavailable, "index %d not reached within %s (applied %d)", idx, maxIndexWait, a.fsm.AppliedIndex())
+	}
+	return nil
 }
 
 // check applies the route's need to a resolved identity.
