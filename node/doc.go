@@ -6,7 +6,9 @@
 // actor system. The leader runs a reconcile loop that turns gossip membership into
 // the Raft configuration; every node registers its own fingerprinted resources in
 // the registry. Writes taken on a follower are forwarded to the leader in batches;
-// reads are answered locally at the consistency the request asks for.
+// reads are answered locally at the consistency the request asks for. Every
+// HTTP route is declared in one table with the ACL resource kind and right it
+// needs (http_register.go); tokens are resolved by node/internal/acl.
 //
 // DESIGN.md in this directory explains the choices that are not obvious from the
 // code: why membership is reconciled by our own loop rather than raft-autopilot,
