@@ -1,10 +1,13 @@
 package clustertest
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -68,4 +71,57 @@ func vmRSSMB(pid int) (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+}
+
+// BenchmarkTokenRevocation creates a token on a 3-node ACL cluster, deletes it
+// through one node b.N times, and reports how long after the DELETE returned
+// the last node refused it (mean and worst). Each node is polled in its own
+// goroutine without pause, so the figure is the apply delay plus one request.
+//
+//	go test -run '^$' -bench TokenRevocation -benchtime 20x ./cluster-tests/
+func BenchmarkTokenRevocation(b *testing.B) {
+	c := newCluster(b, 3, withACL())
+	nodes := c.all()
+	nodes[0].write("PUT", "/v1/acl/policies/reader", map[string]any{"rules": `model "*" { policy = "read" }`}, 200)
+	var total, worst time.Duration
+	for i := 0; i < b.N; i++ {
+		r := nodes[0].write("POST", "/v1/acl/tokens", map[string]any{"policies": []string{"reader"}}, 200)
+		var tok struct {
+			AccessorID string `json:"accessor_id"`
+			SecretID   string `json:"secret_id"`
+		}
+		if err := json.Unmarshal(r.body, &tok); err != nil {
+			b.Fatal(err)
+		}
+		for _, nd := range nodes { // every node knows the token before it goes
+			expectStatusTB(b, nd, tok.SecretID, fmt.Sprintf("/v1/models?index=%d", r.index()), http.StatusOK)
+		}
+		via := nodes[i%len(nodes)]
+		via.write("DELETE", "/v1/acl/tokens/"+tok.AccessorID, nil, 200)
+		deleted := time.Now()
+		var wg sync.WaitGroup
+		for _, nd := range nodes {
+			wg.Go(func() {
+				for {
+					if r, err := nd.callAs(tok.SecretID, "GET", "/v1/models", nil); err == nil && r.status == http.StatusUnauthorized {
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		took := time.Since(deleted)
+		total += took
+		worst = max(worst, took)
+	}
+	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "revoke-ms")
+	b.ReportMetric(float64(worst.Microseconds())/1000, "max-revoke-ms")
+}
+
+func expectStatusTB(b testing.TB, nd *node, token, path string, want int) {
+	b.Helper()
+	r, err := nd.callAs(token, "GET", path, nil)
+	if err != nil || r.status != want {
+		b.Fatalf("GET %s on %s: %v %v, want %d", path, nd.name, r, err, want)
+	}
 }
