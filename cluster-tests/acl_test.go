@@ -34,6 +34,17 @@ func createToken(t *testing.T, nd *node, policy, rules string, extra ...string) 
 	if err := json.Unmarshal([]byte(out), &tok); err != nil || tok.SecretID == "" {
 		t.Fatalf("acl token create printed %q (%v)", out, err)
 	}
+	// The token is committed, but a follower may not have applied it yet: wait
+	// until every node knows it, as a client reading its own write would.
+	for _, other := range nd.c.running() {
+		waitFor(t, 10*time.Second, func() error {
+			r, err := other.callAs(tok.SecretID, "GET", "/v1/acl/token/self", nil)
+			if err != nil || r.status != http.StatusOK {
+				return fmt.Errorf("%s does not know the new token yet: %v %v", other.name, r, err)
+			}
+			return nil
+		})
+	}
 	return tok.AccessorID, tok.SecretID
 }
 

@@ -591,6 +591,15 @@ func countProcesses(t *testing.T, path string) int {
 	return n
 }
 
+// execAnyHCL lets a node run any command as a process replica. Only the
+// tests that run process versions add it (withHCL): every other test keeps
+// the default, where a node runs no process, as a real cluster does until
+// its operator lists what may run.
+const execAnyHCL = `exec {
+  enabled          = true
+  allowed_commands = ["*"]
+}`
+
 // A process version runs the user's own Open Inference Protocol v2 server:
 // here a small real one built from actors/serving/testdata/v2server.
 func TestCluster_ServingProcessVersion(t *testing.T) {
@@ -598,7 +607,7 @@ func TestCluster_ServingProcessVersion(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, "../actors/serving/testdata/v2server").CombinedOutput(); err != nil {
 		t.Fatalf("building the v2 server: %v\n%s", err, out)
 	}
-	c := newCluster(t, 3)
+	c := newCluster(t, 3, withHCL(execAnyHCL))
 	n1 := c.all()[0]
 	c.waitVoters(3, 30*time.Second)
 	n1.createModel("custom", nil)

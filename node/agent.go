@@ -76,6 +76,9 @@ func New(cfg Config, logger hclog.Logger) (a *Agent, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if err := checkExecUser(cfg.Exec.User, agentEUID()); err != nil {
+		return nil, err
+	}
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
@@ -83,9 +86,10 @@ func New(cfg Config, logger hclog.Logger) (a *Agent, err error) {
 	a = &Agent{cfg: cfg, logger: logger, ctx: ctx, cancel: cancel}
 	a.forwarder = &forwarder{a: a}
 	a.committer = &committer{a: a}
+	started := a // every error return below sets a to nil
 	defer func() {
 		if err != nil {
-			a.Shutdown()
+			started.Shutdown()
 		}
 	}()
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
@@ -102,6 +106,9 @@ func New(cfg Config, logger hclog.Logger) (a *Agent, err error) {
 	tcfg.Logger = logger.Named("transport")
 	if cfg.TLS != nil {
 		if tcfg.TLS, err = loadTLS(cfg.TLS); err != nil {
+			return nil, err
+		}
+		if err := checkOwnCert(tcfg.TLS, cfg.TLS.CertFile, cfg.NodeName, a.id); err != nil {
 			return nil, err
 		}
 	}
@@ -398,7 +405,7 @@ func (a *Agent) registerSelfLoop() {
 func (a *Agent) registerSelf() error {
 	want := structs.Node{
 		ID: a.id, Name: a.cfg.NodeName, RPCAddr: a.trans.Addr(), HTTPAddr: a.advertiseHTTP(),
-		Version: Version, Resources: a.resources,
+		Version: Version, Resources: a.resources, Exec: a.cfg.Exec.nodeRecord(),
 	}
 	txn := a.fsm.ReadTxn()
 	cur, err := txn.Node(a.id)
@@ -420,6 +427,10 @@ func (a *Agent) registerSelf() error {
 
 func sameNodeRecord(a, b *structs.Node) bool {
 	if a.Name != b.Name || a.RPCAddr != b.RPCAddr || a.HTTPAddr != b.HTTPAddr || a.Version != b.Version {
+		return false
+	}
+	// Placement reads exec from the record: a changed config re-registers.
+	if !sameExec(a.Exec, b.Exec) {
 		return false
 	}
 	ra, rb := a.Resources, b.Resources

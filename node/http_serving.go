@@ -112,8 +112,17 @@ type replicaView struct {
 
 type deploymentView struct {
 	*structs.Deployment
-	Replicas_ []replicaView  `json:"replica_states"`
-	Unplaced  map[string]int `json:"unplaced,omitempty"`
+	Replicas_ []replicaView           `json:"replica_states"`
+	Unplaced  map[string]unplacedView `json:"unplaced,omitempty"`
+}
+
+// unplacedView is, in GET /v1/deployments/{name}, the replicas of one
+// version that have no node.
+type unplacedView struct {
+	Replicas int `json:"replicas"`
+	// Reason says why when no alive node may run the version at all
+	// (serving.UnplacedReason); empty when room is what lacks.
+	Reason string `json:"reason,omitempty"`
 }
 
 // deploymentView adds each replica's node, state and load to a deployment.
@@ -153,9 +162,9 @@ func (a *Agent) deploymentView(d *structs.Deployment, allocs []*structs.Allocati
 	}
 	for ver, n := range serving.Unplaced(d, allocs) {
 		if v.Unplaced == nil {
-			v.Unplaced = map[string]int{}
+			v.Unplaced = map[string]unplacedView{}
 		}
-		v.Unplaced[strconv.FormatUint(ver, 10)] = n
+		v.Unplaced[strconv.FormatUint(ver, 10)] = unplacedView{Replicas: n}
 	}
 	return v
 }
@@ -178,6 +187,10 @@ func (a *Agent) handleDeploymentGet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	allocs, err := txn.Allocations()
+	var reasons map[string]string
+	if err == nil {
+		reasons = a.unplacedReasons(txn, d, allocs)
+	}
 	txn.Discard()
 	if err != nil {
 		writeError(w, err)
@@ -186,7 +199,14 @@ func (a *Agent) handleDeploymentGet(w http.ResponseWriter, r *http.Request) {
 	if allocs == nil {
 		allocs = []*structs.Allocation{}
 	}
-	writeJSON(w, http.StatusOK, a.deploymentView(d, allocs))
+	view := a.deploymentView(d, allocs)
+	for ver, reason := range reasons {
+		if u, ok := view.Unplaced[ver]; ok {
+			u.Reason = reason
+			view.Unplaced[ver] = u
+		}
+	}
+	writeJSON(w, http.StatusOK, view)
 }
 
 func (a *Agent) handleDeploymentList(w http.ResponseWriter, r *http.Request) {

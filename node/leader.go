@@ -67,7 +67,13 @@ func (a *Agent) leaderLoop(ctx context.Context) {
 		a.placementLoop(ctx)
 	}()
 	defer func() { <-placed }()
-	r := &reconciler{a: a, failingSince: map[raft.ServerID]time.Time{}, healthySince: map[raft.ServerID]time.Time{}}
+	r := &reconciler{
+		a:            a,
+		failingSince: map[raft.ServerID]time.Time{},
+		healthySince: map[raft.ServerID]time.Time{},
+		verified:     map[identityKey]bool{},
+		refused:      map[identityKey]string{},
+	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
@@ -88,6 +94,12 @@ type reconciler struct {
 	a            *Agent
 	failingSince map[raft.ServerID]time.Time // servers in the config not alive in gossip
 	healthySince map[raft.ServerID]time.Time // non-voters continuously healthy since
+	// verified holds, with TLS on, the members whose certificate was found to
+	// name them this term, so the 1/s loop does not re-check them every pass.
+	verified map[identityKey]bool
+	// refused is the last identity refusal logged per member: each is logged
+	// once, though it is checked again every pass.
+	refused map[identityKey]string
 }
 
 func (r *reconciler) reconcile(ctx context.Context) {
@@ -109,17 +121,26 @@ func (r *reconciler) reconcile(ctx context.Context) {
 	now := time.Now()
 
 	// 1. New members join as non-voters; a changed address is updated in place.
+	// Under TLS neither happens before the member's certificate names it
+	// (identity.go): otherwise any holder of a cluster certificate could claim
+	// a node ID.
 	for id, m := range alive {
 		s, ok := inConfig[id]
 		addr := raft.ServerAddress(m.Meta.RPCAddr)
 		switch {
 		case !ok:
+			if !r.identityVerified(ctx, m) {
+				continue
+			}
 			a.logger.Info("adding non-voter", "node", m.Name, "id", id, "addr", addr)
 			if err := a.raft.AddNonvoter(id, addr, 0, 10*time.Second).Error(); err != nil {
 				a.logger.Warn("add non-voter failed", "node", m.Name, "error", err)
 			}
 			return // one configuration change at a time
 		case s.Address != addr && id != raft.ServerID(a.id):
+			if !r.identityVerified(ctx, m) {
+				continue
+			}
 			a.logger.Info("server address changed", "node", m.Name, "old", s.Address, "new", addr)
 			var f raft.IndexFuture
 			if s.Suffrage == raft.Voter {
@@ -195,7 +216,7 @@ func (r *reconciler) reconcile(ctx context.Context) {
 		if _, ok := r.healthySince[s.ID]; !ok {
 			r.healthySince[s.ID] = now
 		}
-		if now.Sub(r.healthySince[s.ID]) >= a.cfg.ServerStabilization {
+		if now.Sub(r.healthySince[s.ID]) >= a.cfg.ServerStabilization && r.identityVerified(ctx, m) {
 			candidates = append(candidates, s)
 		}
 	}

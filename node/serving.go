@@ -76,6 +76,7 @@ func (a *Agent) setupServing() {
 		Blobs:   blobSource{a.xfer},
 		Load:    formats.Load,
 		WorkDir: filepath.Join(a.cfg.DataDir, "replicas"),
+		Exec:    a.cfg.Exec.servingPolicy(),
 		Local:   local,
 		Logger:  a.logger.Named("serving"),
 	})

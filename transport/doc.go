@@ -26,6 +26,13 @@
 // a cancellable context therefore sends on a short-lived goroutine it can walk
 // away from, so that the context bounds the whole call even on a stalled link.
 //
+// With TLS every connection is mutual: the server requires and verifies a
+// client certificate before it reads the protocol byte, so a client without
+// one gets no RPC or Raft service at all. TLS only proves "signed by the
+// cluster CA"; which node a certificate names is the caller's business, and
+// PeerCertificate hands it the certificate presented on the pooled RPC session
+// to an address (the leader checks it before adding a member to Raft).
+//
 // Faults wrap every raw TCP connection (below TLS and yamux), so a Drop or
 // Delay acts on raft streams and RPC sessions alike, on live connections, by
 // remote host. The node exposes them on its debug endpoint for multi-process

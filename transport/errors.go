@@ -23,6 +23,10 @@ var (
 
 	// ErrInvalidConfig: Config.Validate rejected the configuration.
 	ErrInvalidConfig = errors.New("transport: invalid config")
+
+	// ErrNoTLS: PeerCertificate was asked for a certificate, but the Transport
+	// runs without TLS, so peers present none.
+	ErrNoTLS = errors.New("transport: TLS is off")
 )
 
 // Error codes set by the transport itself. Handlers choose their own codes by

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -72,6 +74,9 @@ type peer struct {
 	// that waiters give up when their context ends.
 	dialing chan struct{}
 	sess    *yamux.Session // guarded by Transport.mu
+	// cert is the verified leaf certificate the remote presented in the TLS
+	// handshake of sess; nil without TLS. Guarded by Transport.mu.
+	cert *x509.Certificate
 }
 
 var (
@@ -127,7 +132,7 @@ func (t *Transport) Call(ctx context.Context, addr, method string, args, reply a
 	}
 
 	for attempt := 0; ; attempt++ {
-		sess, err := t.session(ctx, addr)
+		sess, _, err := t.session(ctx, addr)
 		if err != nil {
 			if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
 				// The dialer reports the caller's deadline as a plain timeout.
@@ -298,20 +303,21 @@ func isIOError(err error) bool {
 }
 
 // session returns the pooled session to addr, dialing a new one when there is
-// none or it is closed.
-func (t *Transport) session(ctx context.Context, addr string) (*yamux.Session, error) {
+// none or it is closed, and the certificate the remote presented on it (nil
+// without TLS).
+func (t *Transport) session(ctx context.Context, addr string) (*yamux.Session, *x509.Certificate, error) {
 	t.mu.RLock()
 	if p := t.peers[addr]; p != nil && !t.closed && p.sess != nil && !p.sess.IsClosed() {
-		sess := p.sess
+		sess, cert := p.sess, p.cert
 		t.mu.RUnlock()
-		return sess, nil
+		return sess, cert, nil
 	}
 	t.mu.RUnlock()
 
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
-		return nil, ErrShutdown
+		return nil, nil, ErrShutdown
 	}
 	p := t.peers[addr]
 	if p == nil {
@@ -319,53 +325,83 @@ func (t *Transport) session(ctx context.Context, addr string) (*yamux.Session, e
 		t.peers[addr] = p
 	}
 	if p.sess != nil && !p.sess.IsClosed() {
-		sess := p.sess
+		sess, cert := p.sess, p.cert
 		t.mu.Unlock()
-		return sess, nil
+		return sess, cert, nil
 	}
 	t.mu.Unlock()
 
 	select {
 	case p.dialing <- struct{}{}:
 	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: %s: %w", ErrUnreachable, addr, ctx.Err())
+		return nil, nil, fmt.Errorf("%w: %s: %w", ErrUnreachable, addr, ctx.Err())
 	}
 	defer func() { <-p.dialing }()
 
 	// Another caller may have dialed while this one waited.
 	t.mu.Lock()
 	if p.sess != nil && !p.sess.IsClosed() {
-		sess := p.sess
+		sess, cert := p.sess, p.cert
 		t.mu.Unlock()
-		return sess, nil
+		return sess, cert, nil
 	}
 	t.mu.Unlock()
 
 	conn, err := t.dial(ctx, addr, ProtoRPC)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	var cert *x509.Certificate
+	if tc, ok := conn.(*tls.Conn); ok {
+		if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
+			cert = certs[0]
+		}
 	}
 	sess, err := yamux.Client(conn, t.yamuxCfg)
 	if err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("%w: %s: %w", ErrUnreachable, addr, err)
+		return nil, nil, fmt.Errorf("%w: %s: %w", ErrUnreachable, addr, err)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
 		// Shutdown ran while dialing and closed the sessions it saw, not this one.
 		sess.Close()
-		return nil, ErrShutdown
+		return nil, nil, ErrShutdown
 	}
-	p.sess = sess
+	p.sess, p.cert = sess, cert
 	t.logger.Debug("opened RPC session", "addr", addr)
-	return sess, nil
+	return sess, cert, nil
+}
+
+// PeerCertificate returns the leaf certificate the node at addr presented in
+// the TLS handshake of this transport's RPC session to it, dialing one (a full
+// handshake) when there is none or it broke. The handshake verified it as
+// Config.TLS says (chain to the CAs in RootCAs, an IP or DNS SAN for addr's
+// host), so it tells who answers at addr: Call to the same addr uses the same
+// session while it lives. Deciding whether the certificate names the node the
+// caller expects is the caller's job.
+//
+// It fails with ErrNoTLS when TLS is off, and like Call (ErrUnreachable,
+// ErrShutdown) when no session can be set up.
+func (t *Transport) PeerCertificate(ctx context.Context, addr string) (*x509.Certificate, error) {
+	if t.cfg.TLS == nil {
+		return nil, ErrNoTLS
+	}
+	_, cert, err := t.session(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	if cert == nil {
+		return nil, fmt.Errorf("%w: %s presented no certificate", ErrUnreachable, addr)
+	}
+	return cert, nil
 }
 
 func (t *Transport) forgetSession(addr string, sess *yamux.Session) {
 	t.mu.Lock()
 	if p := t.peers[addr]; p != nil && p.sess == sess {
-		p.sess = nil
+		p.sess, p.cert = nil, nil
 	}
 	t.mu.Unlock()
 	sess.Close()

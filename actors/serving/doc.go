@@ -36,6 +36,17 @@
 // as its generation, so a Ref to a replaced replica fails instead of
 // reaching its successor.
 //
+// A process version runs a user's command, so a node runs one only where its
+// own exec {} config allows it (as Nomad's raw_exec does). Placement puts such
+// a replica only on nodes whose registry record allows the command's first
+// word (CanRun); when no alive node does, UnplacedReason says so. The node
+// checks again with its live config (ExecPolicy) before it fetches or starts
+// anything, because the registry can be written around placement (a raw
+// write, a restored snapshot). The server's environment is the version's env
+// plus Kiln's own variables, nothing of the agent's; a version may set PATH
+// or LD_* only where exec.allowed_env lists it, and with exec.user the server
+// runs as that account.
+//
 // The package declares the small interfaces it needs from the node (State,
 // Proposer, BlobSource); the node satisfies them. It imports ml for the
 // runtimes and raftfsm/structs for the registry's records, nothing else of

@@ -2,6 +2,7 @@ package serving
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 
 	"github.com/kilnml/kiln/raftfsm/structs"
@@ -55,11 +56,13 @@ func (u *nodeUse) freeGPUs() []int {
 // on every change and propose only when the plan is not empty.
 //
 // Removed: allocations of deployments or versions no longer served, on nodes
-// that are gone, failed ones, and extras beyond the replica count. Added: the
-// missing replicas, each on the feasible node (enough free memory and GPUs,
-// no replica of the same version yet) with the fewest allocations, then the
-// most free memory. A replica that fits nowhere stays unplaced until a node
-// joins or frees room; Unplaced reports it.
+// that are gone or may not run them (CanRun), failed ones, and extras beyond
+// the replica count. Added: the missing replicas, each on the feasible node
+// (allowed to run the version, enough free memory and GPUs, no replica of the
+// same version yet) with the fewest allocations, then the most free memory. A
+// replica that fits nowhere stays unplaced until a node joins or frees room;
+// Unplaced reports it, and UnplacedReason says when no alive node may run the
+// version at all.
 func Plan(in PlanInput) structs.AllocPlanRequest {
 	var plan structs.AllocPlanRequest
 	deployments := make(map[string]*structs.Deployment, len(in.Deployments))
@@ -76,6 +79,17 @@ func Plan(in PlanInput) structs.AllocPlanRequest {
 		dep     string
 		version uint64
 	}
+	// Each version record is read once per plan: the leader's lookup is a
+	// registry read.
+	versions := map[key]*structs.ModelVersion{}
+	version := func(k key) *structs.ModelVersion {
+		v, ok := versions[k]
+		if !ok {
+			v = in.Version(k.dep, k.version)
+			versions[k] = v
+		}
+		return v
+	}
 	kept := map[key][]*structs.Allocation{}
 	failedOn := map[key]map[string]bool{}
 	for _, a := range in.Allocs {
@@ -83,6 +97,10 @@ func Plan(in PlanInput) structs.AllocPlanRequest {
 		k := key{a.Deployment, a.Version}
 		switch {
 		case d == nil, !slices.Contains(d.Traffic.ServedVersions(), a.Version), use[a.NodeID] == nil:
+			plan.Remove = append(plan.Remove, a.ID)
+		case a.State != structs.AllocFailed && !canRunIfKnown(use[a.NodeID].node, version(k)):
+			// The node's exec config changed since the replica was placed;
+			// its agent would refuse to start it again anyway.
 			plan.Remove = append(plan.Remove, a.ID)
 		case a.State == structs.AllocFailed:
 			plan.Remove = append(plan.Remove, a.ID)
@@ -121,7 +139,7 @@ func Plan(in PlanInput) structs.AllocPlanRequest {
 				}
 				continue
 			}
-			v := in.Version(d.Name, ver)
+			v := version(k)
 			if v == nil {
 				continue
 			}
@@ -131,7 +149,7 @@ func Plan(in PlanInput) structs.AllocPlanRequest {
 				taken[a.NodeID] = true
 			}
 			for range d.Replicas - len(have) {
-				u := bestNode(use, taken, failedOn[k], need, d.Resources.GPUs)
+				u := bestNode(use, taken, failedOn[k], need, d.Resources.GPUs, v)
 				if u == nil {
 					break
 				}
@@ -154,8 +172,8 @@ func Plan(in PlanInput) structs.AllocPlanRequest {
 	return plan
 }
 
-// bestNode picks where a new replica goes; nil when no node fits.
-func bestNode(use map[string]*nodeUse, taken, failed map[string]bool, needMB int64, gpus int) *nodeUse {
+// bestNode picks where a new replica of v goes; nil when no node fits.
+func bestNode(use map[string]*nodeUse, taken, failed map[string]bool, needMB int64, gpus int, v *structs.ModelVersion) *nodeUse {
 	var best *nodeUse
 	better := func(a, b *nodeUse) bool {
 		// A node where this version just failed is the last resort.
@@ -172,7 +190,7 @@ func bestNode(use map[string]*nodeUse, taken, failed map[string]bool, needMB int
 		return a.node.ID < b.node.ID
 	}
 	for _, u := range use {
-		if taken[u.node.ID] {
+		if taken[u.node.ID] || !CanRun(u.node, v) {
 			continue
 		}
 		if u.node.Resources.MemoryMB > 0 && u.node.Resources.MemoryMB-u.memoryMB < needMB {
@@ -186,6 +204,43 @@ func bestNode(use map[string]*nodeUse, taken, failed map[string]bool, needMB int
 		}
 	}
 	return best
+}
+
+// CanRun reports whether node n may run a replica of v. Any node loads a
+// model file; a process version runs only where the node's own exec config
+// (as its record carries it) allows the version's command. The node checks
+// again when it starts the replica, against its live config.
+func CanRun(n *structs.Node, v *structs.ModelVersion) bool {
+	if v.Format != structs.FormatProcess {
+		return true
+	}
+	return v.Process != nil && len(v.Process.Command) > 0 && n.Exec.Allows(v.Process.Command[0])
+}
+
+// canRunIfKnown is CanRun for a kept allocation, whose version record may be
+// missing for a moment: without it, nothing is known against the node.
+func canRunIfKnown(n *structs.Node, v *structs.ModelVersion) bool {
+	return v == nil || CanRun(n, v)
+}
+
+// UnplacedReason says why replicas of v find no node when the version itself
+// rules out every alive node, as a process version whose command no alive
+// node's exec config allows. It returns "" when some alive node may run v:
+// then room is what lacks, or placement has not caught up yet.
+func UnplacedReason(v *structs.ModelVersion, nodes []*structs.Node, alive func(id string) bool) string {
+	if v == nil || v.Format != structs.FormatProcess {
+		return ""
+	}
+	for _, n := range nodes {
+		if alive(n.ID) && CanRun(n, v) {
+			return ""
+		}
+	}
+	command := ""
+	if v.Process != nil && len(v.Process.Command) > 0 {
+		command = v.Process.Command[0]
+	}
+	return fmt.Sprintf("no alive node allows command %q (exec.enabled and exec.allowed_commands in the agent config)", command)
 }
 
 func sortedDeployments(ds []*structs.Deployment) []*structs.Deployment {

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/kilnml/kiln/raftfsm/structs"
@@ -29,6 +30,12 @@ func planDeployment(name string, replicas int, versions ...uint64) *structs.Depl
 	return d
 }
 
+// withExec gives n an exec config that is enabled and allows cmds.
+func withExec(n *structs.Node, cmds ...string) *structs.Node {
+	n.Exec = structs.NodeExec{Enabled: true, AllowedCommands: cmds}
+	return n
+}
+
 func planAlloc(id, dep string, version uint64, node string, memMB int64, gpus ...int) *structs.Allocation {
 	return &structs.Allocation{ID: id, Deployment: dep, Version: version, NodeID: node, MemoryMB: memMB, GPUs: gpus, State: structs.AllocRunning}
 }
@@ -41,6 +48,8 @@ type scenario struct {
 	dead   []string         // nodes in the table but not alive
 	sizes  map[string]int64 // artifact bytes by "model/version"; absent: 0
 	absent map[string]bool  // "model/version" with no version record
+	// process makes "model/version" a process version running this command.
+	process map[string][]string
 }
 
 // input builds a PlanInput whose NewID counts up from "new1".
@@ -57,7 +66,11 @@ func (s scenario) input() PlanInput {
 			if s.absent[key] {
 				return nil
 			}
-			return &structs.ModelVersion{Model: model, Version: v, Size: s.sizes[key]}
+			mv := &structs.ModelVersion{Model: model, Version: v, Size: s.sizes[key]}
+			if cmd, ok := s.process[key]; ok {
+				mv.Format, mv.Process = structs.FormatProcess, &structs.ProcessSpec{Command: cmd}
+			}
+			return mv
 		},
 		Allocs: s.allocs,
 		Nodes:  s.nodes,
@@ -579,5 +592,88 @@ func TestUnplaced(t *testing.T) {
 	}
 	if got, want := Unplaced(d, allocs), map[uint64]int{1: 1}; !maps.Equal(got, want) {
 		t.Fatalf("Unplaced = %v, want %v (a failed replica does not count)", got, want)
+	}
+}
+
+// A process version goes only to nodes whose exec config allows its command;
+// where none does, its replicas stay unplaced with a reason that says why.
+func TestPlan_ProcessVersionOnlyWhereExecAllows(t *testing.T) {
+	python := map[string][]string{"m/1": {"python3", "serve.py"}}
+	disabled := planNode("n4", 0)
+	disabled.Exec.AllowedCommands = []string{"*"} // listed, but exec.enabled is false
+	tests := []struct {
+		name         string
+		s            scenario
+		replicas     int
+		memoryMB     int64 // a replica needs
+		wantAdd      []string
+		wantRemove   []string
+		wantUnplaced int
+		wantReason   string // "" for none
+	}{
+		{
+			name: "only the nodes that allow it",
+			s: scenario{process: python, nodes: []*structs.Node{
+				planNode("n1", 0), withExec(planNode("n2", 0), "python3"), withExec(planNode("n3", 0), "/opt/models/*/serve"),
+				withExec(planNode("n5", 0), "*"),
+			}},
+			replicas: 3, wantAdd: []string{"n2", "n5"}, wantUnplaced: 1,
+		},
+		{
+			name:     "no node allows it",
+			s:        scenario{process: python, nodes: []*structs.Node{planNode("n1", 0), withExec(planNode("n2", 0), "python"), disabled}},
+			replicas: 2, wantUnplaced: 2,
+			wantReason: `no alive node allows command "python3" (exec.enabled and exec.allowed_commands in the agent config)`,
+		},
+		{
+			name: "the node that allows it is dead",
+			s: scenario{process: python, dead: []string{"n2"}, nodes: []*structs.Node{
+				planNode("n1", 0), withExec(planNode("n2", 0), "python3"),
+			}},
+			replicas: 1, wantUnplaced: 1, wantReason: `no alive node allows command "python3"`,
+		},
+		{
+			name: "a full node that allows it is no reason",
+			s: scenario{process: python, nodes: []*structs.Node{
+				planNode("n1", 0), withExec(planNode("n2", 1), "python3"),
+			}},
+			replicas: 1, memoryMB: 100, wantUnplaced: 1,
+		},
+		{
+			name: "a kept replica where the command is no longer allowed",
+			s: scenario{process: python,
+				nodes:  []*structs.Node{planNode("n1", 0), withExec(planNode("n2", 0), "python3")},
+				allocs: []*structs.Allocation{planAlloc("a1", "m", 1, "n1", 0)},
+			},
+			replicas: 1, wantAdd: []string{"n2"}, wantRemove: []string{"a1"},
+		},
+		{
+			name:     "a model file needs no exec",
+			s:        scenario{nodes: []*structs.Node{planNode("n1", 0), planNode("n2", 0)}},
+			replicas: 2, wantAdd: []string{"n1", "n2"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := planDeployment("m", tc.replicas, 1)
+			d.Resources.MemoryMB = tc.memoryMB
+			tc.s.deps = append(tc.s.deps, d)
+			in := tc.s.input()
+			plan := Plan(in)
+			if got := addedNodes(plan, "m", 1); !slices.Equal(got, tc.wantAdd) {
+				t.Fatalf("replicas placed on %v, want %v", got, tc.wantAdd)
+			}
+			if got := slices.Sorted(slices.Values(plan.Remove)); !slices.Equal(got, tc.wantRemove) {
+				t.Fatalf("plan removes %v, want %v", got, tc.wantRemove)
+			}
+			checkPlanInvariants(t, tc.s, plan)
+			if got := Unplaced(d, apply(tc.s.allocs, plan))[1]; got != tc.wantUnplaced {
+				t.Fatalf("Unplaced = %d, want %d", got, tc.wantUnplaced)
+			}
+			reason := UnplacedReason(in.Version("m", 1), tc.s.nodes, func(id string) bool { return in.Alive[id] })
+			if (tc.wantReason == "") != (reason == "") || !strings.Contains(reason, tc.wantReason) {
+				t.Fatalf("UnplacedReason = %q, want %q", reason, tc.wantReason)
+			}
+		})
 	}
 }

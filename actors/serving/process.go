@@ -51,6 +51,97 @@ const (
 	processLogTail     = 512
 )
 
+// ErrExecRefused is wrapped by the error of a process replica that this
+// node's exec config does not let start: its command, a variable of its
+// environment, or exec.user.
+var ErrExecRefused = errors.New("serving: refused by this node's exec config")
+
+// ExecPolicy is the node's own exec {} config: which commands a process
+// replica may run here, as whom, and which otherwise refused variables its
+// environment may set. The zero value runs nothing. Placement reads the same
+// Enabled and AllowedCommands from the node's registry record; the node checks
+// them again here, against its live config, so that a registry write or a
+// restored snapshot cannot get a command run where the agent's config forbids
+// it.
+type ExecPolicy struct {
+	// NodeExec holds Enabled and AllowedCommands (path.Match globs over the
+	// command's first word, as written and as resolved; "*" allows any).
+	structs.NodeExec
+	// User, when set, is the account the server runs as (unix only; the
+	// agent must be root unless it is that user itself).
+	User string
+	// AllowedEnv lists the variables a version may set that are refused
+	// otherwise: PATH and LD_* (LD_PRELOAD, LD_LIBRARY_PATH...).
+	AllowedEnv []string
+}
+
+// refusedEnv reports whether a version's env may set k only where
+// exec.allowed_env lists it: these change which program a name runs or what
+// code a program loads, which is the agent's config to decide.
+func refusedEnv(k string) bool { return k == "PATH" || strings.HasPrefix(k, "LD_") }
+
+// kilnEnv are the variables Kiln sets for every process replica; a version's
+// env cannot override them.
+var kilnEnv = []string{"KILN_PORT", "KILN_MODEL_PATH", "KILN_MODEL_NAME", "CUDA_VISIBLE_DEVICES"}
+
+// resolveCommand returns the file that running name in dir executes: an
+// absolute path as it is, a relative path with a separator under dir, and a
+// bare name looked up on the agent's PATH (exec.LookPath). "" when a bare
+// name is not found: the child's own environment has no PATH unless its
+// version sets one, so the agent resolves the program before starting it.
+func resolveCommand(name, dir string) string {
+	switch {
+	case filepath.IsAbs(name):
+		return filepath.Clean(name)
+	case strings.ContainsRune(name, '/') || strings.ContainsRune(name, filepath.Separator):
+		p, err := filepath.Abs(filepath.Join(dir, name))
+		if err != nil {
+			return ""
+		}
+		return p
+	}
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return "" // not found, or found only through a relative PATH entry (exec.ErrDot)
+	}
+	if p, err = filepath.Abs(p); err != nil {
+		return ""
+	}
+	return p
+}
+
+// check resolves spec's command as run in dir and checks it and spec's
+// environment against the policy. It returns the path to execute.
+func (p ExecPolicy) check(model string, spec structs.ProcessSpec, dir string) (string, error) {
+	if len(spec.Command) == 0 || spec.Command[0] == "" {
+		return "", fmt.Errorf("%w: serving: process for model %q has no command", ml.ErrBadModel, model)
+	}
+	name := spec.Command[0]
+	if !p.Enabled {
+		return "", fmt.Errorf("%w: model %q: command %q cannot run here: exec.enabled is false in this node's agent config",
+			ErrExecRefused, model, name)
+	}
+	path := resolveCommand(name, dir)
+	if !p.Allows(name, path) {
+		resolved := ""
+		if path != "" && path != name {
+			resolved = fmt.Sprintf(" (%s)", path)
+		}
+		return "", fmt.Errorf("%w: model %q: command %q%s matches none of exec.allowed_commands %q in this node's agent config",
+			ErrExecRefused, model, name, resolved, p.AllowedCommands)
+	}
+	for _, k := range slices.Sorted(maps.Keys(spec.Env)) {
+		if refusedEnv(k) && !slices.Contains(p.AllowedEnv, k) {
+			return "", fmt.Errorf("%w: model %q: its env sets %s, which this node allows only when exec.allowed_env in its agent config lists it",
+				ErrExecRefused, model, k)
+		}
+	}
+	if path == "" {
+		return "", fmt.Errorf("%w: serving: process for model %q: command %q is not found on this node's PATH", ml.ErrBadModel, model, name)
+	}
+	return path, nil
+}
+
 // ProcessConfig says how to run one replica's server process.
 type ProcessConfig struct {
 	// Spec is the version's command, extra environment and served name.
@@ -73,6 +164,8 @@ type ProcessConfig struct {
 	// ReadyTimeout bounds the wait for /v2/health/ready at start and at
 	// each restart; 0 means 60s.
 	ReadyTimeout time.Duration
+	// Exec is this node's exec config; the zero value refuses every command.
+	Exec ExecPolicy
 }
 
 // ProcessModel is a model served by the user's own inference server
@@ -93,6 +186,8 @@ type ProcessModel struct {
 	log    *processLog
 	schema ml.Schema // read once at start; immutable afterwards
 	tmpDir string    // WorkDir made by StartProcess, removed at Close
+	path   string    // the resolved executable of Spec.Command[0]
+	user   *runAs    // whom the server runs as; nil: the agent's own user
 
 	stopSupervisor context.CancelFunc
 	supervisorDone chan struct{}
@@ -106,6 +201,13 @@ type ProcessModel struct {
 	failed     error            // set once restarting is given up
 	closed     bool
 	crashes    []time.Time // exits and failed restarts within processCrashWindow
+}
+
+// runAs is the account a server runs as (exec.user), looked up at start.
+type runAs struct {
+	name     string
+	uid, gid uint32
+	groups   []uint32
 }
 
 // processInstance is one run of the server.
@@ -122,9 +224,18 @@ type processInstance struct {
 // and its metadata has been read. A server that exits or does not become
 // ready within cfg.ReadyTimeout is killed, and the error wraps ml.ErrBadModel
 // with its exit status and the last lines of its output.
+//
+// Before anything runs, cfg.Exec must allow the command (as written and as
+// resolved) and every PATH or LD_* variable the spec sets; otherwise the
+// error wraps ErrExecRefused. The server's environment is the spec's env and
+// Kiln's own variables only: nothing of the agent's is inherited.
 func StartProcess(ctx context.Context, cfg ProcessConfig) (*ProcessModel, error) {
 	if len(cfg.Spec.Command) == 0 || cfg.Spec.Command[0] == "" {
 		return nil, fmt.Errorf("%w: serving: process for model %q has no command", ml.ErrBadModel, cfg.Model)
+	}
+	user, err := lookupRunAs(cfg.Exec.User)
+	if err != nil {
+		return nil, fmt.Errorf("%w: model %q: exec.user: %w", ErrExecRefused, cfg.Model, err)
 	}
 	if cfg.ReadyTimeout <= 0 {
 		cfg.ReadyTimeout = processDefaultReadyTimeout
@@ -138,6 +249,7 @@ func StartProcess(ctx context.Context, cfg ProcessConfig) (*ProcessModel, error)
 		logger:         cfg.Logger.Named("process").With("model", cfg.Model),
 		client:         newProcessClient(),
 		supervisorDone: make(chan struct{}),
+		user:           user,
 	}
 	if m.name == "" {
 		m.name = cfg.Model
@@ -150,6 +262,17 @@ func StartProcess(ctx context.Context, cfg ProcessConfig) (*ProcessModel, error)
 		m.cfg.WorkDir, m.tmpDir = dir, dir
 	} else if err := os.MkdirAll(m.cfg.WorkDir, 0o755); err != nil {
 		return nil, fmt.Errorf("serving: process work dir: %w", err)
+	}
+	if m.path, err = m.cfg.Exec.check(cfg.Model, cfg.Spec, m.cfg.WorkDir); err != nil {
+		m.removeTmpDir()
+		return nil, err
+	}
+	if user != nil {
+		// The server runs in its work dir and may write there.
+		if err := os.Chown(m.cfg.WorkDir, int(user.uid), int(user.gid)); err != nil {
+			m.removeTmpDir()
+			return nil, fmt.Errorf("serving: process work dir for exec.user %q: %w", user.name, err)
+		}
 	}
 	log, err := openProcessLog(filepath.Join(m.cfg.WorkDir, "process.log"), processMaxLogSize)
 	if err != nil {
@@ -359,7 +482,9 @@ func (m *ProcessModel) recordCrash(reason string, now time.Time) (time.Duration,
 // startInstance starts the server on port and waits until it answers
 // ready. On failure the instance is stopped before returning.
 func (m *ProcessModel) startInstance(ctx context.Context, port int) (*processInstance, error) {
-	cmd := exec.Command(m.cfg.Spec.Command[0], m.cfg.Spec.Command[1:]...)
+	// The resolved path runs, under the name the version wrote.
+	cmd := exec.Command(m.path, m.cfg.Spec.Command[1:]...)
+	cmd.Args[0] = m.cfg.Spec.Command[0]
 	cmd.Dir = m.cfg.WorkDir
 	cmd.Env = m.environ(port)
 	// One writer for both streams, so exec copies them on one goroutine.
@@ -371,7 +496,7 @@ func (m *ProcessModel) startInstance(ctx context.Context, port int) (*processIns
 		base:   "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 		exited: make(chan struct{}),
 	}
-	if err := startChild(cmd, func(err error) {
+	if err := startChild(cmd, m.user, func(err error) {
 		p.waitErr = err
 		close(p.exited)
 	}); err != nil {
@@ -385,12 +510,15 @@ func (m *ProcessModel) startInstance(ctx context.Context, port int) (*processIns
 	return p, nil
 }
 
-// environ is the agent's environment with the spec's additions and Kiln's
-// own variables last, so that a spec cannot override the port or the GPUs.
+// environ is the spec's environment and Kiln's own variables, which a spec
+// cannot override (the port, the GPUs). Nothing of the agent's environment is
+// inherited: its tokens, proxies and paths are not the replica's business.
 func (m *ProcessModel) environ(port int) []string {
-	env := os.Environ()
+	env := make([]string, 0, len(m.cfg.Spec.Env)+len(kilnEnv))
 	for _, k := range slices.Sorted(maps.Keys(m.cfg.Spec.Env)) {
-		env = append(env, k+"="+m.cfg.Spec.Env[k])
+		if !slices.Contains(kilnEnv, k) {
+			env = append(env, k+"="+m.cfg.Spec.Env[k])
+		}
 	}
 	gpus := make([]string, len(m.cfg.GPUs))
 	for i, g := range m.cfg.GPUs {

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -115,9 +116,11 @@ func TestProcessModel(t *testing.T) {
 	})
 
 	// Not parallel: it sets the agent's own CUDA_VISIBLE_DEVICES, which a
-	// replica without GPUs must not inherit.
+	// replica without GPUs must not inherit, and a variable of the agent's
+	// that no replica may see.
 	t.Run("Environment", func(t *testing.T) {
 		t.Setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+		t.Setenv("KILN_TEST_AGENT_SECRET", "agent-only")
 		for _, tc := range []struct {
 			name string
 			gpus []int
@@ -142,6 +145,19 @@ func TestProcessModel(t *testing.T) {
 				}
 				if got := params["probe"]; got != "from-spec" {
 					t.Errorf("V2SERVER_PROBE from the spec = %v", got)
+				}
+				// Only the spec's env and Kiln's own: nothing of the agent's
+				// (no KILN_TEST_AGENT_SECRET, no PATH, no HOME).
+				var names []string
+				environ, _ := params["environ"].([]any)
+				for _, kv := range environ {
+					name, _, _ := strings.Cut(fmt.Sprint(kv), "=")
+					names = append(names, name)
+				}
+				slices.Sort(names)
+				want := []string{"CUDA_VISIBLE_DEVICES", "KILN_MODEL_NAME", "KILN_MODEL_PATH", "KILN_PORT", "V2SERVER_PROBE"}
+				if !slices.Equal(names, want) {
+					t.Errorf("the server's environment has %v, want exactly %v", names, want)
 				}
 				// The server serves "served-adder" (KILN_MODEL_NAME) on the
 				// runtime's port, not the spec's KILN_PORT: predictions reach it.
@@ -279,6 +295,12 @@ func TestProcessModel_StartFailures(t *testing.T) {
 			command: nil,
 			wantIs:  ml.ErrBadModel,
 		},
+		{
+			name:    "bare name not on PATH",
+			command: []string{"kiln-test-no-such-server"},
+			wantIs:  ml.ErrBadModel,
+			wantMsg: []string{`command "kiln-test-no-such-server" is not found on this node's PATH`},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -295,6 +317,7 @@ func TestProcessModel_StartFailures(t *testing.T) {
 				WorkDir:      dir,
 				Logger:       testLogger(t),
 				ReadyTimeout: tc.readyTimeout,
+				Exec:         execAny,
 			})
 			if err == nil {
 				m.Close()
@@ -488,6 +511,7 @@ func startV2Server(t *testing.T, bin string, configure func(*ProcessConfig)) *Pr
 		WorkDir:      t.TempDir(),
 		Logger:       testLogger(t),
 		ReadyTimeout: 20 * time.Second,
+		Exec:         execAny,
 	}
 	if configure != nil {
 		configure(&cfg)
@@ -499,6 +523,10 @@ func startV2Server(t *testing.T, bin string, configure func(*ProcessConfig)) *Pr
 	t.Cleanup(func() { m.Close() })
 	return m
 }
+
+// execAny is the exec config of a node that runs any command
+// (exec { enabled = true, allowed_commands = ["*"] }).
+var execAny = ExecPolicy{NodeExec: structs.NodeExec{Enabled: true, AllowedCommands: []string{"*"}}}
 
 func testLogger(t *testing.T) hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{Name: t.Name(), Level: hclog.Debug, Output: testLogWriter{t}})

@@ -3,22 +3,31 @@
 package serving
 
 import (
+	"fmt"
+	"os"
 	"os/exec"
+	"os/user"
 	"runtime"
+	"strconv"
 	"syscall"
 )
 
 // startChild starts cmd in a process group of its own, so that stopping it
 // reaches the workers a server forks (gunicorn, torchserve) and not the agent,
-// then waits for it on a goroutine and calls exited with Wait's result.
+// then waits for it on a goroutine and calls exited with Wait's result. With
+// as set, the child runs as that user, with its primary and supplementary
+// groups.
 //
 // On Linux the child also gets Pdeathsig = SIGKILL, so it dies with the agent
 // even when the agent is killed with -9 and cannot clean up. Pdeathsig fires
 // when the *thread* that forked the child ends, and Go ends a thread when a
 // goroutine locked to it returns; so the goroutine that starts the child
 // stays locked to its thread and waits there until the child has exited.
-func startChild(cmd *exec.Cmd, exited func(error)) error {
+func startChild(cmd *exec.Cmd, as *runAs, exited func(error)) error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if as != nil {
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: as.uid, Gid: as.gid, Groups: as.groups}
+	}
 	setDeathSignal(cmd.SysProcAttr)
 	started := make(chan error, 1)
 	go func() {
@@ -31,6 +40,43 @@ func startChild(cmd *exec.Cmd, exited func(error)) error {
 		exited(cmd.Wait())
 	}()
 	return <-started
+}
+
+// lookupRunAs finds the uid, gid and groups of exec.user. It returns nil when
+// name is empty or is the user the agent already runs as: no switch is
+// needed then, and a non-root agent could not set its groups anyway.
+func lookupRunAs(name string) (*runAs, error) {
+	if name == "" {
+		return nil, nil
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("user %q has uid %q: %w", name, u.Uid, err)
+	}
+	if int(uid) == os.Geteuid() {
+		return nil, nil
+	}
+	gid, err := strconv.ParseUint(u.Gid, 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("user %q has gid %q: %w", name, u.Gid, err)
+	}
+	ids, err := u.GroupIds()
+	if err != nil {
+		return nil, fmt.Errorf("groups of user %q: %w", name, err)
+	}
+	as := &runAs{name: name, uid: uint32(uid), gid: uint32(gid), groups: []uint32{}}
+	for _, id := range ids {
+		g, err := strconv.ParseUint(id, 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("user %q is in group %q: %w", name, id, err)
+		}
+		as.groups = append(as.groups, uint32(g))
+	}
+	return as, nil
 }
 
 // killGroup signals p's process group. The group outlives its leader while

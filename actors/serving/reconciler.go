@@ -44,6 +44,9 @@ type ReconcilerConfig struct {
 	Blobs   BlobSource
 	Load    Loader
 	WorkDir string
+	// Exec is this node's exec config: what its process replicas may run,
+	// checked again at every start (the zero value runs none).
+	Exec ExecPolicy
 	// Local is the table the node's router calls local replicas through.
 	Local  *LocalShards
 	Logger hclog.Logger
@@ -143,7 +146,7 @@ func (r *Reconciler) pass(ctx context.Context, health bool) {
 		want[a.ID] = a
 		configs[a.ID] = ShardConfig{
 			Alloc: *a, Version: *v, Batching: d.Batching, Blobs: r.cfg.Blobs, Load: r.cfg.Load,
-			WorkDir: r.cfg.WorkDir, Local: r.cfg.Local, Logger: r.log.With("alloc", a.ID, "model", a.Deployment, "version", a.Version),
+			WorkDir: r.cfg.WorkDir, Exec: r.cfg.Exec, Local: r.cfg.Local, Logger: r.log.With("alloc", a.ID, "model", a.Deployment, "version", a.Version),
 		}
 	}
 	release()

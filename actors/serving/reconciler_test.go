@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -100,6 +102,8 @@ type reconcilerFixture struct {
 	// with no change starts no pass; interval replaces the 20 ms default.
 	withIndex bool
 	interval  time.Duration
+	// exec is the node's exec config (zero: process replicas refused).
+	exec ExecPolicy
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -136,6 +140,7 @@ func newReconcilerFixture(t *testing.T, configure func(*reconcilerFixture)) *rec
 		Blobs:    &fakeBlobs{},
 		Load:     f.load,
 		WorkDir:  t.TempDir(),
+		Exec:     f.exec,
 		Interval: cmp.Or(f.interval, 20*time.Millisecond),
 	})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -427,5 +432,44 @@ func TestReconciler_SkipsPassesWhenServingStateIsUnchanged(t *testing.T) {
 	// would have come before the one that started a9.
 	if got := f.reg.views.Load(); got != 2 {
 		t.Fatalf("the registry was read %d times, want 2: pokes without a change must start no pass", got)
+	}
+}
+
+// A node whose own exec config does not allow a process replica's command
+// refuses to start it, whatever the registry says: the allocation is
+// reported failed with the command and the config key, and nothing runs.
+func TestReconciler_RefusesProcessNotAllowed(t *testing.T) {
+	tests := []struct {
+		name    string
+		exec    ExecPolicy
+		env     map[string]string
+		wantMsg []string
+	}{
+		{"exec disabled", ExecPolicy{}, nil, []string{`command "sh"`, "exec.enabled"}},
+		{"command not listed", ExecPolicy{NodeExec: structs.NodeExec{Enabled: true, AllowedCommands: []string{"python3"}}}, nil,
+			[]string{`command "sh"`, "exec.allowed_commands"}},
+		{"LD_PRELOAD not listed", ExecPolicy{NodeExec: structs.NodeExec{Enabled: true, AllowedCommands: []string{"*"}}},
+			map[string]string{"LD_PRELOAD": "/tmp/x.so"}, []string{"LD_PRELOAD", "exec.allowed_env"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			marker := filepath.Join(t.TempDir(), "ran")
+			f := newReconcilerFixture(t, func(f *reconcilerFixture) {
+				f.exec = tc.exec
+				f.reg.putVersion(structs.ModelVersion{Model: "m", Version: 1, Format: structs.FormatProcess,
+					Process: &structs.ProcessSpec{Command: []string{"sh", "-c", "touch " + marker + "; exec sleep 30"}, Env: tc.env}})
+				f.reg.putAlloc(allocOn("a1", "n1", 7))
+			})
+			waitFor(t, 10*time.Second, func() bool { return f.proposer.reported("a1", structs.AllocFailed) })
+			u := f.proposer.reports("a1")
+			for _, s := range tc.wantMsg {
+				if !strings.Contains(u[len(u)-1].Message, s) {
+					t.Errorf("failed report %q does not mention %s", u[len(u)-1].Message, s)
+				}
+			}
+			if _, err := os.Stat(marker); err == nil {
+				t.Fatal("the refused command ran")
+			}
+		})
 	}
 }

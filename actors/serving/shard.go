@@ -2,6 +2,7 @@ package serving
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"runtime"
@@ -32,6 +33,9 @@ type ShardConfig struct {
 	Load     Loader
 	// WorkDir is where a process replica runs and logs.
 	WorkDir string
+	// Exec is this node's exec config, which a process replica must pass
+	// before anything is fetched or started.
+	Exec ExecPolicy
 	// Workers is how many requests the replica scores at once; 0 means
 	// GOMAXPROCS.
 	Workers int
@@ -64,6 +68,17 @@ func (s *Shard) Start(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, shardLoadTimeout)
 	defer cancel()
 	v := &s.cfg.Version
+	workDir := filepath.Join(s.cfg.WorkDir, s.cfg.Alloc.ID)
+	if v.Format == structs.FormatProcess {
+		if v.Process == nil {
+			return fmt.Errorf("serving: %s v%d is a process version without a process spec", v.Model, v.Version)
+		}
+		// Placement checked the node's record; this checks its live config,
+		// which a registry write or a restored snapshot cannot change.
+		if _, err := s.cfg.Exec.check(v.Model, *v.Process, workDir); errors.Is(err, ErrExecRefused) {
+			return err
+		}
+	}
 	var path string
 	if v.Digest != "" {
 		p, err := s.cfg.Blobs.Ensure(ctx, v.Digest, v.Holders)
@@ -82,8 +97,9 @@ func (s *Shard) Start(ctx context.Context) error {
 			Model:     v.Model,
 			ModelPath: path,
 			GPUs:      s.cfg.Alloc.GPUs,
-			WorkDir:   filepath.Join(s.cfg.WorkDir, s.cfg.Alloc.ID),
+			WorkDir:   workDir,
 			Logger:    s.cfg.Logger,
+			Exec:      s.cfg.Exec,
 		})
 	} else {
 		m, err = s.cfg.Load(v.Format, path)

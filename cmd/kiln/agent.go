@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -23,7 +24,11 @@ const agentHelp = `Usage: kiln agent [flags]
 
   Runs a Kiln node. Config files (HCL) are merged in order; flags override them.
 
-  -dev                   one node, temp data dir, HTTP on 127.0.0.1:7070
+  -dev                   one node, temp data dir, HTTP on 127.0.0.1:7070; runs no
+                         process versions unless -dev-exec is given too
+  -dev-exec              with -dev only: process versions may run any command, as
+                         the agent's own user (exec { enabled = true,
+                         allowed_commands = ["*"] })
   -config FILE           HCL config file (repeatable)
   -node-name NAME        unique node name (default: hostname)
   -data-dir DIR          where Raft, the registry and blobs live
@@ -48,7 +53,7 @@ func runAgent(args []string) int {
 	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(os.Stderr, agentHelp) }
 	var (
-		dev                                        bool
+		dev, devExec                               bool
 		configs, retryJoin                         stringList
 		nodeName, dataDir, bind, httpAddr, encrypt string
 		logLevel                                   string
@@ -56,6 +61,7 @@ func runAgent(args []string) int {
 		logJSON                                    bool
 	)
 	fs.BoolVar(&dev, "dev", false, "")
+	fs.BoolVar(&devExec, "dev-exec", false, "")
 	fs.Var(&configs, "config", "")
 	fs.StringVar(&nodeName, "node-name", "", "")
 	fs.StringVar(&dataDir, "data-dir", "", "")
@@ -71,6 +77,9 @@ func runAgent(args []string) int {
 	}
 	if fs.NArg() > 0 {
 		return fail(fmt.Errorf("unexpected arguments: %v", fs.Args()))
+	}
+	if devExec && !dev {
+		return fail(errors.New("-dev-exec is only valid with -dev: a real node lists what it may run in its exec {} config block"))
 	}
 
 	cfg := node.DefaultConfig()
@@ -111,6 +120,10 @@ func runAgent(args []string) int {
 	})
 	if flagErr != nil {
 		return fail(flagErr)
+	}
+	if devExec {
+		cfg.Exec.Enabled = true
+		cfg.Exec.AllowedCommands = []string{"*"}
 	}
 	if dev && cfg.DataDir == "" {
 		dir, err := os.MkdirTemp("", "kiln-dev-")

@@ -277,7 +277,16 @@ func deploymentsGetCommand() *command {
 			})
 			var parts []string
 			for _, k := range keys {
-				parts = append(parts, fmt.Sprintf("version %s: %s", k, str(unplaced[k])))
+				// {"replicas": N, "reason": "..."}; a bare count from an older agent.
+				count, reason := unplaced[k], ""
+				if u, ok := unplaced[k].(map[string]any); ok {
+					count, reason = u["replicas"], str(u["reason"])
+				}
+				part := fmt.Sprintf("version %s: %s", k, str(count))
+				if reason != "" {
+					part += " (" + reason + ")"
+				}
+				parts = append(parts, part)
 			}
 			fmt.Printf("Unplaced replicas (no node fits): %s\n", strings.Join(parts, ", "))
 		}

@@ -491,7 +491,11 @@ func TestModelsReads_Tables(t *testing.T) {
 		case req.Path == "/v1/deployments/iris":
 			writeJSONReply(w, 200, map[string]any{
 				"name": "iris", "replicas": 2, "traffic": map[string]any{"versions": []any{map[string]any{"version": 3, "weight": 100}}},
-				"unplaced": map[string]any{"3": 1},
+				"unplaced": map[string]any{
+					"3": map[string]any{"replicas": 1},
+					"5": map[string]any{"replicas": 2, "reason": `no alive node allows command "python3"`},
+					"2": 1, // the bare count of an older agent
+				},
 				"replica_states": []any{
 					map[string]any{"id": "a1", "version": 3, "node_id": "n1", "node_name": "node-1", "state": "running", "in_flight": 2, "served": 40},
 					map[string]any{"id": "a2", "version": 3, "node_id": "n2", "state": "pending", "in_flight": -1, "served": -1, "message": "loading"},
@@ -509,7 +513,7 @@ func TestModelsReads_Tables(t *testing.T) {
 		{[]string{"models", "metrics", "iris"}, []string{"P95_MS", "2.25", "9.00"}},
 		{[]string{"models", "alias", "iris", "champion", "3"}, []string{"champion of model iris now points at version 3"}},
 		{[]string{"models", "alias", "-delete", "iris", "champion"}, []string{"Removed alias champion"}},
-		{[]string{"deployments", "get", "iris"}, []string{"traffic 3:100", "version 3: 1", "node-1", "running", "40", "n2", "loading"}},
+		{[]string{"deployments", "get", "iris"}, []string{"traffic 3:100", "version 2: 1, version 3: 1, version 5: 2 (no alive node allows command \"python3\")", "node-1", "running", "40", "n2", "loading"}},
 	}
 	for _, tc := range cases {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {

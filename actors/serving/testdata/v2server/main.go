@@ -9,8 +9,9 @@
 //	V2SERVER_READY_AFTER_MS=M  answer 503 to /v2/health/ready for M ms
 //
 // The model metadata's "parameters" echo what the server was started with
-// (CUDA_VISIBLE_DEVICES, KILN_MODEL_PATH, V2SERVER_PROBE, its pid), so a test
-// can check the environment the runtime gave it.
+// (CUDA_VISIBLE_DEVICES, KILN_MODEL_PATH, V2SERVER_PROBE, its pid, its whole
+// environment as "environ"), so a test can check the environment the runtime
+// gave it.
 package main
 
 import (
@@ -83,6 +84,7 @@ func (s *server) metadata(w http.ResponseWriter, r *http.Request) {
 		"kiln_model_path": os.Getenv("KILN_MODEL_PATH"),
 		"probe":           os.Getenv("V2SERVER_PROBE"),
 		"pid":             os.Getpid(),
+		"environ":         os.Environ(),
 	}
 	if v, ok := os.LookupEnv("CUDA_VISIBLE_DEVICES"); ok {
 		params["cuda_visible_devices"] = v // absent, not "", when unset
