@@ -35,7 +35,7 @@ func (a *Agent) handleModelCreate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if err := authorize(r, structs.KindModel, m.Name, structs.AccessWrite); err != nil {
+	if err := a.authorize(r, structs.KindModel, m.Name, structs.AccessWrite); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -67,7 +67,7 @@ func (a *Agent) handleModelList(w http.ResponseWriter, r *http.Request) {
 	}
 	visible := make([]*structs.Model, 0, len(items))
 	for _, m := range items {
-		if allowed(r, structs.KindModel, m.Name, structs.AccessRead) {
+		if a.allowed(r, structs.KindModel, m.Name, structs.AccessRead) {
 			visible = append(visible, modelJSON(m))
 		}
 	}

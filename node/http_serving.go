@@ -228,7 +228,7 @@ func (a *Agent) handleDeploymentList(w http.ResponseWriter, r *http.Request) {
 	}
 	views := make([]*deploymentView, 0, len(items))
 	for _, d := range items {
-		if allowed(r, structs.KindDeployment, d.Name, structs.AccessRead) {
+		if a.allowed(r, structs.KindDeployment, d.Name, structs.AccessRead) {
 			views = append(views, a.deploymentView(d, nil))
 		}
 	}

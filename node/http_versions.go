@@ -43,7 +43,7 @@ func (a *Agent) handleVersionCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v.Model = name
-	if err := authorizeFormat(r, v.Format); err != nil {
+	if err := a.authorizeFormat(r, v.Format); err != nil {
 		writeError(w, err) // before the upload is read
 		return
 	}
@@ -90,7 +90,7 @@ func (a *Agent) handleVersionCreate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if err := authorizeFormat(r, v.Format); err != nil {
+	if err := a.authorizeFormat(r, v.Format); err != nil {
 		writeError(w, err) // the format may have been detected from the file
 		return
 	}
@@ -105,11 +105,11 @@ func (a *Agent) handleVersionCreate(w http.ResponseWriter, r *http.Request) {
 
 // authorizeFormat asks for the exec capability on top of model write when
 // a version runs a command (format process).
-func authorizeFormat(r *http.Request, format string) error {
+func (a *Agent) authorizeFormat(r *http.Request, format string) error {
 	if format != structs.FormatProcess {
 		return nil
 	}
-	return authorize(r, structs.KindExec, "", structs.AccessAllow)
+	return a.authorize(r, structs.KindExec, "", structs.AccessAllow)
 }
 
 // modelExists checks, before a large upload is read, that the model exists:
