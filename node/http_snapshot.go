@@ -1,12 +1,14 @@
 package node
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -50,9 +52,10 @@ func (s *httpSink) ID() string                  { return "http" }
 func (s *httpSink) Cancel() error               { return nil }
 
 // handleSnapshotRestore replaces the registry with an uploaded snapshot. The upload
-// is spooled to disk and loaded into a scratch FSM first, so a corrupt file is
-// rejected before anything changes; then the leader restores it through Raft and
-// every node installs it.
+// is spooled to disk, every record is checked against the rules the API applies,
+// and it is loaded into a scratch FSM, so a corrupt or crafted file is rejected
+// before anything changes; then the leader restores it through Raft and every
+// node installs it.
 func (a *Agent) handleSnapshotRestore(w http.ResponseWriter, r *http.Request) {
 	tmpDir, err := os.MkdirTemp(a.cfg.DataDir, "restore-")
 	if err != nil {
@@ -67,7 +70,11 @@ func (a *Agent) handleSnapshotRestore(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := validateSnapshot(path, filepath.Join(tmpDir, "check")); err != nil {
-		writeError(w, errorf(structs.CodeInvalid, "snapshot is not valid: %v", err))
+		if errors.Is(err, raftfsm.ErrCorruptSnapshot) || errors.Is(err, raftfsm.ErrInvalidSnapshot) {
+			writeError(w, errorf(structs.CodeInvalid, "snapshot is not valid: %v", err))
+		} else {
+			writeError(w, errorf(structs.CodeInternal, "snapshot restore: checking the upload: %v", err))
+		}
 		return
 	}
 	if a.raft.State() != raft.Leader {
@@ -100,8 +107,19 @@ func spool(path string, r io.Reader) (int64, error) {
 	return n, err
 }
 
-// validateSnapshot loads the file into a throwaway FSM.
+// validateSnapshot checks every record of the file (raftfsm.ValidateSnapshot:
+// Restore alone would take records the API refuses, such as an allocation ID
+// that is a path), then loads it into a throwaway FSM in dir.
 func validateSnapshot(path, dir string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	err = raftfsm.ValidateSnapshot(f)
+	f.Close()
+	if err != nil {
+		return err
+	}
 	cfg := raftfsm.DefaultConfig()
 	cfg.Dir = dir
 	fsm, err := raftfsm.New(cfg)
@@ -109,11 +127,10 @@ func validateSnapshot(path, dir string) error {
 		return err
 	}
 	defer fsm.Close()
-	f, err := os.Open(path)
-	if err != nil {
+	if f, err = os.Open(path); err != nil {
 		return err
 	}
-	return fsm.Restore(f)
+	return fsm.Restore(f) // closes f
 }
 
 // proxySnapshotRestore sends a validated upload on to the leader's HTTP API.
@@ -129,14 +146,19 @@ func (a *Agent) proxySnapshotRestore(w http.ResponseWriter, r *http.Request, pat
 		writeError(w, errorf(structs.CodeNoLeader, "no known leader to restore the snapshot on"))
 		return
 	}
+	if a.cfg.HTTPTLS != nil {
+		// The proxy speaks plain HTTP: to a leader that serves HTTPS it would
+		// fail anyway, after sending the caller's token in clear text.
+		writeError(w, errorf(structs.CodeNotLeader, "snapshot restore: this node is not the leader and does not proxy over HTTPS; send the snapshot to the leader at %s", leaderHTTP))
+		return
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		writeError(w, errorf(structs.CodeInternal, "snapshot restore: %v", err))
 		return
 	}
 	defer f.Close()
-	u := url.URL{Scheme: "http", Host: leaderHTTP, Path: "/v1/snapshot"}
-	req, err := http.NewRequestWithContext(r.Context(), http.MethodPut, u.String(), f)
+	req, err := leaderRestoreRequest(r, leaderHTTP, f)
 	if err != nil {
 		writeError(w, errorf(structs.CodeInternal, "snapshot restore: %v", err))
 		return
@@ -156,4 +178,22 @@ func (a *Agent) proxySnapshotRestore(w http.ResponseWriter, r *http.Request, pat
 	if _, err := io.Copy(w, resp.Body); err != nil {
 		a.logger.Warn("proxy restore response", "error", fmt.Sprint(err))
 	}
+}
+
+// leaderRestoreRequest is the PUT /v1/snapshot that carries r's upload (body)
+// on to the leader at leaderHTTP. The leader checks the caller's token again,
+// so the token headers go with it; without them an ACL cluster would refuse
+// every restore made through a follower.
+func leaderRestoreRequest(r *http.Request, leaderHTTP string, body io.Reader) (*http.Request, error) {
+	u := url.URL{Scheme: "http", Host: leaderHTTP, Path: "/v1/snapshot"}
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodPut, u.String(), body)
+	if err != nil {
+		return nil, err
+	}
+	for _, h := range []string{"X-Kiln-Token", "Authorization"} {
+		if v := r.Header.Values(h); len(v) > 0 {
+			req.Header[h] = slices.Clone(v)
+		}
+	}
+	return req, nil
 }

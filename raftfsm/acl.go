@@ -315,3 +315,38 @@ func aclBootstrapKeyOf(raw []byte) (string, error) {
 	}
 	return keyACLBootstrap, nil
 }
+
+func validateACLPolicyRecord(raw []byte) error {
+	var p structs.ACLPolicy
+	if err := structs.Decode(raw, &p); err != nil {
+		return err
+	}
+	if err := p.Validate(); err != nil {
+		return recordError(p.Name, err)
+	}
+	return nil
+}
+
+// validateACLTokenRecord does not check that the token's policies exist:
+// deleting a policy leaves the tokens that name it.
+func validateACLTokenRecord(raw []byte) error {
+	var t structs.ACLToken
+	if err := structs.Decode(raw, &t); err != nil {
+		return err
+	}
+	if err := t.Validate(); err != nil {
+		return recordError(t.AccessorID, err)
+	}
+	return nil
+}
+
+func validateACLBootstrapRecord(raw []byte) error {
+	var s structs.ACLBootstrapState
+	if err := structs.Decode(raw, &s); err != nil {
+		return err
+	}
+	if s.Index == 0 {
+		return recordError("bootstrap", structs.Errorf(structs.CodeInvalid, "index is 0; a bootstrap is recorded at the index that applied it"))
+	}
+	return nil
+}

@@ -55,11 +55,16 @@ type entity struct {
 	// only what the key needs, not today's validation rules, so that a snapshot
 	// written by an older version always loads.
 	keyOf func(raw []byte) (string, error)
+	// validate decodes one record and holds it to the rules the API applies
+	// (the structs' Validate methods and what Apply checks besides), naming the
+	// record in its error. ValidateSnapshot runs it on snapshots from outside;
+	// Restore does not, for the reason given on keyOf.
+	validate func(raw []byte) error
 }
 
 // entities lists every record type, in the order a snapshot writes them.
 var entities = []entity{
-	{name: "node", prefix: prefixNode, frame: frameNode, keyOf: func(raw []byte) (string, error) {
+	{name: "node", prefix: prefixNode, frame: frameNode, validate: validateNodeRecord, keyOf: func(raw []byte) (string, error) {
 		var n structs.Node
 		if err := structs.Decode(raw, &n); err != nil {
 			return "", err
@@ -69,7 +74,7 @@ var entities = []entity{
 		}
 		return nodeKey(n.ID), nil
 	}},
-	{name: "model", prefix: prefixModel, frame: frameModel, keyOf: func(raw []byte) (string, error) {
+	{name: "model", prefix: prefixModel, frame: frameModel, validate: validateModelRecord, keyOf: func(raw []byte) (string, error) {
 		var m structs.Model
 		if err := structs.Decode(raw, &m); err != nil {
 			return "", err
@@ -79,7 +84,7 @@ var entities = []entity{
 		}
 		return modelKey(m.Name), nil
 	}},
-	{name: "version", prefix: prefixVersion, frame: frameVersion, keyOf: func(raw []byte) (string, error) {
+	{name: "version", prefix: prefixVersion, frame: frameVersion, validate: validateVersionRecord, keyOf: func(raw []byte) (string, error) {
 		var v structs.ModelVersion
 		if err := structs.Decode(raw, &v); err != nil {
 			return "", err
@@ -89,7 +94,7 @@ var entities = []entity{
 		}
 		return versionKey(v.Model, v.Version), nil
 	}},
-	{name: "deployment", prefix: prefixDeployment, frame: frameDeployment, keyOf: func(raw []byte) (string, error) {
+	{name: "deployment", prefix: prefixDeployment, frame: frameDeployment, validate: validateDeploymentRecord, keyOf: func(raw []byte) (string, error) {
 		var d structs.Deployment
 		if err := structs.Decode(raw, &d); err != nil {
 			return "", err
@@ -99,7 +104,7 @@ var entities = []entity{
 		}
 		return deploymentKey(d.Name), nil
 	}},
-	{name: "allocation", prefix: prefixAlloc, frame: frameAlloc, keyOf: func(raw []byte) (string, error) {
+	{name: "allocation", prefix: prefixAlloc, frame: frameAlloc, validate: validateAllocRecord, keyOf: func(raw []byte) (string, error) {
 		var a structs.Allocation
 		if err := structs.Decode(raw, &a); err != nil {
 			return "", err
@@ -109,9 +114,9 @@ var entities = []entity{
 		}
 		return allocKey(a.ID), nil
 	}},
-	{name: "acl policy", prefix: prefixACLPolicy, frame: frameACLPolicy, keyOf: aclPolicyKeyOf},
-	{name: "acl token", prefix: prefixACLToken, frame: frameACLToken, keyOf: aclTokenKeyOf},
-	{name: "acl bootstrap", prefix: prefixACLBootstrap, frame: frameACLBoot, keyOf: aclBootstrapKeyOf},
+	{name: "acl policy", prefix: prefixACLPolicy, frame: frameACLPolicy, keyOf: aclPolicyKeyOf, validate: validateACLPolicyRecord},
+	{name: "acl token", prefix: prefixACLToken, frame: frameACLToken, keyOf: aclTokenKeyOf, validate: validateACLTokenRecord},
+	{name: "acl bootstrap", prefix: prefixACLBootstrap, frame: frameACLBoot, keyOf: aclBootstrapKeyOf, validate: validateACLBootstrapRecord},
 }
 
 func entityByFrame(t frameType) (entity, bool) {

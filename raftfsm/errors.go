@@ -15,4 +15,9 @@ var (
 	// ErrCorruptSnapshot wraps every reason Restore rejects a snapshot stream:
 	// truncation, a bad frame, a checksum mismatch, an unknown format version.
 	ErrCorruptSnapshot = errors.New("raftfsm: corrupt snapshot")
+
+	// ErrInvalidSnapshot wraps every reason ValidateSnapshot rejects a record of
+	// a well-formed stream: one that breaks the rules the API applies, or that
+	// refers to a record the snapshot does not have.
+	ErrInvalidSnapshot = errors.New("raftfsm: invalid snapshot")
 )

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"runtime"
 	"time"
 
@@ -68,7 +67,10 @@ func (s *Shard) Start(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, shardLoadTimeout)
 	defer cancel()
 	v := &s.cfg.Version
-	workDir := filepath.Join(s.cfg.WorkDir, s.cfg.Alloc.ID)
+	workDir, dirErr := replicaWorkDir(s.cfg.WorkDir, s.cfg.Alloc.ID)
+	if dirErr != nil {
+		return dirErr
+	}
 	if v.Format == structs.FormatProcess {
 		if v.Process == nil {
 			return fmt.Errorf("serving: %s v%d is a process version without a process spec", v.Model, v.Version)

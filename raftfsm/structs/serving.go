@@ -73,6 +73,7 @@ const (
 	MaxAliases         = 32
 	MaxProcessArgs     = 256
 	MaxAllocMessageLen = 1024
+	MaxReplicaGPUs     = 64
 )
 
 var digestRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
@@ -426,6 +427,45 @@ type Allocation struct {
 	ModifyIndex uint64    `msgpack:"modify_index" json:"modify_index"`
 }
 
+// Validate checks an allocation record as the leader's placement makes it.
+// Apply does not call it (an AllocPlan entry already in a log must apply the
+// same way on every binary); a snapshot restore does, because the ID becomes a
+// directory name on the node that runs the replica.
+func (a *Allocation) Validate() error {
+	if err := ValidateID("id", a.ID); err != nil {
+		return err
+	}
+	if err := ValidateName("deployment", a.Deployment); err != nil {
+		return err
+	}
+	if a.Version == 0 {
+		return Errorf(CodeInvalid, "version is required (versions start at 1)")
+	}
+	if a.NodeID == "" || len(a.NodeID) > MaxNodeIDLen {
+		return Errorf(CodeInvalid, "node_id is empty or longer than %d bytes", MaxNodeIDLen)
+	}
+	if a.MemoryMB < 0 {
+		return Errorf(CodeInvalid, "memory_mb is negative")
+	}
+	if len(a.GPUs) > MaxReplicaGPUs {
+		return Errorf(CodeInvalid, "gpus has %d devices, more than %d", len(a.GPUs), MaxReplicaGPUs)
+	}
+	for i, g := range a.GPUs {
+		if g < 0 {
+			return Errorf(CodeInvalid, "gpus[%d] is negative", i)
+		}
+	}
+	switch a.State {
+	case AllocPending, AllocRunning, AllocFailed:
+	default:
+		return Errorf(CodeInvalid, "state %q is not one of %s, %s, %s", a.State, AllocPending, AllocRunning, AllocFailed)
+	}
+	if len(a.Message) > MaxAllocMessageLen {
+		return Errorf(CodeInvalid, "message is longer than %d bytes", MaxAllocMessageLen)
+	}
+	return nil
+}
+
 // AllocPlanRequest adds and removes allocations in one step.
 type AllocPlanRequest struct {
 	Add    []Allocation `msgpack:"add"`
@@ -445,6 +485,19 @@ type AllocStatusUpdate struct {
 // stale, not wrong.
 type AllocStatusRequest struct {
 	Updates []AllocStatusUpdate `msgpack:"updates"`
+}
+
+// idRE is the form of NewID's IDs: 26 characters of its alphabet, the first
+// carrying only the top 3 bits of 128.
+var idRE = regexp.MustCompile(`^[0-7][0-9a-hjkmnp-tv-z]{25}$`)
+
+// ValidateID checks that id has the form NewID gives it. Such IDs name files
+// and directories on nodes, so nothing else (no '/', no "..") may pass.
+func ValidateID(field, id string) error {
+	if !idRE.MatchString(id) {
+		return Errorf(CodeInvalid, "%s %.40q is not an ID as Kiln makes them (26 characters of 0-9 and a-z without i, l, o, u)", field, id)
+	}
+	return nil
 }
 
 // NewID returns a sortable unique ID: 48 bits of milliseconds since the Unix

@@ -1,0 +1,144 @@
+package node
+
+import (
+	"bytes"
+	"fmt"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/kilnml/kiln/raftfsm"
+	"github.com/kilnml/kiln/raftfsm/structs"
+)
+
+// memSnapshotSink is a raft.SnapshotSink in memory.
+type memSnapshotSink struct{ bytes.Buffer }
+
+func (s *memSnapshotSink) ID() string    { return "mem" }
+func (s *memSnapshotSink) Cancel() error { return nil }
+func (s *memSnapshotSink) Close() error  { return nil }
+
+// registrySnapshot applies a registry with model iris deployed on node-1, its
+// one allocation having allocID, to a scratch FSM, and returns its snapshot.
+// Apply takes any allocation ID without '/' (the leader's placement makes
+// them), so ".." gets into the state this way.
+func registrySnapshot(t *testing.T, allocID string) []byte {
+	t.Helper()
+	cfg := raftfsm.DefaultConfig()
+	cfg.InMemory = true
+	fsm, err := raftfsm.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fsm.Close()
+	cmds := []struct {
+		typ structs.MessageType
+		cmd any
+	}{
+		{structs.ModelCreateType, &structs.ModelCreateRequest{Model: structs.Model{Name: "iris"}}},
+		{structs.VersionCreateType, &structs.VersionCreateRequest{Version: structs.ModelVersion{
+			Model: "iris", Format: "linear", Digest: strings.Repeat("ab", 32), Holders: []string{"node-1"},
+		}}},
+		{structs.NodeUpsertType, &structs.NodeUpsertRequest{Node: structs.Node{ID: "node-1", Name: "node-1"}}},
+		{structs.DeploymentPutType, &structs.DeploymentPutRequest{Deployment: structs.Deployment{
+			Name: "iris", Replicas: 1, Traffic: structs.Traffic{Versions: []structs.TrafficSplit{{Version: 1, Weight: 1}}},
+		}}},
+		{structs.AllocPlanType, &structs.AllocPlanRequest{Add: []structs.Allocation{
+			{ID: allocID, Deployment: "iris", Version: 1, NodeID: "node-1"},
+		}}},
+	}
+	var logs []*raft.Log
+	for i, c := range cmds {
+		data, err := structs.Encode(c.typ, c.cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		logs = append(logs, &raft.Log{Index: uint64(i + 1), Term: 1, Type: raft.LogCommand, Data: data})
+	}
+	for i, res := range fsm.ApplyBatch(logs) {
+		if err, ok := res.(error); ok {
+			t.Fatalf("command %d: %v", i+1, err)
+		}
+	}
+	snap, err := fsm.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Release()
+	var sink memSnapshotSink
+	if err := snap.Persist(&sink); err != nil {
+		t.Fatal(err)
+	}
+	return sink.Bytes()
+}
+
+func modelNames(t *testing.T, a *Agent) string {
+	t.Helper()
+	r := call(t, a, "GET", "/v1/models?consistency=consistent", "")
+	if r.status != 200 {
+		t.Fatalf("list models: %d %v", r.status, r.body)
+	}
+	var names []string
+	items, _ := r.body["items"].([]any)
+	for _, it := range items {
+		m, _ := it.(map[string]any)
+		names = append(names, fmt.Sprint(m["name"]))
+	}
+	return strings.Join(names, ",")
+}
+
+func TestSnapshotRestore_RefusesRecordsTheAPIRefuses(t *testing.T) {
+	a := testNode(t)
+	waitLeader(t, a)
+	if r := call(t, a, "POST", "/v1/models", `{"name":"keep"}`); r.status != 201 {
+		t.Fatalf("create: %d %v", r.status, r.body)
+	}
+
+	// A well-formed stream that Restore alone would load.
+	bad := registrySnapshot(t, "..")
+	r := call(t, a, "PUT", "/v1/snapshot", string(bad))
+	if r.status != 400 || r.body["code"] != structs.CodeInvalid || !strings.Contains(fmt.Sprint(r.body["error"]), `allocation "..": id ".." is not an ID`) {
+		t.Fatalf("restore of a crafted snapshot: %d %v", r.status, r.body)
+	}
+	if got := modelNames(t, a); got != "keep" {
+		t.Fatalf("models after a refused restore = %q, want keep", got)
+	}
+
+	// A truncated stream is refused the same way.
+	r = call(t, a, "PUT", "/v1/snapshot", string(bad[:len(bad)/2]))
+	if r.status != 400 || r.body["code"] != structs.CodeInvalid {
+		t.Fatalf("restore of a truncated snapshot: %d %v", r.status, r.body)
+	}
+
+	// The same registry with an allocation as placement names them restores.
+	good := registrySnapshot(t, structs.NewID(time.Now()))
+	if r := call(t, a, "PUT", "/v1/snapshot", string(good)); r.status != 200 {
+		t.Fatalf("restore of a valid snapshot: %d %v", r.status, r.body)
+	}
+	if got := modelNames(t, a); got != "iris" {
+		t.Fatalf("models after the restore = %q, want iris", got)
+	}
+}
+
+func TestLeaderRestoreRequest_CarriesTheToken(t *testing.T) {
+	in := httptest.NewRequest("PUT", "/v1/snapshot", nil)
+	in.Header.Set("X-Kiln-Token", "secret-1")
+	in.Header.Set("Authorization", "Bearer secret-2")
+	in.Header.Set("Cookie", "c=1")
+	out, err := leaderRestoreRequest(in, "127.0.0.1:4646", strings.NewReader("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.URL.String() != "http://127.0.0.1:4646/v1/snapshot" || out.Method != "PUT" {
+		t.Fatalf("request = %s %s", out.Method, out.URL)
+	}
+	if out.Header.Get("X-Kiln-Token") != "secret-1" || out.Header.Get("Authorization") != "Bearer secret-2" {
+		t.Fatalf("token headers not passed on: %v", out.Header)
+	}
+	if out.Header.Get("Cookie") != "" {
+		t.Fatalf("other headers passed on: %v", out.Header)
+	}
+}
