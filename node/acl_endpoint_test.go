@@ -292,3 +292,60 @@ func TestACL_DisabledChecksNothing(t *testing.T) {
 	mustStatus(t, callAs(t, a, "", "GET", "/v1/models", ""), 200, "no token, acl off")
 	mustStatus(t, callAs(t, a, "", "GET", "/v1/acl/token/self", ""), 400, "token/self with acl off")
 }
+
+func TestACL_AuditLog(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit", "audit.log")
+	a, mgmt := aclSetup(t, func(c *Config) { c.ACL.AuditFile = path })
+	reader := tokenFor(t, a, mgmt, "reader", `model "*" { policy = "read" }`)
+	mustStatus(t, callAs(t, a, mgmt, "POST", "/v1/models", `{"name":"audited"}`), 201, "create")
+	mustStatus(t, callAs(t, a, reader, "GET", "/v1/models/audited", ""), 200, "read (not audited)")
+	mustStatus(t, callAs(t, a, reader, "DELETE", "/v1/models/audited", ""), 403, "denied write")
+	mustStatus(t, callAs(t, a, "", "GET", "/v1/models", ""), 401, "no token")
+	mustStatus(t, callAs(t, a, reader, "POST", "/v1/models/audited:predict", `{"instances":[[1]]}`), 403, "denied predict")
+
+	self := callAs(t, a, mgmt, "GET", "/v1/acl/token/self", "")
+	mgmtAccessor := self.body["accessor_id"].(string)
+	readerAccessor := callAs(t, a, reader, "GET", "/v1/acl/token/self", "").body["accessor_id"].(string)
+	type line struct {
+		AccessorID string `json:"accessor_id"`
+		Method     string `json:"method"`
+		Path       string `json:"path"`
+		Status     int    `json:"status"`
+		Node       string `json:"node"`
+	}
+	want := []line{
+		{"", "POST", "/v1/acl/bootstrap", 200, a.cfg.NodeName},
+		{mgmtAccessor, "PUT", "/v1/acl/policies/reader", 200, a.cfg.NodeName},
+		{mgmtAccessor, "POST", "/v1/acl/tokens", 200, a.cfg.NodeName},
+		{mgmtAccessor, "POST", "/v1/models", 201, a.cfg.NodeName},
+		{readerAccessor, "DELETE", "/v1/models/audited", 403, a.cfg.NodeName},
+		{"", "GET", "/v1/models", 401, a.cfg.NodeName},
+		{readerAccessor, "POST", "/v1/models/audited:predict", 403, a.cfg.NodeName},
+	}
+	var got []line
+	var raw []byte
+	waitFor(t, 5*time.Second, "the audit lines", func() bool {
+		raw, _ = os.ReadFile(path)
+		got = nil
+		for _, l := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+			var x line
+			if json.Unmarshal([]byte(l), &x) == nil {
+				got = append(got, x)
+			}
+		}
+		return len(got) >= len(want)
+	})
+	if len(got) != len(want) {
+		t.Fatalf("audit lines:\n%s\nwant %d lines", raw, len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("line %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	for _, secret := range []string{mgmt, reader} {
+		if strings.Contains(string(raw), secret) {
+			t.Fatal("the audit log holds a token secret")
+		}
+	}
+}

@@ -57,6 +57,8 @@ type Agent struct {
 	httpLn    net.Listener
 	// acl resolves request tokens; nil while ACLs are disabled.
 	acl *acl.Resolver
+	// audit is the audit log (acl { audit_file }); nil without one.
+	audit *auditLog
 
 	// leaderReady is true while this node is leader and has passed a barrier in its
 	// term, so its FSM holds every committed entry: consistent reads need that.
@@ -168,6 +170,11 @@ func New(cfg Config, logger hclog.Logger) (a *Agent, err error) {
 	}
 
 	a.acl = a.newACLResolver()
+	if cfg.ACL.AuditFile != "" {
+		if a.audit, err = newAuditLog(cfg.ACL.AuditFile, cfg.ACL.AuditMaxBytes, logger); err != nil {
+			return nil, err
+		}
+	}
 	a.logAccess()
 	a.http = &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
 	a.goFunc(func() {
@@ -500,6 +507,9 @@ func (a *Agent) Shutdown() error {
 		}
 		if a.wal != nil {
 			errs = append(errs, a.wal.Close())
+		}
+		if a.audit != nil {
+			errs = append(errs, a.audit.Close()) // after HTTP: no request records any more
 		}
 		if a.fsm != nil {
 			errs = append(errs, a.fsm.Close())

@@ -6,6 +6,7 @@ import (
 	"net/http/pprof"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/kilnml/kiln/node/internal/acl"
 	"github.com/kilnml/kiln/raftfsm/structs"
@@ -153,12 +154,22 @@ func (a *Agent) routes() http.Handler {
 	return mux
 }
 
-// guard wraps a route's handler with its access check. With ACLs disabled it
-// is the handler itself, so a cluster without ACLs pays nothing.
+// guard wraps a route's handler with its access check and, with an audit
+// file, its audit record. With neither it is the handler itself, so a
+// cluster without ACLs pays nothing.
 func (a *Agent) guard(rt route) http.Handler {
-	if a.acl == nil || rt.need == needNone {
-		return rt.handler
+	h := http.Handler(rt.handler)
+	if a.acl != nil && rt.need != needNone {
+		h = a.checked(rt)
 	}
+	if a.audit != nil {
+		h = a.audited(rt, h)
+	}
+	return h
+}
+
+// checked is the access check of guard.
+func (a *Agent) checked(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := a.waitRequestIndex(r); err != nil {
 			writeError(w, err)
@@ -183,6 +194,69 @@ func (a *Agent) guard(rt route) http.Handler {
 		rt.handler(w, r.WithContext(acl.WithIdentity(r.Context(), id)))
 	})
 }
+
+// audited records, in the audit log, every request that may change something
+// (any method but GET and HEAD, inference aside) and every refused one (401,
+// 403). The accessor ID is resolved before the handler runs, so a request
+// that deletes its own token is still attributed.
+func (a *Agent) audited(rt route, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		write := r.Method != http.MethodGet && r.Method != http.MethodHead && rt.need != needAllow
+		accessor := ""
+		if write {
+			accessor = a.accessorOf(r)
+		}
+		sw := &statusWriter{ResponseWriter: w}
+		h.ServeHTTP(sw, r)
+		denied := sw.status == http.StatusUnauthorized || sw.status == http.StatusForbidden
+		if !write && !denied {
+			return
+		}
+		if !write && sw.status == http.StatusForbidden {
+			accessor = a.accessorOf(r) // a valid token without the right
+		}
+		a.audit.record(auditRecord{
+			Time: time.Now().UTC(), Node: a.cfg.NodeName, AccessorID: accessor,
+			Method: r.Method, Path: r.URL.Path, Status: sw.status, RemoteAddr: r.RemoteAddr,
+		})
+	})
+}
+
+// accessorOf is the accessor ID of the request's token, "" without a valid one.
+func (a *Agent) accessorOf(r *http.Request) string {
+	if a.acl == nil {
+		return ""
+	}
+	id, err := a.acl.Resolve(requestToken(r))
+	if err != nil {
+		return ""
+	}
+	return id.AccessorID()
+}
+
+// statusWriter remembers the status a handler answered with.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer (flush,
+// deadlines) through the wrapper.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // waitRequestIndex waits for ?index=N before the token is resolved, so that a
 // client reading its own write sees ACL changes up to N as well: a token
