@@ -251,10 +251,12 @@ exec           { policy = "allow" }
 }
 
 // TestCluster_HTTPS drives a cluster whose API is HTTPS with client
-// certificates, with the CLI: a client without a certificate is refused.
+// certificates and ACLs, with the CLI: a client without a certificate is
+// refused, and a snapshot restored through a follower reaches the leader
+// (over the RPC port: HTTPS between nodes would need client certificates).
 func TestCluster_HTTPS(t *testing.T) {
 	ca, cert, key := writeTestPKI(t, t.TempDir())
-	c := newCluster(t, 3, withHTTPS(ca, cert, key))
+	c := newCluster(t, 3, withHTTPS(ca, cert, key), withACL())
 	nodes := c.all()
 	if out, err := nodes[0].cli("models create", "over-https"); err != nil {
 		t.Fatalf("kiln models create over HTTPS: %v %s", err, out)
@@ -273,6 +275,26 @@ func TestCluster_HTTPS(t *testing.T) {
 	if _, err := runKiln("status", "-address", "https://"+nodes[0].httpAddr(), "-ca-cert", ca); err == nil {
 		t.Fatal("HTTPS without a client certificate succeeded")
 	}
+
+	file := filepath.Join(t.TempDir(), "registry.snap")
+	if out, err := nodes[0].cli("snapshot save", file); err != nil {
+		t.Fatalf("snapshot save over HTTPS: %v %s", err, out)
+	}
+	nodes[0].createModel("after-save", nil)
+	leader := c.waitLeader(leaderTimeout)
+	if out, err := c.others(leader)[0].cli("snapshot restore", file); err != nil {
+		t.Fatalf("snapshot restore through a follower over HTTPS: %v %s", err, out)
+	}
+	waitFor(t, 20*time.Second, func() error {
+		names, err := leader.modelNames("consistency=consistent")
+		if err != nil {
+			return err
+		}
+		if len(names) != 1 || names[0] != "over-https" {
+			return fmt.Errorf("models after the restore: %v, want [over-https]", names)
+		}
+		return nil
+	})
 }
 
 // TestCluster_ACLRollingEnable turns ACLs on in a running cluster the way the

@@ -1,20 +1,19 @@
 package node
 
 import (
+	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
-	"slices"
 	"time"
 
 	"github.com/hashicorp/raft"
 
 	"github.com/kilnml/kiln/raftfsm"
 	"github.com/kilnml/kiln/raftfsm/structs"
+	"github.com/kilnml/kiln/transport"
 )
 
 // maxSnapshotBytes bounds a snapshot upload; it is spooled to disk, not memory.
@@ -55,7 +54,10 @@ func (s *httpSink) Cancel() error               { return nil }
 // is spooled to disk, every record is checked against the rules the API applies,
 // and it is loaded into a scratch FSM, so a corrupt or crafted file is rejected
 // before anything changes; then the leader restores it through Raft and every
-// node installs it.
+// node installs it. A follower hands the checked file to the leader over the
+// RPC port (as an artifact copy, then snapshot.restore), like every other
+// request it forwards: the leader trusts it as a node, checks the file again
+// and restores it.
 func (a *Agent) handleSnapshotRestore(w http.ResponseWriter, r *http.Request) {
 	tmpDir, err := os.MkdirTemp(a.cfg.DataDir, "restore-")
 	if err != nil {
@@ -69,30 +71,124 @@ func (a *Agent) handleSnapshotRestore(w http.ResponseWriter, r *http.Request) {
 		writeError(w, jsonError(err))
 		return
 	}
-	if err := validateSnapshot(path, filepath.Join(tmpDir, "check")); err != nil {
-		if errors.Is(err, raftfsm.ErrCorruptSnapshot) || errors.Is(err, raftfsm.ErrInvalidSnapshot) {
-			writeError(w, errorf(structs.CodeInvalid, "snapshot is not valid: %v", err))
-		} else {
-			writeError(w, errorf(structs.CodeInternal, "snapshot restore: checking the upload: %v", err))
-		}
+	if err := checkSnapshotFile(path, filepath.Join(tmpDir, "check")); err != nil {
+		writeError(w, err)
 		return
 	}
-	if a.raft.State() != raft.Leader {
-		a.proxySnapshotRestore(w, r, path)
+	var idx uint64
+	if a.raft.State() == raft.Leader {
+		idx, err = a.restoreLocal(path, size)
+	} else {
+		idx, err = a.restoreViaLeader(r.Context(), path)
+	}
+	if err != nil {
+		writeError(w, err)
 		return
 	}
+	writeCommitted(w, http.StatusOK, idx, map[string]any{"restored_bytes": size})
+}
+
+// checkSnapshotFile is validateSnapshot with its error as the API answers it.
+func checkSnapshotFile(path, scratch string) error {
+	err := validateSnapshot(path, scratch)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, raftfsm.ErrCorruptSnapshot) || errors.Is(err, raftfsm.ErrInvalidSnapshot):
+		return errorf(structs.CodeInvalid, "snapshot is not valid: %v", err)
+	}
+	return errorf(structs.CodeInternal, "snapshot restore: checking the upload: %v", err)
+}
+
+// restoreLocal restores a checked snapshot file through Raft on the leader
+// and returns the index it is applied at.
+func (a *Agent) restoreLocal(path string, size int64) (uint64, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		writeError(w, errorf(structs.CodeInternal, "snapshot restore: %v", err))
-		return
+		return 0, errorf(structs.CodeInternal, "snapshot restore: %v", err)
 	}
 	defer f.Close()
 	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: size}
 	if err := a.raft.Restore(meta, f, time.Minute); err != nil {
-		writeError(w, errorf(structs.CodeUnavailable, "snapshot restore: %v", err))
-		return
+		return 0, errorf(structs.CodeUnavailable, "snapshot restore: %v", err)
 	}
-	writeCommitted(w, http.StatusOK, a.raft.AppliedIndex(), map[string]any{"restored_bytes": size})
+	return a.raft.AppliedIndex(), nil
+}
+
+// rpcSnapshotRestore asks the leader to restore a snapshot file that the
+// caller has copied to it as a blob.
+const rpcSnapshotRestore = "snapshot.restore"
+
+type snapshotRestoreArgs struct {
+	Digest string `msgpack:"digest"`
+}
+
+type snapshotRestoreReply struct {
+	Index uint64 `msgpack:"index"`
+}
+
+// restoreViaLeader copies the file to the leader as a blob and asks it to
+// restore it. The blob is removed on both sides afterwards (the collector
+// would take it anyway: no version references it).
+func (a *Agent) restoreViaLeader(ctx context.Context, path string) (uint64, error) {
+	addr, _ := a.raft.LeaderWithID()
+	if addr == "" {
+		return 0, errorf(structs.CodeNoLeader, "no known leader to restore the snapshot on")
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, errorf(structs.CodeInternal, "snapshot restore: %v", err)
+	}
+	tmp, digest, _, err := a.blobs.ingest(f, maxSnapshotBytes)
+	f.Close()
+	if err == nil {
+		err = a.blobs.commit(tmp, digest)
+	}
+	if err != nil {
+		return 0, errorf(structs.CodeInternal, "snapshot restore: %v", err)
+	}
+	defer a.blobs.remove(digest)
+	if err := a.xfer.push(ctx, string(addr), digest); err != nil {
+		return 0, errorf(structs.CodeUnavailable, "snapshot restore: copying the file to the leader %s: %v", addr, err)
+	}
+	var reply snapshotRestoreReply
+	if err := a.trans.Call(ctx, string(addr), rpcSnapshotRestore, &snapshotRestoreArgs{Digest: digest}, &reply); err != nil {
+		return 0, fromTransport(err)
+	}
+	return reply.Index, nil
+}
+
+// handleSnapshotRestoreRPC is the leader's side of restoreViaLeader.
+func (a *Agent) handleSnapshotRestoreRPC(ctx context.Context, dec transport.Decoder) (any, error) {
+	var args snapshotRestoreArgs
+	if err := dec.Decode(&args); err != nil {
+		return nil, structs.Errorf(structs.CodeInvalid, "node: bad snapshot.restore request: %v", err)
+	}
+	if err := structs.ValidateDigest("digest", args.Digest); err != nil {
+		return nil, err
+	}
+	if a.raft.State() != raft.Leader {
+		return nil, structs.Errorf(structs.CodeNotLeader, "node: not the leader")
+	}
+	size, ok := a.blobs.has(args.Digest)
+	if !ok {
+		return nil, structs.Errorf(structs.CodeNotFound, "node: snapshot file %.12s is not here", args.Digest)
+	}
+	defer a.blobs.remove(args.Digest)
+	scratch, err := os.MkdirTemp(a.cfg.DataDir, "restore-")
+	if err != nil {
+		return nil, structs.Errorf(structs.CodeInternal, "snapshot restore: %v", err)
+	}
+	defer os.RemoveAll(scratch)
+	path := a.blobs.path(args.Digest)
+	if err := checkSnapshotFile(path, filepath.Join(scratch, "check")); err != nil {
+		return nil, err
+	}
+	idx, err := a.restoreLocal(path, size)
+	if err != nil {
+		return nil, err
+	}
+	return &snapshotRestoreReply{Index: idx}, nil
 }
 
 func spool(path string, r io.Reader) (int64, error) {
@@ -131,69 +227,4 @@ func validateSnapshot(path, dir string) error {
 		return err
 	}
 	return fsm.Restore(f) // closes f
-}
-
-// proxySnapshotRestore sends a validated upload on to the leader's HTTP API.
-func (a *Agent) proxySnapshotRestore(w http.ResponseWriter, r *http.Request, path string) {
-	_, leaderID := a.raft.LeaderWithID()
-	var leaderHTTP string
-	for _, m := range a.gossip.alive() {
-		if m.Meta.ID == string(leaderID) {
-			leaderHTTP = m.Meta.HTTPAddr
-		}
-	}
-	if leaderHTTP == "" {
-		writeError(w, errorf(structs.CodeNoLeader, "no known leader to restore the snapshot on"))
-		return
-	}
-	if a.cfg.HTTPTLS != nil {
-		// The proxy speaks plain HTTP: to a leader that serves HTTPS it would
-		// fail anyway, after sending the caller's token in clear text.
-		writeError(w, errorf(structs.CodeNotLeader, "snapshot restore: this node is not the leader and does not proxy over HTTPS; send the snapshot to the leader at %s", leaderHTTP))
-		return
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		writeError(w, errorf(structs.CodeInternal, "snapshot restore: %v", err))
-		return
-	}
-	defer f.Close()
-	req, err := leaderRestoreRequest(r, leaderHTTP, f)
-	if err != nil {
-		writeError(w, errorf(structs.CodeInternal, "snapshot restore: %v", err))
-		return
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		writeError(w, errorf(structs.CodeUnavailable, "snapshot restore via leader %s: %v", leaderHTTP, err))
-		return
-	}
-	defer resp.Body.Close()
-	for _, h := range []string{"Content-Type", "X-Kiln-Index", "Retry-After"} {
-		if v := resp.Header.Get(h); v != "" {
-			w.Header().Set(h, v)
-		}
-	}
-	w.WriteHeader(resp.StatusCode)
-	if _, err := io.Copy(w, resp.Body); err != nil {
-		a.logger.Warn("proxy restore response", "error", fmt.Sprint(err))
-	}
-}
-
-// leaderRestoreRequest is the PUT /v1/snapshot that carries r's upload (body)
-// on to the leader at leaderHTTP. The leader checks the caller's token again,
-// so the token headers go with it; without them an ACL cluster would refuse
-// every restore made through a follower.
-func leaderRestoreRequest(r *http.Request, leaderHTTP string, body io.Reader) (*http.Request, error) {
-	u := url.URL{Scheme: "http", Host: leaderHTTP, Path: "/v1/snapshot"}
-	req, err := http.NewRequestWithContext(r.Context(), http.MethodPut, u.String(), body)
-	if err != nil {
-		return nil, err
-	}
-	for _, h := range []string{"X-Kiln-Token", "Authorization"} {
-		if v := r.Header.Values(h); len(v) > 0 {
-			req.Header[h] = slices.Clone(v)
-		}
-	}
-	return req, nil
 }

@@ -3,7 +3,6 @@ package node
 import (
 	"bytes"
 	"fmt"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -120,25 +119,5 @@ func TestSnapshotRestore_RefusesRecordsTheAPIRefuses(t *testing.T) {
 	}
 	if got := modelNames(t, a); got != "iris" {
 		t.Fatalf("models after the restore = %q, want iris", got)
-	}
-}
-
-func TestLeaderRestoreRequest_CarriesTheToken(t *testing.T) {
-	in := httptest.NewRequest("PUT", "/v1/snapshot", nil)
-	in.Header.Set("X-Kiln-Token", "secret-1")
-	in.Header.Set("Authorization", "Bearer secret-2")
-	in.Header.Set("Cookie", "c=1")
-	out, err := leaderRestoreRequest(in, "127.0.0.1:4646", strings.NewReader("x"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out.URL.String() != "http://127.0.0.1:4646/v1/snapshot" || out.Method != "PUT" {
-		t.Fatalf("request = %s %s", out.Method, out.URL)
-	}
-	if out.Header.Get("X-Kiln-Token") != "secret-1" || out.Header.Get("Authorization") != "Bearer secret-2" {
-		t.Fatalf("token headers not passed on: %v", out.Header)
-	}
-	if out.Header.Get("Cookie") != "" {
-		t.Fatalf("other headers passed on: %v", out.Header)
 	}
 }
