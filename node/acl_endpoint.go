@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kilnml/kiln/node/internal/acl"
+	"github.com/kilnml/kiln/raftfsm"
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
 
@@ -168,36 +169,17 @@ func (a *Agent) handleACLPolicyGet(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	txn, err := a.readTxn(w, r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	defer txn.Discard()
-	p, err := txn.Policy(name)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, p)
+	serveRead(a, w, r, func(txn *raftfsm.Txn) (any, error) { return txn.Policy(name) })
 }
 
 func (a *Agent) handleACLPolicyList(w http.ResponseWriter, r *http.Request) {
-	txn, err := a.readTxn(w, r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	defer txn.Discard()
-	items, err := txn.Policies()
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	if items == nil {
-		items = []*structs.ACLPolicy{}
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"items": items, "next_cursor": ""})
+	serveRead(a, w, r, func(txn *raftfsm.Txn) (any, error) {
+		items, err := txn.Policies()
+		if items == nil {
+			items = []*structs.ACLPolicy{}
+		}
+		return map[string]any{"items": items, "next_cursor": ""}, err
+	})
 }
 
 func (a *Agent) handleACLPolicyDelete(w http.ResponseWriter, r *http.Request) {
@@ -259,22 +241,14 @@ func (a *Agent) handleACLTokenCreate(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *Agent) handleACLTokenList(w http.ResponseWriter, r *http.Request) {
-	txn, err := a.readTxn(w, r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	defer txn.Discard()
-	toks, err := txn.Tokens()
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	items := make([]tokenJSON, 0, len(toks))
-	for _, t := range toks {
-		items = append(items, tokenView(t, ""))
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"items": items, "next_cursor": ""})
+	serveRead(a, w, r, func(txn *raftfsm.Txn) (any, error) {
+		toks, err := txn.Tokens()
+		items := make([]tokenJSON, 0, len(toks))
+		for _, t := range toks {
+			items = append(items, tokenView(t, ""))
+		}
+		return map[string]any{"items": items, "next_cursor": ""}, err
+	})
 }
 
 func (a *Agent) handleACLTokenSelf(w http.ResponseWriter, r *http.Request) {

@@ -242,6 +242,23 @@ func (a *Agent) setReadHeaders(w http.ResponseWriter, index uint64) {
 	h.Set("X-Kiln-Last-Contact", strconv.FormatInt(contact.Milliseconds(), 10))
 }
 
+// serveRead answers a read: it opens a view at the request's consistency,
+// and writes what read returns from it as JSON (or its error).
+func serveRead[T any](a *Agent, w http.ResponseWriter, r *http.Request, read func(*raftfsm.Txn) (T, error)) {
+	txn, err := a.readTxn(w, r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer txn.Discard()
+	v, err := read(txn)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
 // listParams reads ?limit= and ?cursor=.
 func listParams(r *http.Request) (cursor string, limit int, err error) {
 	q := r.URL.Query()

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/kilnml/kiln/raftfsm"
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
 
@@ -81,18 +82,13 @@ func (a *Agent) handleModelGet(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	txn, err := a.readTxn(w, r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	defer txn.Discard()
-	m, err := txn.Model(name)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, modelJSON(m))
+	serveRead(a, w, r, func(txn *raftfsm.Txn) (*structs.Model, error) {
+		m, err := txn.Model(name)
+		if err != nil {
+			return nil, err
+		}
+		return modelJSON(m), nil
+	})
 }
 
 func (a *Agent) handleModelUpdate(w http.ResponseWriter, r *http.Request) {
