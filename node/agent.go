@@ -59,6 +59,8 @@ type Agent struct {
 	acl *acl.Resolver
 	// audit is the audit log (acl { audit_file }); nil without one.
 	audit *auditLog
+	// keyring is the gossip keyring; nil without gossip encryption.
+	keyring *keyring
 
 	// leaderReady is true while this node is leader and has passed a barrier in its
 	// term, so its FSM holds every committed entry: consistent reads need that.
@@ -165,7 +167,10 @@ func New(cfg Config, logger hclog.Logger) (a *Agent, err error) {
 		Expect:   cfg.BootstrapExpect,
 		HasState: a.hasRaftState(),
 	}
-	if a.gossip, err = newGossip(&a.cfg, meta, logger.Named("gossip")); err != nil {
+	if a.keyring, err = loadKeyring(cfg.DataDir, cfg.EncryptKey, logger.Named("gossip")); err != nil {
+		return nil, err
+	}
+	if a.gossip, err = newGossip(&a.cfg, meta, a.keyring, logger.Named("gossip")); err != nil {
 		return nil, err
 	}
 

@@ -80,7 +80,9 @@ type aliveSet struct {
 	byID    map[string]member
 }
 
-func newGossip(cfg *Config, meta memberMeta, logger hclog.Logger) (*gossip, error) {
+// newGossip starts memberlist; kr, when not nil, is the keyring it encrypts
+// with (and then cfg.EncryptKey is only how kr began).
+func newGossip(cfg *Config, meta memberMeta, kr *keyring, logger hclog.Logger) (*gossip, error) {
 	g := &gossip{logger: logger, meta: meta, gone: map[string]member{}, events: make(chan struct{}, 1)}
 	if b, _ := msgpack.Marshal(meta); len(b) > maxMetaSize {
 		return nil, fmt.Errorf("node: member meta is %d bytes, over memberlist's %d", len(b), maxMetaSize)
@@ -91,7 +93,9 @@ func newGossip(cfg *Config, meta memberMeta, logger hclog.Logger) (*gossip, erro
 	mc.BindPort = cfg.GossipPort
 	mc.AdvertiseAddr = cfg.advertiseIP()
 	mc.AdvertisePort = cfg.GossipPort
-	mc.SecretKey = cfg.EncryptKey
+	if kr != nil {
+		mc.Keyring = kr.kr
+	}
 	mc.Delegate = g
 	mc.Events = g
 	mc.Logger = logger.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})

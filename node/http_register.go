@@ -79,6 +79,7 @@ func (a *Agent) routeTable() []route {
 	rs = append(rs, a.modelRoutes()...)
 	rs = append(rs, a.servingRoutes()...)
 	rs = append(rs, a.aclRoutes()...)
+	rs = append(rs, a.keyringRoutes()...)
 	if a.cfg.EnableDebug {
 		rs = append(rs,
 			route{pattern: "PUT /v1/debug/faults", handler: a.handleSetFault, kind: structs.KindOperator, need: needWrite},

@@ -41,6 +41,7 @@ type removePeerArgs struct {
 func (a *Agent) registerRPC() {
 	a.trans.Register(rpcApplyBatch, a.handleApplyBatch)
 	a.trans.Register(rpcSnapshotRestore, a.handleSnapshotRestoreRPC)
+	a.trans.Register(rpcKeyring, a.handleKeyringRPC)
 	a.trans.Register(rpcReadIndex, func(ctx context.Context, dec transport.Decoder) (any, error) {
 		idx, err := a.leaderReadIndex()
 		if err != nil {

@@ -26,7 +26,7 @@ func run(args []string) int {
 		"status":                    factory(statusCommand()),
 		"members":                   factory(membersCommand()),
 		"nodes":                     factory(nodesCommand()),
-		"operator":                  factory(groupCommand("Operate on the cluster's Raft configuration", "kiln operator raft <list-peers|remove-peer>")),
+		"operator":                  factory(groupCommand("Operate the cluster: Raft peers, gossip keys", "kiln operator <raft|gossip>")),
 		"operator raft":             factory(groupCommand("List or remove Raft peers", "kiln operator raft <list-peers|remove-peer>")),
 		"operator raft list-peers":  factory(listPeersCommand()),
 		"operator raft remove-peer": factory(removePeerCommand()),
@@ -55,8 +55,10 @@ func run(args []string) int {
 		"bench baseline-serve":      factory(baselineServeCommand()),
 		"bench predict":             factory(benchPredictCommand()),
 	}
-	for name, cmd := range aclCommands() {
-		c.Commands[name] = factory(cmd)
+	for _, group := range []map[string]*command{aclCommands(), keyringCommands()} {
+		for name, cmd := range group {
+			c.Commands[name] = factory(cmd)
+		}
 	}
 	code, err := c.Run()
 	if err != nil {
