@@ -20,7 +20,7 @@ func withACL(c *Config) {
 }
 
 // callAs is call with a token (none when tok is "").
-func callAs(t *testing.T, a *Agent, tok, method, path, body string) apiResp {
+func callAs(t testing.TB, a *Agent, tok, method, path, body string) apiResp {
 	t.Helper()
 	var r io.Reader
 	if body != "" {
@@ -46,7 +46,7 @@ func callAs(t *testing.T, a *Agent, tok, method, path, body string) apiResp {
 	return out
 }
 
-func mustStatus(t *testing.T, r apiResp, want int, what string) {
+func mustStatus(t testing.TB, r apiResp, want int, what string) {
 	t.Helper()
 	if r.status != want {
 		t.Fatalf("%s: status %d, want %d (%v)", what, r.status, want, r.body)
@@ -55,7 +55,7 @@ func mustStatus(t *testing.T, r apiResp, want int, what string) {
 
 // aclSetup bootstraps an ACL-enabled node and returns it with its
 // management secret.
-func aclSetup(t *testing.T, opts ...testOpt) (*Agent, string) {
+func aclSetup(t testing.TB, opts ...testOpt) (*Agent, string) {
 	t.Helper()
 	a := testNode(t, append([]testOpt{withACL}, opts...)...)
 	waitLeader(t, a)
@@ -66,7 +66,7 @@ func aclSetup(t *testing.T, opts ...testOpt) (*Agent, string) {
 
 // tokenFor writes a policy with rules and returns the secret of a new token
 // holding it.
-func tokenFor(t *testing.T, a *Agent, mgmt, policy, rules string) string {
+func tokenFor(t testing.TB, a *Agent, mgmt, policy, rules string) string {
 	t.Helper()
 	body, _ := json.Marshal(map[string]string{"rules": rules})
 	mustStatus(t, callAs(t, a, mgmt, "PUT", "/v1/acl/policies/"+policy, string(body)), 200, "put policy "+policy)
@@ -348,4 +348,76 @@ func TestACL_AuditLog(t *testing.T) {
 			t.Fatal("the audit log holds a token secret")
 		}
 	}
+}
+
+// BenchmarkPredict_ACL is the server's cost of one single-row prediction
+// through the whole HTTP handler (routing, the ACL check, JSON, the model),
+// without and with ACLs (a token on every request): what the ACL check adds
+// to inference, without the network or a load generator in the figure.
+//
+//	go test -run '^$' -bench Predict_ACL -benchtime 200000x ./node/
+func BenchmarkPredict_ACL(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		name := "acl=off"
+		if on {
+			name = "acl=on"
+		}
+		b.Run(name, func(b *testing.B) {
+			var a *Agent
+			token := ""
+			if on {
+				a, token = aclSetup(b)
+			} else {
+				a = testNode(b)
+				waitLeader(b, a)
+			}
+			h := a.routes()
+			mustStatus(b, callAs(b, a, token, "POST", "/v1/models", `{"name":"iris"}`), 201, "create")
+			req, _ := http.NewRequest("POST", "http://"+a.HTTPAddr()+"/v1/models/iris/versions", strings.NewReader(string(readTestdata(b, linearIrisFile))))
+			req.Header.Set("X-Kiln-Token", token)
+			if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 201 {
+				b.Fatalf("push: %v %v", resp, err)
+			}
+			mustStatus(b, callAs(b, a, token, "PUT", "/v1/deployments/iris", `{"versions":[{"version":1,"weight":1}]}`), 200, "deploy")
+			body := `{"instances":[[5.1,3.5,1.4,0.2]]}`
+			waitFor(b, 20*time.Second, "the replica", func() bool {
+				return callAs(b, a, token, "POST", "/v1/models/iris:predict", body).status == 200
+			})
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				w := &discardWriter{h: http.Header{}}
+				for pb.Next() {
+					r, _ := http.NewRequest("POST", "/v1/models/iris:predict", strings.NewReader(body))
+					if token != "" {
+						r.Header.Set("X-Kiln-Token", token)
+					}
+					w.status = 0
+					h.ServeHTTP(w, r)
+					if w.status != 200 {
+						b.Fatalf("status %d", w.status)
+					}
+				}
+			})
+		})
+	}
+}
+
+// discardWriter is a ResponseWriter that keeps only the status.
+type discardWriter struct {
+	h      http.Header
+	status int
+}
+
+func (w *discardWriter) Header() http.Header { clear(w.h); return w.h }
+func (w *discardWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+}
+func (w *discardWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = 200
+	}
+	return len(b), nil
 }

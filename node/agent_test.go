@@ -22,7 +22,7 @@ type testOpt func(*Config)
 
 // testNode starts an agent on its own loopback IP with a temp data dir and stops it
 // when the test ends.
-func testNode(t *testing.T, opts ...testOpt) *Agent {
+func testNode(t testing.TB, opts ...testOpt) *Agent {
 	t.Helper()
 	cfg := DefaultConfig()
 	n := nextTestIP.Add(1)
@@ -48,7 +48,7 @@ func testNode(t *testing.T, opts ...testOpt) *Agent {
 }
 
 // waitFor polls cond until it holds or the timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -65,7 +65,7 @@ type apiResp struct {
 	body   map[string]any
 }
 
-func call(t *testing.T, a *Agent, method, path, body string) apiResp {
+func call(t testing.TB, a *Agent, method, path, body string) apiResp {
 	t.Helper()
 	var r io.Reader
 	if body != "" {
@@ -90,7 +90,7 @@ func call(t *testing.T, a *Agent, method, path, body string) apiResp {
 	return out
 }
 
-func waitLeader(t *testing.T, a *Agent) {
+func waitLeader(t testing.TB, a *Agent) {
 	t.Helper()
 	waitFor(t, 10*time.Second, "a leader", func() bool { return a.leaderReady.Load() })
 }

@@ -96,7 +96,7 @@ func getText(t *testing.T, a *Agent, path string) (int, string) {
 
 // deployAndWait deploys version 1 of model with one replica and waits until
 // the replica runs.
-func deployAndWait(t *testing.T, a *Agent, model string) {
+func deployAndWait(t testing.TB, a *Agent, model string) {
 	t.Helper()
 	r := call(t, a, "PUT", "/v1/deployments/"+model, `{"versions":[{"version":1,"weight":1}],"replicas":1}`)
 	if r.status != 200 {

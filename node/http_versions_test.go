@@ -15,7 +15,7 @@ const (
 	linearIrisFile   = "../ml/testdata/linear/iris.json"
 )
 
-func readTestdata(t *testing.T, path string) []byte {
+func readTestdata(t testing.TB, path string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -25,7 +25,7 @@ func readTestdata(t *testing.T, path string) []byte {
 }
 
 // createModel registers a model through the API.
-func createModel(t *testing.T, a *Agent, name string) {
+func createModel(t testing.TB, a *Agent, name string) {
 	t.Helper()
 	if r := call(t, a, "POST", "/v1/models", `{"name":"`+name+`"}`); r.status != 201 {
 		t.Fatalf("create model %s: %d %v", name, r.status, r.body)
@@ -34,7 +34,7 @@ func createModel(t *testing.T, a *Agent, name string) {
 
 // upload posts body as a new version of model; query is the raw query
 // string without '?'.
-func upload(t *testing.T, a *Agent, model, query string, body []byte) apiResp {
+func upload(t testing.TB, a *Agent, model, query string, body []byte) apiResp {
 	t.Helper()
 	path := "/v1/models/" + model + "/versions"
 	if query != "" {
@@ -44,7 +44,7 @@ func upload(t *testing.T, a *Agent, model, query string, body []byte) apiResp {
 }
 
 // uploadOK uploads and fails the test unless the version was created.
-func uploadOK(t *testing.T, a *Agent, model, query string, body []byte) map[string]any {
+func uploadOK(t testing.TB, a *Agent, model, query string, body []byte) map[string]any {
 	t.Helper()
 	r := upload(t, a, model, query, body)
 	if r.status != 201 {

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kilnml/kiln/raftfsm/structs"
@@ -81,13 +82,22 @@ type entry struct {
 }
 
 // Resolver turns secrets into identities, with a cache.
+//
+// The cache is copy-on-write: a request reads the current table through one
+// atomic load and no lock, and a miss (rare: a new token, or the first
+// request after an ACL change) installs a new table with the entry added.
 type Resolver struct {
 	cfg   Config
 	store Store
 
-	mu      sync.RWMutex
-	index   uint64                      // guarded by mu: the ACL index the entries reflect
-	entries map[[sha256.Size]byte]entry // guarded by mu
+	cache atomic.Pointer[cacheTable]
+	mu    sync.Mutex // serialises the writers of cache
+}
+
+// cacheTable is one immutable version of the cache.
+type cacheTable struct {
+	index   uint64 // the ACL index the entries reflect
+	entries map[[sha256.Size]byte]entry
 }
 
 // NewResolver builds a resolver over store.
@@ -101,7 +111,9 @@ func NewResolver(cfg Config, store Store) *Resolver {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Resolver{cfg: cfg, store: store, entries: make(map[[sha256.Size]byte]entry)}
+	r := &Resolver{cfg: cfg, store: store}
+	r.cache.Store(&cacheTable{entries: map[[sha256.Size]byte]entry{}})
+	return r
 }
 
 // Resolve returns the identity of a token secret, or an unauthenticated
@@ -113,10 +125,9 @@ func (r *Resolver) Resolve(secret string) (*Identity, error) {
 	sum := sha256.Sum256([]byte(secret))
 	index := r.store.ACLIndex() // before the read, so a later change is never missed
 	now := r.cfg.Now()
-	r.mu.RLock()
-	e, ok := r.entries[sum]
-	fresh := ok && r.index == index && now.Sub(e.at) < r.cfg.TTL
-	r.mu.RUnlock()
+	table := r.cache.Load()
+	e, ok := table.entries[sum]
+	fresh := ok && table.index == index && now.Sub(e.at) < r.cfg.TTL
 	if !fresh {
 		var err error
 		if e, err = r.load(sum); err != nil {
@@ -152,14 +163,18 @@ func (r *Resolver) load(sum [sha256.Size]byte) (entry, error) {
 func (r *Resolver) remember(sum [sha256.Size]byte, index uint64, e entry) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	switch {
-	case index < r.index:
+	old := r.cache.Load()
+	if index < old.index {
 		return // resolved against an older state than the cache holds
-	case index > r.index || len(r.entries) >= r.cfg.MaxEntries:
-		clear(r.entries)
-		r.index = index
 	}
-	r.entries[sum] = e
+	next := &cacheTable{index: index, entries: make(map[[sha256.Size]byte]entry, len(old.entries)+1)}
+	if index == old.index && len(old.entries) < r.cfg.MaxEntries {
+		for k, v := range old.entries {
+			next.entries[k] = v
+		}
+	}
+	next.entries[sum] = e
+	r.cache.Store(next)
 }
 
 type ctxKey struct{}

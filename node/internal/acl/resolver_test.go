@@ -184,9 +184,7 @@ func TestResolver_BoundedCache(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r.mu.RLock()
-	n := len(r.entries)
-	r.mu.RUnlock()
+	n := len(r.cache.Load().entries)
 	if n > 4 {
 		t.Fatalf("cache holds %d entries, bound is 4", n)
 	}
