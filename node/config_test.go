@@ -148,3 +148,91 @@ func TestFingerprint_DeclaredGPUs(t *testing.T) {
 		}
 	}
 }
+
+func TestLoadFiles_AccessBlocks(t *testing.T) {
+	dir := t.TempDir()
+	p := writeFile(t, dir, "acl.hcl", `
+node_name = "n"
+data_dir  = "/tmp/n"
+insecure  = true
+acl {
+  enabled           = true
+  default_policy    = "allow"
+  token_ttl_cache   = "5s"
+  metrics_anonymous = true
+  audit_file        = "/var/log/kiln/audit.log"
+}
+exec {
+  enabled          = true
+  allowed_commands = ["/opt/models/*/serve", "python3"]
+  allowed_env      = ["PATH"]
+}
+http {
+  tls {
+    cert_file      = "c.pem"
+    key_file       = "k.pem"
+    client_ca_file = "ca.pem"
+  }
+}
+`)
+	cfg, err := LoadFiles(DefaultConfig(), []string{p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.ACL.Enabled || cfg.ACL.DefaultPolicy != "allow" || cfg.ACL.TokenTTLCache != 5*time.Second || !cfg.ACL.MetricsAnonymous || cfg.ACL.AuditFile == "" {
+		t.Errorf("acl: %+v", cfg.ACL)
+	}
+	if !cfg.Exec.Enabled || len(cfg.Exec.AllowedCommands) != 2 || cfg.Exec.AllowedEnv[0] != "PATH" {
+		t.Errorf("exec: %+v", cfg.Exec)
+	}
+	if cfg.HTTPTLS == nil || cfg.HTTPTLS.ClientCAFile != "ca.pem" || !cfg.Insecure {
+		t.Errorf("http.tls %+v insecure %v", cfg.HTTPTLS, cfg.Insecure)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	// Unknown keys in the new blocks name themselves.
+	bad := writeFile(t, dir, "bad.hcl", "acl {\n  enabeld = true\n}\n")
+	if _, err := LoadFiles(DefaultConfig(), []string{bad}); err == nil || !strings.Contains(err.Error(), "enabeld") || !strings.Contains(err.Error(), ":2,") {
+		t.Errorf("unknown acl key: %v", err)
+	}
+}
+
+func TestConfig_ACLNeedsEncryptAndTLS(t *testing.T) {
+	base := DefaultConfig()
+	base.NodeName, base.DataDir = "n", "/tmp/n"
+	base.ACL.Enabled = true
+	err := base.Validate()
+	if err == nil || !strings.Contains(err.Error(), "encrypt") || !strings.Contains(err.Error(), "tls") || !strings.Contains(err.Error(), "insecure = true") {
+		t.Fatalf("acl without encrypt or tls: %v, want a refusal naming both and insecure", err)
+	}
+	withBoth := base
+	withBoth.EncryptKey = make([]byte, 32)
+	withBoth.TLS = &TLSFiles{CertFile: "c", KeyFile: "k", CAFile: "ca"}
+	if err := withBoth.Validate(); err != nil {
+		t.Fatalf("acl with encrypt and tls: %v", err)
+	}
+	insecure := base
+	insecure.Insecure = true
+	if err := insecure.Validate(); err != nil {
+		t.Fatalf("acl with insecure = true: %v", err)
+	}
+	dev := base
+	dev.Dev = true
+	if err := dev.Validate(); err != nil {
+		t.Fatalf("acl in -dev: %v", err)
+	}
+	for _, c := range []func(*Config){
+		func(c *Config) { c.ACL.DefaultPolicy = "maybe" },
+		func(c *Config) { c.ACL.TokenTTLCache = 0 },
+		func(c *Config) { c.Exec.AllowedCommands = []string{"["} },
+		func(c *Config) { c.Exec.AllowedEnv = []string{"A=B"} },
+		func(c *Config) { c.HTTPTLS = &HTTPTLSFiles{CertFile: "c"} },
+	} {
+		bad := insecure
+		c(&bad)
+		if err := bad.Validate(); err == nil {
+			t.Errorf("config %+v %+v %+v validated", bad.ACL, bad.Exec, bad.HTTPTLS)
+		}
+	}
+}
