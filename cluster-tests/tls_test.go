@@ -65,6 +65,21 @@ func TestCluster_TLS(t *testing.T) {
 	if err == nil || errors.As(err, &ne) && ne.Timeout() {
 		t.Errorf("the RPC port accepted a client without a certificate (read: %v)", err)
 	}
+	// A certificate from the same CA that names no node (an HTTPS client's, say)
+	// does not get onto the RPC port either: it would bypass the ACLs.
+	cert, key = pki.issue("")
+	if pair, err = tls.LoadX509KeyPair(cert, key); err != nil {
+		t.Fatal(err)
+	}
+	conn, err = tls.DialWithDialer(dialer, "tcp", follower.rpcAddr(), &tls.Config{RootCAs: pki.pool, Certificates: []tls.Certificate{pair}})
+	if err == nil {
+		conn.SetDeadline(time.Now().Add(3 * time.Second))
+		_, err = conn.Read(make([]byte, 1))
+		conn.Close()
+	}
+	if err == nil || errors.As(err, &ne) && ne.Timeout() {
+		t.Errorf("the RPC port accepted a CA-signed certificate that names no node (read: %v)", err)
+	}
 }
 
 // TestCluster_TLSNodeIdentity: with TLS, a CA-signed certificate is not enough

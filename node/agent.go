@@ -595,5 +595,9 @@ func loadTLS(f *TLSFiles) (*tls.Config, error) {
 		ClientCAs:    pool,
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		MinVersion:   tls.VersionTLS12,
+		// Both ends must be nodes, not just holders of a CA-signed certificate:
+		// a CA that also signs HTTPS client certificates would otherwise let a
+		// user past the ACLs straight onto the RPC port.
+		VerifyPeerCertificate: verifyPeerIsNode,
 	}, nil
 }

@@ -63,6 +63,36 @@ func certNamesNode(cert *x509.Certificate, name, id string) certNaming {
 	return namesNeither
 }
 
+// certNamesSomeNode reports whether cert names any node, in either form.
+func certNamesSomeNode(cert *x509.Certificate) bool {
+	for _, u := range cert.URIs {
+		if id, ok := strings.CutPrefix(u.String(), nodeURIPrefix); ok && id != "" {
+			return true
+		}
+	}
+	for _, dns := range cert.DNSNames {
+		name, ok := strings.CutSuffix(strings.ToLower(dns), nodeDNSSuffix)
+		if ok && name != "" && !strings.Contains(name, "*") {
+			return true
+		}
+	}
+	return false
+}
+
+// verifyPeerIsNode is the transport's tls.Config.VerifyPeerCertificate: after
+// the chain is verified, the peer's certificate must name a node. Which node
+// is the leader's check when it admits a member (identityVerified).
+func verifyPeerIsNode(_ [][]byte, chains [][]*x509.Certificate) error {
+	if len(chains) == 0 || len(chains[0]) == 0 {
+		return fmt.Errorf("node: tls: no verified peer certificate")
+	}
+	if leaf := chains[0][0]; !certNamesSomeNode(leaf) {
+		return fmt.Errorf("node: tls: the peer's certificate names no node (want a DNS SAN <node_name>%s or a URI SAN %s<id>; it has %v)",
+			nodeDNSSuffix, nodeURIPrefix, certSANs(leaf))
+	}
+	return nil
+}
+
 // certSANs lists cert's subject alternative names for logs and errors.
 func certSANs(cert *x509.Certificate) []string {
 	var out []string
