@@ -421,3 +421,38 @@ func (w *discardWriter) Write(b []byte) (int, error) {
 	}
 	return len(b), nil
 }
+
+func TestACL_FilteredListsPageFully(t *testing.T) {
+	a, mgmt := aclSetup(t)
+	var want []string
+	for _, m := range []string{"a1", "fraud-1", "b1", "fraud-2", "c1", "c2", "c3", "fraud-3", "fraud-4", "z1", "fraud-5"} {
+		mustStatus(t, callAs(t, a, mgmt, "POST", "/v1/models", `{"name":"`+m+`"}`), 201, "create "+m)
+		if strings.HasPrefix(m, "fraud-") {
+			want = append(want, m)
+		}
+	}
+	tok := tokenFor(t, a, mgmt, "fraud-reader", `model "fraud-*" { policy = "read" }`)
+	var got []string
+	cursor := ""
+	for pages := 0; ; pages++ {
+		if pages > 5 {
+			t.Fatal("too many pages")
+		}
+		r := callAs(t, a, tok, "GET", "/v1/models?limit=2&cursor="+cursor, "")
+		mustStatus(t, r, 200, "list")
+		items, _ := r.body["items"].([]any)
+		for _, it := range items {
+			got = append(got, it.(map[string]any)["name"].(string))
+		}
+		cursor, _ = r.body["next_cursor"].(string)
+		if cursor == "" {
+			break
+		}
+		if len(items) != 2 {
+			t.Fatalf("a page before the last holds %d items, want 2 (%v)", len(items), items)
+		}
+	}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("paged through %v, want %v", got, want)
+	}
+}

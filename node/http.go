@@ -259,6 +259,38 @@ func serveRead[T any](a *Agent, w http.ResponseWriter, r *http.Request, read fun
 	writeJSON(w, http.StatusOK, v)
 }
 
+// visiblePage is one page of a list that leaves out what the token may not
+// read: it reads pages from fetch until limit visible items are found (all
+// of them when limit is 0), so a filtered page is as full as an unfiltered
+// one. next is the cursor after the last item returned, "" when nothing is
+// left. It never returns nil items.
+func visiblePage[T any](cursor string, limit int, fetch func(cursor string, limit int) ([]T, string, error),
+	visible func(T) bool, key func(T) string) (items []T, next string, err error) {
+	items = []T{}
+	for {
+		page, more, err := fetch(cursor, limit)
+		if err != nil {
+			return nil, "", err
+		}
+		for i, it := range page {
+			if !visible(it) {
+				continue
+			}
+			items = append(items, it)
+			if limit > 0 && len(items) == limit {
+				if i == len(page)-1 && more == "" {
+					return items, "", nil
+				}
+				return items, key(it), nil
+			}
+		}
+		if more == "" {
+			return items, "", nil
+		}
+		cursor = more
+	}
+}
+
 // listParams reads ?limit= and ?cursor=.
 func listParams(r *http.Request) (cursor string, limit int, err error) {
 	q := r.URL.Query()

@@ -61,18 +61,16 @@ func (a *Agent) handleModelList(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer txn.Discard()
-	items, next, err := txn.Models(cursor, limit)
+	items, next, err := visiblePage(cursor, limit, txn.Models,
+		func(m *structs.Model) bool { return a.allowed(r, structs.KindModel, m.Name, structs.AccessRead) },
+		func(m *structs.Model) string { return m.Name })
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	visible := make([]*structs.Model, 0, len(items))
 	for _, m := range items {
-		if a.allowed(r, structs.KindModel, m.Name, structs.AccessRead) {
-			visible = append(visible, modelJSON(m))
-		}
+		modelJSON(m)
 	}
-	items = visible
 	writeJSON(w, http.StatusOK, map[string]any{"items": items, "next_cursor": next})
 }
 

@@ -221,16 +221,16 @@ func (a *Agent) handleDeploymentList(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer txn.Discard()
-	items, next, err := txn.Deployments(cursor, limit)
+	items, next, err := visiblePage(cursor, limit, txn.Deployments,
+		func(d *structs.Deployment) bool { return a.allowed(r, structs.KindDeployment, d.Name, structs.AccessRead) },
+		func(d *structs.Deployment) string { return d.Name })
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	views := make([]*deploymentView, 0, len(items))
 	for _, d := range items {
-		if a.allowed(r, structs.KindDeployment, d.Name, structs.AccessRead) {
-			views = append(views, a.deploymentView(d, nil))
-		}
+		views = append(views, a.deploymentView(d, nil))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"items": views, "next_cursor": next})
 }
