@@ -222,7 +222,9 @@ func (a *Agent) handleDeploymentList(w http.ResponseWriter, r *http.Request) {
 	}
 	defer txn.Discard()
 	items, next, err := visiblePage(cursor, limit, txn.Deployments,
-		func(d *structs.Deployment) bool { return a.allowed(r, structs.KindDeployment, d.Name, structs.AccessRead) },
+		func(d *structs.Deployment) bool {
+			return a.allowed(r, structs.KindDeployment, d.Name, structs.AccessRead)
+		},
 		func(d *structs.Deployment) string { return d.Name })
 	if err != nil {
 		writeError(w, err)
