@@ -325,6 +325,7 @@ func (a *Agent) bootstrapLoop() {
 		return
 	}
 	expect := a.cfg.BootstrapExpect
+	warned := map[string]bool{} // members whose certificate refusal was logged
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -342,8 +343,10 @@ func (a *Agent) bootstrapLoop() {
 			continue
 		}
 		var servers []raft.Server
+		byID := map[raft.ServerID]member{}
 		joinExisting := false
 		for _, m := range a.gossip.alive() {
+			byID[raft.ServerID(m.Meta.ID)] = m
 			if m.Meta.HasState {
 				joinExisting = true
 			}
@@ -371,6 +374,9 @@ func (a *Agent) bootstrapLoop() {
 			continue
 		}
 		sortServers(servers)
+		if !a.bootstrapPeersNamed(servers, byID, warned) {
+			continue
+		}
 		a.logger.Info("bootstrapping cluster", "servers", len(servers))
 		if err := a.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 			a.logger.Error("bootstrap failed", "error", err)

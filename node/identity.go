@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
 
@@ -129,6 +131,41 @@ func checkOwnCert(cfg *tls.Config, certFile, name, id string) error {
 	}
 	return fmt.Errorf("node: tls cert_file %s does not name this node: it needs the DNS SAN %q (node_name %q) or the URI SAN %q; it has %s",
 		certFile, nodeDNSName(name), name, nodeURI(id), strings.Join(certSANs(leaf), ", "))
+}
+
+// bootstrapPeersNamed reports whether, with TLS, every other server of a
+// bootstrap configuration presents a certificate that names it. Every node
+// applies the same rule to the same certificates, so an impostor is left
+// out by all of them alike: the cluster then waits (with a warning) rather
+// than bootstrap with it. A certificate that cannot be fetched just means
+// wait and try again. The registry is empty before bootstrap, so the name
+// form needs no ID look-up here.
+func (a *Agent) bootstrapPeersNamed(servers []raft.Server, byID map[raft.ServerID]member, warned map[string]bool) bool {
+	if a.cfg.TLS == nil {
+		return true
+	}
+	for _, s := range servers {
+		if string(s.ID) == a.id {
+			continue
+		}
+		m := byID[s.ID]
+		ctx, cancel := context.WithTimeout(a.ctx, identityCheckTimeout)
+		cert, err := a.trans.PeerCertificate(ctx, string(s.Address))
+		cancel()
+		if err != nil {
+			return false
+		}
+		if certNamesNode(cert, m.Name, m.Meta.ID) == namesNeither {
+			if !warned[m.Meta.ID] {
+				warned[m.Meta.ID] = true
+				a.logger.Warn("not bootstrapping with a member whose certificate does not name it",
+					"node", m.Name, "claimed_id", m.Meta.ID, "addr", s.Address, "sans", certSANs(cert),
+					"want", []string{"DNS:" + nodeDNSName(m.Name), "URI:" + nodeURI(m.Meta.ID)})
+			}
+			return false
+		}
+	}
+	return true
 }
 
 // identityKey is a member as the leader verifies it: the ID it claims at the

@@ -286,3 +286,29 @@ func TestReconciler_TLSMemberIdentity(t *testing.T) {
 		}
 	})
 }
+
+func TestAgent_BootstrapPeersNamed(t *testing.T) {
+	pki := newTestPKI(t)
+	a := testNode(t, pki.named(t))
+	b := testNode(t, pki.named(t), func(c *Config) { c.BootstrapExpect = 0 })
+	servers := []raft.Server{
+		{ID: raft.ServerID(a.ID()), Address: raft.ServerAddress(a.trans.Addr())},
+		{ID: raft.ServerID(b.ID()), Address: raft.ServerAddress(b.trans.Addr())},
+	}
+	tests := []struct {
+		name string
+		peer member
+		want bool
+	}{
+		{"the peer's certificate names it", member{Name: b.cfg.NodeName, Meta: memberMeta{ID: b.ID()}}, true},
+		{"the peer gossips a name its certificate does not carry", member{Name: "impostor", Meta: memberMeta{ID: b.ID()}}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			byID := map[raft.ServerID]member{raft.ServerID(b.ID()): tc.peer}
+			if got := a.bootstrapPeersNamed(servers, byID, map[string]bool{}); got != tc.want {
+				t.Fatalf("bootstrapPeersNamed = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
