@@ -1,7 +1,9 @@
 package node
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -454,5 +456,71 @@ func TestACL_FilteredListsPageFully(t *testing.T) {
 	}
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("paged through %v, want %v", got, want)
+	}
+}
+
+// TestACL_LeaderRechecksForwardedWrites sends apply_batch to the leader as a
+// follower would, with the callers' tokens: the leader checks each token
+// again against its own state.
+func TestACL_LeaderRechecksForwardedWrites(t *testing.T) {
+	a, mgmt := aclSetup(t)
+	reader := tokenFor(t, a, mgmt, "reader", `model "*" { policy = "read" }`)
+	gone := tokenFor(t, a, mgmt, "writer", `model "*" { policy = "write" }`)
+	accessor := callAs(t, a, gone, "GET", "/v1/acl/token/self", "").body["accessor_id"].(string)
+	mustStatus(t, callAs(t, a, mgmt, "DELETE", "/v1/acl/tokens/"+accessor, ""), 200, "delete")
+
+	create := func(name string) []byte {
+		b, err := structs.Encode(structs.ModelCreateType, &structs.ModelCreateRequest{Model: structs.Model{Name: name, CreatedAt: time.Now().UTC(), UpdatedAt: time.Now().UTC()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	args := applyBatchArgs{
+		Entries: [][]byte{create("by-mgmt"), create("by-reader"), create("by-deleted"), create("by-node")},
+		Tokens:  []string{mgmt, reader, gone, ""},
+	}
+	var reply applyBatchReply
+	if err := a.trans.Call(context.Background(), a.trans.Addr(), rpcApplyBatch, &args, &reply); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"", structs.CodePermissionDenied, structs.CodeUnauthenticated, ""}
+	for i, r := range reply.Results {
+		if r.Code != want[i] {
+			t.Errorf("entry %d: code %q (%s), want %q", i, r.Code, r.Message, want[i])
+		}
+	}
+}
+
+func TestCommandNeeds(t *testing.T) {
+	enc := func(typ structs.MessageType, v any) []byte {
+		b, err := structs.Encode(typ, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	tests := []struct {
+		name string
+		data []byte
+		want []commandNeed
+	}{
+		{"model create", enc(structs.ModelCreateType, &structs.ModelCreateRequest{Model: structs.Model{Name: "m"}}), []commandNeed{{structs.KindModel, "m", structs.AccessWrite}}},
+		{"process version", enc(structs.VersionCreateType, &structs.VersionCreateRequest{Version: structs.ModelVersion{Model: "m", Format: structs.FormatProcess}}),
+			[]commandNeed{{structs.KindModel, "m", structs.AccessWrite}, {structs.KindExec, "", structs.AccessAllow}}},
+		{"alias", enc(structs.AliasSetType, &structs.AliasSetRequest{Model: "m"}), []commandNeed{{structs.KindModel, "m", structs.AccessWrite}}},
+		{"deployment", enc(structs.DeploymentPutType, &structs.DeploymentPutRequest{Deployment: structs.Deployment{Name: "d"}}), []commandNeed{{structs.KindDeployment, "d", structs.AccessWrite}}},
+		{"rollback", enc(structs.DeploymentRollbackType, &structs.DeploymentRollbackRequest{Name: "d"}), []commandNeed{{structs.KindDeployment, "d", structs.AccessWrite}}},
+		{"token delete", enc(structs.ACLTokenDeleteType, &structs.ACLTokenDeleteRequest{AccessorID: "x"}), []commandNeed{{structs.KindACL, "", structs.AccessWrite}}},
+		{"node upsert is the node's own", enc(structs.NodeUpsertType, &structs.NodeUpsertRequest{}), nil},
+		{"empty", nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := commandNeeds(tt.data)
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Fatalf("commandNeeds = %v, want %v", got, tt.want)
+			}
+		})
 	}
 }

@@ -29,6 +29,9 @@ const rpcApplyBatch = "registry.apply_batch"
 
 type applyBatchArgs struct {
 	Entries [][]byte `msgpack:"entries"`
+	// Tokens, when set, holds the caller's token secret for each entry ("" for
+	// the node's own writes), for the leader to check again (acl_forward.go).
+	Tokens []string `msgpack:"tokens,omitempty"`
 }
 
 // entryResult is one entry's outcome in a batch reply.
@@ -44,8 +47,9 @@ type applyBatchReply struct {
 }
 
 type pendingWrite struct {
-	data []byte
-	done chan entryOutcome // buffered 1
+	data  []byte
+	token string            // the caller's token secret, "" for the node's own writes
+	done  chan entryOutcome // buffered 1
 }
 
 type entryOutcome struct {
@@ -67,7 +71,7 @@ func (f *forwarder) forward(ctx context.Context, data []byte) (entryResult, erro
 	if f.a.ctx.Err() != nil {
 		return entryResult{}, structs.Errorf(structs.CodeUnavailable, "node: shutting down")
 	}
-	pw := &pendingWrite{data: data, done: make(chan entryOutcome, 1)}
+	pw := &pendingWrite{data: data, token: callerToken(ctx), done: make(chan entryOutcome, 1)}
 	f.mu.Lock()
 	f.queue = append(f.queue, pw)
 	if f.inflight < maxForwardInflight {
@@ -113,6 +117,12 @@ func (f *forwarder) send(batch []*pendingWrite) {
 	args := applyBatchArgs{Entries: make([][]byte, len(batch))}
 	for i, pw := range batch {
 		args.Entries[i] = pw.data
+		if pw.token != "" {
+			if args.Tokens == nil {
+				args.Tokens = make([]string, len(batch))
+			}
+			args.Tokens[i] = pw.token
+		}
 	}
 	ctx, cancel := context.WithTimeout(f.a.ctx, forwardRPCTimeout)
 	defer cancel()
@@ -147,6 +157,12 @@ func (a *Agent) handleApplyBatch(ctx context.Context, dec transport.Decoder) (an
 		if len(data) == 0 || !structs.MessageType(data[0]).Known() || structs.MessageType(data[0]) == structs.BatchType {
 			reply.Results[i] = entryResult{Code: structs.CodeInvalid, Message: "node: unknown command type"}
 			continue
+		}
+		if i < len(args.Tokens) {
+			if err := a.recheckForwarded(data, args.Tokens[i]); err != nil {
+				reply.Results[i] = entryResult{Code: structs.ErrorCode(err), Message: err.Error()}
+				continue
+			}
 		}
 		datas = append(datas, data)
 		pos = append(pos, i)

@@ -121,6 +121,8 @@ const rpcSnapshotRestore = "snapshot.restore"
 
 type snapshotRestoreArgs struct {
 	Digest string `msgpack:"digest"`
+	// Token is the caller's token secret, checked again on the leader.
+	Token string `msgpack:"token,omitempty"`
 }
 
 type snapshotRestoreReply struct {
@@ -152,7 +154,7 @@ func (a *Agent) restoreViaLeader(ctx context.Context, path string) (uint64, erro
 		return 0, errorf(structs.CodeUnavailable, "snapshot restore: copying the file to the leader %s: %v", addr, err)
 	}
 	var reply snapshotRestoreReply
-	if err := a.trans.Call(ctx, string(addr), rpcSnapshotRestore, &snapshotRestoreArgs{Digest: digest}, &reply); err != nil {
+	if err := a.trans.Call(ctx, string(addr), rpcSnapshotRestore, &snapshotRestoreArgs{Digest: digest, Token: callerToken(ctx)}, &reply); err != nil {
 		return 0, fromTransport(err)
 	}
 	return reply.Index, nil
@@ -169,6 +171,15 @@ func (a *Agent) handleSnapshotRestoreRPC(ctx context.Context, dec transport.Deco
 	}
 	if a.raft.State() != raft.Leader {
 		return nil, structs.Errorf(structs.CodeNotLeader, "node: not the leader")
+	}
+	if a.acl != nil && args.Token != "" {
+		id, err := a.acl.Resolve(args.Token)
+		if err == nil {
+			err = id.Check(structs.KindOperator, "", structs.AccessWrite)
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
 	size, ok := a.blobs.has(args.Digest)
 	if !ok {

@@ -48,7 +48,13 @@ type Config struct {
 type Identity struct {
 	Token   *structs.ACLToken
 	decider *structs.ACLDecider
+	// secret is what the caller presented: a write forwarded to the leader
+	// carries it, so that the leader checks the token again (node/acl_forward.go).
+	secret string
 }
+
+// Secret is the token's secret, as the caller presented it.
+func (id *Identity) Secret() string { return id.secret }
 
 // AccessorID is the token's public ID, the one to log.
 func (id *Identity) AccessorID() string { return id.Token.AccessorID }
@@ -130,7 +136,7 @@ func (r *Resolver) Resolve(secret string) (*Identity, error) {
 	fresh := ok && table.index == index && now.Sub(e.at) < r.cfg.TTL
 	if !fresh {
 		var err error
-		if e, err = r.load(sum); err != nil {
+		if e, err = r.load(sum, secret); err != nil {
 			return nil, err
 		}
 		r.remember(sum, index, e)
@@ -141,7 +147,7 @@ func (r *Resolver) Resolve(secret string) (*Identity, error) {
 	return e.id, nil
 }
 
-func (r *Resolver) load(sum [sha256.Size]byte) (entry, error) {
+func (r *Resolver) load(sum [sha256.Size]byte, secret string) (entry, error) {
 	hash := hex.EncodeToString(sum[:])
 	tok, rules, err := r.store.Token(hash)
 	if err != nil {
@@ -157,7 +163,7 @@ func (r *Resolver) load(sum [sha256.Size]byte) (entry, error) {
 	}
 	d := structs.NewACLDecider(r.cfg.DefaultAllow, rules...)
 	d.Management = tok.IsManagement()
-	return entry{id: &Identity{Token: tok, decider: d}, hash: hash, at: r.cfg.Now()}, nil
+	return entry{id: &Identity{Token: tok, decider: d, secret: secret}, hash: hash, at: r.cfg.Now()}, nil
 }
 
 func (r *Resolver) remember(sum [sha256.Size]byte, index uint64, e entry) {
