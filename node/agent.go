@@ -421,6 +421,14 @@ func (a *Agent) registerSelfLoop() {
 }
 
 func (a *Agent) registerSelf() error {
+	_, err := a.writeSelfRecord(false)
+	return err
+}
+
+// writeSelfRecord proposes this node's record when it differs from the
+// registry's (always with force) and returns the index it committed at (0
+// when nothing was written).
+func (a *Agent) writeSelfRecord(force bool) (uint64, error) {
 	want := structs.Node{
 		ID: a.id, Name: a.cfg.NodeName, RPCAddr: a.trans.Addr(), HTTPAddr: a.advertiseHTTP(),
 		Version: Version, Resources: a.resources, Exec: a.cfg.Exec.nodeRecord(),
@@ -428,8 +436,8 @@ func (a *Agent) registerSelf() error {
 	txn := a.fsm.ReadTxn()
 	cur, err := txn.Node(a.id)
 	txn.Discard()
-	if err == nil && sameNodeRecord(cur, &want) {
-		return nil
+	if err == nil && sameNodeRecord(cur, &want) && !force {
+		return 0, nil
 	}
 	now := time.Now().UTC()
 	want.UpdatedAt = now
@@ -439,8 +447,7 @@ func (a *Agent) registerSelf() error {
 	}
 	ctx, cancel := context.WithTimeout(a.ctx, 10*time.Second)
 	defer cancel()
-	_, err = a.propose(ctx, structs.NodeUpsertType, &structs.NodeUpsertRequest{Node: want}, nil)
-	return err
+	return a.propose(ctx, structs.NodeUpsertType, &structs.NodeUpsertRequest{Node: want}, nil)
 }
 
 func sameNodeRecord(a, b *structs.Node) bool {

@@ -112,7 +112,16 @@ func (a *Agent) restoreLocal(path string, size int64) (uint64, error) {
 	if err := a.raft.Restore(meta, f, time.Minute); err != nil {
 		return 0, errorf(structs.CodeUnavailable, "snapshot restore: %v", err)
 	}
-	return a.raft.AppliedIndex(), nil
+	// The restored state reports the applied index written in the file, which
+	// is older than the writes it replaced: a client waiting with ?index= for
+	// one of those would wait until some later write. One write of this
+	// node's record now moves every node past them, and its index is the
+	// restore's: reading with ?index=<it> sees the restored registry.
+	idx, err := a.writeSelfRecord(true)
+	if err != nil {
+		return 0, errorf(structs.CodeUnavailable, "snapshot restored, but the write that follows it failed (retry reads without ?index=): %v", err)
+	}
+	return idx, nil
 }
 
 // rpcSnapshotRestore asks the leader to restore a snapshot file that the
