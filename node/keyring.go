@@ -110,14 +110,39 @@ func (k *keyring) save() error {
 	if err != nil {
 		return err
 	}
+	// Synced before and after the rename: a keyring lost in a power cut
+	// after a rotation would leave the node with a key nobody speaks any more,
+	// and a torn file would keep it from starting.
 	tmp := k.path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	if err := writeFileSync(tmp, b, 0o600); err != nil {
+		_ = os.Remove(tmp)
 		return fmt.Errorf("node: save keyring: %w", err)
 	}
 	if err := os.Rename(tmp, k.path); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("node: save keyring: %w", err)
+	}
+	if err := syncDir(filepath.Dir(k.path)); err != nil {
 		return fmt.Errorf("node: save keyring: %w", err)
 	}
 	return nil
+}
+
+// writeFileSync writes b to a new file at path and syncs it to disk.
+func writeFileSync(path string, b []byte, perm os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // Keyring operations.
@@ -299,7 +324,10 @@ func (a *Agent) keyringFanOut(ctx context.Context, op, key string) ([]keyringNod
 			err := a.trans.Call(cctx, m.Meta.RPCAddr, rpcKeyring, &keyringArgs{Op: op, Key: key}, &st)
 			out[i] = keyringNodeResult{Node: m.Name, Keys: st.Keys, Primary: st.Primary}
 			if err != nil {
-				out[i].Error = fromTransport(err).Error()
+				// Not fromTransport: its text speaks of the leader and of a
+				// write's outcome, and neither applies here. A remote error
+				// reads as the node's own message.
+				out[i].Error = err.Error()
 			}
 		})
 	}
