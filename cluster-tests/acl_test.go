@@ -49,7 +49,7 @@ func createToken(t *testing.T, nd *node, policy, rules string, extra ...string) 
 }
 
 // expectStatus fails the test unless the request as token gets want.
-func expectStatus(t *testing.T, nd *node, token, method, path string, body any, want int) *response {
+func expectStatus(t testing.TB, nd *node, token, method, path string, body any, want int) *response {
 	t.Helper()
 	r, err := nd.callAs(token, method, path, body)
 	if err != nil {

@@ -94,7 +94,7 @@ func BenchmarkTokenRevocation(b *testing.B) {
 			b.Fatal(err)
 		}
 		for _, nd := range nodes { // every node knows the token before it goes
-			expectStatusTB(b, nd, tok.SecretID, fmt.Sprintf("/v1/models?index=%d", r.index()), http.StatusOK)
+			expectStatus(b, nd, tok.SecretID, "GET", fmt.Sprintf("/v1/models?index=%d", r.index()), nil, http.StatusOK)
 		}
 		via := nodes[i%len(nodes)]
 		via.write("DELETE", "/v1/acl/tokens/"+tok.AccessorID, nil, 200)
@@ -116,12 +116,4 @@ func BenchmarkTokenRevocation(b *testing.B) {
 	}
 	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "revoke-ms")
 	b.ReportMetric(float64(worst.Microseconds())/1000, "max-revoke-ms")
-}
-
-func expectStatusTB(b testing.TB, nd *node, token, path string, want int) {
-	b.Helper()
-	r, err := nd.callAs(token, "GET", path, nil)
-	if err != nil || r.status != want {
-		b.Fatalf("GET %s on %s: %v %v, want %d", path, nd.name, r, err, want)
-	}
 }

@@ -133,10 +133,11 @@ type cluster struct {
 	// node, that newCluster sent (withACL).
 	bootstraps []*response
 	// https is set by withHTTPS: the harness and the CLI speak HTTPS with a
-	// client certificate.
-	https *httpsFiles
-	mu    sync.Mutex
-	nodes []*node // guarded by mu
+	// client certificate; httpsClient is the harness's client for it.
+	https       *httpsFiles
+	httpsClient *http.Client
+	mu          sync.Mutex
+	nodes       []*node // guarded by mu
 }
 
 type clusterOption func(*cluster)
@@ -940,23 +941,30 @@ type httpsFiles struct{ ca, cert, key string }
 func withHTTPS(ca, cert, key string) clusterOption {
 	return func(c *cluster) {
 		c.https = &httpsFiles{ca: ca, cert: cert, key: key}
+		c.httpsClient = newHTTPSClient(c.t, c.https)
 		c.hcl += fmt.Sprintf("http {\n  tls {\n    cert_file = %q\n    key_file = %q\n    client_ca_file = %q\n  }\n}\n", cert, key, ca)
 	}
 }
 
-// client is the harness's HTTP client: httpClient, or one that speaks HTTPS
-// with the cluster's client certificate.
+// client is the harness's HTTP client: httpClient, or the one that speaks
+// HTTPS with the cluster's client certificate.
 func (c *cluster) client() *http.Client {
-	if c.https == nil {
-		return httpClient
+	if c.httpsClient != nil {
+		return c.httpsClient
 	}
-	pair, err := tls.LoadX509KeyPair(c.https.cert, c.https.key)
+	return httpClient
+}
+
+// newHTTPSClient is httpClient over TLS, trusting ca and presenting cert.
+func newHTTPSClient(t testing.TB, f *httpsFiles) *http.Client {
+	t.Helper()
+	pair, err := tls.LoadX509KeyPair(f.cert, f.key)
 	if err != nil {
-		c.t.Fatalf("client certificate: %v", err)
+		t.Fatalf("client certificate: %v", err)
 	}
-	caPEM, err := os.ReadFile(c.https.ca)
+	caPEM, err := os.ReadFile(f.ca)
 	if err != nil {
-		c.t.Fatal(err)
+		t.Fatal(err)
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)

@@ -81,21 +81,12 @@ func (s aclStore) Token(secretHash string) (*structs.ACLToken, [][]structs.ACLRu
 	return tok, rules, nil
 }
 
-// tokenJSON is a token as the API shows it. SecretID is set only in the answer
-// that creates the token.
+// tokenJSON is a token as the API shows it (the stored record's JSON never
+// includes the secret's hash). SecretID is set only in the answer that
+// creates the token.
 type tokenJSON struct {
-	AccessorID     string    `json:"accessor_id"`
-	SecretID       string    `json:"secret_id,omitempty"`
-	Description    string    `json:"description"`
-	Policies       []string  `json:"policies"`
-	ExpirationTime time.Time `json:"expiration_time,omitzero"`
-	CreatedAt      time.Time `json:"created_at"`
-	CreateIndex    uint64    `json:"create_index"`
-}
-
-func tokenView(t *structs.ACLToken, secret string) tokenJSON {
-	return tokenJSON{AccessorID: t.AccessorID, SecretID: secret, Description: t.Description, Policies: t.Policies,
-		ExpirationTime: t.ExpirationTime, CreatedAt: t.CreatedAt, CreateIndex: t.CreateIndex}
+	*structs.ACLToken
+	SecretID string `json:"secret_id,omitempty"`
 }
 
 func (a *Agent) handleACLBootstrap(w http.ResponseWriter, r *http.Request) {
@@ -117,7 +108,7 @@ func (a *Agent) handleACLBootstrap(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.logger.Info("acl bootstrapped", "accessor_id", accessor, "index", idx)
-	writeCommitted(w, http.StatusOK, idx, tokenView(&stored, secret))
+	writeCommitted(w, http.StatusOK, idx, tokenJSON{&stored, secret})
 }
 
 // readBootstrapReset reads the reset index file; 0 when there is none.
@@ -237,7 +228,7 @@ func (a *Agent) handleACLTokenCreate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeCommitted(w, http.StatusOK, idx, tokenView(&stored, secret))
+	writeCommitted(w, http.StatusOK, idx, tokenJSON{&stored, secret})
 }
 
 func (a *Agent) handleACLTokenList(w http.ResponseWriter, r *http.Request) {
@@ -245,7 +236,7 @@ func (a *Agent) handleACLTokenList(w http.ResponseWriter, r *http.Request) {
 		toks, err := txn.Tokens()
 		items := make([]tokenJSON, 0, len(toks))
 		for _, t := range toks {
-			items = append(items, tokenView(t, ""))
+			items = append(items, tokenJSON{ACLToken: t})
 		}
 		return map[string]any{"items": items, "next_cursor": ""}, err
 	})
@@ -257,7 +248,7 @@ func (a *Agent) handleACLTokenSelf(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(structs.CodeInvalid, "ACLs are disabled on this node: there is no token to show"))
 		return
 	}
-	writeJSON(w, http.StatusOK, tokenView(id.Token, ""))
+	writeJSON(w, http.StatusOK, tokenJSON{ACLToken: id.Token})
 }
 
 func (a *Agent) handleACLTokenDelete(w http.ResponseWriter, r *http.Request) {

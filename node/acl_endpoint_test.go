@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -21,7 +22,8 @@ func withACL(c *Config) {
 	c.Insecure = true // one in-process node: no gossip key or TLS to speak of
 }
 
-// callAs is call with a token (none when tok is "").
+// callAs sends a request with a token (none when tok is "") and decodes a
+// JSON object answer.
 func callAs(t testing.TB, a *Agent, tok, method, path, body string) apiResp {
 	t.Helper()
 	var r io.Reader
@@ -42,8 +44,10 @@ func callAs(t testing.TB, a *Agent, tok, method, path, body string) apiResp {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	out := apiResp{status: resp.StatusCode, header: resp.Header}
-	if len(b) > 0 && b[0] == '{' {
-		_ = json.Unmarshal(b, &out.body)
+	if len(bytes.TrimSpace(b)) > 0 && b[0] == '{' {
+		if err := json.Unmarshal(b, &out.body); err != nil {
+			t.Fatalf("%s %s: bad JSON %q", method, path, b)
+		}
 	}
 	return out
 }
@@ -395,6 +399,7 @@ func BenchmarkPredict_ACL(b *testing.B) {
 						r.Header.Set("X-Kiln-Token", token)
 					}
 					w.status = 0
+					clear(w.h)
 					h.ServeHTTP(w, r)
 					if w.status != 200 {
 						b.Fatalf("status %d", w.status)
@@ -411,7 +416,7 @@ type discardWriter struct {
 	status int
 }
 
-func (w *discardWriter) Header() http.Header { clear(w.h); return w.h }
+func (w *discardWriter) Header() http.Header { return w.h }
 func (w *discardWriter) WriteHeader(code int) {
 	if w.status == 0 {
 		w.status = code

@@ -1,8 +1,6 @@
 package node
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -67,27 +65,7 @@ type apiResp struct {
 
 func call(t testing.TB, a *Agent, method, path, body string) apiResp {
 	t.Helper()
-	var r io.Reader
-	if body != "" {
-		r = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, "http://"+a.HTTPAddr()+path, r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	out := apiResp{status: resp.StatusCode, header: resp.Header}
-	if len(bytes.TrimSpace(b)) > 0 && b[0] == '{' {
-		if err := json.Unmarshal(b, &out.body); err != nil {
-			t.Fatalf("%s %s: bad JSON %q", method, path, b)
-		}
-	}
-	return out
+	return callAs(t, a, "", method, path, body)
 }
 
 func waitLeader(t testing.TB, a *Agent) {

@@ -146,17 +146,8 @@ func (a *Agent) readTxn(w http.ResponseWriter, r *http.Request) (*raftfsm.Txn, e
 	if mode != consistencyStale && mode != consistencyDefault && mode != consistencyConsistent {
 		return nil, structs.Errorf(structs.CodeInvalid, "consistency must be stale, default or consistent, not %q", mode)
 	}
-	if s := q.Get("index"); s != "" {
-		idx, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			return nil, structs.Errorf(structs.CodeInvalid, "index must be a non-negative integer, not %q", s)
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), maxIndexWait)
-		err = a.fsm.WaitForIndex(ctx, idx)
-		cancel()
-		if err != nil {
-			return nil, structs.Errorf(structs.CodeUnavailable, "index %d not reached within %s (applied %d)", idx, maxIndexWait, a.fsm.AppliedIndex())
-		}
+	if err := a.waitRequestIndex(r); err != nil {
+		return nil, err
 	}
 	var txn *raftfsm.Txn
 	switch mode {
@@ -289,6 +280,29 @@ func visiblePage[T any](cursor string, limit int, fetch func(cursor string, limi
 		}
 		cursor = more
 	}
+}
+
+// waitRequestIndex waits for ?index=N before the token is resolved, so that a
+// client reading its own write sees ACL changes up to N as well: a token
+// deleted at N is refused on every node that is asked with ?index=N.
+func (a *Agent) waitRequestIndex(r *http.Request) error {
+	if !strings.Contains(r.URL.RawQuery, "index=") {
+		return nil // the common case, without parsing the query
+	}
+	s := r.URL.Query().Get("index")
+	if s == "" {
+		return nil
+	}
+	idx, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return structs.Errorf(structs.CodeInvalid, "index must be a non-negative integer, not %q", s)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), maxIndexWait)
+	defer cancel()
+	if err := a.fsm.WaitForIndex(ctx, idx); err != nil {
+		return structs.Errorf(structs.CodeUnavailable, "index %d not reached within %s (applied %d)", idx, maxIndexWait, a.fsm.AppliedIndex())
+	}
+	return nil
 }
 
 // listParams reads ?limit= and ?cursor=.

@@ -1,10 +1,8 @@
 package node
 
 import (
-	"context"
 	"net/http"
 	"net/http/pprof"
-	"strconv"
 	"strings"
 	"time"
 
@@ -156,83 +154,71 @@ func (a *Agent) routes() http.Handler {
 }
 
 // guard wraps a route's handler with its access check and, with an audit
-// file, its audit record. With neither it is the handler itself, so a
-// cluster without ACLs pays nothing.
+// file, its audit record; the token is resolved once for both. With neither it
+// is the handler itself, so a cluster without ACLs pays nothing.
 func (a *Agent) guard(rt route) http.Handler {
-	h := http.Handler(rt.handler)
-	if a.acl != nil && rt.need != needNone {
-		h = a.checked(rt)
+	checked := a.acl != nil && rt.need != needNone
+	if !checked && a.audit == nil {
+		return rt.handler
 	}
-	if a.audit != nil {
-		h = a.audited(rt, h)
-	}
-	return h
-}
-
-// checked is the access check of guard.
-func (a *Agent) checked(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := a.waitRequestIndex(r); err != nil {
+		var id *acl.Identity
+		var err error
+		if checked {
+			id, err = a.authenticate(rt, r)
+		}
+		if a.audit != nil {
+			sw := &statusWriter{ResponseWriter: w}
+			defer a.auditRequest(rt, r, sw, id)
+			w = sw
+		}
+		switch {
+		case err != nil:
 			writeError(w, err)
-			return
-		}
-		id, err := a.acl.Resolve(requestToken(r))
-		if err == nil {
-			err = rt.check(id, r)
-		}
-		if err != nil {
-			writeError(w, err)
-			return
-		}
-		if rt.need == needAllow {
+		case id == nil || rt.need == needAllow:
 			// Inference: the check above is all there is, and the request
 			// copy that carries the identity would cost the hot path an
 			// allocation. A handler that asks anyway is refused (allowed
 			// fails closed).
 			rt.handler(w, r)
-			return
+		default:
+			rt.handler(w, r.WithContext(acl.WithIdentity(r.Context(), id)))
 		}
-		rt.handler(w, r.WithContext(acl.WithIdentity(r.Context(), id)))
 	})
 }
 
-// audited records, in the audit log, every request that may change something
-// (any method but GET and HEAD, inference aside) and every refused one (401,
-// 403). The accessor ID is resolved before the handler runs, so a request
-// that deletes its own token is still attributed.
-func (a *Agent) audited(rt route, h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		write := r.Method != http.MethodGet && r.Method != http.MethodHead && rt.need != needAllow
-		accessor := ""
-		if write {
-			accessor = a.accessorOf(r)
-		}
-		sw := &statusWriter{ResponseWriter: w}
-		h.ServeHTTP(sw, r)
-		denied := sw.status == http.StatusUnauthorized || sw.status == http.StatusForbidden
-		if !write && !denied {
-			return
-		}
-		if !write && sw.status == http.StatusForbidden {
-			accessor = a.accessorOf(r) // a valid token without the right
-		}
-		a.audit.record(auditRecord{
-			Time: time.Now().UTC(), Node: a.cfg.NodeName, AccessorID: accessor,
-			Method: r.Method, Path: r.URL.Path, Status: sw.status, RemoteAddr: r.RemoteAddr,
-		})
-	})
-}
-
-// accessorOf is the accessor ID of the request's token, "" without a valid one.
-func (a *Agent) accessorOf(r *http.Request) string {
-	if a.acl == nil {
-		return ""
+// authenticate resolves the request's token and applies the route's need. It
+// returns the identity also when the token is valid but lacks the right, so
+// the refusal is attributed in the audit log.
+func (a *Agent) authenticate(rt route, r *http.Request) (*acl.Identity, error) {
+	if err := a.waitRequestIndex(r); err != nil {
+		return nil, err
 	}
 	id, err := a.acl.Resolve(requestToken(r))
 	if err != nil {
-		return ""
+		return nil, err
 	}
-	return id.AccessorID()
+	return id, rt.check(id, r)
+}
+
+// auditRequest records, in the audit log, a request that may change something
+// (any method but GET and HEAD, inference aside) or that was refused (401,
+// 403). id is the token as resolved before the handler ran, so a request that
+// deletes its own token is still attributed.
+func (a *Agent) auditRequest(rt route, r *http.Request, sw *statusWriter, id *acl.Identity) {
+	write := r.Method != http.MethodGet && r.Method != http.MethodHead && rt.need != needAllow
+	denied := sw.status == http.StatusUnauthorized || sw.status == http.StatusForbidden
+	if !write && !denied {
+		return
+	}
+	accessor := ""
+	if id != nil {
+		accessor = id.AccessorID()
+	}
+	a.audit.record(auditRecord{
+		Time: time.Now().UTC(), Node: a.cfg.NodeName, AccessorID: accessor,
+		Method: r.Method, Path: r.URL.Path, Status: sw.status, RemoteAddr: r.RemoteAddr,
+	})
 }
 
 // statusWriter remembers the status a handler answered with.
@@ -258,29 +244,6 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the connection's writer (flush,
 // deadlines) through the wrapper.
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-// waitRequestIndex waits for ?index=N before the token is resolved, so that a
-// client reading its own write sees ACL changes up to N as well: a token
-// deleted at N is refused on every node that is asked with ?index=N.
-func (a *Agent) waitRequestIndex(r *http.Request) error {
-	if !strings.Contains(r.URL.RawQuery, "index=") {
-		return nil // the common case, without parsing the query
-	}
-	s := r.URL.Query().Get("index")
-	if s == "" {
-		return nil
-	}
-	idx, err := strconv.ParseUint(s, 10, 64)
-	if err != nil {
-		return structs.Errorf(structs.CodeInvalid, "index must be a non-negative integer, not %q", s)
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), maxIndexWait)
-	defer cancel()
-	if err := a.fsm.WaitForIndex(ctx, idx); err != nil {
-		return structs.Errorf(structs.CodeUnavailable, "index %d not reached within %s (applied %d)", idx, maxIndexWait, a.fsm.AppliedIndex())
-	}
-	return nil
-}
 
 // check applies the route's need to a resolved identity.
 func (rt *route) check(id *acl.Identity, r *http.Request) error {

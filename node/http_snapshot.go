@@ -65,12 +65,18 @@ func (a *Agent) handleSnapshotRestore(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer os.RemoveAll(tmpDir)
-	path := filepath.Join(tmpDir, "upload.snap")
-	size, err := spool(path, http.MaxBytesReader(w, r.Body, maxSnapshotBytes))
-	if err != nil {
-		writeError(w, jsonError(err))
+	// Spooled into the blob store's scratch space, hashed on the way: a
+	// follower then hands the same file on as a blob, without a second copy.
+	path, digest, size, err := a.blobs.ingest(r.Body, maxSnapshotBytes)
+	switch {
+	case errors.Is(err, errBlobTooLarge):
+		writeError(w, errorf(structs.CodeTooLarge, "request body is larger than %d bytes", int64(maxSnapshotBytes)))
+		return
+	case err != nil:
+		writeError(w, errorf(structs.CodeInvalid, "reading the snapshot: %v", err))
 		return
 	}
+	defer os.Remove(path) // gone already once committed as a blob
 	if err := checkSnapshotFile(path, filepath.Join(tmpDir, "check")); err != nil {
 		writeError(w, err)
 		return
@@ -79,7 +85,7 @@ func (a *Agent) handleSnapshotRestore(w http.ResponseWriter, r *http.Request) {
 	if a.raft.State() == raft.Leader {
 		idx, err = a.restoreLocal(path, size)
 	} else {
-		idx, err = a.restoreViaLeader(r.Context(), path)
+		idx, err = a.restoreViaLeader(r.Context(), path, digest)
 	}
 	if err != nil {
 		writeError(w, err)
@@ -138,24 +144,15 @@ type snapshotRestoreReply struct {
 	Index uint64 `msgpack:"index"`
 }
 
-// restoreViaLeader copies the file to the leader as a blob and asks it to
-// restore it. The blob is removed on both sides afterwards (the collector
+// restoreViaLeader stores the checked upload (tmp, from blobs.ingest) as a
+// blob, copies it to the leader and asks the leader to restore it. The blob is removed on both sides afterwards (the collector
 // would take it anyway: no version references it).
-func (a *Agent) restoreViaLeader(ctx context.Context, path string) (uint64, error) {
+func (a *Agent) restoreViaLeader(ctx context.Context, tmp, digest string) (uint64, error) {
 	addr, _ := a.raft.LeaderWithID()
 	if addr == "" {
 		return 0, errorf(structs.CodeNoLeader, "no known leader to restore the snapshot on")
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, errorf(structs.CodeInternal, "snapshot restore: %v", err)
-	}
-	tmp, digest, _, err := a.blobs.ingest(f, maxSnapshotBytes)
-	f.Close()
-	if err == nil {
-		err = a.blobs.commit(tmp, digest)
-	}
-	if err != nil {
+	if err := a.blobs.commit(tmp, digest); err != nil {
 		return 0, errorf(structs.CodeInternal, "snapshot restore: %v", err)
 	}
 	defer a.blobs.remove(digest)
@@ -209,18 +206,6 @@ func (a *Agent) handleSnapshotRestoreRPC(ctx context.Context, dec transport.Deco
 		return nil, err
 	}
 	return &snapshotRestoreReply{Index: idx}, nil
-}
-
-func spool(path string, r io.Reader) (int64, error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return 0, err
-	}
-	n, err := io.Copy(f, r)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return n, err
 }
 
 // validateSnapshot checks every record of the file (raftfsm.ValidateSnapshot:
