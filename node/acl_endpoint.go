@@ -21,9 +21,9 @@ import (
 // bootstrap and writes it there on the node they send the bootstrap to.
 const aclBootstrapResetFile = "acl-bootstrap-reset"
 
-func (a *Agent) aclRoutes() []route {
+func (a *Agent) aclEndpoint() endpoint {
 	k := structs.KindACL
-	return []route{
+	return endpoint{routes: []route{
 		{pattern: "POST /v1/acl/bootstrap", handler: a.handleACLBootstrap, need: needNone},
 		{pattern: "GET /v1/acl/policies", handler: a.handleACLPolicyList, kind: k, need: needRead},
 		{pattern: "GET /v1/acl/policies/{name}", handler: a.handleACLPolicyGet, kind: k, need: needRead},
@@ -33,7 +33,7 @@ func (a *Agent) aclRoutes() []route {
 		{pattern: "GET /v1/acl/tokens", handler: a.handleACLTokenList, kind: k, need: needRead},
 		{pattern: "DELETE /v1/acl/tokens/{accessor_id}", handler: a.handleACLTokenDelete, kind: k, need: needWrite},
 		{pattern: "GET /v1/acl/token/self", handler: a.handleACLTokenSelf, need: needToken},
-	}
+	}}
 }
 
 // newACLResolver builds the token resolver when ACLs are enabled; nil
@@ -118,11 +118,11 @@ func (a *Agent) readBootstrapReset() (uint64, error) {
 		return 0, nil
 	}
 	if err != nil {
-		return 0, errorf(structs.CodeInternal, "read %s: %v", aclBootstrapResetFile, err)
+		return 0, structs.Errorf(structs.CodeInternal, "read %s: %v", aclBootstrapResetFile, err)
 	}
 	v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
 	if err != nil {
-		return 0, errorf(structs.CodeInvalid, "%s in the data dir must hold the reset index from the refused bootstrap, not %q", aclBootstrapResetFile, strings.TrimSpace(string(b)))
+		return 0, structs.Errorf(structs.CodeInvalid, "%s in the data dir must hold the reset index from the refused bootstrap, not %q", aclBootstrapResetFile, strings.TrimSpace(string(b)))
 	}
 	return v, nil
 }
@@ -180,15 +180,10 @@ func (a *Agent) handleACLPolicyDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if name == structs.ManagementPolicy {
-		writeError(w, errorf(structs.CodeInvalid, "policy %q is built in and cannot be deleted", name))
+		writeError(w, structs.Errorf(structs.CodeInvalid, "policy %q is built in and cannot be deleted", name))
 		return
 	}
-	idx, err := a.propose(r.Context(), structs.ACLPolicyDeleteType, &structs.ACLPolicyDeleteRequest{Name: name}, nil)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeCommitted(w, http.StatusOK, idx, map[string]any{"deleted": name})
+	a.serveDelete(w, r, structs.ACLPolicyDeleteType, &structs.ACLPolicyDeleteRequest{Name: name}, name)
 }
 
 // tokenRequest is the body of POST /v1/acl/tokens.
@@ -213,7 +208,7 @@ func (a *Agent) handleACLTokenCreate(w http.ResponseWriter, r *http.Request) {
 	if req.ExpirationTTL != "" {
 		ttl, err := time.ParseDuration(req.ExpirationTTL)
 		if err != nil || ttl <= 0 || ttl > structs.MaxTokenTTL {
-			writeError(w, errorf(structs.CodeInvalid, "expiration_ttl must be a duration from 1s to %s such as \"720h\", not %q", structs.MaxTokenTTL, req.ExpirationTTL))
+			writeError(w, structs.Errorf(structs.CodeInvalid, "expiration_ttl must be a duration from 1s to %s such as \"720h\", not %q", structs.MaxTokenTTL, req.ExpirationTTL))
 			return
 		}
 		tok.ExpirationTime = now.Add(ttl)
@@ -245,7 +240,7 @@ func (a *Agent) handleACLTokenList(w http.ResponseWriter, r *http.Request) {
 func (a *Agent) handleACLTokenSelf(w http.ResponseWriter, r *http.Request) {
 	id := acl.FromContext(r.Context())
 	if id == nil {
-		writeError(w, errorf(structs.CodeInvalid, "ACLs are disabled on this node: there is no token to show"))
+		writeError(w, structs.Errorf(structs.CodeInvalid, "ACLs are disabled on this node: there is no token to show"))
 		return
 	}
 	writeJSON(w, http.StatusOK, tokenJSON{ACLToken: id.Token})
@@ -253,10 +248,5 @@ func (a *Agent) handleACLTokenSelf(w http.ResponseWriter, r *http.Request) {
 
 func (a *Agent) handleACLTokenDelete(w http.ResponseWriter, r *http.Request) {
 	accessor := r.PathValue("accessor_id")
-	idx, err := a.propose(r.Context(), structs.ACLTokenDeleteType, &structs.ACLTokenDeleteRequest{AccessorID: accessor}, nil)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeCommitted(w, http.StatusOK, idx, map[string]any{"deleted": accessor})
+	a.serveDelete(w, r, structs.ACLTokenDeleteType, &structs.ACLTokenDeleteRequest{AccessorID: accessor}, accessor)
 }

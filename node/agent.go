@@ -151,13 +151,12 @@ func New(cfg Config, logger hclog.Logger) (a *Agent, err error) {
 	if err != nil {
 		return nil, err
 	}
-	a.registerRPC()
 	if a.blobs, err = newBlobStore(cfg.DataDir); err != nil {
 		return nil, err
 	}
 	a.xfer = newBlobTransfers(a, a.blobs)
 	a.setupServing()
-	a.registerServingRPC()
+	a.registerRPC()
 
 	meta := memberMeta{
 		ID:       a.id,

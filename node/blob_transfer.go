@@ -82,9 +82,6 @@ type blobTransfers struct {
 
 func newBlobTransfers(a *Agent, store *blobStore) *blobTransfers {
 	t := &blobTransfers{a: a, store: store, incoming: map[string]*incoming{}, fetching: map[string]chan struct{}{}}
-	a.trans.Register(rpcBlobPut, t.handlePut)
-	a.trans.Register(rpcBlobGet, t.handleGet)
-	a.trans.Register(rpcBlobHas, t.handleHas)
 	return t
 }
 
@@ -357,4 +354,13 @@ func (t *blobTransfers) fetch(ctx context.Context, addr, digest string) (err err
 		return err
 	}
 	return t.store.commit(f.Name(), digest)
+}
+
+// blobsEndpoint serves the blob transfer RPCs between nodes.
+func (a *Agent) blobsEndpoint() endpoint {
+	return endpoint{rpcs: map[string]transport.Handler{
+		rpcBlobPut: a.xfer.handlePut,
+		rpcBlobGet: a.xfer.handleGet,
+		rpcBlobHas: a.xfer.handleHas,
+	}}
 }

@@ -336,29 +336,29 @@ func (c *Config) httpListenAddr() string {
 // fileConfig mirrors the HCL file format. Every field is a pointer or a slice so a
 // file sets only what it names; later files override earlier ones.
 type fileConfig struct {
-	NodeName        *string      `hcl:"node_name,optional"`
-	DataDir         *string      `hcl:"data_dir,optional"`
-	BindAddr        *string      `hcl:"bind_addr,optional"`
-	AdvertiseAddr   *string      `hcl:"advertise_addr,optional"`
-	HTTPAddr        *string      `hcl:"http_addr,optional"`
-	BootstrapExpect *int         `hcl:"bootstrap_expect,optional"`
-	RetryJoin       []string     `hcl:"retry_join,optional"`
-	RetryInterval   *string      `hcl:"retry_interval,optional"`
-	Encrypt         *string      `hcl:"encrypt,optional"`
-	LogLevel        *string      `hcl:"log_level,optional"`
-	LogJSON         *bool        `hcl:"log_json,optional"`
-	MaxVoters       *int         `hcl:"max_voters,optional"`
-	DeadNodeReap    *string      `hcl:"dead_node_reap,optional"`
-	EnableDebug     *bool        `hcl:"enable_debug,optional"`
-	Insecure        *bool        `hcl:"insecure,optional"`
-	ACL             *fileACL     `hcl:"acl,block"`
-	Exec            *fileExec    `hcl:"exec,block"`
-	Ports           *filePorts   `hcl:"ports,block"`
-	Raft            *fileRaft    `hcl:"raft,block"`
-	HTTP            *fileHTTP    `hcl:"http,block"`
-	TLS             *fileTLS     `hcl:"tls,block"`
-	Resources       *fileResourc `hcl:"resources,block"`
-	Serving         *fileServing `hcl:"serving,block"`
+	NodeName        *string        `hcl:"node_name,optional"`
+	DataDir         *string        `hcl:"data_dir,optional"`
+	BindAddr        *string        `hcl:"bind_addr,optional"`
+	AdvertiseAddr   *string        `hcl:"advertise_addr,optional"`
+	HTTPAddr        *string        `hcl:"http_addr,optional"`
+	BootstrapExpect *int           `hcl:"bootstrap_expect,optional"`
+	RetryJoin       []string       `hcl:"retry_join,optional"`
+	RetryInterval   *string        `hcl:"retry_interval,optional"`
+	Encrypt         *string        `hcl:"encrypt,optional"`
+	LogLevel        *string        `hcl:"log_level,optional"`
+	LogJSON         *bool          `hcl:"log_json,optional"`
+	MaxVoters       *int           `hcl:"max_voters,optional"`
+	DeadNodeReap    *string        `hcl:"dead_node_reap,optional"`
+	EnableDebug     *bool          `hcl:"enable_debug,optional"`
+	Insecure        *bool          `hcl:"insecure,optional"`
+	ACL             *fileACL       `hcl:"acl,block"`
+	Exec            *fileExec      `hcl:"exec,block"`
+	Ports           *filePorts     `hcl:"ports,block"`
+	Raft            *fileRaft      `hcl:"raft,block"`
+	HTTP            *fileHTTP      `hcl:"http,block"`
+	TLS             *fileTLS       `hcl:"tls,block"`
+	Resources       *fileResources `hcl:"resources,block"`
+	Serving         *fileServing   `hcl:"serving,block"`
 }
 
 type fileServing struct {
@@ -413,7 +413,7 @@ type fileTLS struct {
 	CAFile   string `hcl:"ca_file"`
 }
 
-type fileResourc struct {
+type fileResources struct {
 	GPUs []fileGPU `hcl:"gpu,block"`
 }
 

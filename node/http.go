@@ -325,6 +325,45 @@ func writeCommitted(w http.ResponseWriter, status int, index uint64, v any) {
 	writeJSON(w, status, v)
 }
 
-func errorf(code, format string, args ...any) error {
-	return structs.Errorf(code, format, args...)
+// serveList answers one page (?cursor=, ?limit=) of a named kind, leaving out
+// what the token may not read; view shapes each item for the response.
+func serveList[T, V any](a *Agent, w http.ResponseWriter, r *http.Request, kind structs.ACLKind,
+	fetch func(*raftfsm.Txn) func(cursor string, limit int) ([]T, string, error), name func(T) string, view func(T) V) {
+	cursor, limit, err := listParams(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	txn, err := a.readTxn(w, r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer txn.Discard()
+	items, next, err := visiblePage(cursor, limit, fetch(txn),
+		func(it T) bool { return a.allowed(r, kind, name(it), structs.AccessRead) }, name)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	views := make([]V, len(items))
+	for i, it := range items {
+		views[i] = view(it)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"items": views, "next_cursor": next})
+}
+
+// serveDelete proposes a delete and answers with its commit index: 200 with
+// {"deleted": deleted}, or 204 when deleted is "".
+func (a *Agent) serveDelete(w http.ResponseWriter, r *http.Request, t structs.MessageType, cmd any, deleted string) {
+	idx, err := a.propose(r.Context(), t, cmd, nil)
+	switch {
+	case err != nil:
+		writeError(w, err)
+	case deleted != "":
+		writeCommitted(w, http.StatusOK, idx, map[string]any{"deleted": deleted})
+	default:
+		w.Header().Set("X-Kiln-Index", strconv.FormatUint(idx, 10))
+		w.WriteHeader(http.StatusNoContent)
+	}
 }

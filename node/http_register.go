@@ -2,12 +2,12 @@ package node
 
 import (
 	"net/http"
-	"net/http/pprof"
 	"strings"
 	"time"
 
 	"github.com/kilnml/kiln/node/internal/acl"
 	"github.com/kilnml/kiln/raftfsm/structs"
+	"github.com/kilnml/kiln/transport"
 )
 
 // need is what a route asks of the request's token, beyond being valid.
@@ -60,86 +60,48 @@ func predictName(r *http.Request) string {
 	return name
 }
 
-// routeTable lists every route of the API.
+// endpoint is one capability's surface (DESIGN.md §1): the rows it adds to
+// the route table and the RPC methods it serves to other nodes. Each
+// capability builds its own in <capability>_endpoint.go.
+type endpoint struct {
+	routes []route
+	rpcs   map[string]transport.Handler
+}
+
+// endpoints lists every capability's endpoint; a new capability adds a line.
+func (a *Agent) endpoints() []endpoint {
+	return []endpoint{
+		a.operatorEndpoint(),
+		a.registryEndpoint(),
+		a.snapshotEndpoint(),
+		a.modelsEndpoint(),
+		a.versionsEndpoint(),
+		a.deploymentsEndpoint(),
+		a.predictEndpoint(),
+		a.v2Endpoint(),
+		a.aclEndpoint(),
+		a.blobsEndpoint(),
+	}
+}
+
+// routeTable lists every route of the API: the endpoints' rows, then the
+// fallback that answers 404 for the rest.
 func (a *Agent) routeTable() []route {
-	rs := []route{
-		{pattern: "GET /v1/status", handler: a.handleStatus, kind: structs.KindNode, need: needRead},
-		{pattern: "GET /v1/members", handler: a.handleMembers, kind: structs.KindNode, need: needRead},
-		{pattern: "GET /v1/nodes", handler: a.handleNodes, kind: structs.KindNode, need: needRead},
-		{pattern: "GET /v1/operator/raft/peers", handler: a.handlePeers, kind: structs.KindOperator, need: needRead},
-		{pattern: "DELETE /v1/operator/raft/peers/{id}", handler: a.handleRemovePeer, kind: structs.KindOperator, need: needWrite},
-		// A snapshot holds every record, token hashes included: both ways are
-		// operator writes.
-		{pattern: "GET /v1/snapshot", handler: a.handleSnapshotSave, kind: structs.KindOperator, need: needWrite},
-		{pattern: "PUT /v1/snapshot", handler: a.handleSnapshotRestore, kind: structs.KindOperator, need: needWrite},
-		{pattern: "GET /metrics", handler: a.metricsHandler().ServeHTTP, kind: structs.KindNode, need: a.metricsNeed()},
+	var rs []route
+	for _, e := range a.endpoints() {
+		rs = append(rs, e.routes...)
 	}
-	rs = append(rs, a.modelRoutes()...)
-	rs = append(rs, a.servingRoutes()...)
-	rs = append(rs, a.aclRoutes()...)
-	rs = append(rs, a.keyringRoutes()...)
-	if a.cfg.EnableDebug {
-		rs = append(rs,
-			route{pattern: "PUT /v1/debug/faults", handler: a.handleSetFault, kind: structs.KindOperator, need: needWrite},
-			route{pattern: "DELETE /v1/debug/faults", handler: a.handleClearFaults, kind: structs.KindOperator, need: needWrite},
-			route{pattern: "/debug/pprof/", handler: pprof.Index, kind: structs.KindOperator, need: needWrite},
-			route{pattern: "/debug/pprof/profile", handler: pprof.Profile, kind: structs.KindOperator, need: needWrite},
-		)
-	}
-	rs = append(rs, route{pattern: "/", handler: func(w http.ResponseWriter, r *http.Request) {
+	return append(rs, route{pattern: "/", handler: func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, structs.Errorf(structs.CodeNotFound, "no route for %s %s", r.Method, r.URL.Path))
 	}, need: needToken})
-	return rs
 }
 
-func (a *Agent) metricsNeed() need {
-	if a.cfg.ACL.MetricsAnonymous {
-		return needNone
-	}
-	return needRead
-}
-
-// modelRoutes: the model registry, versions and aliases.
-func (a *Agent) modelRoutes() []route {
-	m := structs.KindModel
-	return []route{
-		{pattern: "POST /v1/models", handler: a.handleModelCreate, kind: m, need: needBody},
-		{pattern: "GET /v1/models", handler: a.handleModelList, kind: m, need: needList},
-		{pattern: "GET /v1/models/{name}", handler: a.handleModelGet, kind: m, need: needRead, name: pathName},
-		{pattern: "PATCH /v1/models/{name}", handler: a.handleModelUpdate, kind: m, need: needWrite, name: pathName},
-		{pattern: "DELETE /v1/models/{name}", handler: a.handleModelDelete, kind: m, need: needWrite, name: pathName},
-		{pattern: "GET /v1/models/{name}/metrics", handler: a.handleModelMetrics, kind: m, need: needRead, name: pathName},
-		// A process version also needs exec; the handler checks it once it
-		// knows the format.
-		{pattern: "POST /v1/models/{name}/versions", handler: a.handleVersionCreate, kind: m, need: needWrite, name: pathName},
-		{pattern: "GET /v1/models/{name}/versions", handler: a.handleVersionList, kind: m, need: needRead, name: pathName},
-		{pattern: "GET /v1/models/{name}/versions/{version}", handler: a.handleVersionGet, kind: m, need: needRead, name: pathName},
-		{pattern: "DELETE /v1/models/{name}/versions/{version}", handler: a.handleVersionDelete, kind: m, need: needWrite, name: pathName},
-		{pattern: "PUT /v1/models/{name}/aliases/{alias}", handler: a.handleAliasPut, kind: m, need: needWrite, name: pathName},
-		{pattern: "DELETE /v1/models/{name}/aliases/{alias}", handler: a.handleAliasDelete, kind: m, need: needWrite, name: pathName},
-	}
-}
-
-// servingRoutes: deployments and inference, v1 and the Open Inference
-// Protocol v2. Model metadata and readiness in v2 are part of inference, so
-// they need predict, not model read.
-func (a *Agent) servingRoutes() []route {
-	d, p := structs.KindDeployment, structs.KindPredict
-	return []route{
-		{pattern: "POST /v1/models/{nameaction}", handler: a.handleModelAction, kind: p, need: needAllow, name: predictName},
-		{pattern: "GET /v1/deployments", handler: a.handleDeploymentList, kind: d, need: needList},
-		{pattern: "PUT /v1/deployments/{name}", handler: a.handleDeploymentPut, kind: d, need: needWrite, name: pathName},
-		{pattern: "GET /v1/deployments/{name}", handler: a.handleDeploymentGet, kind: d, need: needRead, name: pathName},
-		{pattern: "DELETE /v1/deployments/{name}", handler: a.handleDeploymentDelete, kind: d, need: needWrite, name: pathName},
-		{pattern: "POST /v1/deployments/{name}/rollback", handler: a.handleDeploymentRollback, kind: d, need: needWrite, name: pathName},
-		{pattern: "GET /v2/health/live", handler: a.handleV2Live, need: needToken},
-		{pattern: "GET /v2/health/ready", handler: a.handleV2Ready, need: needToken},
-		{pattern: "GET /v2/models/{name}", handler: a.handleV2ModelMeta, kind: p, need: needAllow, name: pathName},
-		{pattern: "GET /v2/models/{name}/versions/{version}", handler: a.handleV2ModelMeta, kind: p, need: needAllow, name: pathName},
-		{pattern: "GET /v2/models/{name}/ready", handler: a.handleV2ModelReady, kind: p, need: needAllow, name: pathName},
-		{pattern: "GET /v2/models/{name}/versions/{version}/ready", handler: a.handleV2ModelReady, kind: p, need: needAllow, name: pathName},
-		{pattern: "POST /v2/models/{name}/infer", handler: a.handleV2Infer, kind: p, need: needAllow, name: pathName},
-		{pattern: "POST /v2/models/{name}/versions/{version}/infer", handler: a.handleV2Infer, kind: p, need: needAllow, name: pathName},
+// registerRPC registers the endpoints' RPC methods with the transport.
+func (a *Agent) registerRPC() {
+	for _, e := range a.endpoints() {
+		for method, h := range e.rpcs {
+			a.trans.Register(method, h)
+		}
 	}
 }
 

@@ -222,17 +222,6 @@ func (a *Agent) handleKeyringRPC(ctx context.Context, dec transport.Decoder) (an
 	return &st, nil
 }
 
-// keyringRoutes: GET lists, POST installs, PUT makes primary, DELETE removes.
-func (a *Agent) keyringRoutes() []route {
-	o := structs.KindOperator
-	return []route{
-		{pattern: "GET /v1/operator/keyring", handler: a.handleKeyring(keyringList), kind: o, need: needWrite},
-		{pattern: "POST /v1/operator/keyring", handler: a.handleKeyring(keyringInstall), kind: o, need: needWrite},
-		{pattern: "PUT /v1/operator/keyring", handler: a.handleKeyring(keyringUse), kind: o, need: needWrite},
-		{pattern: "DELETE /v1/operator/keyring", handler: a.handleKeyring(keyringRemove), kind: o, need: needWrite},
-	}
-}
-
 // keyringNodeResult is one node's answer in a keyring response.
 type keyringNodeResult struct {
 	Node    string   `json:"node"`
@@ -263,12 +252,12 @@ func (a *Agent) handleKeyring(op string) http.HandlerFunc {
 				return
 			}
 			if _, err := decodeGossipKey(req.Key); err != nil {
-				writeError(w, errorf(structs.CodeInvalid, "key: %v", err))
+				writeError(w, structs.Errorf(structs.CodeInvalid, "key: %v", err))
 				return
 			}
 		}
 		if a.keyring == nil {
-			writeError(w, errorf(structs.CodeInvalid, "gossip encryption is off on this node (no encrypt key): there is no keyring to change"))
+			writeError(w, structs.Errorf(structs.CodeInvalid, "gossip encryption is off on this node (no encrypt key): there is no keyring to change"))
 			return
 		}
 		if op == keyringUse || op == keyringRemove {
@@ -279,11 +268,11 @@ func (a *Agent) handleKeyring(op string) http.HandlerFunc {
 			}
 			for _, n := range nodes {
 				if op == keyringUse && !slices.Contains(n.Keys, req.Key) {
-					writeError(w, errorf(structs.CodeConflict, "key %s is not installed on node %s: install it everywhere before using it", keyHint(req.Key), n.Node))
+					writeError(w, structs.Errorf(structs.CodeConflict, "key %s is not installed on node %s: install it everywhere before using it", keyHint(req.Key), n.Node))
 					return
 				}
 				if op == keyringRemove && n.Primary == req.Key {
-					writeError(w, errorf(structs.CodeConflict, "key %s is the primary key of node %s: use another key first", keyHint(req.Key), n.Node))
+					writeError(w, structs.Errorf(structs.CodeConflict, "key %s is the primary key of node %s: use another key first", keyHint(req.Key), n.Node))
 					return
 				}
 			}

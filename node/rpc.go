@@ -14,9 +14,7 @@ import (
 
 // RPC methods served by every node over the transport.
 const (
-	rpcReadIndex  = "registry.read_index" // the leader's applied index, for consistent reads
-	rpcNodeStatus = "node.status"         // health of a member, for promotion
-	rpcRemovePeer = "operator.remove_peer"
+	rpcReadIndex = "registry.read_index" // the leader's applied index, for consistent reads
 )
 
 type readIndexArgs struct{}
@@ -25,42 +23,19 @@ type readIndexReply struct {
 	Index uint64 `msgpack:"index"`
 }
 
-type nodeStatusArgs struct{}
-
-type nodeStatusReply struct {
-	ID           string `msgpack:"id"`
-	AppliedIndex uint64 `msgpack:"applied_index"`
-	LastIndex    uint64 `msgpack:"last_index"`
-	State        string `msgpack:"state"`
-}
-
-type removePeerArgs struct {
-	ID string `msgpack:"id"`
-}
-
-func (a *Agent) registerRPC() {
-	a.trans.Register(rpcApplyBatch, a.handleApplyBatch)
-	a.trans.Register(rpcSnapshotRestore, a.handleSnapshotRestoreRPC)
-	a.trans.Register(rpcKeyring, a.handleKeyringRPC)
-	a.trans.Register(rpcReadIndex, func(ctx context.Context, dec transport.Decoder) (any, error) {
-		idx, err := a.leaderReadIndex()
-		if err != nil {
-			return nil, err
-		}
-		return &readIndexReply{Index: idx}, nil
-	})
-	a.trans.Register(rpcNodeStatus, func(ctx context.Context, dec transport.Decoder) (any, error) {
-		return &nodeStatusReply{
-			ID: a.id, AppliedIndex: a.fsm.AppliedIndex(), LastIndex: a.raft.LastIndex(), State: a.raft.State().String(),
-		}, nil
-	})
-	a.trans.Register(rpcRemovePeer, func(ctx context.Context, dec transport.Decoder) (any, error) {
-		var args removePeerArgs
-		if err := dec.Decode(&args); err != nil {
-			return nil, structs.Errorf(structs.CodeInvalid, "node: bad remove_peer request: %v", err)
-		}
-		return struct{}{}, a.removePeerLocal(args.ID)
-	})
+// registryEndpoint serves what other nodes ask of the registry: forwarded
+// writes (forward.go) and the leader's read index for consistent reads.
+func (a *Agent) registryEndpoint() endpoint {
+	return endpoint{rpcs: map[string]transport.Handler{
+		rpcApplyBatch: a.handleApplyBatch,
+		rpcReadIndex: func(ctx context.Context, dec transport.Decoder) (any, error) {
+			idx, err := a.leaderReadIndex()
+			if err != nil {
+				return nil, err
+			}
+			return &readIndexReply{Index: idx}, nil
+		},
+	}}
 }
 
 // leaderReadIndex returns an index that covers every write acknowledged before the
@@ -173,50 +148,4 @@ func fromTransport(err error) error {
 		return err
 	}
 	return structs.Errorf(structs.CodeUnavailable, "node: leader connection failed, outcome unknown: %v", err)
-}
-
-// removePeer removes a server from the Raft configuration through the leader.
-func (a *Agent) removePeer(ctx context.Context, id string) error {
-	deadline := time.Now().Add(leaderWait)
-	for {
-		var err error
-		if a.raft.State() == raft.Leader {
-			err = a.removePeerLocal(id)
-		} else if addr, _ := a.raft.LeaderWithID(); addr == "" {
-			err = errNoLeaderYet
-		} else if cerr := a.trans.Call(ctx, string(addr), rpcRemovePeer, &removePeerArgs{ID: id}, &struct{}{}); cerr != nil {
-			err = fromTransport(cerr)
-		}
-		if !retryable(err) || time.Now().After(deadline) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-func (a *Agent) removePeerLocal(id string) error {
-	if a.raft.State() != raft.Leader {
-		return structs.Errorf(structs.CodeNotLeader, "node: not the leader")
-	}
-	f := a.raft.GetConfiguration()
-	if err := f.Error(); err != nil {
-		return structs.Errorf(structs.CodeUnavailable, "node: %v", err)
-	}
-	found := false
-	for _, s := range f.Configuration().Servers {
-		if string(s.ID) == id {
-			found = true
-		}
-	}
-	if !found {
-		return structs.Errorf(structs.CodeNotFound, "node: no raft peer with id %q", id)
-	}
-	if err := a.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error(); err != nil {
-		return structs.Errorf(structs.CodeUnavailable, "node: remove peer %s: %v", id, err)
-	}
-	return nil
 }

@@ -1,4 +1,4 @@
-package node
+package tensorjson
 
 import (
 	"encoding/json"
@@ -141,7 +141,7 @@ func TestTensorsFromInstances_Decodes(t *testing.T) {
 		{"null", tabularSchema, `null`, nil, []string{"instances is empty"}},
 	}
 	runDecodeCases(t, cases, func(body string, s *structs.Schema) ([]ml.Tensor, error) {
-		return tensorsFromInstances(json.RawMessage(body), s)
+		return FromInstances(json.RawMessage(body), s)
 	})
 }
 
@@ -186,7 +186,7 @@ func TestTensorsFromColumns_Decodes(t *testing.T) {
 		if err := json.Unmarshal([]byte(body), &cols); err != nil {
 			t.Fatalf("test body %s: %v", body, err)
 		}
-		return tensorsFromColumns(cols, s)
+		return FromColumns(cols, s)
 	})
 }
 
@@ -208,7 +208,7 @@ func TestPredictionsJSON_Shapes(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			preds, err := predictionsJSON(tc.out)
+			preds, err := Predictions(tc.out)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -242,7 +242,7 @@ func TestPredictionsJSON_RefusesMalformedOutputs(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := predictionsJSON(tc.out); structs.ErrorCode(err) != structs.CodeInternal {
+			if _, err := Predictions(tc.out); structs.ErrorCode(err) != structs.CodeInternal {
 				t.Errorf("err %v, want an internal error", err)
 			}
 		})
@@ -286,11 +286,11 @@ func TestV2InputTensor_Decodes(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			var in v2Tensor
+			var in V2Input
 			if err := json.Unmarshal([]byte(tc.in), &in); err != nil {
 				t.Fatalf("test input: %v", err)
 			}
-			got, err := v2InputTensor(0, in, tc.schema)
+			got, err := FromV2(0, in, tc.schema)
 			if tc.mention != nil {
 				checkInvalid(t, err, tc.mention...)
 				return
@@ -329,7 +329,7 @@ func TestNormalizeTabular_AddsTheBatchDimension(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			normalizeTabular(tc.in, tc.schema)
+			NormalizeTabular(tc.in, tc.schema)
 			for i, x := range tc.in {
 				if !slices.Equal(x.Shape, tc.want[i]) {
 					t.Errorf("input %d: shape %v, want %v", i, x.Shape, tc.want[i])
@@ -358,7 +358,7 @@ func TestShapeElements_Overflow(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(fmt.Sprint(tc.shape), func(t *testing.T) {
-			n, ok := shapeElements(tc.shape)
+			n, ok := ShapeElements(tc.shape)
 			if n != tc.n || ok != tc.ok {
 				t.Errorf("got %d %v, want %d %v", n, ok, tc.n, tc.ok)
 			}

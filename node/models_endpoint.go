@@ -50,28 +50,9 @@ func (a *Agent) handleModelCreate(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *Agent) handleModelList(w http.ResponseWriter, r *http.Request) {
-	cursor, limit, err := listParams(r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	txn, err := a.readTxn(w, r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	defer txn.Discard()
-	items, next, err := visiblePage(cursor, limit, txn.Models,
-		func(m *structs.Model) bool { return a.allowed(r, structs.KindModel, m.Name, structs.AccessRead) },
-		func(m *structs.Model) string { return m.Name })
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	for _, m := range items {
-		modelJSON(m)
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"items": items, "next_cursor": next})
+	serveList(a, w, r, structs.KindModel,
+		func(txn *raftfsm.Txn) func(string, int) ([]*structs.Model, string, error) { return txn.Models },
+		func(m *structs.Model) string { return m.Name }, modelJSON)
 }
 
 func (a *Agent) handleModelGet(w http.ResponseWriter, r *http.Request) {
@@ -118,12 +99,7 @@ func (a *Agent) handleModelDelete(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	idx, err := a.propose(r.Context(), structs.ModelDeleteType, &structs.ModelDeleteRequest{Name: name}, nil)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeCommitted(w, http.StatusOK, idx, map[string]any{"deleted": name})
+	a.serveDelete(w, r, structs.ModelDeleteType, &structs.ModelDeleteRequest{Name: name}, name)
 }
 
 // modelJSON prepares a model for a response: times in UTC (msgpack decodes them
@@ -137,4 +113,16 @@ func modelJSON(m *structs.Model) *structs.Model {
 		m.Aliases = structs.VersionMap{}
 	}
 	return m
+}
+
+// modelsEndpoint: the model registry, and the per-model request metrics.
+func (a *Agent) modelsEndpoint() endpoint {
+	m := structs.KindModel
+	return endpoint{routes: []route{
+		{pattern: "POST /v1/models", handler: a.handleModelCreate, kind: m, need: needBody},
+		{pattern: "GET /v1/models", handler: a.handleModelList, kind: m, need: needList},
+		{pattern: "GET /v1/models/{name}", handler: a.handleModelGet, kind: m, need: needRead, name: pathName},
+		{pattern: "PATCH /v1/models/{name}", handler: a.handleModelUpdate, kind: m, need: needWrite, name: pathName},
+		{pattern: "DELETE /v1/models/{name}", handler: a.handleModelDelete, kind: m, need: needWrite, name: pathName},
+	}}
 }

@@ -1,7 +1,9 @@
 package node
 
 import (
+	"context"
 	"net/http"
+	"net/http/pprof"
 	"sort"
 	"strconv"
 	"time"
@@ -124,7 +126,7 @@ type PeerResponse struct {
 func (a *Agent) handlePeers(w http.ResponseWriter, r *http.Request) {
 	f := a.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
-		writeError(w, errorf(structs.CodeUnavailable, "raft configuration: %v", err))
+		writeError(w, structs.Errorf(structs.CodeUnavailable, "raft configuration: %v", err))
 		return
 	}
 	names := map[string]string{}
@@ -176,11 +178,11 @@ func (a *Agent) handleSetFault(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.Host == "" {
-		writeError(w, errorf(structs.CodeInvalid, "host is required"))
+		writeError(w, structs.Errorf(structs.CodeInvalid, "host is required"))
 		return
 	}
 	if req.DelayMS < 0 {
-		writeError(w, errorf(structs.CodeInvalid, "delay_ms must be >= 0"))
+		writeError(w, structs.Errorf(structs.CodeInvalid, "delay_ms must be >= 0"))
 		return
 	}
 	a.trans.Faults().Set(req.Host, transport.Fault{Drop: req.Drop, Delay: time.Duration(req.DelayMS) * time.Millisecond})
@@ -195,4 +197,122 @@ func (a *Agent) handleClearFaults(w http.ResponseWriter, r *http.Request) {
 func parseUint(s string) uint64 {
 	v, _ := strconv.ParseUint(s, 10, 64)
 	return v
+}
+
+// RPC methods of the operator endpoint.
+const (
+	rpcNodeStatus = "node.status" // health of a member, for promotion
+	rpcRemovePeer = "operator.remove_peer"
+)
+
+// operatorEndpoint: the cluster's status, members and nodes, Raft peers, the
+// gossip keyring, /metrics, and with enable_debug the fault injection and
+// pprof routes.
+func (a *Agent) operatorEndpoint() endpoint {
+	n, o := structs.KindNode, structs.KindOperator
+	e := endpoint{
+		routes: []route{
+			{pattern: "GET /v1/status", handler: a.handleStatus, kind: n, need: needRead},
+			{pattern: "GET /v1/members", handler: a.handleMembers, kind: n, need: needRead},
+			{pattern: "GET /v1/nodes", handler: a.handleNodes, kind: n, need: needRead},
+			{pattern: "GET /metrics", handler: a.metricsHandler().ServeHTTP, kind: n, need: a.metricsNeed()},
+			{pattern: "GET /v1/operator/raft/peers", handler: a.handlePeers, kind: o, need: needRead},
+			{pattern: "DELETE /v1/operator/raft/peers/{id}", handler: a.handleRemovePeer, kind: o, need: needWrite},
+			// Keyring: GET lists, POST installs, PUT makes primary, DELETE removes.
+			{pattern: "GET /v1/operator/keyring", handler: a.handleKeyring(keyringList), kind: o, need: needWrite},
+			{pattern: "POST /v1/operator/keyring", handler: a.handleKeyring(keyringInstall), kind: o, need: needWrite},
+			{pattern: "PUT /v1/operator/keyring", handler: a.handleKeyring(keyringUse), kind: o, need: needWrite},
+			{pattern: "DELETE /v1/operator/keyring", handler: a.handleKeyring(keyringRemove), kind: o, need: needWrite},
+		},
+		rpcs: map[string]transport.Handler{
+			rpcKeyring: a.handleKeyringRPC,
+			rpcNodeStatus: func(ctx context.Context, dec transport.Decoder) (any, error) {
+				return &nodeStatusReply{
+					ID: a.id, AppliedIndex: a.fsm.AppliedIndex(), LastIndex: a.raft.LastIndex(), State: a.raft.State().String(),
+				}, nil
+			},
+			rpcRemovePeer: func(ctx context.Context, dec transport.Decoder) (any, error) {
+				var args removePeerArgs
+				if err := dec.Decode(&args); err != nil {
+					return nil, structs.Errorf(structs.CodeInvalid, "node: bad remove_peer request: %v", err)
+				}
+				return struct{}{}, a.removePeerLocal(args.ID)
+			},
+		},
+	}
+	if a.cfg.EnableDebug {
+		e.routes = append(e.routes,
+			route{pattern: "PUT /v1/debug/faults", handler: a.handleSetFault, kind: o, need: needWrite},
+			route{pattern: "DELETE /v1/debug/faults", handler: a.handleClearFaults, kind: o, need: needWrite},
+			route{pattern: "/debug/pprof/", handler: pprof.Index, kind: o, need: needWrite},
+			route{pattern: "/debug/pprof/profile", handler: pprof.Profile, kind: o, need: needWrite},
+		)
+	}
+	return e
+}
+
+func (a *Agent) metricsNeed() need {
+	if a.cfg.ACL.MetricsAnonymous {
+		return needNone
+	}
+	return needRead
+}
+
+// removePeer removes a server from the Raft configuration through the leader.
+func (a *Agent) removePeer(ctx context.Context, id string) error {
+	deadline := time.Now().Add(leaderWait)
+	for {
+		var err error
+		if a.raft.State() == raft.Leader {
+			err = a.removePeerLocal(id)
+		} else if addr, _ := a.raft.LeaderWithID(); addr == "" {
+			err = errNoLeaderYet
+		} else if cerr := a.trans.Call(ctx, string(addr), rpcRemovePeer, &removePeerArgs{ID: id}, &struct{}{}); cerr != nil {
+			err = fromTransport(cerr)
+		}
+		if !retryable(err) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (a *Agent) removePeerLocal(id string) error {
+	if a.raft.State() != raft.Leader {
+		return structs.Errorf(structs.CodeNotLeader, "node: not the leader")
+	}
+	f := a.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return structs.Errorf(structs.CodeUnavailable, "node: %v", err)
+	}
+	found := false
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) == id {
+			found = true
+		}
+	}
+	if !found {
+		return structs.Errorf(structs.CodeNotFound, "node: no raft peer with id %q", id)
+	}
+	if err := a.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error(); err != nil {
+		return structs.Errorf(structs.CodeUnavailable, "node: remove peer %s: %v", id, err)
+	}
+	return nil
+}
+
+type nodeStatusArgs struct{}
+
+type nodeStatusReply struct {
+	ID           string `msgpack:"id"`
+	AppliedIndex uint64 `msgpack:"applied_index"`
+	LastIndex    uint64 `msgpack:"last_index"`
+	State        string `msgpack:"state"`
+}
+
+type removePeerArgs struct {
+	ID string `msgpack:"id"`
 }

@@ -2,12 +2,12 @@ package node
 
 import (
 	"encoding/json"
-	"math"
 	"net/http"
 	"strconv"
 
 	"github.com/kilnml/kiln/actors/serving"
 	"github.com/kilnml/kiln/ml"
+	"github.com/kilnml/kiln/node/internal/tensorjson"
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
 
@@ -15,25 +15,11 @@ import (
 // Kiln model is a v2 model; its versions are the v2 versions. Without a
 // version in the path, requests follow the deployment's traffic split.
 
-type v2Tensor struct {
-	Name     string          `json:"name"`
-	Shape    []int           `json:"shape"`
-	Datatype string          `json:"datatype"`
-	Data     json.RawMessage `json:"data,omitempty"`
-}
-
 type v2InferRequest struct {
 	ID         string                     `json:"id"`
-	Inputs     []v2Tensor                 `json:"inputs"`
+	Inputs     []tensorjson.V2Input       `json:"inputs"`
 	Outputs    []map[string]any           `json:"outputs"`
 	Parameters map[string]json.RawMessage `json:"parameters"`
-}
-
-type v2OutputTensor struct {
-	Name     string `json:"name"`
-	Shape    []int  `json:"shape"`
-	Datatype string `json:"datatype"`
-	Data     []any  `json:"data"`
 }
 
 type v2TensorMeta struct {
@@ -166,7 +152,7 @@ func (a *Agent) handleV2Infer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(req.Inputs) == 0 {
-		writeError(w, errorf(structs.CodeInvalid, "inputs is empty"))
+		writeError(w, structs.Errorf(structs.CodeInvalid, "inputs is empty"))
 		return
 	}
 	target, err := a.resolveTarget(r, name, serving.Selector{Version: version})
@@ -176,120 +162,38 @@ func (a *Agent) handleV2Infer(w http.ResponseWriter, r *http.Request) {
 	}
 	inputs := make([]ml.Tensor, len(req.Inputs))
 	for i, in := range req.Inputs {
-		t, err := v2InputTensor(i, in, &target.Version.Schema)
+		t, err := tensorjson.FromV2(i, in, &target.Version.Schema)
 		if err != nil {
 			writeError(w, err)
 			return
 		}
 		inputs[i] = t
 	}
-	normalizeTabular(inputs, &target.Version.Schema)
+	tensorjson.NormalizeTabular(inputs, &target.Version.Schema)
 	out, err := a.serving.router.Predict(r.Context(), target, inputs)
 	if err != nil {
 		writePredictError(w, err)
 		return
 	}
-	outputs := make([]v2OutputTensor, len(out))
-	for i, t := range out {
-		data := make([]any, len(t.Data))
-		for j, x := range t.Data {
-			data[j] = jsonNumber(x)
-		}
-		outputs[i] = v2OutputTensor{Name: t.Name, Shape: t.Shape, Datatype: outputType(t.Name, &target.Version.Schema), Data: data}
-	}
+	outputs := tensorjson.V2Outputs(out, &target.Version.Schema)
 	writeJSON(w, http.StatusOK, map[string]any{
 		"model_name": name, "model_version": strconv.FormatUint(target.Version.Version, 10),
 		"id": requestID(r, req.ID), "outputs": outputs,
 	})
 }
 
-// v2InputTensor checks one v2 input: its name (the single input may be
-// named anything), its numeric datatype, and that data holds exactly the
-// values its shape calls for, flat or nested.
-func v2InputTensor(i int, in v2Tensor, s *structs.Schema) (ml.Tensor, error) {
-	path := "inputs[" + strconv.Itoa(i) + "]"
-	switch in.Datatype {
-	case "FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "BOOL":
-	case "":
-		return ml.Tensor{}, errorf(structs.CodeInvalid, "%s.datatype is required", path)
-	default:
-		return ml.Tensor{}, errorf(structs.CodeInvalid, "%s.datatype %q is not supported: send a numeric or BOOL tensor", path, in.Datatype)
-	}
-	name := in.Name
-	if len(s.Inputs) == 1 {
-		name = s.Inputs[0].Name
-	} else if !slicesContainsName(s.Inputs, name) {
-		return ml.Tensor{}, errorf(structs.CodeInvalid, "%s.name %q is not an input of the model (inputs: %s)", path, in.Name, inputNames(s))
-	}
-	if len(in.Shape) == 0 {
-		return ml.Tensor{}, errorf(structs.CodeInvalid, "%s.shape is required", path)
-	}
-	// Check the shape before ml.Tensor.Check, whose product of dimensions
-	// wraps around: [2^62, 28] would pass with no data and reach a runtime.
-	if _, ok := shapeElements(in.Shape); !ok {
-		return ml.Tensor{}, errorf(structs.CodeInvalid, "%s.shape %v has a negative dimension or too many elements", path, in.Shape)
-	}
-	var raw []any
-	if err := json.Unmarshal(in.Data, &raw); err != nil {
-		return ml.Tensor{}, errorf(structs.CodeInvalid, "%s.data must be an array", path)
-	}
-	t := ml.Tensor{Name: name, Shape: in.Shape}
-	var flatten func(v any, at string) error
-	flatten = func(v any, at string) error {
-		if arr, ok := v.([]any); ok {
-			for j, x := range arr {
-				if err := flatten(x, at+"["+strconv.Itoa(j)+"]"); err != nil {
-					return err
-				}
-			}
-			return nil
-		}
-		x, err := number(v, at)
-		if err != nil {
-			return err
-		}
-		t.Data = append(t.Data, x)
-		return nil
-	}
-	if err := flatten(raw, path+".data"); err != nil {
-		return ml.Tensor{}, err
-	}
-	if err := t.Check(); err != nil {
-		return ml.Tensor{}, errorf(structs.CodeInvalid, "%s: shape %v needs %d values, data has %d", path, in.Shape, t.Len(), len(t.Data))
-	}
-	return t, nil
-}
-
-// shapeElements is the number of elements a shape holds; false when a
-// dimension is negative or the count does not fit in an int.
-func shapeElements(shape []int) (int, bool) {
-	n := 1
-	for _, d := range shape {
-		if d < 0 {
-			return 0, false
-		}
-		if d != 0 && n > math.MaxInt/d {
-			return 0, false
-		}
-		n *= d
-	}
-	return n, true
-}
-
-func slicesContainsName(specs []structs.TensorSpec, name string) bool {
-	for _, t := range specs {
-		if t.Name == name {
-			return true
-		}
-	}
-	return false
-}
-
-func outputType(name string, s *structs.Schema) string {
-	for _, t := range s.Outputs {
-		if t.Name == name && t.DataType != "" {
-			return t.DataType
-		}
-	}
-	return "FP64"
+// v2Endpoint: the Open Inference Protocol v2. Model metadata and readiness
+// are part of inference, so they need predict, not model read.
+func (a *Agent) v2Endpoint() endpoint {
+	p := structs.KindPredict
+	return endpoint{routes: []route{
+		{pattern: "GET /v2/health/live", handler: a.handleV2Live, need: needToken},
+		{pattern: "GET /v2/health/ready", handler: a.handleV2Ready, need: needToken},
+		{pattern: "GET /v2/models/{name}", handler: a.handleV2ModelMeta, kind: p, need: needAllow, name: pathName},
+		{pattern: "GET /v2/models/{name}/versions/{version}", handler: a.handleV2ModelMeta, kind: p, need: needAllow, name: pathName},
+		{pattern: "GET /v2/models/{name}/ready", handler: a.handleV2ModelReady, kind: p, need: needAllow, name: pathName},
+		{pattern: "GET /v2/models/{name}/versions/{version}/ready", handler: a.handleV2ModelReady, kind: p, need: needAllow, name: pathName},
+		{pattern: "POST /v2/models/{name}/infer", handler: a.handleV2Infer, kind: p, need: needAllow, name: pathName},
+		{pattern: "POST /v2/models/{name}/versions/{version}/infer", handler: a.handleV2Infer, kind: p, need: needAllow, name: pathName},
+	}}
 }

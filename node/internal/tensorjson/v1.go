@@ -1,4 +1,4 @@
-package node
+package tensorjson
 
 import (
 	"encoding/json"
@@ -17,8 +17,8 @@ import (
 // at fault (instances[3][1], inputs.age[7]) rather than as a shape error
 // deep in a runtime.
 
-// predictRequest is the body of POST /v1/models/{name}:predict.
-type predictRequest struct {
+// Request is the body of POST /v1/models/{name}:predict.
+type Request struct {
 	Instances json.RawMessage            `json:"instances"`
 	Inputs    map[string]json.RawMessage `json:"inputs"`
 	Version   uint64                     `json:"version"`
@@ -27,18 +27,33 @@ type predictRequest struct {
 	ID        string                     `json:"id"`
 }
 
-// tensorsFromInstances reads "instances": a list with one element per
+// Tensors checks the request's inputs against schema s and returns them:
+// instances (through FastRows when they are plain rows of numbers for a
+// model with at most one input), or inputs. It does not check that exactly
+// one of the two is given.
+func (r *Request) Tensors(s *structs.Schema) ([]ml.Tensor, error) {
+	if r.Instances == nil {
+		return FromColumns(r.Inputs, s)
+	}
+	if t, ok := FastRows(r.Instances); ok && len(s.Inputs) <= 1 {
+		t.Name = inputName(s)
+		return []ml.Tensor{t}, nil
+	}
+	return FromInstances(r.Instances, s)
+}
+
+// FromInstances reads "instances": a list with one element per
 // instance. For a model with one input, each instance is that input's value
 // (a row of features for a tabular model, a nested array for a tensor). An
 // instance may also be an object naming inputs (or, for a tabular model with
 // feature names, features; a feature it leaves out is missing).
-func tensorsFromInstances(raw json.RawMessage, s *structs.Schema) ([]ml.Tensor, error) {
+func FromInstances(raw json.RawMessage, s *structs.Schema) ([]ml.Tensor, error) {
 	var rows []any
 	if err := json.Unmarshal(raw, &rows); err != nil {
-		return nil, errorf(structs.CodeInvalid, "instances must be a JSON array with one element per instance")
+		return nil, structs.Errorf(structs.CodeInvalid, "instances must be a JSON array with one element per instance")
 	}
 	if len(rows) == 0 {
-		return nil, errorf(structs.CodeInvalid, "instances is empty")
+		return nil, structs.Errorf(structs.CodeInvalid, "instances is empty")
 	}
 	if _, isObject := rows[0].(map[string]any); isObject {
 		if len(s.FeatureNames) > 0 {
@@ -48,14 +63,14 @@ func tensorsFromInstances(raw json.RawMessage, s *structs.Schema) ([]ml.Tensor, 
 		for i, r := range rows {
 			obj, ok := r.(map[string]any)
 			if !ok {
-				return nil, errorf(structs.CodeInvalid, "instances[%d] is not an object like instances[0]", i)
+				return nil, structs.Errorf(structs.CodeInvalid, "instances[%d] is not an object like instances[0]", i)
 			}
 			for k, v := range obj {
 				if !slices.ContainsFunc(s.Inputs, func(t structs.TensorSpec) bool { return t.Name == k }) {
-					return nil, errorf(structs.CodeInvalid, "instances[%d].%s: the model has no input %q (inputs: %s)", i, k, k, inputNames(s))
+					return nil, structs.Errorf(structs.CodeInvalid, "instances[%d].%s: the model has no input %q (inputs: %s)", i, k, k, inputNames(s))
 				}
 				if len(cols[k]) != i {
-					return nil, errorf(structs.CodeInvalid, "instances[%d] lacks input %q", i-1, k)
+					return nil, structs.Errorf(structs.CodeInvalid, "instances[%d] lacks input %q", i-1, k)
 				}
 				cols[k] = append(cols[k], v)
 			}
@@ -64,7 +79,7 @@ func tensorsFromInstances(raw json.RawMessage, s *structs.Schema) ([]ml.Tensor, 
 		for _, in := range s.Inputs {
 			vals, ok := cols[in.Name]
 			if !ok || len(vals) != len(rows) {
-				return nil, errorf(structs.CodeInvalid, "instances: input %q is missing from some instances", in.Name)
+				return nil, structs.Errorf(structs.CodeInvalid, "instances: input %q is missing from some instances", in.Name)
 			}
 			t, err := tensorFromNested(in.Name, vals, "instances[*]."+in.Name)
 			if err != nil {
@@ -78,7 +93,7 @@ func tensorsFromInstances(raw json.RawMessage, s *structs.Schema) ([]ml.Tensor, 
 	if len(s.Inputs) == 1 {
 		name = s.Inputs[0].Name
 	} else if len(s.Inputs) > 1 {
-		return nil, errorf(structs.CodeInvalid, "the model has %d inputs (%s): send each instance as an object naming them, or use \"inputs\"", len(s.Inputs), inputNames(s))
+		return nil, structs.Errorf(structs.CodeInvalid, "the model has %d inputs (%s): send each instance as an object naming them, or use \"inputs\"", len(s.Inputs), inputNames(s))
 	}
 	t, err := tensorFromNested(name, rows, "instances")
 	if err != nil {
@@ -102,12 +117,12 @@ func featureObjects(rows []any, s *structs.Schema) ([]ml.Tensor, error) {
 	for i, r := range rows {
 		obj, ok := r.(map[string]any)
 		if !ok {
-			return nil, errorf(structs.CodeInvalid, "instances[%d] is not an object like instances[0]", i)
+			return nil, structs.Errorf(structs.CodeInvalid, "instances[%d] is not an object like instances[0]", i)
 		}
 		for k, v := range obj {
 			j, ok := index[k]
 			if !ok {
-				return nil, errorf(structs.CodeInvalid, "instances[%d].%s: the model has no feature %q", i, k, k)
+				return nil, structs.Errorf(structs.CodeInvalid, "instances[%d].%s: the model has no feature %q", i, k, k)
 			}
 			x, err := number(v, fmt.Sprintf("instances[%d].%s", i, k))
 			if err != nil {
@@ -119,18 +134,18 @@ func featureObjects(rows []any, s *structs.Schema) ([]ml.Tensor, error) {
 	return []ml.Tensor{{Name: inputName(s), Shape: []int{len(rows), nf}, Data: data}}, nil
 }
 
-// tensorsFromColumns reads "inputs": {"name": values}. For a tabular model
+// FromColumns reads "inputs": {"name": values}. For a tabular model
 // with feature names, names are features and values one per instance; else
 // names are the model's inputs and values nested arrays, batch first.
-func tensorsFromColumns(cols map[string]json.RawMessage, s *structs.Schema) ([]ml.Tensor, error) {
+func FromColumns(cols map[string]json.RawMessage, s *structs.Schema) ([]ml.Tensor, error) {
 	if len(cols) == 0 {
-		return nil, errorf(structs.CodeInvalid, "inputs is empty")
+		return nil, structs.Errorf(structs.CodeInvalid, "inputs is empty")
 	}
 	decoded := make(map[string][]any, len(cols))
 	for k, raw := range cols {
 		var vals []any
 		if err := json.Unmarshal(raw, &vals); err != nil {
-			return nil, errorf(structs.CodeInvalid, "inputs.%s must be an array with one value per instance", k)
+			return nil, structs.Errorf(structs.CodeInvalid, "inputs.%s must be an array with one value per instance", k)
 		}
 		decoded[k] = vals
 	}
@@ -139,16 +154,16 @@ func tensorsFromColumns(cols map[string]json.RawMessage, s *structs.Schema) ([]m
 		for _, f := range s.FeatureNames {
 			vals, ok := decoded[f]
 			if !ok {
-				return nil, errorf(structs.CodeInvalid, "inputs lacks feature %q (send null values for missing ones)", f)
+				return nil, structs.Errorf(structs.CodeInvalid, "inputs lacks feature %q (send null values for missing ones)", f)
 			}
 			if n >= 0 && len(vals) != n {
-				return nil, errorf(structs.CodeInvalid, "inputs.%s has %d values, other features have %d", f, len(vals), n)
+				return nil, structs.Errorf(structs.CodeInvalid, "inputs.%s has %d values, other features have %d", f, len(vals), n)
 			}
 			n = len(vals)
 		}
 		for k := range decoded {
 			if !slices.Contains(s.FeatureNames, k) {
-				return nil, errorf(structs.CodeInvalid, "inputs.%s: the model has no feature %q", k, k)
+				return nil, structs.Errorf(structs.CodeInvalid, "inputs.%s: the model has no feature %q", k, k)
 			}
 		}
 		nf := len(s.FeatureNames)
@@ -168,7 +183,7 @@ func tensorsFromColumns(cols map[string]json.RawMessage, s *structs.Schema) ([]m
 	for _, in := range s.Inputs {
 		vals, ok := decoded[in.Name]
 		if !ok {
-			return nil, errorf(structs.CodeInvalid, "inputs lacks the model's input %q", in.Name)
+			return nil, structs.Errorf(structs.CodeInvalid, "inputs lacks the model's input %q", in.Name)
 		}
 		t, err := tensorFromNested(in.Name, vals, "inputs."+in.Name)
 		if err != nil {
@@ -178,7 +193,7 @@ func tensorsFromColumns(cols map[string]json.RawMessage, s *structs.Schema) ([]m
 	}
 	for k := range decoded {
 		if !slices.ContainsFunc(s.Inputs, func(t structs.TensorSpec) bool { return t.Name == k }) {
-			return nil, errorf(structs.CodeInvalid, "inputs.%s: the model has no input %q (inputs: %s)", k, k, inputNames(s))
+			return nil, structs.Errorf(structs.CodeInvalid, "inputs.%s: the model has no input %q (inputs: %s)", k, k, inputNames(s))
 		}
 	}
 	return out, nil
@@ -209,7 +224,7 @@ const maxPreallocValues = 4 << 20
 func tensorFromNested(name string, rows []any, path string) (ml.Tensor, error) {
 	t := ml.Tensor{Name: name, Shape: []int{len(rows)}}
 	if len(rows) == 0 {
-		return t, errorf(structs.CodeInvalid, "%s is empty", path)
+		return t, structs.Errorf(structs.CodeInvalid, "%s is empty", path)
 	}
 	// The first element fixes the shape of every instance.
 	for v := rows[0]; ; {
@@ -226,7 +241,7 @@ func tensorFromNested(name string, rows []any, path string) (ml.Tensor, error) {
 	// The first element's shape is only a claim until every element is
 	// walked: [[[0 x 2000], [], ...], ...] claims billions of values in a
 	// few KiB. Reserve no more than the request can hold.
-	if n, ok := shapeElements(t.Shape); ok {
+	if n, ok := ShapeElements(t.Shape); ok {
 		t.Data = make([]float64, 0, min(n, maxPreallocValues))
 	}
 	var walk func(v any, depth int, at string) error
@@ -241,7 +256,7 @@ func tensorFromNested(name string, rows []any, path string) (ml.Tensor, error) {
 		}
 		arr, ok := v.([]any)
 		if !ok || len(arr) != t.Shape[depth] {
-			return errorf(structs.CodeInvalid, "%s: every instance must have shape %v (as the first one has); this one differs", at, t.Shape[1:])
+			return structs.Errorf(structs.CodeInvalid, "%s: every instance must have shape %v (as the first one has); this one differs", at, t.Shape[1:])
 		}
 		for i, x := range arr {
 			if err := walk(x, depth+1, fmt.Sprintf("%s[%d]", at, i)); err != nil {
@@ -269,29 +284,29 @@ func number(v any, at string) (float64, error) {
 		}
 		return 0, nil
 	case string:
-		return 0, errorf(structs.CodeInvalid, "%s is the string %.40q, not a number", at, x)
+		return 0, structs.Errorf(structs.CodeInvalid, "%s is the string %.40q, not a number", at, x)
 	}
-	return 0, errorf(structs.CodeInvalid, "%s is not a number", at)
+	return 0, structs.Errorf(structs.CodeInvalid, "%s is not a number", at)
 }
 
-// predictionsJSON turns outputs into one JSON value per instance: a scalar
+// Predictions turns outputs into one JSON value per instance: a scalar
 // for [n] outputs, nested arrays for more dimensions, and an object naming
 // the outputs when the model has several. NaN becomes null.
-func predictionsJSON(out []ml.Tensor) ([]any, error) {
+func Predictions(out []ml.Tensor) ([]any, error) {
 	if len(out) == 0 {
-		return nil, errorf(structs.CodeInternal, "the model returned no outputs")
+		return nil, structs.Errorf(structs.CodeInternal, "the model returned no outputs")
 	}
 	if len(out[0].Shape) == 0 {
-		return nil, errorf(structs.CodeInternal, "output %q has no batch dimension", out[0].Name)
+		return nil, structs.Errorf(structs.CodeInternal, "output %q has no batch dimension", out[0].Name)
 	}
 	n := out[0].Shape[0]
 	per := make([][]any, len(out))
 	for k, t := range out {
 		if len(t.Shape) == 0 || t.Shape[0] != n {
-			return nil, errorf(structs.CodeInternal, "output %q has shape %v, not a batch of %d", t.Name, t.Shape, n)
+			return nil, structs.Errorf(structs.CodeInternal, "output %q has shape %v, not a batch of %d", t.Name, t.Shape, n)
 		}
 		if err := t.Check(); err != nil {
-			return nil, errorf(structs.CodeInternal, "the model returned a malformed output: %v", err)
+			return nil, structs.Errorf(structs.CodeInternal, "the model returned a malformed output: %v", err)
 		}
 		per[k] = make([]any, n)
 		stride := len(t.Data) / max(n, 1)
@@ -331,4 +346,19 @@ func jsonNumber(x float64) any {
 		return nil
 	}
 	return x
+}
+
+// NormalizeTabular gives a tabular model's input its batch dimension: one
+// instance sent as a flat row, or single-feature instances sent as scalars.
+func NormalizeTabular(inputs []ml.Tensor, s *structs.Schema) {
+	if len(inputs) != 1 || len(s.Inputs) != 1 || len(s.Inputs[0].Shape) != 2 || len(inputs[0].Shape) != 1 {
+		return
+	}
+	features := s.Inputs[0].Shape[1]
+	switch {
+	case features == 1:
+		inputs[0].Shape = []int{inputs[0].Shape[0], 1}
+	case inputs[0].Shape[0] == features:
+		inputs[0].Shape = []int{1, features}
+	}
 }

@@ -30,7 +30,7 @@ func (a *Agent) handleSnapshotSave(w http.ResponseWriter, r *http.Request) {
 	txn.Discard() // readTxn settled consistency and headers; the snapshot opens its own view
 	snap, err := a.fsm.Snapshot()
 	if err != nil {
-		writeError(w, errorf(structs.CodeInternal, "snapshot: %v", err))
+		writeError(w, structs.Errorf(structs.CodeInternal, "snapshot: %v", err))
 		return
 	}
 	defer snap.Release()
@@ -61,7 +61,7 @@ func (s *httpSink) Cancel() error               { return nil }
 func (a *Agent) handleSnapshotRestore(w http.ResponseWriter, r *http.Request) {
 	tmpDir, err := os.MkdirTemp(a.cfg.DataDir, "restore-")
 	if err != nil {
-		writeError(w, errorf(structs.CodeInternal, "snapshot restore: %v", err))
+		writeError(w, structs.Errorf(structs.CodeInternal, "snapshot restore: %v", err))
 		return
 	}
 	defer os.RemoveAll(tmpDir)
@@ -70,10 +70,10 @@ func (a *Agent) handleSnapshotRestore(w http.ResponseWriter, r *http.Request) {
 	path, digest, size, err := a.blobs.ingest(r.Body, maxSnapshotBytes)
 	switch {
 	case errors.Is(err, errBlobTooLarge):
-		writeError(w, errorf(structs.CodeTooLarge, "request body is larger than %d bytes", int64(maxSnapshotBytes)))
+		writeError(w, structs.Errorf(structs.CodeTooLarge, "request body is larger than %d bytes", int64(maxSnapshotBytes)))
 		return
 	case err != nil:
-		writeError(w, errorf(structs.CodeInvalid, "reading the snapshot: %v", err))
+		writeError(w, structs.Errorf(structs.CodeInvalid, "reading the snapshot: %v", err))
 		return
 	}
 	defer os.Remove(path) // gone already once committed as a blob
@@ -101,9 +101,9 @@ func checkSnapshotFile(path, scratch string) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, raftfsm.ErrCorruptSnapshot) || errors.Is(err, raftfsm.ErrInvalidSnapshot):
-		return errorf(structs.CodeInvalid, "snapshot is not valid: %v", err)
+		return structs.Errorf(structs.CodeInvalid, "snapshot is not valid: %v", err)
 	}
-	return errorf(structs.CodeInternal, "snapshot restore: checking the upload: %v", err)
+	return structs.Errorf(structs.CodeInternal, "snapshot restore: checking the upload: %v", err)
 }
 
 // restoreLocal restores a checked snapshot file through Raft on the leader
@@ -111,12 +111,12 @@ func checkSnapshotFile(path, scratch string) error {
 func (a *Agent) restoreLocal(path string, size int64) (uint64, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return 0, errorf(structs.CodeInternal, "snapshot restore: %v", err)
+		return 0, structs.Errorf(structs.CodeInternal, "snapshot restore: %v", err)
 	}
 	defer f.Close()
 	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: size}
 	if err := a.raft.Restore(meta, f, time.Minute); err != nil {
-		return 0, errorf(structs.CodeUnavailable, "snapshot restore: %v", err)
+		return 0, structs.Errorf(structs.CodeUnavailable, "snapshot restore: %v", err)
 	}
 	// The restored state reports the applied index written in the file, which
 	// is older than the writes it replaced: a client waiting with ?index= for
@@ -125,7 +125,7 @@ func (a *Agent) restoreLocal(path string, size int64) (uint64, error) {
 	// restore's: reading with ?index=<it> sees the restored registry.
 	idx, err := a.writeSelfRecord(true)
 	if err != nil {
-		return 0, errorf(structs.CodeUnavailable, "snapshot restored, but the write that follows it failed (retry reads without ?index=): %v", err)
+		return 0, structs.Errorf(structs.CodeUnavailable, "snapshot restored, but the write that follows it failed (retry reads without ?index=): %v", err)
 	}
 	return idx, nil
 }
@@ -150,14 +150,14 @@ type snapshotRestoreReply struct {
 func (a *Agent) restoreViaLeader(ctx context.Context, tmp, digest string) (uint64, error) {
 	addr, _ := a.raft.LeaderWithID()
 	if addr == "" {
-		return 0, errorf(structs.CodeNoLeader, "no known leader to restore the snapshot on")
+		return 0, structs.Errorf(structs.CodeNoLeader, "no known leader to restore the snapshot on")
 	}
 	if err := a.blobs.commit(tmp, digest); err != nil {
-		return 0, errorf(structs.CodeInternal, "snapshot restore: %v", err)
+		return 0, structs.Errorf(structs.CodeInternal, "snapshot restore: %v", err)
 	}
 	defer a.blobs.remove(digest)
 	if err := a.xfer.push(ctx, string(addr), digest); err != nil {
-		return 0, errorf(structs.CodeUnavailable, "snapshot restore: copying the file to the leader %s: %v", addr, err)
+		return 0, structs.Errorf(structs.CodeUnavailable, "snapshot restore: copying the file to the leader %s: %v", addr, err)
 	}
 	var reply snapshotRestoreReply
 	if err := a.trans.Call(ctx, string(addr), rpcSnapshotRestore, &snapshotRestoreArgs{Digest: digest, Token: callerToken(ctx)}, &reply); err != nil {
@@ -232,4 +232,17 @@ func validateSnapshot(path, dir string) error {
 		return err
 	}
 	return fsm.Restore(f) // closes f
+}
+
+// snapshotEndpoint: save and restore. A snapshot holds every record, token
+// hashes included: both ways are operator writes.
+func (a *Agent) snapshotEndpoint() endpoint {
+	o := structs.KindOperator
+	return endpoint{
+		routes: []route{
+			{pattern: "GET /v1/snapshot", handler: a.handleSnapshotSave, kind: o, need: needWrite},
+			{pattern: "PUT /v1/snapshot", handler: a.handleSnapshotRestore, kind: o, need: needWrite},
+		},
+		rpcs: map[string]transport.Handler{rpcSnapshotRestore: a.handleSnapshotRestoreRPC},
+	}
 }

@@ -1,4 +1,4 @@
-package node
+package tensorjson
 
 import (
 	"encoding/json"
@@ -27,14 +27,14 @@ func checkDecoded(t *testing.T, s *structs.Schema, tensors []ml.Tensor) {
 			t.Fatalf("decoded tensor fails Check: %v", err)
 		}
 		// Check's product of dimensions can wrap; count without wrapping.
-		if n, ok := shapeElements(x.Shape); !ok || n != len(x.Data) {
+		if n, ok := ShapeElements(x.Shape); !ok || n != len(x.Data) {
 			t.Fatalf("decoded tensor of shape %v holds %d values", x.Shape, len(x.Data))
 		}
 	}
 	for _, x := range tensors {
 		checkTensor(x)
 	}
-	normalizeTabular(tensors, s)
+	NormalizeTabular(tensors, s)
 	for _, x := range tensors {
 		checkTensor(x)
 	}
@@ -54,7 +54,7 @@ func FuzzTensorsFromInstances(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		for _, s := range fuzzSchemas {
-			tensors, err := tensorsFromInstances(json.RawMessage(body), s)
+			tensors, err := FromInstances(json.RawMessage(body), s)
 			if err != nil {
 				checkClientError(t, err)
 				continue
@@ -80,7 +80,7 @@ func FuzzTensorsFromColumns(f *testing.F) {
 			return // the HTTP layer refuses it before the decoder sees it
 		}
 		for _, s := range fuzzSchemas {
-			tensors, err := tensorsFromColumns(cols, s)
+			tensors, err := FromColumns(cols, s)
 			if err != nil {
 				checkClientError(t, err)
 				continue
@@ -110,12 +110,12 @@ func FuzzV2InputTensor(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		var in v2Tensor
+		var in V2Input
 		if json.Unmarshal(body, &in) != nil {
 			return // the HTTP layer refuses it before the decoder sees it
 		}
 		for _, s := range fuzzSchemas {
-			x, err := v2InputTensor(0, in, s)
+			x, err := FromV2(0, in, s)
 			if err != nil {
 				checkClientError(t, err)
 				continue
@@ -123,9 +123,17 @@ func FuzzV2InputTensor(f *testing.F) {
 			if err := x.Check(); err != nil {
 				t.Fatalf("decoded tensor fails Check: %v", err)
 			}
-			if n, ok := shapeElements(x.Shape); !ok || n != len(x.Data) {
+			if n, ok := ShapeElements(x.Shape); !ok || n != len(x.Data) {
 				t.Fatalf("decoded tensor of shape %v holds %d values", x.Shape, len(x.Data))
 			}
 		}
 	})
+}
+
+// checkClientError fails unless err is a client's mistake: 400 or 413.
+func checkClientError(t *testing.T, err error) {
+	t.Helper()
+	if code := structs.ErrorCode(err); code != structs.CodeInvalid && code != structs.CodeTooLarge {
+		t.Fatalf("decode error %q has code %q, want a client error", err, code)
+	}
 }

@@ -1,4 +1,4 @@
-package node
+package tensorjson
 
 import (
 	"encoding/json"
@@ -21,19 +21,19 @@ func FuzzFastRows(f *testing.F) {
 	}
 	schema := &structs.Schema{Inputs: []structs.TensorSpec{{Name: "input", Shape: []int{-1, 3}}}}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		fast, ok := fastRows(b)
+		fast, ok := FastRows(b)
 		if !ok {
 			return
 		}
 		if err := fast.Check(); err != nil {
-			t.Fatalf("fastRows(%q) gave a bad tensor: %v", b, err)
+			t.Fatalf("FastRows(%q) gave a bad tensor: %v", b, err)
 		}
-		slow, err := tensorsFromInstances(json.RawMessage(b), schema)
+		slow, err := FromInstances(json.RawMessage(b), schema)
 		if err != nil {
-			t.Fatalf("fastRows accepted %q, the generic path refused it: %v", b, err)
+			t.Fatalf("FastRows accepted %q, the generic path refused it: %v", b, err)
 		}
 		if len(slow) != 1 || !slices.Equal(slow[0].Shape, fast.Shape) || !sameData(slow[0].Data, fast.Data) {
-			t.Fatalf("fastRows(%q) = %v %v, generic = %+v", b, fast.Shape, fast.Data, slow)
+			t.Fatalf("FastRows(%q) = %v %v, generic = %+v", b, fast.Shape, fast.Data, slow)
 		}
 	})
 }
@@ -47,11 +47,11 @@ func TestAppendPredictions_MatchesGenericEncoding(t *testing.T) {
 		{{Name: "y", Shape: []int{3}, Data: []float64{1, -2.5, math.NaN()}}},
 		{{Name: "p", Shape: []int{2, 3}, Data: []float64{0.1, 0.2, 0.7, 1e-9, 1e22, 0}}},
 	} {
-		fast, ok := appendPredictions(nil, out)
+		fast, ok := AppendPredictions(nil, out)
 		if !ok {
-			t.Fatalf("appendPredictions refused %v", out)
+			t.Fatalf("AppendPredictions refused %v", out)
 		}
-		preds, err := predictionsJSON(out)
+		preds, err := Predictions(out)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -65,7 +65,7 @@ func TestAppendPredictions_MatchesGenericEncoding(t *testing.T) {
 			t.Errorf("fast %s, generic %s", fast, slow)
 		}
 	}
-	if _, ok := appendPredictions(nil, []ml.Tensor{{Shape: []int{1, 1, 1}, Data: []float64{1}}}); ok {
-		t.Error("appendPredictions took a 3-D output; the generic path should")
+	if _, ok := AppendPredictions(nil, []ml.Tensor{{Shape: []int{1, 1, 1}, Data: []float64{1}}}); ok {
+		t.Error("AppendPredictions took a 3-D output; the generic path should")
 	}
 }

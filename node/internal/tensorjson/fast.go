@@ -1,4 +1,4 @@
-package node
+package tensorjson
 
 import (
 	"math"
@@ -10,13 +10,13 @@ import (
 // The request and answer of a tabular prediction — rows of numbers in, rows
 // of numbers out — are by far the most common, and encoding/json's generic
 // decoding into []any and encoding from it cost more CPU than a small model
-// itself. fastRows and appendPredictions handle exactly that shape; anything
+// itself. FastRows and AppendPredictions handle exactly that shape; anything
 // else (or anything wrong, which needs a precise error) takes the generic
 // path in predict_json.go.
 
-// fastRows parses a JSON array of equally long arrays of numbers or null
+// FastRows parses a JSON array of equally long arrays of numbers or null
 // into a [rows, width] tensor. ok is false for any other input.
-func fastRows(b []byte) (t ml.Tensor, ok bool) {
+func FastRows(b []byte) (t ml.Tensor, ok bool) {
 	i := skipSpace(b, 0)
 	if i >= len(b) || b[i] != '[' {
 		return t, false
@@ -160,10 +160,10 @@ func isNumberByte(c byte) bool {
 	return c >= '0' && c <= '9' || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E'
 }
 
-// appendPredictions writes the predictions of a single-output model as JSON:
+// AppendPredictions writes the predictions of a single-output model as JSON:
 // a number per instance for an output of shape [n], an array of numbers for
-// [n, k]. ok is false for other shapes, which predictionsJSON handles.
-func appendPredictions(b []byte, out []ml.Tensor) ([]byte, bool) {
+// [n, k]. ok is false for other shapes, which Predictions handles.
+func AppendPredictions(b []byte, out []ml.Tensor) ([]byte, bool) {
 	if len(out) != 1 || len(out[0].Shape) == 0 || len(out[0].Shape) > 2 {
 		return b, false
 	}

@@ -55,10 +55,10 @@ func (a *Agent) handleVersionCreate(w http.ResponseWriter, r *http.Request) {
 	tmp, digest, size, err := a.blobs.ingest(r.Body, a.cfg.MaxArtifactBytes)
 	switch {
 	case errors.Is(err, errBlobTooLarge):
-		writeError(w, errorf(structs.CodeTooLarge, "model file is larger than serving.max_artifact_bytes (%d bytes)", a.cfg.MaxArtifactBytes))
+		writeError(w, structs.Errorf(structs.CodeTooLarge, "model file is larger than serving.max_artifact_bytes (%d bytes)", a.cfg.MaxArtifactBytes))
 		return
 	case err != nil:
-		writeError(w, errorf(structs.CodeInvalid, "reading the model file: %v", err))
+		writeError(w, structs.Errorf(structs.CodeInvalid, "reading the model file: %v", err))
 		return
 	}
 	committed := false
@@ -144,25 +144,25 @@ func versionFromQuery(r *http.Request) (structs.ModelVersion, error) {
 			continue
 		}
 		if err := decodeJSON(strings.NewReader(s), p.dst); err != nil {
-			return v, errorf(structs.CodeInvalid, "query parameter %s: %v", p.key, err)
+			return v, structs.Errorf(structs.CodeInvalid, "query parameter %s: %v", p.key, err)
 		}
 	}
 	for key := range q {
 		switch key {
 		case "format", "metadata", "schema", "process":
 		default:
-			return v, errorf(structs.CodeInvalid, "unknown query parameter %q: use format, metadata, schema or process", key)
+			return v, structs.Errorf(structs.CodeInvalid, "unknown query parameter %q: use format, metadata, schema or process", key)
 		}
 	}
 	if v.Format != "" && v.Format != structs.FormatProcess && !formats.Supported(v.Format) {
-		return v, errorf(structs.CodeInvalid, "format %q is unknown: use one of linear, lightgbm, xgboost, xgboost-json, onnx, process", v.Format)
+		return v, structs.Errorf(structs.CodeInvalid, "format %q is unknown: use one of linear, lightgbm, xgboost, xgboost-json, onnx, process", v.Format)
 	}
 	if v.Format != structs.FormatProcess && v.Process != nil {
-		return v, errorf(structs.CodeInvalid, "query parameter process is only allowed with format=process")
+		return v, structs.Errorf(structs.CodeInvalid, "query parameter process is only allowed with format=process")
 	}
 	if v.Format == structs.FormatProcess {
 		if v.Process == nil {
-			return v, errorf(structs.CodeInvalid, "format=process needs the query parameter process, e.g. process={\"command\":[\"python\",\"serve.py\"]}")
+			return v, structs.Errorf(structs.CodeInvalid, "format=process needs the query parameter process, e.g. process={\"command\":[\"python\",\"serve.py\"]}")
 		}
 		if err := v.Process.Validate(); err != nil {
 			return v, err
@@ -178,7 +178,7 @@ func (a *Agent) checkArtifact(v *structs.ModelVersion, path string, size int64) 
 		return nil // the user's process loads its own files; an artifact is optional
 	}
 	if size == 0 {
-		return errorf(structs.CodeInvalid, "request body is empty: send the model file")
+		return structs.Errorf(structs.CodeInvalid, "request body is empty: send the model file")
 	}
 	if v.Format == "" {
 		head := make([]byte, 4096)
@@ -189,15 +189,15 @@ func (a *Agent) checkArtifact(v *structs.ModelVersion, path string, size int64) 
 		n, _ := io.ReadFull(f, head)
 		f.Close()
 		if v.Format = formats.Detect(head[:n]); v.Format == "" {
-			return errorf(structs.CodeInvalid, "format could not be detected from the file; give ?format= (one of linear, lightgbm, xgboost, xgboost-json, onnx, process)")
+			return structs.Errorf(structs.CodeInvalid, "format could not be detected from the file; give ?format= (one of linear, lightgbm, xgboost, xgboost-json, onnx, process)")
 		}
 	}
 	if len(v.Schema.Inputs) > 0 || len(v.Schema.Outputs) > 0 {
-		return errorf(structs.CodeInvalid, "query parameter schema is only for format=process; format %s carries its own schema", v.Format)
+		return structs.Errorf(structs.CodeInvalid, "query parameter schema is only for format=process; format %s carries its own schema", v.Format)
 	}
 	m, err := formats.Load(v.Format, path)
 	if err != nil {
-		return errorf(structs.CodeInvalid, "model file does not load as %s: %v", v.Format, err)
+		return structs.Errorf(structs.CodeInvalid, "model file does not load as %s: %v", v.Format, err)
 	}
 	v.Schema = schemaFromML(m.Schema())
 	if c, ok := m.(ml.Closer); ok {
@@ -242,7 +242,7 @@ func (a *Agent) replicateBlob(ctx context.Context, digest string) ([]string, err
 		holders = append(holders, m.Meta.ID)
 	}
 	if len(holders) < want {
-		return nil, errorf(structs.CodeUnavailable, "artifact stored on %d of %d nodes (serving.artifact_replicas); nothing recorded: %v", len(holders), want, errors.Join(errs...))
+		return nil, structs.Errorf(structs.CodeUnavailable, "artifact stored on %d of %d nodes (serving.artifact_replicas); nothing recorded: %v", len(holders), want, errors.Join(errs...))
 	}
 	return holders, nil
 }
@@ -267,7 +267,7 @@ func versionJSON(v *structs.ModelVersion) *structs.ModelVersion {
 func parseVersionNumber(field, s string) (uint64, error) {
 	n, err := strconv.ParseUint(s, 10, 64)
 	if err != nil || n == 0 {
-		return 0, errorf(structs.CodeInvalid, "%s must be a version number (1, 2, ...), not %q", field, s)
+		return 0, structs.Errorf(structs.CodeInvalid, "%s must be a version number (1, 2, ...), not %q", field, s)
 	}
 	return n, nil
 }
@@ -343,13 +343,7 @@ func (a *Agent) handleVersionDelete(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	idx, err := a.propose(r.Context(), structs.VersionDeleteType, &structs.VersionDeleteRequest{Model: name, Version: n}, nil)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	w.Header().Set("X-Kiln-Index", strconv.FormatUint(idx, 10))
-	w.WriteHeader(http.StatusNoContent)
+	a.serveDelete(w, r, structs.VersionDeleteType, &structs.VersionDeleteRequest{Model: name, Version: n}, "")
 }
 
 type aliasPutRequest struct {
@@ -381,7 +375,7 @@ func (a *Agent) setAlias(w http.ResponseWriter, r *http.Request, put bool) {
 			return
 		}
 		if req.Version == 0 {
-			writeError(w, errorf(structs.CodeInvalid, "version is required (versions start at 1)"))
+			writeError(w, structs.Errorf(structs.CodeInvalid, "version is required (versions start at 1)"))
 			return
 		}
 	}
@@ -394,4 +388,19 @@ func (a *Agent) setAlias(w http.ResponseWriter, r *http.Request, put bool) {
 		return
 	}
 	writeCommitted(w, http.StatusOK, idx, modelJSON(&m))
+}
+
+// versionsEndpoint: a model's versions and aliases.
+func (a *Agent) versionsEndpoint() endpoint {
+	m := structs.KindModel
+	return endpoint{routes: []route{
+		// A process version also needs exec; the handler checks it once it
+		// knows the format.
+		{pattern: "POST /v1/models/{name}/versions", handler: a.handleVersionCreate, kind: m, need: needWrite, name: pathName},
+		{pattern: "GET /v1/models/{name}/versions", handler: a.handleVersionList, kind: m, need: needRead, name: pathName},
+		{pattern: "GET /v1/models/{name}/versions/{version}", handler: a.handleVersionGet, kind: m, need: needRead, name: pathName},
+		{pattern: "DELETE /v1/models/{name}/versions/{version}", handler: a.handleVersionDelete, kind: m, need: needWrite, name: pathName},
+		{pattern: "PUT /v1/models/{name}/aliases/{alias}", handler: a.handleAliasPut, kind: m, need: needWrite, name: pathName},
+		{pattern: "DELETE /v1/models/{name}/aliases/{alias}", handler: a.handleAliasDelete, kind: m, need: needWrite, name: pathName},
+	}}
 }

@@ -1,0 +1,244 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/kilnml/kiln/actors/serving"
+	"github.com/kilnml/kiln/ml"
+	"github.com/kilnml/kiln/node/internal/tensorjson"
+	"github.com/kilnml/kiln/raftfsm/structs"
+	"github.com/kilnml/kiln/transport"
+)
+
+// handleModelAction serves POST /v1/models/{name}:{action}; predict is the
+// only action.
+func (a *Agent) handleModelAction(w http.ResponseWriter, r *http.Request) {
+	name, action, ok := strings.Cut(r.PathValue("nameaction"), ":")
+	if !ok || action != "predict" {
+		writeError(w, structs.Errorf(structs.CodeNotFound, "no route for POST %s: use /v1/models/{name}:predict", r.URL.Path))
+		return
+	}
+	if err := structs.ValidateName("name", name); err != nil {
+		writeError(w, err)
+		return
+	}
+	var req tensorjson.Request
+	if err := a.decodeBody(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if (req.Instances == nil) == (req.Inputs == nil) {
+		writeError(w, structs.Errorf(structs.CodeInvalid, "give exactly one of instances or inputs"))
+		return
+	}
+	id := requestID(r, req.ID)
+	target, err := a.resolveTarget(r, name, serving.Selector{Version: req.Version, Alias: req.Alias, Key: req.Key})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	inputs, err := req.Tensors(&target.Version.Schema)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	tensorjson.NormalizeTabular(inputs, &target.Version.Schema)
+	out, err := a.serving.router.Predict(r.Context(), target, inputs)
+	if err != nil {
+		writePredictError(w, err)
+		return
+	}
+	writePredictions(w, name, target.Version.Version, id, out)
+}
+
+// writePredictions answers {"id", "model", "predictions", "version"}.
+func writePredictions(w http.ResponseWriter, name string, version uint64, id string, out []ml.Tensor) {
+	b := make([]byte, 0, 256)
+	b = append(b, `{"id":`...)
+	b = appendJSONString(b, id)
+	b = append(b, `,"model":`...)
+	b = appendJSONString(b, name)
+	b = append(b, `,"predictions":`...)
+	b, ok := tensorjson.AppendPredictions(b, out)
+	if !ok {
+		preds, err := tensorjson.Predictions(out)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"predictions": preds, "model": name, "version": version, "id": id})
+		return
+	}
+	b = append(b, `,"version":`...)
+	b = strconv.AppendUint(b, version, 10)
+	b = append(b, "}\n"...)
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
+}
+
+func appendJSONString(b []byte, s string) []byte {
+	q, _ := json.Marshal(s)
+	return append(b, q...)
+}
+
+// resolveTarget picks the version and replicas for a prediction from the
+// local registry, after waiting for ?index=N if given. When the local
+// registry says the model, version or deployment is unknown, it catches up
+// to the leader's index once before answering so: something deployed a
+// moment ago through another node is not a 404 or 409 here.
+func (a *Agent) resolveTarget(r *http.Request, name string, sel serving.Selector) (*serving.Target, error) {
+	if s := r.URL.Query().Get("index"); s != "" {
+		idx, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return nil, structs.Errorf(structs.CodeInvalid, "index must be a non-negative integer, not %q", s)
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), maxIndexWait)
+		err = a.fsm.WaitForIndex(ctx, idx)
+		cancel()
+		if err != nil {
+			return nil, structs.Errorf(structs.CodeUnavailable, "index %d not reached within %s (applied %d)", idx, maxIndexWait, a.fsm.AppliedIndex())
+		}
+	}
+	t, err := a.serving.router.Resolve(name, sel)
+	switch structs.ErrorCode(err) {
+	case structs.CodeNotFound, structs.CodeConflict:
+		if txn, cerr := a.consistentTxn(r.Context()); cerr == nil {
+			txn.Discard()
+			return a.serving.router.Resolve(name, sel)
+		}
+	}
+	return t, err
+}
+
+func requestID(r *http.Request, given string) string {
+	if given != "" {
+		return given
+	}
+	if h := r.Header.Get("X-Request-Id"); h != "" {
+		return h
+	}
+	return structs.NewID(time.Now())
+}
+
+// writePredictError maps serving's errors onto HTTP: a busy replica is 429,
+// an unreachable one 503.
+func writePredictError(w http.ResponseWriter, err error) {
+	var ce *structs.CodedError
+	if errors.As(err, &ce) && ce.Code == serving.CodeBusy {
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusTooManyRequests, ce)
+		return
+	}
+	if errors.Is(err, transport.ErrUnreachable) || errors.Is(err, transport.ErrConnLost) {
+		writeError(w, structs.Errorf(structs.CodeUnavailable, "replica unreachable: %v", err))
+		return
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		writeError(w, structs.Errorf(structs.CodeUnavailable, "prediction did not finish: %v", err))
+		return
+	}
+	writeError(w, err)
+}
+
+// rpcServingStats returns this node's metrics for one model, for the
+// cluster-wide view of GET /v1/models/{name}/metrics.
+const rpcServingStats = "serving.stats"
+
+type servingStatsArgs struct {
+	Model string `msgpack:"model"`
+}
+
+type servingStatsReply struct {
+	Stats []serving.VersionStats `msgpack:"stats"`
+}
+
+// predictEndpoint: inference through v1, and the per-model request metrics
+// summed over the nodes (each node answers rpcServingStats for its own).
+func (a *Agent) predictEndpoint() endpoint {
+	return endpoint{
+		routes: []route{
+			{pattern: "POST /v1/models/{nameaction}", handler: a.handleModelAction, kind: structs.KindPredict, need: needAllow, name: predictName},
+			{pattern: "GET /v1/models/{name}/metrics", handler: a.handleModelMetrics, kind: structs.KindModel, need: needRead, name: pathName},
+		},
+		rpcs: map[string]transport.Handler{rpcServingStats: a.handleServingStatsRPC},
+	}
+}
+
+func (a *Agent) handleServingStatsRPC(ctx context.Context, dec transport.Decoder) (any, error) {
+	var args servingStatsArgs
+	if err := dec.Decode(&args); err != nil {
+		return nil, structs.Errorf(structs.CodeInvalid, "node: bad serving.stats request: %v", err)
+	}
+	return &servingStatsReply{Stats: a.serving.metrics.Stats(args.Model)}, nil
+}
+
+// handleModelMetrics answers per-version request and error counts and latency
+// percentiles, summed over every alive node's ingress (?scope=local for this
+// node alone). Nodes that do not answer within 2 s are left out and counted
+// in nodes_missing.
+func (a *Agent) handleModelMetrics(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := structs.ValidateName("name", name); err != nil {
+		writeError(w, err)
+		return
+	}
+	scope := r.URL.Query().Get("scope")
+	if scope != "" && scope != "local" && scope != "cluster" {
+		writeError(w, structs.Errorf(structs.CodeInvalid, "scope must be local or cluster, not %q", scope))
+		return
+	}
+	txn := a.fsm.ReadTxn()
+	_, err := txn.Model(name)
+	txn.Discard()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	parts := [][]serving.VersionStats{a.serving.metrics.Stats(name)}
+	missing := 0
+	if scope != "local" {
+		members := a.gossip.alive()
+		results := make(chan []serving.VersionStats, len(members))
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		asked := 0
+		for _, m := range members {
+			if m.Meta.ID == a.id {
+				continue
+			}
+			asked++
+			go func(addr string) {
+				var reply servingStatsReply
+				if err := a.trans.Call(ctx, addr, rpcServingStats, &servingStatsArgs{Model: name}, &reply); err != nil {
+					results <- nil
+					return
+				}
+				results <- reply.Stats
+			}(m.Meta.RPCAddr)
+		}
+		for range asked {
+			s := <-results
+			if s == nil {
+				missing++
+			}
+			parts = append(parts, s)
+		}
+	}
+	stats := serving.MergeStats(parts...)
+	writeJSON(w, http.StatusOK, map[string]any{"model": name, "versions": stats, "nodes_missing": missing})
+}
+
+func (a *Agent) metricsHandler() http.Handler {
+	return promhttp.HandlerFor(a.serving.registry, promhttp.HandlerOpts{})
+}
