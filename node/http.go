@@ -23,8 +23,10 @@ func httpStatus(code string) int {
 		return http.StatusBadRequest
 	case structs.CodeNotFound:
 		return http.StatusNotFound
-	case structs.CodeConflict:
+	case structs.CodeConflict, structs.CodeNotDeployed:
 		return http.StatusConflict
+	case structs.CodeOverloaded:
+		return http.StatusTooManyRequests
 	case structs.CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
 	case structs.CodeUnauthenticated:
@@ -46,7 +48,7 @@ func writeError(w http.ResponseWriter, err error) {
 		ce = &structs.CodedError{Code: structs.CodeInternal, Message: err.Error()}
 	}
 	status := httpStatus(ce.Code)
-	if status == http.StatusServiceUnavailable {
+	if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
 		w.Header().Set("Retry-After", "1")
 	}
 	writeJSON(w, status, ce)
