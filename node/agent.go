@@ -88,8 +88,8 @@ func New(cfg Config, logger hclog.Logger) (a *Agent, err error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a = &Agent{cfg: cfg, logger: logger, ctx: ctx, cancel: cancel}
-	a.forwarder = &forwarder{a: a}
-	a.committer = &committer{a: a}
+	a.forwarder = &forwarder{a: a, limit: maxForwardQueue}
+	a.committer = &committer{a: a, limit: maxCommitQueue}
 	started := a // every error return below sets a to nil
 	defer func() {
 		if err != nil {

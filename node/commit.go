@@ -19,6 +19,10 @@ const (
 	maxCommitBatch    = 512       // commands per entry
 	maxCommitBytes    = 256 << 10 // encoded command bytes per entry (bounds the Raft log cache too)
 	commitTimeout     = 30 * time.Second
+	// maxCommitQueue bounds the commands waiting for an entry: what every
+	// follower's forwarder may have in flight, several times over. Past it
+	// a command is refused at once (429).
+	maxCommitQueue = 16 * maxCommitBatch
 )
 
 type commitOutcome struct {
@@ -33,14 +37,16 @@ type commitWaiter struct {
 }
 
 type committer struct {
-	a *Agent
+	a     *Agent
+	limit int // most commands queued; maxCommitQueue
 
 	mu       sync.Mutex
 	queue    []*commitWaiter // guarded by mu
 	inflight int             // guarded by mu
 }
 
-// submit queues commands together and returns a channel per command.
+// submit queues commands together and returns a channel per command. The
+// commands that find the queue full get an overloaded outcome at once.
 func (c *committer) submit(datas [][]byte) []chan commitOutcome {
 	chans := make([]chan commitOutcome, len(datas))
 	c.mu.Lock()
@@ -48,6 +54,10 @@ func (c *committer) submit(datas [][]byte) []chan commitOutcome {
 	for i, d := range datas {
 		w := &commitWaiter{data: d, done: make(chan commitOutcome, 1)}
 		chans[i] = w.done
+		if len(c.queue) >= c.limit {
+			w.done <- commitOutcome{err: structs.Errorf(structs.CodeOverloaded, "node: %d writes already wait to be committed; retry later", c.limit)}
+			continue
+		}
 		c.queue = append(c.queue, w)
 	}
 	for c.inflight < maxCommitInflight && c.inflight*maxCommitBatch < len(c.queue) {

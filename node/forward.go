@@ -20,9 +20,17 @@ import (
 // The leader appends a batch's entries together, so they usually share one Raft
 // log append and one fsync as well.
 const (
-	maxForwardBatch    = 512 // writes per RPC
-	maxForwardInflight = 4   // concurrent batch RPCs per follower
-	forwardRPCTimeout  = 30 * time.Second
+	maxForwardBatch = 512 // writes per RPC
+	// maxForwardBytes bounds the encoded writes of one RPC, well within the
+	// transport's request limit (transport.DefaultMaxRequestBytes); a write
+	// larger than it still goes, alone.
+	maxForwardBytes    = 8 << 20
+	maxForwardInflight = 4 // concurrent batch RPCs per follower
+	// maxForwardQueue bounds the writes waiting for a batch RPC: four
+	// batches' worth beyond those in flight. Past it a write is refused at
+	// once (429) rather than queued behind a leader that cannot keep up.
+	maxForwardQueue   = 4 * maxForwardBatch
+	forwardRPCTimeout = 30 * time.Second
 )
 
 const rpcApplyBatch = "registry.apply_batch"
@@ -61,6 +69,8 @@ type entryOutcome struct {
 type forwarder struct {
 	a *Agent
 
+	limit int // most writes queued; maxForwardQueue
+
 	mu       sync.Mutex
 	queue    []*pendingWrite // guarded by mu
 	inflight int             // guarded by mu: batch RPCs running
@@ -73,6 +83,10 @@ func (f *forwarder) forward(ctx context.Context, data []byte) (entryResult, erro
 	}
 	pw := &pendingWrite{data: data, token: callerToken(ctx), done: make(chan entryOutcome, 1)}
 	f.mu.Lock()
+	if len(f.queue) >= f.limit {
+		f.mu.Unlock()
+		return entryResult{}, structs.Errorf(structs.CodeOverloaded, "node: %d writes already wait for the leader; retry later", f.limit)
+	}
 	f.queue = append(f.queue, pw)
 	if f.inflight < maxForwardInflight {
 		f.inflight++
@@ -96,7 +110,11 @@ func (f *forwarder) sendLoop() {
 			f.mu.Unlock()
 			return
 		}
-		n := min(len(f.queue), maxForwardBatch)
+		n, size := 0, 0
+		for n < len(f.queue) && n < maxForwardBatch && (n == 0 || size+len(f.queue[n].data) <= maxForwardBytes) {
+			size += len(f.queue[n].data)
+			n++
+		}
 		batch := f.queue[:n:n]
 		f.queue = f.queue[n:]
 		f.mu.Unlock()

@@ -37,7 +37,17 @@ type Config struct {
 
 	// DialTimeout bounds connection setup; zero means DefaultDialTimeout.
 	DialTimeout time.Duration
+
+	// MaxRequestBytes bounds one request as the server reads it (header and
+	// arguments); zero means DefaultMaxRequestBytes. A longer request fails
+	// to decode, and its handler answers a bad request, so a peer cannot make
+	// a node buffer without bound.
+	MaxRequestBytes int64
 }
+
+// DefaultMaxRequestBytes fits a blob chunk or a batch of forwarded writes
+// with room to spare.
+const DefaultMaxRequestBytes = 64 << 20
 
 // DefaultConfig returns a configuration for a single node on loopback.
 func DefaultConfig() Config {
@@ -66,6 +76,9 @@ func (c Config) Validate() error {
 		if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
 			return fmt.Errorf("%w: advertise_addr %q: host must be a reachable address", ErrInvalidConfig, c.AdvertiseAddr)
 		}
+	}
+	if c.MaxRequestBytes < 0 {
+		return fmt.Errorf("%w: max_request_bytes %d is negative", ErrInvalidConfig, c.MaxRequestBytes)
 	}
 	if c.DialTimeout < 0 {
 		return fmt.Errorf("%w: dial_timeout %s is negative", ErrInvalidConfig, c.DialTimeout)

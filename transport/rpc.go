@@ -447,7 +447,7 @@ func (t *Transport) serveStream(stream *yamux.Stream) {
 	_ = stream.SetReadDeadline(time.Now().Add(requestReadTimeout))
 	buf := bufPool.Get().(*bytes.Buffer)
 	defer putBuffer(buf)
-	method, ok := t.serveRequest(stream, buf)
+	method, ok := t.serveRequest(&limitReader{r: stream, left: t.cfg.MaxRequestBytes}, buf)
 	if !ok {
 		return
 	}
@@ -455,6 +455,30 @@ func (t *Transport) serveStream(stream *yamux.Stream) {
 	if _, err := stream.Write(buf.Bytes()); err != nil {
 		t.logger.Debug("write response", "method", method, "error", err)
 	}
+}
+
+// ErrRequestTooLarge is what reading a request past Config.MaxRequestBytes
+// returns; the handler's Decode fails with it.
+var ErrRequestTooLarge = errors.New("transport: request larger than max_request_bytes")
+
+// limitReader reads at most left bytes from r, then fails with
+// ErrRequestTooLarge (io.LimitReader would end with EOF, which reads as a
+// truncated request rather than an oversized one).
+type limitReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if l.left <= 0 {
+		return 0, ErrRequestTooLarge
+	}
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	return n, err
 }
 
 // serveRequest reads one request from r, runs its handler and leaves the

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -370,4 +371,32 @@ func TestTransport_AdvertiseAddr(t *testing.T) {
 			t.Fatalf("Addr = %q, want a concrete IP", tr.Addr())
 		}
 	})
+}
+
+// A request longer than MaxRequestBytes fails to decode on the server, which
+// answers instead of buffering it; a request within the limit still works.
+func TestTransport_MaxRequestBytes(t *testing.T) {
+	server := testTransport(t, func(c *Config) { c.MaxRequestBytes = 4 << 10 })
+	server.Register("size", func(ctx context.Context, dec Decoder) (any, error) {
+		var b []byte
+		if err := dec.Decode(&b); err != nil {
+			return nil, fmt.Errorf("decode: %w", err)
+		}
+		return len(b), nil
+	})
+	client := testTransport(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var n int
+	if err := client.Call(ctx, server.Addr(), "size", make([]byte, 1<<10), &n); err != nil || n != 1<<10 {
+		t.Fatalf("1 KiB request: n=%d err=%v", n, err)
+	}
+	err := client.Call(ctx, server.Addr(), "size", make([]byte, 64<<10), &n)
+	if err == nil || !strings.Contains(err.Error(), "max_request_bytes") {
+		t.Fatalf("64 KiB request over a 4 KiB limit: err=%v, want a max_request_bytes refusal", err)
+	}
+	// The connection is still usable afterwards.
+	if err := client.Call(ctx, server.Addr(), "size", []byte{1}, &n); err != nil || n != 1 {
+		t.Fatalf("request after the refusal: n=%d err=%v", n, err)
+	}
 }
