@@ -203,11 +203,9 @@ func TestCluster_LeaderKill(t *testing.T) {
 	leader.createModel("before", nil)
 
 	survivors := c.others(leader)
+	// How fast is BenchmarkFailover's to measure; here only that writes go on.
 	took := killLeaderAndWrite(t, leader, survivors, "during")
 	t.Logf("failover: %s from SIGKILL of %s to the first write acknowledged through another node", took, leader.name)
-	if took > 15*time.Second {
-		t.Errorf("failover took %s, more than the 15s sanity limit", took)
-	}
 	c.waitLeaderAmong(leaderTimeout, survivors...)
 	idx := survivors[1].createModel("while-down", nil)
 
