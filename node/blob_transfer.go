@@ -32,6 +32,12 @@ const (
 	blobCallTimeout = 30 * time.Second
 	// staleTransferAge is when an idle incoming transfer is given up.
 	staleTransferAge = 10 * time.Minute
+	// maxIncomingTransfers bounds the pushes a node receives at once; one
+	// more is refused (overloaded) and its sender tries another node.
+	maxIncomingTransfers = 8
+	// maxBlobBytes bounds any blob a node receives: the largest a snapshot
+	// may be (model files are bounded lower, by max_artifact_bytes, at upload).
+	maxBlobBytes = maxSnapshotBytes
 )
 
 type blobPutArgs struct {
@@ -40,6 +46,10 @@ type blobPutArgs struct {
 	Offset   int64  `msgpack:"offset"`
 	Data     []byte `msgpack:"data"`
 	Last     bool   `msgpack:"last"`
+	// Size is the blob's whole length, declared with every chunk: the
+	// receiver refuses a chunk that goes past it, and a last chunk that
+	// falls short of it.
+	Size int64 `msgpack:"size"`
 }
 
 type blobGetArgs struct {
@@ -66,6 +76,7 @@ type incoming struct {
 	f       *os.File
 	h       hash.Hash
 	digest  string
+	size    int64 // declared by the first chunk
 	offset  int64
 	touched time.Time
 }
@@ -77,6 +88,7 @@ type blobTransfers struct {
 
 	mu       sync.Mutex
 	incoming map[string]*incoming     // guarded by mu; by transfer ID
+	active   int                      // guarded by mu: pushes received, begun and not ended
 	fetching map[string]chan struct{} // guarded by mu; closed when a fetch of that digest ends
 }
 
@@ -103,12 +115,21 @@ func (t *blobTransfers) handlePut(ctx context.Context, dec transport.Decoder) (a
 			t.mu.Unlock()
 			return nil, structs.Errorf(structs.CodeNotFound, "node: blob.put: transfer %s unknown at offset %d", args.Transfer, args.Offset)
 		}
+		if args.Size < 0 || args.Size > maxBlobBytes {
+			t.mu.Unlock()
+			return nil, structs.Errorf(structs.CodeTooLarge, "node: blob.put: size %d is not from 0 to %d bytes", args.Size, int64(maxBlobBytes))
+		}
+		if t.active >= maxIncomingTransfers {
+			t.mu.Unlock()
+			return nil, structs.Errorf(structs.CodeOverloaded, "node: blob.put: %d transfers already in progress", t.active)
+		}
 		f, err := t.store.tempFile()
 		if err != nil {
 			t.mu.Unlock()
 			return nil, err
 		}
-		in = &incoming{f: f, h: sha256.New(), digest: args.Digest}
+		t.active++
+		in = &incoming{f: f, h: sha256.New(), digest: args.Digest, size: args.Size}
 		t.incoming[args.Transfer] = in
 	}
 	// The transfer leaves the map while this chunk is written, so a duplicate
@@ -116,13 +137,22 @@ func (t *blobTransfers) handlePut(ctx context.Context, dec transport.Decoder) (a
 	delete(t.incoming, args.Transfer)
 	t.mu.Unlock()
 
+	end := func() {
+		t.mu.Lock()
+		t.active--
+		t.mu.Unlock()
+	}
 	fail := func(err error) (any, error) {
 		in.f.Close()
 		_ = os.Remove(in.f.Name())
+		end()
 		return nil, err
 	}
 	if args.Offset != in.offset || args.Digest != in.digest {
 		return fail(structs.Errorf(structs.CodeInvalid, "node: blob.put: chunk at offset %d for %s does not continue transfer at %d for %s", args.Offset, args.Digest, in.offset, in.digest))
+	}
+	if in.offset+int64(len(args.Data)) > in.size || (args.Last && in.offset+int64(len(args.Data)) != in.size) {
+		return fail(structs.Errorf(structs.CodeInvalid, "node: blob.put: chunk of %d bytes at offset %d does not fit the declared size %d", len(args.Data), in.offset, in.size))
 	}
 	if _, err := in.f.Write(args.Data); err != nil {
 		return fail(fmt.Errorf("node: blob.put: %w", err))
@@ -145,6 +175,7 @@ func (t *blobTransfers) handlePut(ctx context.Context, dec transport.Decoder) (a
 	if err := in.f.Close(); err != nil {
 		return fail(err)
 	}
+	end()
 	return struct{}{}, t.store.commit(in.f.Name(), in.digest)
 }
 
@@ -191,6 +222,7 @@ func (t *blobTransfers) dropStale() {
 			in.f.Close()
 			_ = os.Remove(in.f.Name())
 			delete(t.incoming, id)
+			t.active--
 		}
 	}
 }
@@ -202,6 +234,7 @@ func (t *blobTransfers) closeAll() {
 		in.f.Close()
 		_ = os.Remove(in.f.Name())
 		delete(t.incoming, id)
+		t.active--
 	}
 }
 
@@ -223,7 +256,7 @@ func (t *blobTransfers) push(ctx context.Context, addr, digest string) error {
 		}
 		last := off+int64(n) >= size
 		cctx, cancel := context.WithTimeout(ctx, blobCallTimeout)
-		err := t.a.trans.Call(cctx, addr, rpcBlobPut, &blobPutArgs{Transfer: transfer, Digest: digest, Offset: off, Data: buf[:n], Last: last}, nil)
+		err := t.a.trans.Call(cctx, addr, rpcBlobPut, &blobPutArgs{Transfer: transfer, Digest: digest, Offset: off, Data: buf[:n], Last: last, Size: size}, nil)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("node: push blob %.12s to %s at offset %d: %w", digest, addr, off, err)
@@ -331,6 +364,9 @@ func (t *blobTransfers) fetch(ctx context.Context, addr, digest string) (err err
 		cancel()
 		if err != nil {
 			return fmt.Errorf("fetch from %s: %w", addr, err)
+		}
+		if reply.Size > maxBlobBytes || off+int64(len(reply.Data)) > reply.Size {
+			return fmt.Errorf("fetch from %s: %d bytes at offset %d of a blob it says is %d bytes", addr, len(reply.Data), off, reply.Size)
 		}
 		if _, err := f.Write(reply.Data); err != nil {
 			return err

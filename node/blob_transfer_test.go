@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"runtime"
 	"strings"
@@ -79,6 +80,7 @@ func TestBlobTransfers_BetweenTwoAgents(t *testing.T) {
 	a, b := testPair(t)
 	t.Run("push arrives intact", func(t *testing.T) { testPush(t, a, b) })
 	t.Run("put rejects", func(t *testing.T) { testPutRejects(t, a, b) })
+	t.Run("put caps concurrent transfers", func(t *testing.T) { testPutCapsTransfers(t, a, b) })
 	t.Run("get rejects a bad offset", func(t *testing.T) { testGetRejectsBadOffset(t, a, b) })
 	t.Run("ensure fetches from a holder", func(t *testing.T) { testEnsureFetchesFromHolder(t, a, b) })
 	t.Run("ensure finds an unlisted holder", func(t *testing.T) { testEnsureFindsUnlistedHolder(t, a, b) })
@@ -135,35 +137,46 @@ func testPutRejects(t *testing.T, a, b *Agent) {
 		msg    string
 	}{
 		{"digest does not match the data", []blobPutArgs{
-			{Transfer: "t1", Digest: other, Data: data, Last: true},
+			{Size: 10, Transfer: "t1", Digest: other, Data: data, Last: true},
 		}, structs.CodeInvalid, "digest"},
 		{"digest mismatch over two chunks", []blobPutArgs{
-			{Transfer: "t2", Digest: digest, Data: data[:5]},
-			{Transfer: "t2", Digest: digest, Offset: 5, Data: []byte("XXXXX"), Last: true},
+			{Size: 10, Transfer: "t2", Digest: digest, Data: data[:5]},
+			{Size: 10, Transfer: "t2", Digest: digest, Offset: 5, Data: []byte("XXXXX"), Last: true},
 		}, structs.CodeInvalid, "digest"},
 		{"chunk skips ahead", []blobPutArgs{
-			{Transfer: "t3", Digest: digest, Data: data[:5]},
-			{Transfer: "t3", Digest: digest, Offset: 7, Data: data[7:], Last: true},
+			{Size: 10, Transfer: "t3", Digest: digest, Data: data[:5]},
+			{Size: 10, Transfer: "t3", Digest: digest, Offset: 7, Data: data[7:], Last: true},
 		}, structs.CodeInvalid, "offset 7"},
 		{"chunk repeats", []blobPutArgs{
-			{Transfer: "t4", Digest: digest, Data: data[:5]},
-			{Transfer: "t4", Digest: digest, Offset: 0, Data: data[:5]},
+			{Size: 10, Transfer: "t4", Digest: digest, Data: data[:5]},
+			{Size: 10, Transfer: "t4", Digest: digest, Offset: 0, Data: data[:5]},
 		}, structs.CodeInvalid, "does not continue"},
 		{"digest changes mid transfer", []blobPutArgs{
-			{Transfer: "t5", Digest: digest, Data: data[:5]},
-			{Transfer: "t5", Digest: other, Offset: 5, Data: data[5:], Last: true},
+			{Size: 10, Transfer: "t5", Digest: digest, Data: data[:5]},
+			{Size: 10, Transfer: "t5", Digest: other, Offset: 5, Data: data[5:], Last: true},
 		}, structs.CodeInvalid, "does not continue"},
 		{"unknown transfer past offset 0", []blobPutArgs{
-			{Transfer: "t6", Digest: digest, Offset: 5, Data: data[5:], Last: true},
+			{Size: 10, Transfer: "t6", Digest: digest, Offset: 5, Data: data[5:], Last: true},
 		}, structs.CodeNotFound, "unknown"},
 		{"invalid digest", []blobPutArgs{
-			{Transfer: "t7", Digest: "../x", Data: data, Last: true},
+			{Size: 10, Transfer: "t7", Digest: "../x", Data: data, Last: true},
 		}, structs.CodeInvalid, "digest"},
 		{"no transfer id", []blobPutArgs{
-			{Digest: digest, Data: data, Last: true},
+			{Size: 10, Digest: digest, Data: data, Last: true},
 		}, structs.CodeInvalid, "transfer"},
+		{"chunk past the declared size", []blobPutArgs{
+			{Size: 6, Transfer: "t8", Digest: digest, Data: data[:5]},
+			{Size: 6, Transfer: "t8", Digest: digest, Offset: 5, Data: data[5:], Last: true},
+		}, structs.CodeInvalid, "declared size"},
+		{"last chunk short of the declared size", []blobPutArgs{
+			{Size: 20, Transfer: "t9", Digest: digest, Data: data[:5]},
+			{Size: 20, Transfer: "t9", Digest: digest, Offset: 5, Data: data[5:], Last: true},
+		}, structs.CodeInvalid, "declared size"},
+		{"declared size over the limit", []blobPutArgs{
+			{Size: maxBlobBytes + 1, Transfer: "t10", Digest: digest, Data: data, Last: true},
+		}, structs.CodeTooLarge, "size"},
 		{"transfer id too long", []blobPutArgs{
-			{Transfer: strings.Repeat("t", 65), Digest: digest, Data: data, Last: true},
+			{Size: 10, Transfer: strings.Repeat("t", 65), Digest: digest, Data: data, Last: true},
 		}, structs.CodeInvalid, "transfer"},
 	}
 	for _, tc := range cases {
@@ -195,7 +208,7 @@ func testPutRejects(t *testing.T, a, b *Agent) {
 				t.Errorf("receiver left temporary files %v", names)
 			}
 			b.xfer.mu.Lock()
-			n := len(b.xfer.incoming)
+			n := len(b.xfer.incoming) + b.xfer.active
 			b.xfer.mu.Unlock()
 			if n != 0 {
 				t.Errorf("receiver still tracks %d transfers", n)
@@ -383,5 +396,37 @@ func TestBlobTransfers_EnsureAlone(t *testing.T) {
 	_, err := a.xfer.ensure(context.Background(), sha256Hex([]byte("x")), []string{a.ID()})
 	if structs.ErrorCode(err) != structs.CodeUnavailable || !strings.Contains(err.Error(), "no other node") {
 		t.Fatalf("err %v, want unavailable: no other node", err)
+	}
+}
+
+// A receiver holds at most maxIncomingTransfers pushes at once; one more is
+// refused as overloaded, and a slot frees when a transfer ends.
+func testPutCapsTransfers(t *testing.T, a, b *Agent) {
+	ctx := context.Background()
+	data := randomBytes(t, 10)
+	digest := sha256Hex(data)
+	put := func(args *blobPutArgs) error {
+		return a.trans.Call(ctx, b.trans.Addr(), rpcBlobPut, args, nil)
+	}
+	for i := range maxIncomingTransfers {
+		if err := put(&blobPutArgs{Size: 10, Transfer: fmt.Sprintf("cap%d", i), Digest: digest, Data: data[:5]}); err != nil {
+			t.Fatalf("transfer %d: %v", i, err)
+		}
+	}
+	err := put(&blobPutArgs{Size: 10, Transfer: "one-more", Digest: digest, Data: data[:5]})
+	if remoteCode(err) != structs.CodeOverloaded {
+		t.Fatalf("transfer %d: err %v, want overloaded", maxIncomingTransfers+1, err)
+	}
+	if err := put(&blobPutArgs{Size: 10, Transfer: "cap0", Digest: digest, Offset: 5, Data: data[5:], Last: true}); err != nil {
+		t.Fatalf("finishing transfer 0: %v", err)
+	}
+	if err := put(&blobPutArgs{Size: 10, Transfer: "one-more", Digest: digest, Data: data, Last: true}); err != nil {
+		t.Fatalf("a transfer after one ended: %v", err)
+	}
+	b.xfer.closeAll()
+	b.xfer.mu.Lock()
+	defer b.xfer.mu.Unlock()
+	if b.xfer.active != 0 {
+		t.Fatalf("%d transfers counted active after closeAll", b.xfer.active)
 	}
 }
