@@ -93,10 +93,7 @@ func appendJSONString(b []byte, s string) []byte {
 }
 
 // resolveTarget picks the version and replicas for a prediction from the
-// local registry, after waiting for ?index=N if given. When the local
-// registry says the model, version or deployment is unknown, it catches up
-// to the leader's index once before answering so: something deployed a
-// moment ago through another node is not a 404 or 409 here.
+// local registry, after waiting for ?index=N if given.
 func (a *Agent) resolveTarget(r *http.Request, name string, sel serving.Selector) (*serving.Target, error) {
 	if s := r.URL.Query().Get("index"); s != "" {
 		idx, err := strconv.ParseUint(s, 10, 64)
@@ -110,15 +107,11 @@ func (a *Agent) resolveTarget(r *http.Request, name string, sel serving.Selector
 			return nil, structs.Errorf(structs.CodeUnavailable, "index %d not reached within %s (applied %d)", idx, maxIndexWait, a.fsm.AppliedIndex())
 		}
 	}
-	t, err := a.serving.router.Resolve(name, sel)
-	switch structs.ErrorCode(err) {
-	case structs.CodeNotFound, structs.CodeConflict:
-		if txn, cerr := a.consistentTxn(r.Context()); cerr == nil {
-			txn.Discard()
-			return a.serving.router.Resolve(name, sel)
-		}
-	}
-	return t, err
+	// The local registry answers, a model that is unknown or not deployed
+	// too: asking the leader on every such request would let a flood of
+	// them load it. A client that just deployed reads its own write with
+	// ?index=, as for any read.
+	return a.serving.router.Resolve(name, sel)
 }
 
 func requestID(r *http.Request, given string) string {
