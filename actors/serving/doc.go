@@ -13,10 +13,14 @@
 // shard actor over the transport, where an outbox coalesces the requests that
 // queue up while earlier messages to that replica are in flight into one
 // PredictBatchRequest (no waiting on purpose: a message leaves as soon as a
-// sender is free). A replica that is unreachable, busy or gone is retried
-// once on another replica, and marked down for a moment so the next requests
-// avoid it. A shadow version gets a copy of the request; nobody waits for its
-// answer.
+// sender is free). An outbox holds a bounded number of requests; the next
+// one is refused at once with ErrOverloaded (busy). A replica that is
+// unreachable, busy or gone is retried once on another replica, and marked
+// down for a moment so the next requests avoid it. A shadow version gets a
+// copy of the request; nobody waits for its answer. Once the registry no
+// longer has a replica, version or model, the router forgets what it kept
+// for it (in-flight counts, down marks, outboxes, cached routes, the
+// version's metrics).
 //
 // A shard actor owns one loaded model. It does not score on its own
 // goroutine: Receive queues the request with the shard's batcher and answers
@@ -24,7 +28,7 @@
 // The batcher merges requests that arrive together, up to the deployment's
 // max_batch rows or max_wait, into one call of the model, then splits the
 // outputs back. A full queue answers actors.ErrBusy, which the router turns
-// into a retry elsewhere and, failing that, 503.
+// into a retry elsewhere and, failing that, 429 (CodeBusy).
 //
 // Desired state lives in Raft. The leader's placement (Plan, a pure function
 // of the registry and membership) writes allocations: which replica runs on
@@ -32,7 +36,9 @@
 // replica on a node that is gone, or that failed, is removed and placed
 // again. Each node's Reconciler diffs the allocations assigned to it against
 // its running shard actors, and reports each replica's state back through
-// Raft in batches. A shard actor's Ref carries the allocation's create index
+// Raft in batches. The work directory of a replica whose allocation is gone
+// from the node is removed, logs included, and so, on the first pass, are
+// those left by replicas that went while the node was down. A shard actor's Ref carries the allocation's create index
 // as its generation, so a Ref to a replaced replica fails instead of
 // reaching its successor.
 //

@@ -57,6 +57,47 @@ func (m *Metrics) Observe(model string, version uint64, d time.Duration, err err
 	}
 }
 
+// Forget deletes the series of every model version for which keep returns
+// false, so that versions and models deleted from the registry do not stay
+// in the exported metrics (and in Stats) for as long as the node runs. It
+// returns how many versions it forgot. A nil Metrics forgets nothing.
+func (m *Metrics) Forget(keep func(model string, version uint64) bool) int {
+	if m == nil {
+		return 0
+	}
+	type modelVersion struct{ model, version string }
+	seen := map[modelVersion]bool{}
+	find := func(pb *dto.Metric) {
+		var mv modelVersion
+		for _, l := range pb.GetLabel() {
+			switch l.GetName() {
+			case "model":
+				mv.model = l.GetValue()
+			case "version":
+				mv.version = l.GetValue()
+			}
+		}
+		seen[mv] = true
+	}
+	// Observe counts every request, so the requests series name every
+	// version that has latency series; errors are collected as well, as
+	// they are few and cheap to read (unlike the latency histograms).
+	collect(m.requests, find)
+	collect(m.errors, find)
+	forgot := 0
+	for mv := range seen {
+		if v, err := strconv.ParseUint(mv.version, 10, 64); err == nil && keep(mv.model, v) {
+			continue
+		}
+		labels := prometheus.Labels{"model": mv.model, "version": mv.version}
+		m.requests.Delete(labels)
+		m.latency.Delete(labels)
+		m.errors.DeletePartialMatch(labels)
+		forgot++
+	}
+	return forgot
+}
+
 // VersionStats is one version's counts and latency histogram. Counts are
 // cumulative per bucket, as Prometheus keeps them, so stats from several
 // nodes add up bucket by bucket.

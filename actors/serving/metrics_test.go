@@ -186,3 +186,67 @@ func TestMetrics_NilRecordsNothing(t *testing.T) {
 	var m *Metrics
 	m.Observe("m", 1, time.Millisecond, nil) // must not panic
 }
+
+func TestMetrics_ForgetDeletesSeries(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	m.Observe("a", 1, time.Millisecond, nil)
+	m.Observe("a", 1, time.Millisecond, structs.Errorf(structs.CodeInvalid, "bad"))
+	m.Observe("a", 1, time.Millisecond, errors.New("boom"))
+	m.Observe("a", 2, time.Millisecond, structs.Errorf(structs.CodeInvalid, "bad"))
+	m.Observe("b", 1, time.Millisecond, nil)
+
+	// series counts the exported series of each family with model and version.
+	series := func(model, version string) map[string]int {
+		t.Helper()
+		families, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]int{}
+		for _, f := range families {
+			for _, pb := range f.GetMetric() {
+				var gotModel, gotVersion string
+				for _, l := range pb.GetLabel() {
+					switch l.GetName() {
+					case "model":
+						gotModel = l.GetValue()
+					case "version":
+						gotVersion = l.GetValue()
+					}
+				}
+				if gotModel == model && gotVersion == version {
+					out[f.GetName()]++
+				}
+			}
+		}
+		return out
+	}
+	if got := series("a", "1"); got["kiln_predict_requests_total"] != 1 || got["kiln_predict_latency_seconds"] != 1 || got["kiln_predict_errors_total"] != 2 {
+		t.Fatalf("series of a v1 before Forget: %v", got)
+	}
+
+	forgot := m.Forget(func(model string, version uint64) bool { return model != "a" || version != 1 })
+	if forgot != 1 {
+		t.Fatalf("Forget forgot %d versions, want 1", forgot)
+	}
+	if got := series("a", "1"); len(got) != 0 {
+		t.Fatalf("series of a v1 after Forget: %v, want none", got)
+	}
+	if s := m.Stats("a"); len(s) != 1 || s[0].Version != 2 || s[0].Requests != 1 || s[0].Errors != 1 {
+		t.Fatalf("Stats(a) after Forget = %+v, want version 2 alone, untouched", s)
+	}
+	if s := m.Stats("b"); len(s) != 1 || s[0].Requests != 1 {
+		t.Fatalf("Stats(b) after Forget = %+v, want version 1 untouched", s)
+	}
+
+	// A version seen again after Forget starts over.
+	m.Observe("a", 1, time.Millisecond, nil)
+	if s := statsOf(t, m.Stats("a"), 1); s.Requests != 1 || s.Errors != 0 {
+		t.Fatalf("a v1 observed after Forget = %+v, want 1 request, no errors", s)
+	}
+	var none *Metrics
+	if n := none.Forget(func(string, uint64) bool { return false }); n != 0 {
+		t.Fatalf("a nil Metrics forgot %d versions", n)
+	}
+}

@@ -49,6 +49,15 @@ const outboxSenders = 2
 // deployment does not batch.
 const outboxMinItems = 64
 
+// outboxQueueBatches bounds an outbox's queue to that many messages' worth
+// of requests: outboxQueueBatches times its max, which the router makes at
+// least outboxMinItems, so 512 requests or more. A request beyond it is
+// refused at once with ErrOverloaded rather than queued: a replica that far
+// behind will not answer it soon, and an unbounded queue would only grow
+// this node's memory while another replica, or the client's retry, could
+// serve it.
+const outboxQueueBatches = 8
+
 // outboxTimeout bounds one coalesced message when its requests carry no
 // deadline.
 const outboxTimeout = time.Minute
@@ -72,14 +81,19 @@ type outbox struct {
 	wg    *sync.WaitGroup // the router's: Close waits for flushes
 
 	mu      sync.Mutex
-	queue   []*outboxItem // guarded by mu
+	queue   []*outboxItem // guarded by mu; at most maxQueued() long
 	senders int           // guarded by mu
 }
 
-// send queues one request and waits for its answer.
+// send queues one request and waits for its answer. A full queue refuses
+// the request at once with ErrOverloaded.
 func (o *outbox) send(ctx context.Context, inputs []ml.Tensor) ([]ml.Tensor, error) {
 	it := &outboxItem{ctx: ctx, inputs: inputs, done: make(chan outboxResult, 1)}
 	o.mu.Lock()
+	if len(o.queue) >= o.maxQueued() {
+		o.mu.Unlock()
+		return nil, ErrOverloaded
+	}
 	o.queue = append(o.queue, it)
 	start := o.senders < outboxSenders
 	if start {
@@ -100,6 +114,9 @@ func (o *outbox) send(ctx context.Context, inputs []ml.Tensor) ([]ml.Tensor, err
 		return nil, codedError(ctx.Err())
 	}
 }
+
+// maxQueued is how many requests may wait in the queue.
+func (o *outbox) maxQueued() int { return outboxQueueBatches * o.max }
 
 // flush sends what is queued, message after message, until the queue is
 // empty.

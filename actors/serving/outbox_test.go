@@ -126,6 +126,69 @@ func TestOutbox_CoalescesQueuedRequests(t *testing.T) {
 	}
 }
 
+func TestOutbox_FullQueueRefusesAtOnce(t *testing.T) {
+	sys := testActorSystem(t, "n2")
+	rec := &batchRecorder{gate: make(chan struct{})}
+	ref := actors.Ref{Node: "n2", Kind: ShardKind, ID: "a1", Gen: 7}
+	if err := sys.Spawn(ref, func() (actors.Actor, error) { return rec, nil }, actors.SpawnOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	openGate := func() { once.Do(func() { close(rec.gate) }) }
+	t.Cleanup(openGate) // on failure too, before the System shuts down
+	var wg sync.WaitGroup
+	ob := &outbox{sys: sys, ref: ref, max: 1, model: "m", wg: &wg}
+	limit := ob.maxQueued()
+	if limit != outboxQueueBatches {
+		t.Fatalf("maxQueued = %d with max 1, want %d", limit, outboxQueueBatches)
+	}
+	in := []ml.Tensor{{Name: "x", Shape: []int{1, 1}, Data: []float64{1}}}
+	errs := make(chan error, outboxSenders+limit)
+	send := func() {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_, err := ob.send(ctx, in)
+			errs <- err
+		}()
+	}
+	// Both senders hold a message at the replica, then the queue fills.
+	for i := range outboxSenders {
+		send()
+		waitFor(t, 5*time.Second, func() bool { return len(rec.recorded()) == i+1 })
+	}
+	for range limit {
+		send()
+	}
+	waitFor(t, 5*time.Second, func() bool {
+		ob.mu.Lock()
+		defer ob.mu.Unlock()
+		return len(ob.queue) == limit
+	})
+
+	// The next request is refused, not queued until its deadline.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := ob.send(ctx, in)
+	if !errors.Is(err, ErrOverloaded) || structs.ErrorCode(err) != CodeBusy || !retryable(err) {
+		t.Fatalf("send to a full outbox = %v (code %q), want ErrOverloaded, busy and retryable", err, structs.ErrorCode(err))
+	}
+	ob.mu.Lock()
+	queued := len(ob.queue)
+	ob.mu.Unlock()
+	if queued != limit {
+		t.Fatalf("%d requests queued after the refusal, want still %d", queued, limit)
+	}
+
+	openGate()
+	for range outboxSenders + limit {
+		if err := <-errs; err != nil {
+			t.Errorf("a request accepted before the queue was full failed: %v", err)
+		}
+	}
+	wg.Wait()
+}
+
 func TestOutbox_WholeMessageErrorReachesEveryRequest(t *testing.T) {
 	sys := testActorSystem(t, "n2")
 	var wg sync.WaitGroup

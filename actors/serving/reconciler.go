@@ -3,6 +3,8 @@ package serving
 import (
 	"context"
 	"errors"
+	"io/fs"
+	"os"
 	"sync"
 	"time"
 
@@ -43,6 +45,10 @@ type ReconcilerConfig struct {
 	Propose ProposeFunc
 	Blobs   BlobSource
 	Load    Loader
+	// WorkDir holds one directory per replica of this node, named by its
+	// allocation ID, where a process replica runs and logs. The reconciler
+	// owns it: a directory there that belongs to no allocation of this node
+	// is removed, with everything in it.
 	WorkDir string
 	// Exec is this node's exec config: what its process replicas may run,
 	// checked again at every start (the zero value runs none).
@@ -134,8 +140,15 @@ func (r *Reconciler) pass(ctx context.Context, health bool) {
 	}
 	want := map[string]*structs.Allocation{}
 	configs := map[string]ShardConfig{}
+	// mine is every allocation assigned here, whatever its state: a failed
+	// replica keeps its work dir, logs included, until the leader removes it.
+	mine := map[string]bool{}
 	for _, a := range allocs {
-		if a.NodeID != r.cfg.NodeID || a.State == structs.AllocFailed {
+		if a.NodeID != r.cfg.NodeID {
+			continue
+		}
+		mine[a.ID] = true
+		if a.State == structs.AllocFailed {
 			continue
 		}
 		d, derr := view.Deployment(a.Deployment)
@@ -149,6 +162,7 @@ func (r *Reconciler) pass(ctx context.Context, health bool) {
 			WorkDir: r.cfg.WorkDir, Exec: r.cfg.Exec, Local: r.cfg.Local, Logger: r.log.With("alloc", a.ID, "model", a.Deployment, "version", a.Version),
 		}
 	}
+	index := view.Index()
 	release()
 
 	for _, ref := range r.cfg.System.Refs() {
@@ -172,6 +186,9 @@ func (r *Reconciler) pass(ctx context.Context, health bool) {
 		}
 	}
 	r.mu.Unlock()
+	if index > 0 { // an empty registry (not restored yet) says nothing is gone
+		r.removeWorkDirs(mine)
+	}
 
 	for id, a := range want {
 		r.mu.Lock()
@@ -188,6 +205,43 @@ func (r *Reconciler) pass(ctx context.Context, health bool) {
 			continue
 		}
 		r.start(ctx, ref, a, configs[id])
+	}
+}
+
+// removeWorkDirs removes the work dirs, logs included, of replicas whose
+// allocations are no longer assigned to this node: those this pass stopped
+// for good, those that failed and were then removed by the leader, and, on
+// the first pass, those left behind by a node that crashed or stopped before
+// it could clean up. A replica still running keeps its dir (one whose stop
+// timed out: its server may still write there); the next pass tries again.
+func (r *Reconciler) removeWorkDirs(mine map[string]bool) {
+	if r.cfg.WorkDir == "" {
+		return
+	}
+	entries, err := os.ReadDir(r.cfg.WorkDir)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			r.log.Warn("reading replica work dirs", "dir", r.cfg.WorkDir, "error", err)
+		}
+		return
+	}
+	for _, e := range entries {
+		id := e.Name()
+		if !e.IsDir() || mine[id] {
+			continue
+		}
+		if _, running := r.cfg.System.Lookup(ShardKind, id); running {
+			continue
+		}
+		dir, err := replicaWorkDir(r.cfg.WorkDir, id)
+		if err != nil {
+			continue
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			r.log.Warn("removing the work dir of a replica that is gone", "alloc", id, "dir", dir, "error", err)
+			continue
+		}
+		r.log.Info("removed the work dir of a replica that is gone", "alloc", id, "dir", dir)
 	}
 }
 

@@ -104,6 +104,8 @@ type reconcilerFixture struct {
 	interval  time.Duration
 	// exec is the node's exec config (zero: process replicas refused).
 	exec ExecPolicy
+	// workDir is the Reconciler's WorkDir, there before it starts.
+	workDir string
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -119,6 +121,7 @@ func newReconcilerFixture(t *testing.T, configure func(*reconcilerFixture)) *rec
 		proposer: &fakeProposer{},
 		changed:  make(chan struct{}, 1),
 		done:     make(chan struct{}),
+		workDir:  t.TempDir(),
 	}
 	f.reg.putModel(structs.Model{Name: "m"})
 	f.reg.putVersion(structs.ModelVersion{Model: "m", Version: 1, Format: ml.FormatLinear, Digest: "sha256:m-1"})
@@ -139,7 +142,7 @@ func newReconcilerFixture(t *testing.T, configure func(*reconcilerFixture)) *rec
 		Propose:  f.proposer.propose,
 		Blobs:    &fakeBlobs{},
 		Load:     f.load,
-		WorkDir:  t.TempDir(),
+		WorkDir:  f.workDir,
 		Exec:     f.exec,
 		Interval: cmp.Or(f.interval, 20*time.Millisecond),
 	})
@@ -471,5 +474,112 @@ func TestReconciler_RefusesProcessNotAllowed(t *testing.T) {
 				t.Fatal("the refused command ran")
 			}
 		})
+	}
+}
+
+// pathExists reports whether path exists (fileExists is in a unix-only
+// file; these tests run everywhere).
+func pathExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// makeWorkDir creates the work dir of allocation id under the fixture's
+// WorkDir, with a log in it, as a process replica leaves it.
+func (f *reconcilerFixture) makeWorkDir(t *testing.T, id string) string {
+	t.Helper()
+	dir := filepath.Join(f.workDir, id)
+	if err := os.MkdirAll(filepath.Join(dir, "cache"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "process.log"), []byte("serving\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestReconciler_RemovesWorkDirOfReplicaGone(t *testing.T) {
+	tests := []struct {
+		name     string
+		change   func(f *reconcilerFixture)
+		wantGone bool
+	}{
+		{name: "allocation removed", change: func(f *reconcilerFixture) { f.reg.deleteAlloc("a1") }, wantGone: true},
+		{name: "allocation moved to another node", change: func(f *reconcilerFixture) { f.reg.putAlloc(allocOn("a1", "n2", 7)) }, wantGone: true},
+		{name: "allocation replaced under a new generation", change: func(f *reconcilerFixture) { f.reg.putAlloc(allocOn("a1", "n1", 9)) }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newReconcilerFixture(t, func(f *reconcilerFixture) { f.reg.putAlloc(allocOn("a1", "n1", 7)) })
+			waitFor(t, 5*time.Second, func() bool { return f.proposer.reported("a1", structs.AllocRunning) })
+			dir := f.makeWorkDir(t, "a1")
+			f.passes(t, 3)
+			if !pathExists(dir) {
+				t.Fatal("the work dir of a running replica was removed")
+			}
+
+			tc.change(f)
+			f.poke()
+			if tc.wantGone {
+				waitFor(t, 5*time.Second, func() bool { return !pathExists(dir) })
+				if _, ok := f.shardGen("a1"); ok {
+					t.Fatal("the work dir was removed while its replica still runs")
+				}
+				return
+			}
+			waitFor(t, 5*time.Second, func() bool { gen, _ := f.shardGen("a1"); return gen == 9 })
+			f.passes(t, 3)
+			if !pathExists(filepath.Join(dir, "process.log")) {
+				t.Fatal("the work dir of a replica restarted under a new generation was removed")
+			}
+		})
+	}
+}
+
+// A failed replica's log is what says why it failed: its dir stays until
+// the leader removes the allocation.
+func TestReconciler_KeepsWorkDirOfFailedReplicaUntilRemoved(t *testing.T) {
+	loadErr := errors.New("disk on fire")
+	f := newReconcilerFixture(t, func(f *reconcilerFixture) {
+		f.loadErr.Store(&loadErr)
+		f.reg.putAlloc(allocOn("a1", "n1", 7))
+	})
+	dir := f.makeWorkDir(t, "a1")
+	waitFor(t, 10*time.Second, func() bool { return f.proposer.reported("a1", structs.AllocFailed) })
+	failed := allocOn("a1", "n1", 7)
+	failed.State = structs.AllocFailed
+	f.reg.putAlloc(failed)
+	f.poke()
+	f.passes(t, 3)
+	if !pathExists(dir) {
+		t.Fatal("the work dir of a failed replica was removed while its allocation remains")
+	}
+	f.reg.deleteAlloc("a1")
+	f.poke()
+	waitFor(t, 5*time.Second, func() bool { return !pathExists(dir) })
+}
+
+// A node that crashed, or stopped before it could clean up, finds the dirs
+// of replicas that are gone since; the first pass removes them.
+func TestReconciler_RemovesWorkDirsLeftFromBefore(t *testing.T) {
+	var left, kept []string
+	f := newReconcilerFixture(t, func(f *reconcilerFixture) {
+		failed := allocOn("failed", "n1", 8)
+		failed.State = structs.AllocFailed
+		f.reg.putAlloc(allocOn("mine", "n1", 7))
+		f.reg.putAlloc(failed)
+		f.reg.putAlloc(allocOn("theirs", "n2", 9))
+		left = []string{f.makeWorkDir(t, "gone"), f.makeWorkDir(t, "theirs")}
+		kept = []string{f.makeWorkDir(t, "mine"), f.makeWorkDir(t, "failed"), filepath.Join(f.workDir, "notes.txt")}
+		if err := os.WriteFile(kept[2], []byte("not a replica's"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+	waitFor(t, 5*time.Second, func() bool { return !pathExists(left[0]) && !pathExists(left[1]) })
+	f.passes(t, 3)
+	for _, p := range kept {
+		if !pathExists(p) {
+			t.Errorf("%s was removed; it belongs to an allocation of this node, or is no replica's dir", p)
+		}
 	}
 }

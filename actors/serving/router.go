@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"hash/fnv"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -55,11 +56,21 @@ type Router struct {
 	inFlight map[string]*atomic.Int64 // guarded by mu (the map); by alloc ID
 	down     map[string]time.Time     // guarded by mu: alloc ID -> avoided until
 
+	// sweepMu serializes sweeps, so that one from an older view never
+	// drops what a newer one kept.
+	sweepMu sync.Mutex
+	swept   atomic.Uint64 // written under sweepMu: the view index last swept
+
 	outboxMu sync.Mutex
 	outboxes map[string]*outbox // guarded by outboxMu: by alloc ID
 
 	routesMu sync.Mutex
 	routes   map[string]*modelRoutes // guarded by routesMu: by model name
+	// unknown caches models the registry does not have, with the index it
+	// said so at, so a stream of requests for a name that does not exist
+	// reads the registry once per change, not once each. At most
+	// maxUnknownModels names; past that it starts over.
+	unknown map[string]uint64 // guarded by routesMu
 
 	shadowSlots chan struct{}
 	wg          sync.WaitGroup // shadow requests and outbox flushes
@@ -90,6 +101,7 @@ func NewRouter(cfg RouterConfig) *Router {
 	return &Router{
 		cfg: cfg, log: cfg.Logger.Named("router"),
 		inFlight: map[string]*atomic.Int64{}, down: map[string]time.Time{}, routes: map[string]*modelRoutes{},
+		unknown:     map[string]uint64{},
 		outboxes:    map[string]*outbox{},
 		shadowSlots: make(chan struct{}, cfg.MaxShadow),
 	}
@@ -116,7 +128,7 @@ type Selector struct {
 
 // Resolve picks the version and its replicas for a request to model. Errors
 // are *structs.CodedError: not_found for an unknown model, version or alias,
-// already_exists (409) for a model or version that is not deployed,
+// not_deployed (409) for a model or version that is not deployed,
 // unavailable when no replica of the version runs yet.
 func (r *Router) Resolve(model string, sel Selector) (*Target, error) {
 	routes, err := r.routesFor(model)
@@ -125,7 +137,7 @@ func (r *Router) Resolve(model string, sel Selector) (*Target, error) {
 	}
 	d := routes.dep
 	if d == nil {
-		return nil, structs.Errorf(structs.CodeConflict, "model %q is not deployed; deploy it with PUT /v1/deployments/%s", model, model)
+		return nil, structs.Errorf(structs.CodeNotDeployed, "model %q is not deployed; deploy it with PUT /v1/deployments/%s", model, model)
 	}
 	version := sel.Version
 	if sel.Alias != "" {
@@ -153,6 +165,13 @@ func (r *Router) Resolve(model string, sel Selector) (*Target, error) {
 	return t, nil
 }
 
+// maxUnknownModels bounds Router.unknown.
+const maxUnknownModels = 4096
+
+func unknownModel(name string) error {
+	return structs.Errorf(structs.CodeNotFound, "model %q not found", name)
+}
+
 // routesFor returns the routing facts of model, from the cache while the
 // registry has not changed.
 func (r *Router) routesFor(model string) (*modelRoutes, error) {
@@ -160,14 +179,30 @@ func (r *Router) routesFor(model string) (*modelRoutes, error) {
 		idx := r.cfg.Index()
 		r.routesMu.Lock()
 		cached := r.routes[model]
+		missing, isUnknown := r.unknown[model]
 		r.routesMu.Unlock()
 		if cached != nil && cached.index >= idx {
 			return cached, nil
 		}
+		if isUnknown && missing >= idx {
+			return nil, unknownModel(model)
+		}
 	}
 	view, release := r.cfg.View()
 	defer release()
+	r.sweep(view)
 	m, err := view.Model(model)
+	if structs.ErrorCode(err) == structs.CodeNotFound {
+		r.routesMu.Lock()
+		if len(r.unknown) >= maxUnknownModels {
+			clear(r.unknown)
+		}
+		if r.unknown[model] < view.Index() {
+			r.unknown[model] = view.Index()
+		}
+		r.routesMu.Unlock()
+		return nil, unknownModel(model)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -207,7 +242,7 @@ func (r *Router) target(routes *modelRoutes, version uint64) (*Target, error) {
 	v, served := routes.versions[version]
 	if !served {
 		if !slices.Contains(d.Traffic.ServedVersions(), version) && r.versionExists(d.Name, version) {
-			return nil, structs.Errorf(structs.CodeConflict, "version %d of model %q is not deployed (the deployment serves %v)", version, d.Name, d.Traffic.ServedVersions())
+			return nil, structs.Errorf(structs.CodeNotDeployed, "version %d of model %q is not deployed (the deployment serves %v)", version, d.Name, d.Traffic.ServedVersions())
 		}
 		return nil, structs.Errorf(structs.CodeNotFound, "model %q has no version %d", d.Name, version)
 	}
@@ -409,6 +444,77 @@ func (r *Router) pruneOutboxes(model string, routes *modelRoutes) {
 			delete(r.outboxes, id)
 		}
 	}
+}
+
+// sweep forgets what the router keeps per allocation, model and version
+// once the registry no longer has them: in-flight counters, down marks
+// (lapsed ones too), outboxes, cached routes, and the metrics series of
+// deleted versions. Allocations come and go with every deployment change;
+// without a sweep these would grow for as long as the node runs. It runs
+// once per view index, on the first request that reads the registry after
+// the index moved, before that request caches routes. A view older than the
+// last one swept is skipped: what it lacks may be newer, not gone.
+func (r *Router) sweep(view Registry) {
+	idx := view.Index()
+	if idx <= r.swept.Load() {
+		return
+	}
+	r.sweepMu.Lock()
+	defer r.sweepMu.Unlock()
+	if idx <= r.swept.Load() {
+		return
+	}
+	allocs, err := view.Allocations()
+	if err != nil {
+		return // the next request that reads the registry sweeps
+	}
+	r.swept.Store(idx)
+	live := make(map[string]bool, len(allocs))
+	for _, a := range allocs {
+		live[a.ID] = true
+	}
+	now := time.Now()
+	r.mu.Lock()
+	for id := range r.inFlight {
+		// A request still in flight to a replica that is gone keeps its
+		// counter and counts down on it; nothing reads that one again.
+		if !live[id] {
+			delete(r.inFlight, id)
+		}
+	}
+	for id, until := range r.down {
+		if !live[id] || !now.Before(until) {
+			delete(r.down, id)
+		}
+	}
+	r.mu.Unlock()
+	r.outboxMu.Lock()
+	for id := range r.outboxes {
+		if !live[id] {
+			delete(r.outboxes, id)
+		}
+	}
+	r.outboxMu.Unlock()
+
+	gone := func(err error) bool { return structs.ErrorCode(err) == structs.CodeNotFound }
+	r.routesMu.Lock()
+	cached := slices.Collect(maps.Keys(r.routes))
+	r.routesMu.Unlock()
+	for _, name := range cached {
+		if _, err := view.Model(name); gone(err) {
+			r.routesMu.Lock()
+			if rt := r.routes[name]; rt != nil && rt.index <= idx {
+				delete(r.routes, name)
+			}
+			r.routesMu.Unlock()
+		}
+	}
+	// Only deleted versions: one that is merely out of traffic keeps its
+	// counts, which the model's metrics endpoint still reports.
+	r.cfg.Metrics.Forget(func(model string, version uint64) bool {
+		_, err := view.Version(model, version)
+		return !gone(err)
+	})
 }
 
 // outboxFor returns the outbox that coalesces requests to a remote replica;

@@ -346,9 +346,9 @@ func TestRouter_Resolve(t *testing.T) {
 		{name: "by alias", model: "m", sel: Selector{Alias: "champion"}, wantVersion: 1},
 		{name: "alias and version agreeing", model: "m", sel: Selector{Version: 1, Alias: "champion"}, wantVersion: 1},
 		{name: "unknown model", model: "nope", wantCode: structs.CodeNotFound},
-		{name: "model without deployment", model: "bare", wantCode: structs.CodeConflict, wantMsg: "not deployed"},
-		{name: "version not served", model: "m", sel: Selector{Version: 3}, wantCode: structs.CodeConflict, wantMsg: "not deployed"},
-		{name: "alias of a version not served", model: "m", sel: Selector{Alias: "retired"}, wantCode: structs.CodeConflict},
+		{name: "model without deployment", model: "bare", wantCode: structs.CodeNotDeployed, wantMsg: "not deployed"},
+		{name: "version not served", model: "m", sel: Selector{Version: 3}, wantCode: structs.CodeNotDeployed, wantMsg: "not deployed"},
+		{name: "alias of a version not served", model: "m", sel: Selector{Alias: "retired"}, wantCode: structs.CodeNotDeployed},
 		{name: "version that does not exist", model: "m", sel: Selector{Version: 99}, wantCode: structs.CodeNotFound},
 		{name: "unknown alias", model: "m", sel: Selector{Alias: "nobody"}, wantCode: structs.CodeNotFound, wantMsg: "alias"},
 		{name: "alias and version disagreeing", model: "m", sel: Selector{Version: 1, Alias: "challenger"}, wantCode: structs.CodeInvalid},
@@ -641,5 +641,158 @@ func TestRouter_PredictRecordsMetrics(t *testing.T) {
 	}
 	if s := statsFor(f.metrics, "other", 4); s.Requests != 1 || s.Errors != 0 {
 		t.Fatalf("Stats(other) v4 = %+v, want 1 request", s)
+	}
+}
+
+// sizes returns how many in-flight counters, down marks and outboxes the
+// router holds.
+func (f *routerFixture) sizes() (inFlight, down, outboxes int) {
+	r := f.router
+	r.mu.Lock()
+	inFlight, down = len(r.inFlight), len(r.down)
+	r.mu.Unlock()
+	r.outboxMu.Lock()
+	outboxes = len(r.outboxes)
+	r.outboxMu.Unlock()
+	return inFlight, down, outboxes
+}
+
+func TestRouter_ForgetsAllocationsThatAreGone(t *testing.T) {
+	for _, cached := range []bool{false, true} {
+		t.Run(fmt.Sprintf("cached %v", cached), func(t *testing.T) {
+			var f *routerFixture
+			f = newRouterFixture(t, func(cfg *RouterConfig) {
+				if cached {
+					cfg.Index = func() uint64 { return f.reg.Index() }
+				}
+			})
+			f.deploy("m", map[uint64]int{1: 1}, 0, 2)
+			f.replica(t, "r1", "m", 1, 10, newSumModel(false))
+			f.replica(t, "r2", "m", 1, 11, newSumModel(false))
+			// A remote replica of a model nobody asks for again.
+			f.deploy("other", map[uint64]int{1: 1}, 0, 1)
+			o1 := structs.Allocation{ID: "o1", Deployment: "other", Version: 1, NodeID: "n2", State: structs.AllocRunning, CreateIndex: 12}
+			f.reg.putAlloc(o1)
+			f.resolve(t, "other", Selector{})
+			f.router.outboxFor(&o1, 1)
+			for i := range 10 {
+				if _, err := f.predict(t, f.resolve(t, "m", Selector{}), matrix(i, 1, 2)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			f.router.mu.Lock()
+			f.router.down["r1"] = time.Now().Add(time.Hour)
+			f.router.mu.Unlock()
+			if inFlight, down, outboxes := f.sizes(); inFlight != 2 || down != 1 || outboxes != 1 {
+				t.Fatalf("before: %d counters, %d down marks, %d outboxes; want 2, 1, 1", inFlight, down, outboxes)
+			}
+
+			// The replicas are replaced: r3 takes over, marked down once but
+			// long since back; r4 is still avoided.
+			f.replica(t, "r3", "m", 1, 13, newSumModel(false))
+			f.replica(t, "r4", "m", 1, 14, newSumModel(false))
+			f.router.mu.Lock()
+			f.router.down["r3"] = time.Now().Add(-time.Second)
+			f.router.down["r4"] = time.Now().Add(time.Hour)
+			f.router.mu.Unlock()
+			f.reg.deleteAlloc("r1")
+			f.reg.deleteAlloc("r2")
+			f.reg.deleteAlloc("o1")
+			target := f.resolve(t, "m", Selector{})
+			if len(target.replicas) != 2 {
+				t.Fatalf("replicas after the change: %v, want r3 and r4", target.replicas)
+			}
+
+			f.router.mu.Lock()
+			counters := slices.Sorted(maps.Keys(f.router.inFlight))
+			down := slices.Sorted(maps.Keys(f.router.down))
+			f.router.mu.Unlock()
+			if len(counters) != 0 {
+				t.Errorf("in-flight counters of %v remain, want none: r1 and r2 are gone, r3 and r4 not called yet", counters)
+			}
+			if !slices.Equal(down, []string{"r4"}) {
+				t.Errorf("down marks of %v remain, want r4's alone", down)
+			}
+			if _, _, outboxes := f.sizes(); outboxes != 0 {
+				t.Errorf("%d outboxes remain, want none: o1 is gone", outboxes)
+			}
+		})
+	}
+}
+
+func TestRouter_ForgetsDeletedVersionsAndModels(t *testing.T) {
+	var f *routerFixture
+	f = newRouterFixture(t, func(cfg *RouterConfig) { cfg.Index = func() uint64 { return f.reg.Index() } })
+	f.deploy("m", map[uint64]int{1: 1, 2: 1, 3: 1}, 0, 1)
+	f.replica(t, "r1", "m", 1, 10, newSumModel(false))
+	f.replica(t, "r2", "m", 2, 12, newSumModel(false))
+	f.replica(t, "r3", "m", 3, 13, newSumModel(false))
+	f.deploy("other", map[uint64]int{4: 1}, 0, 1)
+	f.replica(t, "o4", "other", 4, 14, newSumModel(false))
+	for _, v := range []uint64{1, 2, 3} {
+		if _, err := f.predict(t, f.resolve(t, "m", Selector{Version: v}), matrix(1, 1, 2)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.predict(t, f.resolve(t, "other", Selector{}), matrix(1, 1, 2)); err != nil {
+		t.Fatal(err)
+	}
+
+	// Version 2 takes all the traffic; version 1 is deleted, version 3 only
+	// leaves the deployment.
+	f.reg.putDeployment(structs.Deployment{Name: "m", Replicas: 1, Traffic: structs.Traffic{Versions: []structs.TrafficSplit{{Version: 2, Weight: 1}}}})
+	f.reg.deleteAlloc("r1")
+	f.reg.deleteAlloc("r3")
+	f.reg.change(func() { delete(f.reg.versions, "m/1") })
+	f.resolve(t, "m", Selector{})
+	var versions []uint64
+	for _, s := range f.metrics.Stats("m") {
+		versions = append(versions, s.Version)
+	}
+	if !slices.Equal(versions, []uint64{2, 3}) {
+		t.Fatalf("versions of m with metrics: %v, want [2 3]: 1 was deleted, 3 still exists", versions)
+	}
+	if s := statsFor(f.metrics, "other", 4); s.Requests != 1 {
+		t.Fatalf("Stats(other) v4 = %+v, want its request kept", s)
+	}
+
+	// The other model goes altogether; the next request to m sweeps it.
+	f.reg.change(func() {
+		delete(f.reg.models, "other")
+		delete(f.reg.versions, "other/4")
+		delete(f.reg.deployments, "other")
+		delete(f.reg.allocs, "o4")
+	})
+	f.resolve(t, "m", Selector{})
+	if s := f.metrics.Stats("other"); len(s) != 0 {
+		t.Fatalf("Stats(other) after it was deleted = %+v, want none", s)
+	}
+	f.router.routesMu.Lock()
+	_, cachedOther := f.router.routes["other"]
+	f.router.routesMu.Unlock()
+	if cachedOther {
+		t.Fatal("the routes of a deleted model are still cached")
+	}
+}
+
+// A model the registry does not have is looked up once per registry
+// change: later requests for it are answered from the negative cache, and
+// the model is found as soon as the registry has it.
+func TestRouter_CachesUnknownModels(t *testing.T) {
+	var f *routerFixture
+	f = newRouterFixture(t, func(cfg *RouterConfig) { cfg.Index = func() uint64 { return f.reg.Index() } })
+	f.deploy("m", map[uint64]int{1: 1}, 0, 1)
+	before := f.reg.views.Load()
+	for range 5 {
+		if _, err := f.router.Resolve("nope", Selector{}); structs.ErrorCode(err) != structs.CodeNotFound {
+			t.Fatalf("Resolve of an unknown model = %v, want not_found", err)
+		}
+	}
+	if n := f.reg.views.Load() - before; n != 1 {
+		t.Fatalf("5 requests for an unknown model opened %d registry views, want 1", n)
+	}
+	f.deploy("nope", map[uint64]int{1: 1}, 0, 1)
+	if _, err := f.router.Resolve("nope", Selector{}); structs.ErrorCode(err) == structs.CodeNotFound {
+		t.Fatalf("Resolve after the model was created still says not found: %v", err)
 	}
 }
