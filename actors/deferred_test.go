@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/kilnml/kiln/cluster-tests/testutil"
 )
 
 // Messages of the deferring test actor, registered for remote delivery.
@@ -363,7 +365,7 @@ func TestDeferred_ShutdownWaitsForPending(t *testing.T) {
 	}()
 	expectKey(t, p.ctxEnded, "s")
 	// The actor itself is gone; only the held Deferred keeps Shutdown waiting.
-	waitFor(t, 5*time.Second, func() bool {
+	testutil.Until(t, 5*time.Second, "", func() bool {
 		_, ok := s.Lookup("defer", "d")
 		return !ok
 	})

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnml/kiln/cluster-tests/testutil"
 	"github.com/kilnml/kiln/transport"
 )
 
@@ -103,7 +104,7 @@ func TestSystem_Remote(t *testing.T) {
 			t.Fatalf("remote Ask into a full mailbox = %v, want ErrBusy", err)
 		}
 		p.unblock()
-		waitFor(t, 5*time.Second, func() bool { return n2.mailboxLen(ref) == 0 })
+		testutil.Until(t, 5*time.Second, "", func() bool { return n2.mailboxLen(ref) == 0 })
 	})
 
 	t.Run("deadline", func(t *testing.T) {

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kilnml/kiln/cluster-tests/testutil"
 )
 
 func TestSystem_TellAsk(t *testing.T) {
@@ -73,7 +75,7 @@ func TestSystem_Busy(t *testing.T) {
 		t.Fatalf("Ask into a full mailbox = %v, want ErrBusy", err)
 	}
 	p.unblock()
-	waitFor(t, 5*time.Second, func() bool { return s.mailboxLen(ref) == 0 })
+	testutil.Until(t, 5*time.Second, "", func() bool { return s.mailboxLen(ref) == 0 })
 	mustAsk(t, s, ref, get{}, 2) // the two accepted messages, not the refused one
 }
 
@@ -136,7 +138,7 @@ func TestSystem_PanicRestart(t *testing.T) {
 		}
 		p.waitEntered(t)
 		p.unblock()
-		waitFor(t, 5*time.Second, func() bool { return p.created.Load() == 3 })
+		testutil.Until(t, 5*time.Second, "", func() bool { return p.created.Load() == 3 })
 		mustAsk(t, s, ref, get{}, 3)
 	})
 }
@@ -344,7 +346,7 @@ func TestSystem_PriorityStop(t *testing.T) {
 			errs <- err
 		}()
 	}
-	waitFor(t, 5*time.Second, func() bool { return s.mailboxLen(ref) == mailbox })
+	testutil.Until(t, 5*time.Second, "", func() bool { return s.mailboxLen(ref) == mailbox })
 	if err := s.Tell(ref, incr{N: 1}); !errors.Is(err, ErrBusy) {
 		t.Fatalf("mailbox not full: %v", err)
 	}

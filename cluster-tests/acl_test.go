@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kilnml/kiln/cluster-tests/testutil"
 )
 
 // createToken applies a policy with the CLI and creates a token holding it,
@@ -37,7 +39,7 @@ func createToken(t *testing.T, nd *node, policy, rules string, extra ...string) 
 	// The token is committed, but a follower may not have applied it yet: wait
 	// until every node knows it, as a client reading its own write would.
 	for _, other := range nd.c.running() {
-		waitFor(t, 10*time.Second, func() error {
+		testutil.WaitFor(t, 10*time.Second, func() error {
 			r, err := other.callAs(tok.SecretID, "GET", "/v1/acl/token/self", nil)
 			if err != nil || r.status != http.StatusOK {
 				return fmt.Errorf("%s does not know the new token yet: %v %v", other.name, r, err)
@@ -177,7 +179,7 @@ model "fraud-*"   { policy = "read" }
 		// And without waiting for the index: how long until each node refuses it
 		// (a figure, logged; the benchmark BenchmarkTokenRevocation measures it).
 		for _, nd := range nodes {
-			waitFor(t, 5*time.Second, func() error {
+			testutil.WaitFor(t, 5*time.Second, func() error {
 				r, err := nd.callAs(serving, "GET", "/v1/models/fraud-a", nil)
 				if err != nil || r.status != http.StatusUnauthorized {
 					return fmt.Errorf("%s still takes the deleted token: %v %v", nd.name, r, err)
@@ -191,7 +193,7 @@ model "fraud-*"   { policy = "read" }
 	t.Run("an expired token is refused", func(t *testing.T) {
 		_, short := createToken(t, n1, "short", `model "*" { policy = "read" }`, "-ttl", "2s")
 		expectStatus(t, nodes[1], short, "GET", "/v1/models/churn", nil, http.StatusOK)
-		waitFor(t, 10*time.Second, func() error {
+		testutil.WaitFor(t, 10*time.Second, func() error {
 			for _, nd := range nodes {
 				if r, err := nd.callAs(short, "GET", "/v1/models/churn", nil); err != nil || r.status != http.StatusUnauthorized {
 					return fmt.Errorf("%s: %v %v", nd.name, r, err)
@@ -225,7 +227,7 @@ exec           { policy = "allow" }
 			Unplaced      json.RawMessage `json:"unplaced"`
 			ReplicaStates []replicaState  `json:"replica_states"`
 		}
-		waitFor(t, 20*time.Second, func() error {
+		testutil.WaitFor(t, 20*time.Second, func() error {
 			r, err := n1.callAs(runner, "GET", "/v1/deployments/churn", nil)
 			if err != nil {
 				return err
@@ -285,7 +287,7 @@ func TestCluster_HTTPS(t *testing.T) {
 	if out, err := c.others(leader)[0].cli("snapshot restore", file); err != nil {
 		t.Fatalf("snapshot restore through a follower over HTTPS: %v %s", err, out)
 	}
-	waitFor(t, 20*time.Second, func() error {
+	testutil.WaitFor(t, 20*time.Second, func() error {
 		names, err := leader.modelNames("consistency=consistent")
 		if err != nil {
 			return err

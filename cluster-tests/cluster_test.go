@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kilnml/kiln/cluster-tests/testutil"
 )
 
 func TestCluster_Formation(t *testing.T) {
@@ -23,7 +25,7 @@ func TestCluster_Formation(t *testing.T) {
 	var members struct {
 		Items []member `json:"items"`
 	}
-	waitFor(t, 10*time.Second, func() error {
+	testutil.WaitFor(t, 10*time.Second, func() error {
 		out, err := n1.cli("members", "-format", "json")
 		if err != nil {
 			return err
@@ -81,7 +83,7 @@ func TestCluster_Formation(t *testing.T) {
 	}
 
 	// Every node registers itself in the registry; kiln status answers.
-	waitFor(t, 15*time.Second, func() error {
+	testutil.WaitFor(t, 15*time.Second, func() error {
 		out, err := n1.cli("nodes", "-format", "json")
 		if err != nil {
 			return err
@@ -121,7 +123,7 @@ func TestCluster_RetryJoinOutlastsSelf(t *testing.T) {
 	n2 := c.newNode("n2", ip2, 2, nil, "") // waits to be found
 	n1.start()
 	n1.waitUp()
-	waitFor(t, 10*time.Second, func() error {
+	testutil.WaitFor(t, 10*time.Second, func() error {
 		if !n1.logContains("join") {
 			return fmt.Errorf("n1 has not tried to join yet")
 		}
@@ -129,7 +131,7 @@ func TestCluster_RetryJoinOutlastsSelf(t *testing.T) {
 	})
 	n2.start()
 	n2.waitUp()
-	waitFor(t, 20*time.Second, func() error {
+	testutil.WaitFor(t, 20*time.Second, func() error {
 		ms, err := n2.members()
 		if err != nil {
 			return err
@@ -211,7 +213,7 @@ func TestCluster_LeaderKill(t *testing.T) {
 
 	leader.restart()
 	want := []string{"before", "during", "while-down"}
-	waitFor(t, 30*time.Second, func() error {
+	testutil.WaitFor(t, 30*time.Second, func() error {
 		st, err := leader.status()
 		if err != nil {
 			return err
@@ -244,7 +246,7 @@ func TestCluster_FullRestart(t *testing.T) {
 	// Write until every node has taken a snapshot and compacted its log (the
 	// leader packs concurrent writes into one entry, so count entries by result).
 	var want []string
-	waitFor(t, 30*time.Second, func() error {
+	testutil.WaitFor(t, 30*time.Second, func() error {
 		for range 20 {
 			name := fmt.Sprintf("m%03d", len(want))
 			c.all()[len(want)%3].createModel(name, nil)
@@ -332,7 +334,7 @@ func TestCluster_SnapshotCatchUp(t *testing.T) {
 	// Keep appending until every node has compacted its log past the first WAL
 	// segment, which raft-wal then deletes: now a new node cannot be served
 	// from the log.
-	waitFor(t, 30*time.Second, func() error {
+	testutil.WaitFor(t, 30*time.Second, func() error {
 		for i := range 10 {
 			leader.write("PATCH", "/v1/models/bulk", map[string]any{"tags": map[string]string{"t63": fmt.Sprint("pad-", i)}}, http.StatusOK)
 		}
@@ -350,7 +352,7 @@ func TestCluster_SnapshotCatchUp(t *testing.T) {
 
 	n4 := c.addNode("")
 	want = append([]string{"bulk"}, want...)
-	waitFor(t, 60*time.Second, func() error {
+	testutil.WaitFor(t, 60*time.Second, func() error {
 		names, err := n4.modelNames("consistency=stale")
 		if err != nil {
 			return err
@@ -364,7 +366,7 @@ func TestCluster_SnapshotCatchUp(t *testing.T) {
 		t.Errorf("n4 caught up without installing a snapshot: the leader still had the compacted log")
 	}
 	c.waitVoters(4, 60*time.Second)
-	waitFor(t, 10*time.Second, func() error {
+	testutil.WaitFor(t, 10*time.Second, func() error {
 		ps, err := leader.peers()
 		if err != nil {
 			return err
@@ -404,7 +406,7 @@ func TestCluster_NonVotersBeyondMaxVoters(t *testing.T) {
 	leader := c.waitLeader(leaderTimeout)
 	n4 := c.addNode("")
 
-	waitFor(t, 30*time.Second, func() error {
+	testutil.WaitFor(t, 30*time.Second, func() error {
 		ps, err := leader.peers()
 		if err != nil {
 			return err
@@ -463,7 +465,7 @@ func TestCluster_GracefulLeave(t *testing.T) {
 			if code := leaver.stop(); code != 0 {
 				t.Fatalf("%s exited %d after SIGTERM, want 0", leaver.name, code)
 			}
-			waitFor(t, 15*time.Second, func() error {
+			testutil.WaitFor(t, 15*time.Second, func() error {
 				out, err := stayers[0].cli("operator raft list-peers", "-format", "json")
 				if err != nil {
 					return err
@@ -481,7 +483,7 @@ func TestCluster_GracefulLeave(t *testing.T) {
 			})
 			// Two voters, both up: the cluster still takes writes.
 			stayers[1].createModel("after-leave", nil)
-			waitFor(t, 15*time.Second, func() error {
+			testutil.WaitFor(t, 15*time.Second, func() error {
 				for _, nd := range stayers {
 					ms, err := nd.members()
 					if err != nil {
@@ -508,7 +510,7 @@ func TestCluster_DeadNodeReap(t *testing.T) {
 	victim.kill()
 	start := time.Now()
 
-	waitFor(t, 45*time.Second, func() error {
+	testutil.WaitFor(t, 45*time.Second, func() error {
 		ps, err := leader.peers()
 		if err != nil {
 			return err
@@ -575,7 +577,7 @@ func TestCluster_Partition(t *testing.T) {
 	for _, nd := range c.all() {
 		nd.clearFaults()
 	}
-	waitFor(t, 30*time.Second, func() error {
+	testutil.WaitFor(t, 30*time.Second, func() error {
 		var m model
 		if err := isolated.getJSON(fmt.Sprintf("/v1/models/majority-write?consistency=stale&index=%d", idx), &m); err != nil {
 			return err
@@ -631,7 +633,7 @@ func TestCluster_SnapshotSaveRestore(t *testing.T) {
 	}
 
 	for _, nd := range nodes {
-		waitFor(t, 20*time.Second, func() error {
+		testutil.WaitFor(t, 20*time.Second, func() error {
 			names, err := nd.modelNames(fmt.Sprintf("consistency=stale&index=%d", r.index()))
 			if err != nil {
 				return err

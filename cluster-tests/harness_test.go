@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kilnml/kiln/cluster-tests/testutil"
 )
 
 // Timeouts the harness waits with. They are generous: the whole package runs on
@@ -32,23 +34,6 @@ const (
 	stopTimeout   = 30 * time.Second // SIGTERM to exit (a leave can wait ~7s for a leader)
 	pollInterval  = 100 * time.Millisecond
 )
-
-// waitFor polls cond until it returns nil, failing the test with cond's last
-// error when timeout passes. It is the only way tests wait for the cluster.
-func waitFor(t testing.TB, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("still not true after %s: %v", timeout, err)
-		}
-		time.Sleep(pollInterval)
-	}
-}
 
 // holdsFor polls cond for the whole of d and fails the test the first time it
 // returns an error: for "this must not happen" checks.
@@ -298,7 +283,7 @@ func (c *cluster) waitLeader(timeout time.Duration) *node {
 func (c *cluster) waitLeaderAmong(timeout time.Duration, nodes ...*node) *node {
 	c.t.Helper()
 	var leader *node
-	waitFor(c.t, timeout, func() error {
+	testutil.WaitFor(c.t, timeout, func() error {
 		leader = nil
 		var id string
 		for _, nd := range nodes {
@@ -335,7 +320,7 @@ func (c *cluster) waitLeaderAmong(timeout time.Duration, nodes ...*node) *node {
 // voters.
 func (c *cluster) waitVoters(n int, timeout time.Duration) {
 	c.t.Helper()
-	waitFor(c.t, timeout, func() error {
+	testutil.WaitFor(c.t, timeout, func() error {
 		for _, nd := range c.running() {
 			st, err := nd.status()
 			if err != nil {
@@ -440,7 +425,7 @@ func (nd *node) start() {
 // waitUp waits until the agent answers /v1/status and records its ID.
 func (nd *node) waitUp() {
 	nd.t.Helper()
-	waitFor(nd.t, startTimeout, func() error {
+	testutil.WaitFor(nd.t, startTimeout, func() error {
 		st, err := nd.status()
 		if err != nil {
 			return err

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kilnml/kiln/cluster-tests/testutil"
 )
 
 func newGossipKey(t *testing.T) string {
@@ -89,7 +91,7 @@ func TestCluster_GossipKeyRotation(t *testing.T) {
 	nodes[2].stop()
 	nodes[2].restart()
 	c.waitVoters(3, leaderTimeout)
-	waitFor(t, 20*time.Second, func() error { return allAlive(nodes, 3) })
+	testutil.WaitFor(t, 20*time.Second, func() error { return allAlive(nodes, 3) })
 	if !nodes[2].logContains("gossip keyring loaded from the data dir") {
 		t.Error("the restarted node did not load its saved keyring")
 	}

@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/kilnml/kiln/cluster-tests/testutil"
 )
 
 // testdataDir holds the real model files and their reference outputs.
@@ -102,7 +104,7 @@ func (nd *node) push(model, path, format string) version {
 func (c *cluster) waitRunning(via *node, name string, want int, versions ...uint64) deployment {
 	c.t.Helper()
 	var d deployment
-	waitFor(c.t, 60*time.Second, func() error {
+	testutil.WaitFor(c.t, 60*time.Second, func() error {
 		d = deployment{}
 		// A consistent read: a stale one could still show replicas that a
 		// newer deployment has removed.
@@ -429,7 +431,7 @@ func TestCluster_ServingCanaryShadowRollback(t *testing.T) {
 		t.Errorf("split v1 %d / v2 %d of %d is not within ±5%% of 90/10", v1, v2, total)
 	}
 	// The shadow got its copies: its metrics count them, cluster-wide.
-	waitFor(t, 10*time.Second, func() error {
+	testutil.WaitFor(t, 10*time.Second, func() error {
 		var m struct {
 			Versions []struct {
 				Version  uint64  `json:"version"`
@@ -535,7 +537,7 @@ func TestCluster_ServingReplicaNodeKilled(t *testing.T) {
 	victim.kill()
 	killed := time.Now()
 	// The replica is placed again on the surviving nodes.
-	waitFor(t, 60*time.Second, func() error {
+	testutil.WaitFor(t, 60*time.Second, func() error {
 		var now deployment
 		if err := survivors[0].getJSON("/v1/deployments/fraud", &now); err != nil {
 			return err
@@ -643,7 +645,7 @@ func TestCluster_ServingProcessVersion(t *testing.T) {
 	// replica is placed again.
 	victim := c.byID(d.ReplicaStates[0].NodeID)
 	victim.kill()
-	waitFor(t, 10*time.Second, func() error {
+	testutil.WaitFor(t, 10*time.Second, func() error {
 		if got := countProcesses(t, bin); got != 1 {
 			return fmt.Errorf("%d v2 servers run after killing %s, want 1", got, victim.name)
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/hashicorp/yamux"
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/kilnml/kiln/cluster-tests/testutil"
 	"github.com/kilnml/kiln/transport"
 )
 
@@ -129,7 +130,7 @@ func TestCluster_TLSNodeIdentity(t *testing.T) {
 		// n2 dies; a new node with a valid certificate for its own name, n4,
 		// claims n2's ID (its node-id file), hoping to take n2's voter seat.
 		victim := c.others(leader)[0]
-		waitFor(t, leaderTimeout, func() error { // the registry binds n2's ID to its name
+		testutil.WaitFor(t, leaderTimeout, func() error { // the registry binds n2's ID to its name
 			var nodes struct {
 				Items []struct {
 					ID   string `json:"id"`
@@ -159,7 +160,7 @@ func TestCluster_TLSNodeIdentity(t *testing.T) {
 		rogue.waitUp()
 
 		// Once gossip has declared n2 dead, n4 is the only member claiming its ID.
-		waitFor(t, leaderTimeout, func() error {
+		testutil.WaitFor(t, leaderTimeout, func() error {
 			members, err := leader.members()
 			if err != nil {
 				return err

@@ -9,6 +9,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+
+	"github.com/kilnml/kiln/cluster-tests/testutil"
 )
 
 // countingFSM records the distinct entries applied; enough to see replication
@@ -90,7 +92,7 @@ func testRaftCluster(t *testing.T, ips []string, opts ...func(*Config)) []*raftN
 	if err := nodes[0].raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil {
 		t.Fatalf("bootstrap: %v", err)
 	}
-	waitFor(t, 10*time.Second, func() bool { return leaderOf(nodes) != nil })
+	testutil.Until(t, 10*time.Second, "", func() bool { return leaderOf(nodes) != nil })
 	return nodes
 }
 
@@ -98,7 +100,7 @@ func testRaftCluster(t *testing.T, ips []string, opts ...func(*Config)) []*raftN
 // moves (a loaded test machine can miss a heartbeat).
 func apply(t *testing.T, nodes []*raftNode, data string) {
 	t.Helper()
-	waitFor(t, 10*time.Second, func() bool {
+	testutil.Until(t, 10*time.Second, "", func() bool {
 		leader := leaderOf(nodes)
 		return leader != nil && leader.raft.Apply([]byte(data), 2*time.Second).Error() == nil
 	})
@@ -119,10 +121,10 @@ func TestTransport_RaftStreamLayer(t *testing.T) {
 		apply(t, nodes, fmt.Sprintf("entry-%d", i))
 	}
 	for _, n := range nodes {
-		waitFor(t, 5*time.Second, func() bool { return n.fsm.applied() == 10 })
+		testutil.Until(t, 5*time.Second, "", func() bool { return n.fsm.applied() == 10 })
 	}
 	leader := leaderOf(nodes)
-	waitFor(t, 5*time.Second, func() bool {
+	testutil.Until(t, 5*time.Second, "", func() bool {
 		leader = leaderOf(nodes)
 		return leader != nil && string(leader.raft.Leader()) == leader.tr.Addr()
 	})
@@ -141,6 +143,6 @@ func TestTransport_RaftStreamLayer(t *testing.T) {
 		}
 
 		leader.tr.Faults().ClearAll()
-		waitFor(t, 10*time.Second, func() bool { return leader.fsm.applied() == 11 })
+		testutil.Until(t, 10*time.Second, "", func() bool { return leader.fsm.applied() == 11 })
 	})
 }

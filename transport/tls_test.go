@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+
+	"github.com/kilnml/kiln/cluster-tests/testutil"
 )
 
 // testTLSConfig returns a mutual-TLS config whose certificate, signed by a
@@ -125,7 +127,7 @@ func TestTransport_TLS(t *testing.T) {
 		nodes := testRaftCluster(t, []string{"127.0.0.1", "127.0.0.2"}, withTLS(tlsCfg))
 		apply(t, nodes, "x")
 		for _, n := range nodes {
-			waitFor(t, 5*time.Second, func() bool { return n.fsm.applied() == 1 })
+			testutil.Until(t, 5*time.Second, "", func() bool { return n.fsm.applied() == 1 })
 		}
 	})
 
@@ -180,7 +182,7 @@ func TestTransport_PeerCertificate(t *testing.T) {
 	addr := server.Addr()
 	server.Shutdown()
 	testTransport(t, withBind(addr), withTLS(ca.issue(t, "server", "renamed.kiln")))
-	waitFor(t, 5*time.Second, func() bool {
+	testutil.Until(t, 5*time.Second, "", func() bool {
 		c, err := client.PeerCertificate(ctx, addr)
 		return err == nil && len(c.DNSNames) == 1 && c.DNSNames[0] == "renamed.kiln"
 	})

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kilnml/kiln/actors"
+	"github.com/kilnml/kiln/cluster-tests/testutil"
 	"github.com/kilnml/kiln/ml"
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
@@ -522,7 +523,7 @@ func TestBatcher_CloseAnswersQueuedWithErrStopped(t *testing.T) {
 		b.close()
 		close(closed)
 	}()
-	waitFor(t, 5*time.Second, func() bool {
+	testutil.Until(t, 5*time.Second, "", func() bool {
 		select {
 		case <-b.stop:
 			return true
@@ -580,7 +581,7 @@ func TestBatcher_Counters(t *testing.T) {
 		checkAnswer(t, p)
 	}
 	// The counters move just after the answers go out.
-	waitFor(t, 5*time.Second, func() bool { return b.served.Load() == 6 })
+	testutil.Until(t, 5*time.Second, "", func() bool { return b.served.Load() == 6 })
 	if in := b.inFlight.Load(); in != 0 {
 		t.Fatalf("inFlight = %d after every request was answered, want 0", in)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kilnml/kiln/actors"
+	"github.com/kilnml/kiln/cluster-tests/testutil"
 	"github.com/kilnml/kiln/ml"
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
@@ -83,7 +84,7 @@ func TestOutbox_CoalescesQueuedRequests(t *testing.T) {
 	}
 	for i := range outboxSenders {
 		send(i, float64(i))
-		waitFor(t, 5*time.Second, func() bool { return len(rec.recorded()) == i+1 })
+		testutil.Until(t, 5*time.Second, "", func() bool { return len(rec.recorded()) == i+1 })
 	}
 	for i := outboxSenders; i < n; i++ {
 		v := float64(i)
@@ -92,7 +93,7 @@ func TestOutbox_CoalescesQueuedRequests(t *testing.T) {
 		}
 		send(i, v)
 	}
-	waitFor(t, 5*time.Second, func() bool {
+	testutil.Until(t, 5*time.Second, "", func() bool {
 		ob.mu.Lock()
 		defer ob.mu.Unlock()
 		sent := 0
@@ -155,12 +156,12 @@ func TestOutbox_FullQueueRefusesAtOnce(t *testing.T) {
 	// Both senders hold a message at the replica, then the queue fills.
 	for i := range outboxSenders {
 		send()
-		waitFor(t, 5*time.Second, func() bool { return len(rec.recorded()) == i+1 })
+		testutil.Until(t, 5*time.Second, "", func() bool { return len(rec.recorded()) == i+1 })
 	}
 	for range limit {
 		send()
 	}
-	waitFor(t, 5*time.Second, func() bool {
+	testutil.Until(t, 5*time.Second, "", func() bool {
 		ob.mu.Lock()
 		defer ob.mu.Unlock()
 		return len(ob.queue) == limit
@@ -245,7 +246,7 @@ func TestRouter_CallsLocalReplicaDirectly(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.reg.putAlloc(a)
-	waitFor(t, 5*time.Second, func() bool { return local.get("a1", 9) != nil })
+	testutil.Until(t, 5*time.Second, "", func() bool { return local.get("a1", 9) != nil })
 	if local.get("a1", 8) != nil {
 		t.Error("a lookup with another generation found the replica")
 	}

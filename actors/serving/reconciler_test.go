@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/kilnml/kiln/actors"
+	"github.com/kilnml/kiln/cluster-tests/testutil"
 	"github.com/kilnml/kiln/ml"
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
@@ -194,7 +195,7 @@ func (f *reconcilerFixture) poke() {
 func (f *reconcilerFixture) passes(t *testing.T, n int64) {
 	t.Helper()
 	target := f.reg.views.Load() + n
-	waitFor(t, 5*time.Second, func() bool { return f.reg.views.Load() >= target })
+	testutil.Until(t, 5*time.Second, "", func() bool { return f.reg.views.Load() >= target })
 }
 
 func (f *reconcilerFixture) shardGen(id string) (uint64, bool) {
@@ -212,7 +213,7 @@ func TestReconciler_StartsAssignedReplicas(t *testing.T) {
 		f.reg.putAlloc(allocOn("theirs", "n2", 8))
 	})
 
-	waitFor(t, 5*time.Second, func() bool { return f.proposer.reported("mine", structs.AllocRunning) })
+	testutil.Until(t, 5*time.Second, "", func() bool { return f.proposer.reported("mine", structs.AllocRunning) })
 	if gen, ok := f.shardGen("mine"); !ok || gen != 7 {
 		t.Fatalf("shard of the allocation: running %v, gen %d; want running with gen 7", ok, gen)
 	}
@@ -259,10 +260,10 @@ func TestReconciler_StopsReplicaNoLongerAssigned(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newReconcilerFixture(t, func(f *reconcilerFixture) { f.reg.putAlloc(allocOn("a1", "n1", 7)) })
-			waitFor(t, 5*time.Second, func() bool { return f.proposer.reported("a1", structs.AllocRunning) })
+			testutil.Until(t, 5*time.Second, "", func() bool { return f.proposer.reported("a1", structs.AllocRunning) })
 			tc.change(f)
 			f.poke()
-			waitFor(t, 5*time.Second, func() bool {
+			testutil.Until(t, 5*time.Second, "", func() bool {
 				gen, ok := f.shardGen("a1")
 				return ok == (tc.wantGen != 0) && gen == tc.wantGen
 			})
@@ -279,7 +280,7 @@ func TestReconciler_ReportsFailedLoad(t *testing.T) {
 
 	// The shard restarts 3 times with the actors' default backoff (100, 200
 	// and 400 ms) before it gives up: about 0.7 s.
-	waitFor(t, 10*time.Second, func() bool { return f.proposer.reported("a1", structs.AllocFailed) })
+	testutil.Until(t, 10*time.Second, "", func() bool { return f.proposer.reported("a1", structs.AllocFailed) })
 	u := f.proposer.reports("a1")
 	if len(u) != 1 || !strings.Contains(u[0].Message, loadErr.Error()) {
 		t.Fatalf("reports %+v, want one failed report naming %q", u, loadErr)
@@ -316,11 +317,11 @@ func TestReconciler_ReportsReplicaThatCannotServe(t *testing.T) {
 		f.model = model
 		f.reg.putAlloc(allocOn("a1", "n1", 7))
 	})
-	waitFor(t, 5*time.Second, func() bool { return f.proposer.reported("a1", structs.AllocRunning) })
+	testutil.Until(t, 5*time.Second, "", func() bool { return f.proposer.reported("a1", structs.AllocRunning) })
 
 	gone := errors.New("server exited 5 times")
 	model.failed.Store(&gone)
-	waitFor(t, 5*time.Second, func() bool { return f.proposer.reported("a1", structs.AllocFailed) })
+	testutil.Until(t, 5*time.Second, "", func() bool { return f.proposer.reported("a1", structs.AllocFailed) })
 	if u := f.proposer.reports("a1"); !strings.Contains(u[len(u)-1].Message, gone.Error()) {
 		t.Fatalf("the failed report %+v does not say why", u[len(u)-1])
 	}
@@ -347,7 +348,7 @@ func TestReconciler_RetriesFailedPropose(t *testing.T) {
 				}
 				f.reg.putAlloc(allocOn("a1", "n1", 7))
 			})
-			waitFor(t, 10*time.Second, func() bool { return f.proposer.reported("a1", tc.wantState) })
+			testutil.Until(t, 10*time.Second, "", func() bool { return f.proposer.reported("a1", tc.wantState) })
 
 			calls := f.proposer.all()
 			if len(calls) < 3 {
@@ -400,7 +401,7 @@ func TestReconciler_RunEndsWithItsContext(t *testing.T) {
 		defer close(done)
 		r.Run(ctx)
 	}()
-	waitFor(t, 5*time.Second, func() bool { return proposer.reported("a1", structs.AllocRunning) })
+	testutil.Until(t, 5*time.Second, "", func() bool { return proposer.reported("a1", structs.AllocRunning) })
 
 	cancel()
 	select {
@@ -422,15 +423,15 @@ func TestReconciler_SkipsPassesWhenServingStateIsUnchanged(t *testing.T) {
 		f.interval = time.Hour // no ticks: only pokes start passes
 	})
 	f.passes(t, 0)
-	waitFor(t, 5*time.Second, func() bool { return f.reg.views.Load() == 1 }) // the first pass
+	testutil.Until(t, 5*time.Second, "", func() bool { return f.reg.views.Load() == 1 }) // the first pass
 	for range 5 {
 		f.poke()
-		waitFor(t, 5*time.Second, func() bool { return len(f.changed) == 0 })
+		testutil.Until(t, 5*time.Second, "", func() bool { return len(f.changed) == 0 })
 	}
 	a := allocOn("a9", "n1", 3)
 	f.reg.putAlloc(a)
 	f.poke()
-	waitFor(t, 5*time.Second, func() bool { _, ok := f.shardGen("a9"); return ok })
+	testutil.Until(t, 5*time.Second, "", func() bool { _, ok := f.shardGen("a9"); return ok })
 	// Passes run one after another, so a pass for any of the five pokes
 	// would have come before the one that started a9.
 	if got := f.reg.views.Load(); got != 2 {
@@ -463,7 +464,7 @@ func TestReconciler_RefusesProcessNotAllowed(t *testing.T) {
 					Process: &structs.ProcessSpec{Command: []string{"sh", "-c", "touch " + marker + "; exec sleep 30"}, Env: tc.env}})
 				f.reg.putAlloc(allocOn("a1", "n1", 7))
 			})
-			waitFor(t, 10*time.Second, func() bool { return f.proposer.reported("a1", structs.AllocFailed) })
+			testutil.Until(t, 10*time.Second, "", func() bool { return f.proposer.reported("a1", structs.AllocFailed) })
 			u := f.proposer.reports("a1")
 			for _, s := range tc.wantMsg {
 				if !strings.Contains(u[len(u)-1].Message, s) {
@@ -511,7 +512,7 @@ func TestReconciler_RemovesWorkDirOfReplicaGone(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newReconcilerFixture(t, func(f *reconcilerFixture) { f.reg.putAlloc(allocOn("a1", "n1", 7)) })
-			waitFor(t, 5*time.Second, func() bool { return f.proposer.reported("a1", structs.AllocRunning) })
+			testutil.Until(t, 5*time.Second, "", func() bool { return f.proposer.reported("a1", structs.AllocRunning) })
 			dir := f.makeWorkDir(t, "a1")
 			f.passes(t, 3)
 			if !pathExists(dir) {
@@ -521,13 +522,13 @@ func TestReconciler_RemovesWorkDirOfReplicaGone(t *testing.T) {
 			tc.change(f)
 			f.poke()
 			if tc.wantGone {
-				waitFor(t, 5*time.Second, func() bool { return !pathExists(dir) })
+				testutil.Until(t, 5*time.Second, "", func() bool { return !pathExists(dir) })
 				if _, ok := f.shardGen("a1"); ok {
 					t.Fatal("the work dir was removed while its replica still runs")
 				}
 				return
 			}
-			waitFor(t, 5*time.Second, func() bool { gen, _ := f.shardGen("a1"); return gen == 9 })
+			testutil.Until(t, 5*time.Second, "", func() bool { gen, _ := f.shardGen("a1"); return gen == 9 })
 			f.passes(t, 3)
 			if !pathExists(filepath.Join(dir, "process.log")) {
 				t.Fatal("the work dir of a replica restarted under a new generation was removed")
@@ -545,7 +546,7 @@ func TestReconciler_KeepsWorkDirOfFailedReplicaUntilRemoved(t *testing.T) {
 		f.reg.putAlloc(allocOn("a1", "n1", 7))
 	})
 	dir := f.makeWorkDir(t, "a1")
-	waitFor(t, 10*time.Second, func() bool { return f.proposer.reported("a1", structs.AllocFailed) })
+	testutil.Until(t, 10*time.Second, "", func() bool { return f.proposer.reported("a1", structs.AllocFailed) })
 	failed := allocOn("a1", "n1", 7)
 	failed.State = structs.AllocFailed
 	f.reg.putAlloc(failed)
@@ -556,7 +557,7 @@ func TestReconciler_KeepsWorkDirOfFailedReplicaUntilRemoved(t *testing.T) {
 	}
 	f.reg.deleteAlloc("a1")
 	f.poke()
-	waitFor(t, 5*time.Second, func() bool { return !pathExists(dir) })
+	testutil.Until(t, 5*time.Second, "", func() bool { return !pathExists(dir) })
 }
 
 // A node that crashed, or stopped before it could clean up, finds the dirs
@@ -575,7 +576,7 @@ func TestReconciler_RemovesWorkDirsLeftFromBefore(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	waitFor(t, 5*time.Second, func() bool { return !pathExists(left[0]) && !pathExists(left[1]) })
+	testutil.Until(t, 5*time.Second, "", func() bool { return !pathExists(left[0]) && !pathExists(left[1]) })
 	f.passes(t, 3)
 	for _, p := range kept {
 		if !pathExists(p) {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kilnml/kiln/actors"
+	"github.com/kilnml/kiln/cluster-tests/testutil"
 	"github.com/kilnml/kiln/ml"
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
@@ -565,7 +566,7 @@ func TestRouter_Shadow(t *testing.T) {
 		if rows := shadow.waitEntered(t); rows != 2 {
 			t.Fatalf("the shadow got %d rows, want the request's 2", rows)
 		}
-		waitFor(t, 5*time.Second, func() bool { return f.router.InFlight(sa.ID) == 1 })
+		testutil.Until(t, 5*time.Second, "", func() bool { return f.router.InFlight(sa.ID) == 1 })
 		if s := statsFor(f.metrics, "m", 2); s.Requests != 0 {
 			t.Fatalf("the shadow request was recorded (%+v) before its model answered", s)
 		}

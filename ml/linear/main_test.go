@@ -6,13 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/kilnml/kiln/cluster-tests/testutil"
 )
-
-// TestMain fails the run if a test leaves a goroutine behind (STYLE.md rule 6).
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
-}
 
 // docExamples returns the example files of the package doc by kind, so the
 // tests check that the documented format loads and predicts as documented.
@@ -57,3 +52,6 @@ func docExamples(tb testing.TB) map[Kind]string {
 	}
 	return out
 }
+
+// TestMain fails the run if a test leaves a goroutine behind (STYLE.md rule 6).
+func TestMain(m *testing.M) { testutil.Main(m) }
