@@ -45,13 +45,16 @@ func (a *Agent) newACLResolver() *acl.Resolver {
 	return acl.NewResolver(acl.Config{
 		DefaultAllow: a.cfg.ACL.DefaultPolicy == "allow",
 		TTL:          a.cfg.ACL.TokenTTLCache,
-	}, aclStore{a})
+	}, aclStore{a: a, index: a.fsm.IndexFunc(raftfsm.ACLTables...)})
 }
 
 // aclStore is the registry as the resolver reads it.
-type aclStore struct{ a *Agent }
+type aclStore struct {
+	a     *Agent
+	index func() uint64 // of the ACL tables
+}
 
-func (s aclStore) ACLIndex() uint64 { return s.a.fsm.ACLIndex() }
+func (s aclStore) ACLIndex() uint64 { return s.index() }
 
 func (s aclStore) Token(secretHash string) (*structs.ACLToken, [][]structs.ACLRule, error) {
 	txn := s.a.fsm.ReadTxn()

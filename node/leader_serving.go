@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/kilnml/kiln/actors/serving"
+	"github.com/kilnml/kiln/raftfsm"
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
 
@@ -15,11 +16,12 @@ func (a *Agent) placementLoop(ctx context.Context) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	full, seen := true, uint64(0)
+	index := a.fsm.IndexFunc(raftfsm.ServingTables...)
 	for {
 		changed := a.fsm.Changed()
 		// Registry writes that leave serving state alone need no plan; the
 		// tick covers changes of liveness and of the node table.
-		if idx := a.fsm.ServingIndex(); full || idx != seen {
+		if idx := index(); full || idx != seen {
 			seen = idx
 			if err := a.placeOnce(ctx); err != nil && ctx.Err() == nil {
 				a.logger.Warn("placement failed", "error", err)
@@ -56,7 +58,7 @@ func (a *Agent) placeOnce(ctx context.Context) error {
 		if err != nil || len(allocs) == 0 {
 			return err
 		}
-		return a.proposeCmd(ctx, structs.AllocPlanType, &structs.AllocPlanRequest{Remove: allocIDs(allocs)})
+		return a.proposeCmd(ctx, structs.AllocPlanFitType, &structs.AllocPlanRequest{Remove: allocIDs(allocs)})
 	}
 	allocs, err := txn.Allocations()
 	if err != nil {
@@ -95,7 +97,7 @@ func (a *Agent) placeOnce(ctx context.Context) error {
 		plan.Add[i].CreatedAt = now
 	}
 	a.logger.Info("placing replicas", "add", len(plan.Add), "remove", len(plan.Remove))
-	return a.proposeCmd(ctx, structs.AllocPlanType, &plan)
+	return a.proposeCmd(ctx, structs.AllocPlanFitType, &plan)
 }
 
 func allocIDs(allocs []*structs.Allocation) []string {

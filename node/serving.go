@@ -10,6 +10,7 @@ import (
 
 	"github.com/kilnml/kiln/actors/serving"
 	"github.com/kilnml/kiln/ml/formats"
+	"github.com/kilnml/kiln/raftfsm"
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
 
@@ -61,7 +62,7 @@ func (a *Agent) setupServing() {
 		Local:   local,
 		System:  a.actors,
 		View:    a.view,
-		Index:   a.fsm.ServingIndex,
+		Index:   a.fsm.IndexFunc(raftfsm.ServingTables...),
 		Alive:   a.isAlive,
 		Metrics: s.metrics,
 		Logger:  a.logger.Named("serving"),
@@ -71,7 +72,7 @@ func (a *Agent) setupServing() {
 		System:  a.actors,
 		View:    a.view,
 		Changed: a.fsm.Changed,
-		Index:   a.fsm.ServingIndex,
+		Index:   a.fsm.IndexFunc(raftfsm.ServingTables...),
 		Propose: a.proposeCmd,
 		Blobs:   blobSource{a.xfer},
 		Load:    formats.Load,

@@ -63,13 +63,13 @@ func TestFSM_ACLBootstrapOnce(t *testing.T) {
 
 func TestFSM_ACLTokensAndPolicies(t *testing.T) {
 	f := testFSM(t)
-	start := f.ACLIndex()
+	start := f.Index(ACLTables...)
 	tok, _ := newToken("reader")
 	res := f.ApplyBatch(commandLogs(1, tokenCmd(t, tok)))
 	if codeOf(res[0]) != structs.CodeInvalid {
 		t.Fatalf("token naming a missing policy: %v, want invalid_argument", res[0])
 	}
-	if f.ACLIndex() != start {
+	if f.Index(ACLTables...) != start {
 		t.Fatal("a refused command moved the ACL index")
 	}
 	res = f.ApplyBatch(commandLogs(2,
@@ -80,8 +80,8 @@ func TestFSM_ACLTokensAndPolicies(t *testing.T) {
 	if codeOf(res[0]) != "" || codeOf(res[1]) != structs.CodeInvalid || codeOf(res[2]) != "" {
 		t.Fatalf("results %v / %v / %v", res[0], res[1], res[2])
 	}
-	if f.ACLIndex() != 4 {
-		t.Fatalf("ACL index %d after ACL writes up to 4", f.ACLIndex())
+	if f.Index(ACLTables...) != 4 {
+		t.Fatalf("ACL index %d after ACL writes up to 4", f.Index(ACLTables...))
 	}
 	dup := tok
 	dup.SecretHash = structs.HashSecret("other")
@@ -89,7 +89,7 @@ func TestFSM_ACLTokensAndPolicies(t *testing.T) {
 	if codeOf(res[0]) != structs.CodeConflict {
 		t.Fatalf("a second token with the same accessor: %v", res[0])
 	}
-	if f.ACLIndex() != 4 {
+	if f.Index(ACLTables...) != 4 {
 		t.Fatal("a model write moved the ACL index")
 	}
 	del := encode(t, structs.ACLTokenDeleteType, &structs.ACLTokenDeleteRequest{AccessorID: tok.AccessorID})
@@ -134,7 +134,7 @@ func TestFSM_ACLSnapshotHoldsNoSecret(t *testing.T) {
 	if got, err := txn.TokenBySecretHash(structs.HashSecret(secret)); err != nil || got.AccessorID != tok.AccessorID {
 		t.Fatalf("restored token by hash: %v %v", got, err)
 	}
-	if g.ACLIndex() != g.AppliedIndex() {
-		t.Fatalf("ACL index %d after a restore at %d", g.ACLIndex(), g.AppliedIndex())
+	if g.Index(ACLTables...) != g.AppliedIndex() {
+		t.Fatalf("ACL index %d after a restore at %d", g.Index(ACLTables...), g.AppliedIndex())
 	}
 }

@@ -116,8 +116,8 @@ func TestFSM_ACLBootstrapOnlyOnce(t *testing.T) {
 		if _, err := tokenBySecret(t, f, againSecret); structs.ErrorCode(err) != structs.CodeNotFound {
 			t.Fatalf("a refused bootstrap's token resolves: %v", err)
 		}
-		if f.ACLIndex() != 1 || f.AppliedIndex() != index {
-			t.Fatalf("ACL index %d, applied %d after a refused bootstrap at %d", f.ACLIndex(), f.AppliedIndex(), index)
+		if f.Index(ACLTables...) != 1 || f.AppliedIndex() != index {
+			t.Fatalf("ACL index %d, applied %d after a refused bootstrap at %d", f.Index(ACLTables...), f.AppliedIndex(), index)
 		}
 	}
 }
@@ -293,7 +293,7 @@ func TestFSM_ACLBootstrapReset(t *testing.T) {
 func TestFSM_ACLTokenCreate(t *testing.T) {
 	f := testFSM(t)
 	mustApply(t, f, 1, policyCmd(t, "readers", `model "*" { policy = "read" }`), policyCmd(t, "writers", `model "*" { policy = "write" }`))
-	aclIndex := f.ACLIndex()
+	aclIndex := f.Index(ACLTables...)
 
 	refused := []struct {
 		name     string
@@ -319,8 +319,8 @@ func TestFSM_ACLTokenCreate(t *testing.T) {
 			if _, err := tokenBySecret(t, f, secret); structs.ErrorCode(err) != structs.CodeNotFound {
 				t.Fatalf("a refused token resolves: %v", err)
 			}
-			if f.ACLIndex() != aclIndex {
-				t.Fatalf("a refused token moved the ACL index to %d", f.ACLIndex())
+			if f.Index(ACLTables...) != aclIndex {
+				t.Fatalf("a refused token moved the ACL index to %d", f.Index(ACLTables...))
 			}
 		})
 	}
@@ -354,8 +354,8 @@ func TestFSM_ACLTokenCreate(t *testing.T) {
 			if !reflect.DeepEqual(got, stored) {
 				t.Fatalf("stored %+v, read back %+v", stored, got)
 			}
-			if f.ACLIndex() != index {
-				t.Fatalf("ACL index %d after a token at %d", f.ACLIndex(), index)
+			if f.Index(ACLTables...) != index {
+				t.Fatalf("ACL index %d after a token at %d", f.Index(ACLTables...), index)
 			}
 		})
 	}
@@ -408,8 +408,8 @@ func TestFSM_ACLTokenDeleteByAccessor(t *testing.T) {
 	if res[0] != nil {
 		t.Fatalf("delete: %#v", res[0])
 	}
-	if f.ACLIndex() != 6 {
-		t.Fatalf("ACL index %d after a delete at 6", f.ACLIndex())
+	if f.Index(ACLTables...) != 6 {
+		t.Fatalf("ACL index %d after a delete at 6", f.Index(ACLTables...))
 	}
 	if _, err := tokenBySecret(t, f, bSecret); structs.ErrorCode(err) != structs.CodeNotFound {
 		t.Fatalf("deleted token resolves: %v", err)
@@ -443,8 +443,8 @@ func TestFSM_ACLTokenDeleteByAccessor(t *testing.T) {
 		}
 		assertSameACLState(t, before, readACLState(t, f))
 	}
-	if f.ACLIndex() != 6 {
-		t.Fatalf("refused deletes moved the ACL index to %d", f.ACLIndex())
+	if f.Index(ACLTables...) != 6 {
+		t.Fatalf("refused deletes moved the ACL index to %d", f.Index(ACLTables...))
 	}
 
 	// Delete and re-create under the same accessor, then delete the
@@ -521,8 +521,8 @@ func TestFSM_ACLPolicyUpsertAndDelete(t *testing.T) {
 		}
 		assertSameACLState(t, before, readACLState(t, f))
 	}
-	if f.ACLIndex() != 4 {
-		t.Fatalf("refused policy commands moved the ACL index to %d", f.ACLIndex())
+	if f.Index(ACLTables...) != 4 {
+		t.Fatalf("refused policy commands moved the ACL index to %d", f.Index(ACLTables...))
 	}
 
 	i := f.AppliedIndex() + 1
@@ -530,8 +530,8 @@ func TestFSM_ACLPolicyUpsertAndDelete(t *testing.T) {
 	if res[0] != nil {
 		t.Fatalf("delete: %#v", res[0])
 	}
-	if f.ACLIndex() != i {
-		t.Fatalf("ACL index %d after a policy delete at %d", f.ACLIndex(), i)
+	if f.Index(ACLTables...) != i {
+		t.Fatalf("ACL index %d after a policy delete at %d", f.Index(ACLTables...), i)
 	}
 	st := readACLState(t, f)
 	if len(st.Policies) != 1 || st.Policies[0].Name != "writers" {
@@ -551,8 +551,8 @@ func TestFSM_ACLPolicyUpsertAndDelete(t *testing.T) {
 
 func TestFSM_ACLIndexMovesOnACLWrites(t *testing.T) {
 	f := testFSM(t)
-	if f.ACLIndex() != 0 {
-		t.Fatalf("fresh FSM has ACL index %d", f.ACLIndex())
+	if f.Index(ACLTables...) != 0 {
+		t.Fatalf("fresh FSM has ACL index %d", f.Index(ACLTables...))
 	}
 	boot, _ := newToken(structs.ManagementPolicy)
 	tok, _ := newToken("p")
@@ -590,7 +590,7 @@ func TestFSM_ACLIndexMovesOnACLWrites(t *testing.T) {
 	index := uint64(1)
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {
-			before := f.ACLIndex()
+			before := f.Index(ACLTables...)
 			cmds := s.cmds(t)
 			f.ApplyBatch(commandLogs(index, cmds...))
 			last := index + uint64(len(cmds)) - 1
@@ -602,8 +602,8 @@ func TestFSM_ACLIndexMovesOnACLWrites(t *testing.T) {
 			if s.moves {
 				want = last
 			}
-			if f.ACLIndex() != want {
-				t.Fatalf("ACL index %d, want %d (before %d, batch up to %d)", f.ACLIndex(), want, before, last)
+			if f.Index(ACLTables...) != want {
+				t.Fatalf("ACL index %d, want %d (before %d, batch up to %d)", f.Index(ACLTables...), want, before, last)
 			}
 		})
 	}
@@ -679,8 +679,8 @@ func TestFSM_ACLSnapshotRoundTrip(t *testing.T) {
 			}
 			assertSameACLState(t, want, readACLState(t, dst))
 			assertSameState(t, wantModels, readState(t, dst))
-			if dst.ACLIndex() != src.AppliedIndex() || dst.AppliedIndex() != src.AppliedIndex() {
-				t.Fatalf("after restore: ACL index %d, applied %d; want both %d", dst.ACLIndex(), dst.AppliedIndex(), src.AppliedIndex())
+			if dst.Index(ACLTables...) != src.AppliedIndex() || dst.AppliedIndex() != src.AppliedIndex() {
+				t.Fatalf("after restore: ACL index %d, applied %d; want both %d", dst.Index(ACLTables...), dst.AppliedIndex(), src.AppliedIndex())
 			}
 			for i, s := range secrets {
 				if _, err := tokenBySecret(t, dst, s); err != nil {

@@ -59,12 +59,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	}
 	f.partial = b.partial
 	if b.index > start {
-		if b.serving {
-			f.servingIndex.Store(b.index)
-		}
-		if b.acl {
-			f.aclIndex.Store(b.index)
-		}
+		f.setIndexes(b.tables, b.index)
 		f.applied.Store(b.index)
 		f.notifyChanged()
 	}
@@ -100,8 +95,7 @@ type batch struct {
 	partial position // as stored
 	cur     position // the BatchType entry in progress; zero outside one
 
-	serving bool // a staged command changed serving state (FSM.ServingIndex)
-	acl     bool // a staged command changed ACL records (FSM.ACLIndex)
+	tables tableSet // changed by the commands staged so far (FSM.Index)
 }
 
 // errEntryTooLarge rejects a command whose writes do not fit one transaction.
@@ -168,7 +162,7 @@ func (b *batch) dispatch(tx *applyTxn, data []byte) (interface{}, error) {
 	t := structs.MessageType(data[0])
 	ignoreUnknown := t&structs.IgnoreUnknownFlag != 0
 	t &^= structs.IgnoreUnknownFlag
-	if cmd, ok := commands[t]; ok {
+	if cmd := commands[t]; cmd != nil {
 		return cmd(tx, data[1:])
 	}
 	if ignoreUnknown {
@@ -214,8 +208,7 @@ func (b *batch) stage(tx *applyTxn) error {
 	}
 	b.ops = append(b.ops, tx.ops...)
 	b.size += tx.size
-	b.serving = b.serving || tx.serving
-	b.acl = b.acl || tx.acl
+	b.tables |= tx.tables
 	return nil
 }
 

@@ -19,14 +19,72 @@ import (
 // store itself failed, and applying cannot safely continue.
 type command func(tx *applyTxn, body []byte) (result interface{}, err error)
 
-// commands is the dispatch table: every MessageType the registry knows, and its
-// handler. Later capabilities register their entity types here.
-var commands = map[structs.MessageType]command{
-	structs.NodeUpsertType:  applyNodeUpsert,
-	structs.NodeDeleteType:  applyNodeDelete,
-	structs.ModelCreateType: applyModelCreate,
-	structs.ModelUpdateType: applyModelUpdate,
-	structs.ModelDeleteType: applyModelDelete,
+// handler pairs a message type with the command that applies it, for
+// registerCommands.
+type handler struct {
+	typ   structs.MessageType
+	apply command
+}
+
+// commandTable maps a message type (without structs.IgnoreUnknownFlag) to its
+// command; nil where there is none. Its zero value is empty and ready, so the
+// capability files register into it during package initialisation in whatever
+// order Go initialises them.
+type commandTable [structs.IgnoreUnknownFlag]command
+
+// commands is the dispatch table: every command the registry applies. Each
+// capability fills its part from its <capability>_apply.go with one
+// registerCommands call; init checks that nothing structs knows was left out.
+var commands commandTable
+
+// registerCommands adds a capability's handlers to the command table. It
+// panics — at init, so a binary with a mistake never starts — on a type that
+// structs does not know, one outside r, BatchType (framing, unwrapped before
+// the table), a nil handler, or a type registered twice. It returns true so
+// that it can initialise a blank variable: var _ = registerCommands(...).
+func registerCommands(r structs.TypeRange, hs ...handler) bool {
+	commands.register(r, hs...)
+	return true
+}
+
+func (ct *commandTable) register(r structs.TypeRange, hs ...handler) {
+	for _, h := range hs {
+		switch {
+		case h.typ&structs.IgnoreUnknownFlag != 0:
+			panic(fmt.Sprintf("raftfsm: command %d registered with the ignore-unknown flag; register the plain type", uint8(h.typ)))
+		case !h.typ.Known():
+			panic(fmt.Sprintf("raftfsm: command for message type %d, which structs does not know", uint8(h.typ)))
+		case !r.Contains(h.typ):
+			panic(fmt.Sprintf("raftfsm: command %s (%d) registered under the %v range", h.typ, uint8(h.typ), r))
+		case h.typ == structs.BatchType:
+			panic("raftfsm: batch is framing, not a command; ApplyBatch unwraps it")
+		case h.apply == nil:
+			panic(fmt.Sprintf("raftfsm: command %s has a nil handler", h.typ))
+		case ct[h.typ] != nil:
+			panic(fmt.Sprintf("raftfsm: command %s (%d) registered twice", h.typ, uint8(h.typ)))
+		}
+		ct[h.typ] = h.apply
+	}
+}
+
+// missing lists the message types structs knows that have no handler, apart
+// from BatchType.
+func (ct *commandTable) missing() []structs.MessageType {
+	var out []structs.MessageType
+	for _, t := range structs.MessageTypes() {
+		if t != structs.BatchType && ct[t] == nil {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+func init() {
+	// node proposes what structs.MessageType.Known accepts; a known type
+	// without a handler would stop every node that applies it.
+	if m := commands.missing(); len(m) > 0 {
+		panic(fmt.Sprintf("raftfsm: message types without a command: %v", m))
+	}
 }
 
 // maxRecordBytes bounds one stored record. It is a constant rather than a Badger
@@ -55,21 +113,17 @@ type applyTxn struct {
 	ops    []op
 	staged map[string]int // key -> position in ops
 	size   int64          // sum of opEstimate over ops
-	// serving is set when the command changes what routing reads: any
-	// write under the serving prefixes, or a command that marks itself
-	// (model create and delete, aliases).
-	serving bool
-	// acl is set when the command writes an ACL record.
-	acl bool
+	// tables are the tables the command changes: the entity table of every
+	// key it stages, and derived tables it names with touch.
+	tables tableSet
 }
 
+// touch marks a derived table (TableRoutes) as changed by the command, when
+// what it changes is not told by the keys it writes.
+func (t *applyTxn) touch(table string) { t.tables = t.tables.add(mustTableID(table)) }
+
 func (t *applyTxn) stage(o op) {
-	if isServingKey(o.key) {
-		t.serving = true
-	}
-	if isACLKey(o.key) {
-		t.acl = true
-	}
+	t.tables = t.tables.add(tableOfKey(o.key))
 	if t.staged == nil {
 		t.staged = make(map[string]int)
 	}
@@ -107,6 +161,22 @@ func (t *applyTxn) put(key string, v interface{}) error {
 	return nil
 }
 
+// keysUnder lists the keys under prefix as the batch's transaction sees them.
+// Commands use it to delete a record's dependents; the command's own staged
+// writes are not included, which no caller needs.
+func (t *applyTxn) keysUnder(prefix string) []string {
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = []byte(prefix)
+	opts.PrefetchValues = false
+	it := t.txn.NewIterator(opts)
+	defer it.Close()
+	var keys []string
+	for it.Rewind(); it.Valid(); it.Next() {
+		keys = append(keys, string(it.Item().KeyCopy(nil)))
+	}
+	return keys
+}
+
 // encodeRecord encodes a stored record. Map keys are sorted so that every node
 // stores (and snapshots) the same bytes for the same state.
 func encodeRecord(v interface{}) ([]byte, error) {
@@ -117,17 +187,6 @@ func encodeRecord(v interface{}) ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
-}
-
-// msgpack decodes times in the local zone; the registry speaks UTC (DESIGN.md §7a).
-func utcNode(n *structs.Node) *structs.Node {
-	n.RegisteredAt, n.UpdatedAt = n.RegisteredAt.UTC(), n.UpdatedAt.UTC()
-	return n
-}
-
-func utcModel(m *structs.Model) *structs.Model {
-	m.CreatedAt, m.UpdatedAt = m.CreatedAt.UTC(), m.UpdatedAt.UTC()
-	return m
 }
 
 func (t *applyTxn) del(key string) { t.stage(op{key: key, del: true}) }
@@ -155,136 +214,4 @@ func decodeBody(t structs.MessageType, body []byte, cmd interface{}) error {
 		return structs.Errorf(structs.CodeInvalid, "%s: body does not decode: %v", t, err)
 	}
 	return nil
-}
-
-func applyNodeUpsert(tx *applyTxn, body []byte) (interface{}, error) {
-	var req structs.NodeUpsertRequest
-	if err := decodeBody(structs.NodeUpsertType, body, &req); err != nil {
-		return nil, err
-	}
-	n := req.Node
-	if err := n.Validate(); err != nil {
-		return nil, err
-	}
-	var old structs.Node
-	found, err := tx.get(nodeKey(n.ID), &old)
-	if err != nil {
-		return nil, err
-	}
-	n.CreateIndex = tx.index
-	if found {
-		// A node that re-registers keeps its identity in the registry.
-		n.CreateIndex = old.CreateIndex
-		n.RegisteredAt = old.RegisteredAt
-	}
-	n.ModifyIndex = tx.index
-	if err := tx.put(nodeKey(n.ID), &n); err != nil {
-		return nil, err
-	}
-	return utcNode(&n), nil
-}
-
-func applyNodeDelete(tx *applyTxn, body []byte) (interface{}, error) {
-	var req structs.NodeDeleteRequest
-	if err := decodeBody(structs.NodeDeleteType, body, &req); err != nil {
-		return nil, err
-	}
-	if req.ID == "" {
-		return nil, structs.Errorf(structs.CodeInvalid, "node id is required")
-	}
-	var old structs.Node
-	found, err := tx.get(nodeKey(req.ID), &old)
-	if err != nil {
-		return nil, err
-	}
-	if !found {
-		return nil, structs.Errorf(structs.CodeNotFound, "node %q not found", req.ID)
-	}
-	tx.del(nodeKey(req.ID))
-	return nil, nil
-}
-
-func applyModelCreate(tx *applyTxn, body []byte) (interface{}, error) {
-	var req structs.ModelCreateRequest
-	if err := decodeBody(structs.ModelCreateType, body, &req); err != nil {
-		return nil, err
-	}
-	m := req.Model
-	if err := m.Validate(); err != nil {
-		return nil, err
-	}
-	// Versions and aliases come only through their own commands.
-	m.LatestVersion, m.Aliases = 0, nil
-	tx.serving = true // a model that did not exist may now be deployed
-	var old structs.Model
-	found, err := tx.get(modelKey(m.Name), &old)
-	if err != nil {
-		return nil, err
-	}
-	if found {
-		return nil, structs.Errorf(structs.CodeConflict, "model %q already exists", m.Name)
-	}
-	m.CreateIndex, m.ModifyIndex = tx.index, tx.index
-	if err := tx.put(modelKey(m.Name), &m); err != nil {
-		return nil, err
-	}
-	return utcModel(&m), nil
-}
-
-func applyModelUpdate(tx *applyTxn, body []byte) (interface{}, error) {
-	var req structs.ModelUpdateRequest
-	if err := decodeBody(structs.ModelUpdateType, body, &req); err != nil {
-		return nil, err
-	}
-	if err := req.Validate(); err != nil {
-		return nil, err
-	}
-	var m structs.Model
-	found, err := tx.get(modelKey(req.Name), &m)
-	if err != nil {
-		return nil, err
-	}
-	if !found {
-		return nil, structs.Errorf(structs.CodeNotFound, "model %q not found", req.Name)
-	}
-	req.Apply(&m)
-	if len(m.Tags) > structs.MaxTags {
-		return nil, structs.Errorf(structs.CodeInvalid, "tags would have %d keys after the update, more than %d", len(m.Tags), structs.MaxTags)
-	}
-	m.ModifyIndex = tx.index
-	if err := tx.put(modelKey(m.Name), &m); err != nil {
-		return nil, err
-	}
-	return utcModel(&m), nil
-}
-
-func applyModelDelete(tx *applyTxn, body []byte) (interface{}, error) {
-	var req structs.ModelDeleteRequest
-	if err := decodeBody(structs.ModelDeleteType, body, &req); err != nil {
-		return nil, err
-	}
-	if err := structs.ValidateName("name", req.Name); err != nil {
-		return nil, err
-	}
-	var old structs.Model
-	found, err := tx.get(modelKey(req.Name), &old)
-	if err != nil {
-		return nil, err
-	}
-	if !found {
-		return nil, structs.Errorf(structs.CodeNotFound, "model %q not found", req.Name)
-	}
-	var d structs.Deployment
-	if deployed, err := tx.get(deploymentKey(req.Name), &d); err != nil {
-		return nil, err
-	} else if deployed {
-		return nil, structs.Errorf(structs.CodeConflict, "model %q is deployed; delete its deployment first", req.Name)
-	}
-	tx.serving = true
-	// Its versions go with it; their artifacts are collected once unreferenced.
-	for _, k := range tx.keysUnder(versionPrefix(req.Name)) {
-		tx.del(k)
-	}
-	tx.del(modelKey(req.Name))
-	return nil, nil
 }

@@ -36,16 +36,12 @@ type FSM struct {
 	// updated after the Badger commit, before Changed fires.
 	applied atomic.Uint64
 
-	// servingIndex is the applied index of the last batch that changed what
-	// routing a prediction reads: versions, deployments, allocations, a
-	// model's existence or aliases. A model's tags or description do not
-	// count, so registry writes do not invalidate the ingress's cache.
-	servingIndex atomic.Uint64
-
-	// aclIndex is the applied index of the last batch that changed ACL
-	// records (policies, tokens, bootstrap state): token caches keyed on it
-	// are current exactly while it has not moved.
-	aclIndex atomic.Uint64
+	// tableIndex[id] is the applied index of the last batch that changed
+	// table id (tables.go), for Index. Each is stored after the Badger
+	// commit and before applied: a ReadTxn opened after reading one sees at
+	// least that state, and once WaitForIndex(n) returns, a table changed at
+	// n reads n.
+	tableIndex [maxTables]atomic.Uint64
 
 	// partial is the stored position inside a BatchType entry that a split batch
 	// left half applied (zero: none); guarded by applyMu.
@@ -100,9 +96,8 @@ func New(cfg Config) (*FSM, error) {
 		f.cur.release()
 		return nil, err
 	}
+	f.setIndexes(allTables(), index)
 	f.applied.Store(index)
-	f.servingIndex.Store(index)
-	f.aclIndex.Store(index)
 	f.log.Debug("opened state", "dir", cfg.Dir, "applied_index", index)
 	return f, nil
 }
@@ -194,16 +189,6 @@ func (f *FSM) acquire() (*dbHandle, error) {
 // covers the entries raft hands to the FSM (commands and configuration changes),
 // not no-ops and barriers, which raft keeps to itself.
 func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
-
-// ServingIndex returns the applied index of the last change to serving state
-// (versions, deployments, allocations, a model's existence or aliases): a
-// view at or after it routes as the current state does. It is at most
-// AppliedIndex.
-func (f *FSM) ServingIndex() uint64 { return f.servingIndex.Load() }
-
-// ACLIndex returns the applied index of the last change to ACL records; it is
-// at most AppliedIndex.
-func (f *FSM) ACLIndex() uint64 { return f.aclIndex.Load() }
 
 // Changed returns a channel that is closed the next time the state changes: after
 // a batch that advanced the applied index, after a Restore, and at Close. Call it

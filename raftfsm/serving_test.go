@@ -107,7 +107,7 @@ func allocOf(id, deployment string, v uint64, node string) structs.Allocation {
 }
 
 func planAllocs(t testing.TB, add []structs.Allocation, remove ...string) []byte {
-	return encode(t, structs.AllocPlanType, &structs.AllocPlanRequest{Add: add, Remove: remove})
+	return encode(t, structs.AllocPlanFitType, &structs.AllocPlanRequest{Add: add, Remove: remove})
 }
 
 func reportAllocs(t testing.TB, updates ...structs.AllocStatusUpdate) []byte {
@@ -1251,8 +1251,9 @@ func TestFSM_AllocPlan(t *testing.T) {
 	}
 	tests := []servingCase{
 		{
-			name:  "adds are pending at the entry's index",
-			setup: func(t *testing.T) [][]byte { return setup(t) },
+			name: "adds are pending at the entry's index",
+			// node-1 has GPUs 0 and 1 for a1 to hold.
+			setup: func(t *testing.T) [][]byte { return setup(t, gpuNode(t, "node-1", 0, 2)) },
 			cmd: func(t *testing.T) []byte {
 				a := allocOf("a1", "iris", 1, "node-1")
 				a.State, a.Message, a.CreateIndex, a.ModifyIndex, a.GPUs = structs.AllocRunning, "lies", 99, 99, []int{0, 1}
@@ -1343,7 +1344,7 @@ func TestFSM_AllocPlan(t *testing.T) {
 		{
 			name:     "body that does not decode",
 			setup:    func(t *testing.T) [][]byte { return setup(t) },
-			cmd:      func(t *testing.T) []byte { return []byte{byte(structs.AllocPlanType), 0xc1} },
+			cmd:      func(t *testing.T) []byte { return []byte{byte(structs.AllocPlanFitType), 0xc1} },
 			wantCode: structs.CodeInvalid,
 		},
 	}
@@ -1356,7 +1357,7 @@ func TestFSM_AllocStatus(t *testing.T) {
 		return irisSetup(t, append([][]byte{
 			putDeployment(t, "iris", trafficOf(split(1, 90), split(2, 10))),
 			planAllocs(t, []structs.Allocation{
-				allocOf("a1", "iris", 1, "node-1"), allocOf("a2", "iris", 2, "node-2"), allocOf("a3", "iris", 1, "node-1"),
+				allocOf("a1", "iris", 1, "node-1"), allocOf("a2", "iris", 2, "node-2"), allocOf("a3", "iris", 2, "node-1"),
 			}),
 		}, more...)...)
 	}
@@ -1874,7 +1875,7 @@ func TestFSM_ServingIndexMovesOnlyWithServingChanges(t *testing.T) {
 	setup := irisSetup(t, putDeployment(t, "iris", trafficOf(split(1, 100))))
 	mustApply(t, f, 1, setup...)
 	idx := uint64(len(setup))
-	if got := f.ServingIndex(); got != idx {
+	if got := f.Index(ServingTables...); got != idx {
 		t.Fatalf("ServingIndex after setup = %d, want %d", got, idx)
 	}
 	tag := "prod"
@@ -1894,15 +1895,73 @@ func TestFSM_ServingIndexMovesOnlyWithServingChanges(t *testing.T) {
 		{"rejected command", deleteDeployment(t, "nosuch"), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			before := f.ServingIndex()
+			before := f.Index(ServingTables...)
 			idx++
 			f.ApplyBatch(commandLogs(idx, tc.entry))
 			if f.AppliedIndex() != idx {
 				t.Fatalf("AppliedIndex = %d, want %d", f.AppliedIndex(), idx)
 			}
-			if got, want := f.ServingIndex(), map[bool]uint64{true: idx, false: before}[tc.moves]; got != want {
+			if got, want := f.Index(ServingTables...), map[bool]uint64{true: idx, false: before}[tc.moves]; got != want {
 				t.Errorf("ServingIndex = %d, want %d", got, want)
 			}
 		})
 	}
+}
+
+func setHolders(t testing.TB, model string, v uint64, digest string, holders ...string) []byte {
+	return encode(t, structs.VersionHoldersType, &structs.VersionHoldersRequest{Model: model, Version: v, Digest: digest, Holders: holders})
+}
+
+// VersionHolders replaces a version's holders, and only for the artifact it
+// names.
+func TestFSM_VersionHolders(t *testing.T) {
+	setup := func(t *testing.T) [][]byte { return irisSetup(t) }
+	holdersOf := func(want ...string) func(t *testing.T, txn *Txn, _ uint64, _ interface{}) {
+		return func(t *testing.T, txn *Txn, _ uint64, _ interface{}) {
+			v, err := txn.Version("iris", 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(v.Holders, want) {
+				t.Fatalf("holders = %v, want %v", v.Holders, want)
+			}
+		}
+	}
+	runServingCases(t, []servingCase{
+		{
+			name:  "replaces the holders",
+			setup: setup,
+			cmd:   func(t *testing.T) []byte { return setHolders(t, "iris", 1, digestOf(1), "node-2", "node-3") },
+			check: holdersOf("node-2", "node-3"),
+		},
+		{
+			name:     "unknown version",
+			setup:    setup,
+			cmd:      func(t *testing.T) []byte { return setHolders(t, "iris", 9, digestOf(1), "node-2") },
+			wantCode: structs.CodeNotFound,
+			check:    holdersOf("node-1", "node-2"),
+		},
+		{
+			name:     "another artifact",
+			setup:    setup,
+			cmd:      func(t *testing.T) []byte { return setHolders(t, "iris", 1, digestOf(2), "node-3") },
+			wantCode: structs.CodeConflict,
+			wantMsg:  "has artifact",
+			check:    holdersOf("node-1", "node-2"),
+		},
+		{
+			name:     "no holders",
+			setup:    setup,
+			cmd:      func(t *testing.T) []byte { return setHolders(t, "iris", 1, digestOf(1)) },
+			wantCode: structs.CodeInvalid,
+			wantMsg:  "holders",
+		},
+		{
+			name:     "a holder twice",
+			setup:    setup,
+			cmd:      func(t *testing.T) []byte { return setHolders(t, "iris", 1, digestOf(1), "node-3", "node-3") },
+			wantCode: structs.CodeInvalid,
+			wantMsg:  "twice",
+		},
+	})
 }

@@ -306,9 +306,8 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.mu.Unlock()
 	f.seq = seq
 	f.partial = partial
+	f.setIndexes(allTables(), hdr.AppliedIndex)
 	f.applied.Store(hdr.AppliedIndex)
-	f.servingIndex.Store(hdr.AppliedIndex)
-	f.aclIndex.Store(hdr.AppliedIndex)
 	old.remove.Store(removeOld)
 	old.release() // closes it now, or when the last reader lets go
 	f.log.Info("restored snapshot", "applied_index", hdr.AppliedIndex)

@@ -39,7 +39,7 @@ type ReconcilerConfig struct {
 	View    ViewFunc
 	Changed func() <-chan struct{}
 	// Index, when set, is the registry's index of the last change to
-	// serving state (raftfsm.FSM.ServingIndex): a change that does not move
+	// serving state (raftfsm.FSM.Index of raftfsm.ServingTables): a change that does not move
 	// it starts no pass.
 	Index   func() uint64
 	Propose ProposeFunc

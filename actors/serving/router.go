@@ -31,7 +31,7 @@ type RouterConfig struct {
 	System *actors.System
 	View   ViewFunc
 	// Index returns the local registry's index of the last change to
-	// serving state (raftfsm.FSM.ServingIndex); routing facts read from a
+	// serving state (raftfsm.FSM.Index of raftfsm.ServingTables); routing facts read from a
 	// view at or after it are still current. Nil: no cache.
 	Index func() uint64
 	// Alive reports whether a node is up, as gossip sees it.

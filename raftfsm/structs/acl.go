@@ -9,7 +9,9 @@ import (
 	"time"
 )
 
-// Access control commands (DESIGN.md §8). Never renumber; add new ones at the end.
+// Access control commands (DESIGN.md §8). They sit in RangeServing, where they
+// were numbered before ranges were written down. Never renumber; a new one takes
+// the next free number of that range.
 const (
 	// ACLBootstrapType creates the first management token. Apply refuses it
 	// once a bootstrap has happened, unless the request carries the reset
@@ -25,21 +27,13 @@ const (
 	ACLTokenDeleteType MessageType = 19
 )
 
-func aclTypeName(t MessageType) (string, bool) {
-	switch t {
-	case ACLBootstrapType:
-		return "acl_bootstrap", true
-	case ACLPolicyUpsertType:
-		return "acl_policy_upsert", true
-	case ACLPolicyDeleteType:
-		return "acl_policy_delete", true
-	case ACLTokenCreateType:
-		return "acl_token_create", true
-	case ACLTokenDeleteType:
-		return "acl_token_delete", true
-	}
-	return "", false
-}
+var _ = registerTypes(RangeServing,
+	TypeDef{ACLBootstrapType, "acl_bootstrap"},
+	TypeDef{ACLPolicyUpsertType, "acl_policy_upsert"},
+	TypeDef{ACLPolicyDeleteType, "acl_policy_delete"},
+	TypeDef{ACLTokenCreateType, "acl_token_create"},
+	TypeDef{ACLTokenDeleteType, "acl_token_delete"},
+)
 
 // ManagementPolicy is the built-in policy that allows everything. It cannot be
 // written or deleted.

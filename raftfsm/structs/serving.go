@@ -11,7 +11,8 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 )
 
-// Serving commands (DESIGN.md §6). Never renumber; add new ones at the end.
+// Serving commands (DESIGN.md §6), in RangeServing. Never renumber; a new one
+// takes the next free number of the range (22; 15-19 are access control's).
 const (
 	// VersionCreateType records a model version whose artifact is already
 	// stored on the holders it names. Apply assigns the next version number.
@@ -31,29 +32,29 @@ const (
 	AllocPlanType MessageType = 13
 	// AllocStatusType carries replica states reported by the nodes running them.
 	AllocStatusType MessageType = 14
+	// AllocPlanFitType is AllocPlanType whose Apply also re-checks that each
+	// add fits its node (GPUs, memory, one replica per version) against the
+	// state it applies to. It is a type of its own so that entries of type 13,
+	// written before, replay as they applied then, and a binary that predates
+	// the check stops on it rather than apply it unchecked and diverge.
+	AllocPlanFitType MessageType = 20
+	// VersionHoldersType records the nodes that hold a version's artifact,
+	// after the leader had copies made to replace lost ones.
+	VersionHoldersType MessageType = 21
 )
 
-func servingTypeName(t MessageType) (string, bool) {
-	switch t {
-	case VersionCreateType:
-		return "version_create", true
-	case VersionDeleteType:
-		return "version_delete", true
-	case AliasSetType:
-		return "alias_set", true
-	case DeploymentPutType:
-		return "deployment_put", true
-	case DeploymentRollbackType:
-		return "deployment_rollback", true
-	case DeploymentDeleteType:
-		return "deployment_delete", true
-	case AllocPlanType:
-		return "alloc_plan", true
-	case AllocStatusType:
-		return "alloc_status", true
-	}
-	return "", false
-}
+var _ = registerTypes(RangeServing,
+	TypeDef{VersionCreateType, "version_create"},
+	TypeDef{VersionDeleteType, "version_delete"},
+	TypeDef{AliasSetType, "alias_set"},
+	TypeDef{DeploymentPutType, "deployment_put"},
+	TypeDef{DeploymentRollbackType, "deployment_rollback"},
+	TypeDef{DeploymentDeleteType, "deployment_delete"},
+	TypeDef{AllocPlanType, "alloc_plan"},
+	TypeDef{AllocStatusType, "alloc_status"},
+	TypeDef{AllocPlanFitType, "alloc_plan_fit"},
+	TypeDef{VersionHoldersType, "version_holders"},
+)
 
 // Formats a version may have. The runtimes live in ml/; "process" runs a
 // user's own server (actors/serving).
@@ -194,8 +195,9 @@ type ModelVersion struct {
 	Metadata map[string]string `msgpack:"metadata" json:"metadata"`
 	Lineage  Lineage           `msgpack:"lineage" json:"lineage"`
 	Process  *ProcessSpec      `msgpack:"process,omitempty" json:"process,omitempty"`
-	// Holders are the nodes that stored the artifact before the version was
-	// committed. Others fetch it from them on demand.
+	// Holders are the nodes that store the artifact: those that stored it
+	// before the version was committed, then as the leader replaces lost
+	// copies (VersionHoldersType). Others fetch it from them on demand.
 	Holders     []string  `msgpack:"holders" json:"holders"`
 	CreatedAt   time.Time `msgpack:"created_at" json:"created_at"`
 	CreateIndex uint64    `msgpack:"create_index" json:"create_index"`
@@ -520,4 +522,43 @@ func NewID(now time.Time) string {
 		hi >>= 5
 	}
 	return string(out)
+}
+
+// VersionHoldersRequest replaces the holders of a version's artifact. Digest
+// guards against a version deleted and re-created meanwhile: it must match.
+type VersionHoldersRequest struct {
+	Model   string   `msgpack:"model"`
+	Version uint64   `msgpack:"version"`
+	Digest  string   `msgpack:"digest"`
+	Holders []string `msgpack:"holders"`
+}
+
+// MaxHolders bounds the holders of one artifact.
+const MaxHolders = 64
+
+// Validate checks the request, naming the field at fault.
+func (r *VersionHoldersRequest) Validate() error {
+	if err := ValidateName("model", r.Model); err != nil {
+		return err
+	}
+	if r.Version == 0 {
+		return Errorf(CodeInvalid, "version is required")
+	}
+	if err := ValidateDigest("digest", r.Digest); err != nil {
+		return err
+	}
+	if len(r.Holders) == 0 || len(r.Holders) > MaxHolders {
+		return Errorf(CodeInvalid, "holders must name from 1 to %d nodes, not %d", MaxHolders, len(r.Holders))
+	}
+	for i, h := range r.Holders {
+		if h == "" || len(h) > 64 {
+			return Errorf(CodeInvalid, "holders[%d] %q is not a node ID", i, h)
+		}
+		for _, o := range r.Holders[:i] {
+			if o == h {
+				return Errorf(CodeInvalid, "holders[%d] %q is listed twice", i, h)
+			}
+		}
+	}
+	return nil
 }

@@ -329,8 +329,8 @@ func TestMessageType_Serving(t *testing.T) {
 			}
 		})
 	}
-	if MessageType(20).Known() || MessageType(20).String() != "message_type(20)" {
-		t.Fatalf("type 20 is known (%q) before anything claims it", MessageType(20))
+	if MessageType(22).Known() || MessageType(22).String() != "message_type(22)" {
+		t.Fatalf("type 22 is known (%q) before anything claims it", MessageType(22))
 	}
 }
 

@@ -2,11 +2,9 @@ package raftfsm
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/kilnml/kiln/raftfsm/structs"
-	"github.com/vmihailenco/msgpack/v5"
 )
 
 // ACL records (DESIGN.md §8): policies by name, tokens by the hash of their
@@ -14,24 +12,23 @@ import (
 // state. Listing or deleting a token by accessor scans the tokens, which are
 // few and changed rarely.
 const (
-	prefixACL          = "acl/"
 	prefixACLPolicy    = "acl/p/" // acl/p/<name>        -> structs.ACLPolicy
 	prefixACLToken     = "acl/t/" // acl/t/<secret hash> -> structs.ACLToken
 	keyACLBootstrap    = "acl/bootstrap"
 	prefixACLBootstrap = keyACLBootstrap // a prefix holding exactly one key
 )
 
-func isACLKey(key string) bool             { return strings.HasPrefix(key, prefixACL) }
 func aclPolicyKey(name string) string      { return prefixACLPolicy + name }
 func aclTokenKey(secretHash string) string { return prefixACLToken + secretHash }
 
-func init() {
-	commands[structs.ACLBootstrapType] = applyACLBootstrap
-	commands[structs.ACLPolicyUpsertType] = applyACLPolicyUpsert
-	commands[structs.ACLPolicyDeleteType] = applyACLPolicyDelete
-	commands[structs.ACLTokenCreateType] = applyACLTokenCreate
-	commands[structs.ACLTokenDeleteType] = applyACLTokenDelete
-}
+// Access control commands sit in the serving range, where they were numbered.
+var _ = registerCommands(structs.RangeServing,
+	handler{structs.ACLBootstrapType, applyACLBootstrap},
+	handler{structs.ACLPolicyUpsertType, applyACLPolicyUpsert},
+	handler{structs.ACLPolicyDeleteType, applyACLPolicyDelete},
+	handler{structs.ACLTokenCreateType, applyACLTokenCreate},
+	handler{structs.ACLTokenDeleteType, applyACLTokenDelete},
+)
 
 func utcToken(t *structs.ACLToken) *structs.ACLToken {
 	t.CreatedAt, t.ExpirationTime = t.CreatedAt.UTC(), t.ExpirationTime.UTC()
@@ -203,86 +200,6 @@ func (t *applyTxn) tokenByAccessor(accessor string) (key string, tok *structs.AC
 		}
 	}
 	return "", nil, false, nil
-}
-
-// TokenBySecretHash returns the token whose secret hashes to h, or a
-// not_found error.
-func (t *Txn) TokenBySecretHash(h string) (*structs.ACLToken, error) {
-	if t.err != nil {
-		return nil, t.err
-	}
-	var tok structs.ACLToken
-	found, err := getRecord(t.txn, aclTokenKey(h), &tok)
-	if err != nil {
-		return nil, err
-	}
-	if !found {
-		return nil, structs.Errorf(structs.CodeNotFound, "token not found")
-	}
-	return utcToken(&tok), nil
-}
-
-// Tokens returns every token, sorted by accessor ID.
-func (t *Txn) Tokens() ([]*structs.ACLToken, error) {
-	if t.err != nil {
-		return nil, t.err
-	}
-	var out []*structs.ACLToken
-	err := t.scan(prefixACLToken, "", 0, func(val []byte) error {
-		tok := new(structs.ACLToken)
-		if err := msgpack.Unmarshal(val, tok); err != nil {
-			return err
-		}
-		out = append(out, utcToken(tok))
-		return nil
-	}, func() {})
-	if err != nil {
-		return nil, err
-	}
-	slices.SortFunc(out, func(a, b *structs.ACLToken) int { return strings.Compare(a.AccessorID, b.AccessorID) })
-	return out, nil
-}
-
-// Policy returns the named policy, or a not_found error.
-func (t *Txn) Policy(name string) (*structs.ACLPolicy, error) {
-	if t.err != nil {
-		return nil, t.err
-	}
-	var p structs.ACLPolicy
-	found, err := getRecord(t.txn, aclPolicyKey(name), &p)
-	if err != nil {
-		return nil, err
-	}
-	if !found {
-		return nil, structs.Errorf(structs.CodeNotFound, "policy %q not found", name)
-	}
-	return utcPolicy(&p), nil
-}
-
-// Policies returns every policy in name order.
-func (t *Txn) Policies() ([]*structs.ACLPolicy, error) {
-	if t.err != nil {
-		return nil, t.err
-	}
-	var out []*structs.ACLPolicy
-	err := t.scan(prefixACLPolicy, "", 0, func(val []byte) error {
-		p := new(structs.ACLPolicy)
-		if err := msgpack.Unmarshal(val, p); err != nil {
-			return err
-		}
-		out = append(out, utcPolicy(p))
-		return nil
-	}, func() {})
-	return out, err
-}
-
-// ACLBootstrap returns the bootstrap state; found is false before bootstrap.
-func (t *Txn) ACLBootstrap() (state structs.ACLBootstrapState, found bool, err error) {
-	if t.err != nil {
-		return state, false, t.err
-	}
-	found, err = getRecord(t.txn, keyACLBootstrap, &state)
-	return state, found, err
 }
 
 // ACL entities for snapshots (entities.go lists them in order).

@@ -4,13 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"unicode/utf8"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/kilnml/kiln/raftfsm/structs"
-	"github.com/vmihailenco/msgpack/v5"
 )
 
 // Serving records (DESIGN.md §6): versions under their model, deployments by
@@ -22,11 +19,6 @@ const (
 )
 
 // versionKey zero-pads the number so that versions sort numerically.
-// isServingKey reports keys whose records routing reads.
-func isServingKey(key string) bool {
-	return strings.HasPrefix(key, prefixVersion) || strings.HasPrefix(key, prefixDeployment) || strings.HasPrefix(key, prefixAlloc)
-}
-
 func versionKey(model string, v uint64) string {
 	return fmt.Sprintf("%s%s/%020d", prefixVersion, model, v)
 }
@@ -35,16 +27,18 @@ func deploymentKey(name string) string  { return prefixDeployment + name }
 func allocKey(id string) string         { return prefixAlloc + id }
 func versionCursor(v uint64) string     { return fmt.Sprintf("%020d", v) }
 
-func init() {
-	commands[structs.VersionCreateType] = applyVersionCreate
-	commands[structs.VersionDeleteType] = applyVersionDelete
-	commands[structs.AliasSetType] = applyAliasSet
-	commands[structs.DeploymentPutType] = applyDeploymentPut
-	commands[structs.DeploymentRollbackType] = applyDeploymentRollback
-	commands[structs.DeploymentDeleteType] = applyDeploymentDelete
-	commands[structs.AllocPlanType] = applyAllocPlan
-	commands[structs.AllocStatusType] = applyAllocStatus
-}
+var _ = registerCommands(structs.RangeServing,
+	handler{structs.VersionCreateType, applyVersionCreate},
+	handler{structs.VersionDeleteType, applyVersionDelete},
+	handler{structs.AliasSetType, applyAliasSet},
+	handler{structs.DeploymentPutType, applyDeploymentPut},
+	handler{structs.DeploymentRollbackType, applyDeploymentRollback},
+	handler{structs.DeploymentDeleteType, applyDeploymentDelete},
+	handler{structs.AllocPlanType, applyAllocPlanUnchecked},
+	handler{structs.AllocStatusType, applyAllocStatus},
+	handler{structs.AllocPlanFitType, applyAllocPlan},
+	handler{structs.VersionHoldersType, applyVersionHolders},
+)
 
 func utcVersion(v *structs.ModelVersion) *structs.ModelVersion {
 	v.CreatedAt = v.CreatedAt.UTC()
@@ -59,34 +53,6 @@ func utcDeployment(d *structs.Deployment) *structs.Deployment {
 func utcAlloc(a *structs.Allocation) *structs.Allocation {
 	a.CreatedAt = a.CreatedAt.UTC()
 	return a
-}
-
-// keysUnder lists the keys under prefix as the batch's transaction sees them.
-// Commands use it to delete a record's dependents; the command's own staged
-// writes are not included, which no caller needs.
-func (t *applyTxn) keysUnder(prefix string) []string {
-	opts := badger.DefaultIteratorOptions
-	opts.Prefix = []byte(prefix)
-	opts.PrefetchValues = false
-	it := t.txn.NewIterator(opts)
-	defer it.Close()
-	var keys []string
-	for it.Rewind(); it.Valid(); it.Next() {
-		keys = append(keys, string(it.Item().KeyCopy(nil)))
-	}
-	return keys
-}
-
-func (t *applyTxn) model(name string) (*structs.Model, error) {
-	var m structs.Model
-	found, err := t.get(modelKey(name), &m)
-	if err != nil {
-		return nil, err
-	}
-	if !found {
-		return nil, structs.Errorf(structs.CodeNotFound, "model %q not found", name)
-	}
-	return &m, nil
 }
 
 func (t *applyTxn) deployment(name string) (*structs.Deployment, error) {
@@ -220,7 +186,7 @@ func applyAliasSet(tx *applyTxn, body []byte) (interface{}, error) {
 	if err := tx.put(modelKey(m.Name), m); err != nil {
 		return nil, err
 	}
-	tx.serving = true
+	tx.touch(TableRoutes)
 	return utcModel(m), nil
 }
 
@@ -342,9 +308,25 @@ func deleteAllocs(tx *applyTxn, match func(*structs.Allocation) bool) error {
 	return nil
 }
 
+// applyAllocPlan applies the leader's placement (AllocPlanFitType):
+// removes first, then adds, all or nothing. Each add is checked against the
+// state as it is now, not as the leader saw it: its deployment serves its
+// version, its node exists, its ID is new, and it fits beside the node's
+// other allocations (capacity.go).
 func applyAllocPlan(tx *applyTxn, body []byte) (interface{}, error) {
+	return applyPlan(tx, structs.AllocPlanFitType, body, true)
+}
+
+// applyAllocPlanUnchecked applies an AllocPlanType entry as binaries before
+// the capacity check did, so that a log replayed reaches the same state.
+// Leaders propose AllocPlanFitType now.
+func applyAllocPlanUnchecked(tx *applyTxn, body []byte) (interface{}, error) {
+	return applyPlan(tx, structs.AllocPlanType, body, false)
+}
+
+func applyPlan(tx *applyTxn, t structs.MessageType, body []byte, checkFit bool) (interface{}, error) {
 	var req structs.AllocPlanRequest
-	if err := decodeBody(structs.AllocPlanType, body, &req); err != nil {
+	if err := decodeBody(t, body, &req); err != nil {
 		return nil, err
 	}
 	for _, id := range req.Remove {
@@ -355,6 +337,18 @@ func applyAllocPlan(tx *applyTxn, body []byte) (interface{}, error) {
 		}
 		if found {
 			tx.del(allocKey(id))
+		}
+	}
+	// Read after the removes: a plan may reuse what it frees.
+	var ledger capacityLedger
+	if checkFit && len(req.Add) > 0 {
+		nodes := make([]string, len(req.Add))
+		for i := range req.Add {
+			nodes[i] = req.Add[i].NodeID
+		}
+		var err error
+		if ledger, err = loadLedger(tx, nodes); err != nil {
+			return nil, err
 		}
 	}
 	deployments := map[string]*structs.Deployment{}
@@ -390,6 +384,11 @@ func applyAllocPlan(tx *applyTxn, body []byte) (interface{}, error) {
 			return nil, err
 		} else if found {
 			return nil, structs.Errorf(structs.CodeConflict, "add[%d]: allocation %q exists", i, a.ID)
+		}
+		if checkFit {
+			if err := ledger.place(i, &n, &a); err != nil {
+				return nil, err
+			}
 		}
 		a.State, a.Message = structs.AllocPending, ""
 		a.CreateIndex, a.ModifyIndex = tx.index, tx.index
@@ -450,107 +449,62 @@ func truncateAllocMessage(msg string) string {
 	return msg[:n]
 }
 
-// Version returns one version of a model, or a not_found error.
-func (t *Txn) Version(model string, v uint64) (*structs.ModelVersion, error) {
-	if t.err != nil {
-		return nil, t.err
+func versionKeyOf(raw []byte) (string, error) {
+	var v structs.ModelVersion
+	if err := structs.Decode(raw, &v); err != nil {
+		return "", err
 	}
-	var mv structs.ModelVersion
-	found, err := getRecord(t.txn, versionKey(model, v), &mv)
-	if err != nil {
-		return nil, err
+	if v.Model == "" || v.Version == 0 {
+		return "", fmt.Errorf("version record without model or number")
 	}
-	if !found {
-		return nil, structs.Errorf(structs.CodeNotFound, "model %q has no version %d", model, v)
-	}
-	return utcVersion(&mv), nil
+	return versionKey(v.Model, v.Version), nil
 }
 
-// Versions returns up to limit versions of a model numbered above cursor (a
-// version number in decimal, "" for the start), in order, and the cursor of the
-// next page ("" when this page is the last).
-func (t *Txn) Versions(model, cursor string, limit int) (items []*structs.ModelVersion, next string, err error) {
-	if t.err != nil {
-		return nil, "", t.err
-	}
-	if cursor != "" {
-		n, perr := strconv.ParseUint(cursor, 10, 64)
-		if perr != nil {
-			return nil, "", structs.Errorf(structs.CodeInvalid, "cursor %q is not a version number", cursor)
-		}
-		cursor = versionCursor(n)
-	}
-	err = t.scan(versionPrefix(model), cursor, limit, func(val []byte) error {
-		v := new(structs.ModelVersion)
-		if err := msgpack.Unmarshal(val, v); err != nil {
-			return err
-		}
-		items = append(items, utcVersion(v))
-		return nil
-	}, func() { next = strconv.FormatUint(items[len(items)-1].Version, 10) })
-	return items, next, err
-}
-
-// AllVersions calls fn for every version of every model, for the blob collector.
-func (t *Txn) AllVersions(fn func(*structs.ModelVersion)) error {
-	if t.err != nil {
-		return t.err
-	}
-	return t.scan(prefixVersion, "", 0, func(val []byte) error {
-		v := new(structs.ModelVersion)
-		if err := msgpack.Unmarshal(val, v); err != nil {
-			return err
-		}
-		fn(utcVersion(v))
-		return nil
-	}, nil)
-}
-
-// Deployment returns the named deployment, or a not_found error.
-func (t *Txn) Deployment(name string) (*structs.Deployment, error) {
-	if t.err != nil {
-		return nil, t.err
-	}
+func deploymentKeyOf(raw []byte) (string, error) {
 	var d structs.Deployment
-	found, err := getRecord(t.txn, deploymentKey(name), &d)
+	if err := structs.Decode(raw, &d); err != nil {
+		return "", err
+	}
+	if d.Name == "" {
+		return "", fmt.Errorf("deployment record without name")
+	}
+	return deploymentKey(d.Name), nil
+}
+
+func allocKeyOf(raw []byte) (string, error) {
+	var a structs.Allocation
+	if err := structs.Decode(raw, &a); err != nil {
+		return "", err
+	}
+	if a.ID == "" {
+		return "", fmt.Errorf("allocation record without id")
+	}
+	return allocKey(a.ID), nil
+}
+
+// applyVersionHolders replaces the holders of a version's artifact.
+func applyVersionHolders(tx *applyTxn, body []byte) (interface{}, error) {
+	var req structs.VersionHoldersRequest
+	if err := decodeBody(structs.VersionHoldersType, body, &req); err != nil {
+		return nil, err
+	}
+	if err := req.Validate(); err != nil {
+		return nil, err
+	}
+	var v structs.ModelVersion
+	found, err := tx.get(versionKey(req.Model, req.Version), &v)
 	if err != nil {
 		return nil, err
 	}
 	if !found {
-		return nil, structs.Errorf(structs.CodeNotFound, "deployment %q not found", name)
+		return nil, structs.Errorf(structs.CodeNotFound, "version %d of model %q not found", req.Version, req.Model)
 	}
-	return utcDeployment(&d), nil
-}
-
-// Deployments returns up to limit deployments whose names sort after cursor.
-func (t *Txn) Deployments(cursor string, limit int) (items []*structs.Deployment, next string, err error) {
-	if t.err != nil {
-		return nil, "", t.err
+	if v.Digest != req.Digest {
+		return nil, structs.Errorf(structs.CodeConflict, "version %d of model %q has artifact %.12s, not %.12s", req.Version, req.Model, v.Digest, req.Digest)
 	}
-	err = t.scan(prefixDeployment, cursor, limit, func(val []byte) error {
-		d := new(structs.Deployment)
-		if err := msgpack.Unmarshal(val, d); err != nil {
-			return err
-		}
-		items = append(items, utcDeployment(d))
-		return nil
-	}, func() { next = items[len(items)-1].Name })
-	return items, next, err
-}
-
-// Allocations returns every allocation, in ID order.
-func (t *Txn) Allocations() ([]*structs.Allocation, error) {
-	if t.err != nil {
-		return nil, t.err
+	v.Holders = slices.Clone(req.Holders)
+	if err := tx.put(versionKey(req.Model, req.Version), &v); err != nil {
+		return nil, err
 	}
-	var out []*structs.Allocation
-	err := t.scan(prefixAlloc, "", 0, func(val []byte) error {
-		a := new(structs.Allocation)
-		if err := msgpack.Unmarshal(val, a); err != nil {
-			return err
-		}
-		out = append(out, utcAlloc(a))
-		return nil
-	}, nil)
-	return out, err
+	return utcVersion(&v), nil
 }
