@@ -322,7 +322,12 @@ func TestCluster_ServingPredictEverywhere(t *testing.T) {
 
 	// Bad input is a 400 naming the problem; an unknown model 404; a model
 	// that is not deployed 409.
-	n1.createModel("idle", nil)
+	// Predictions are answered from the asked node's registry: it reads the
+	// write made through n1 once it has applied it (?index=, as any read).
+	idle := n1.createModel("idle", nil)
+	if err := c.all()[2].getJSON(fmt.Sprintf("/v1/models/idle?index=%d", idle), &map[string]any{}); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		model string
 		body  map[string]any

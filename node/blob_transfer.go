@@ -395,8 +395,9 @@ func (t *blobTransfers) fetch(ctx context.Context, addr, digest string) (err err
 // blobsEndpoint serves the blob transfer RPCs between nodes.
 func (a *Agent) blobsEndpoint() endpoint {
 	return endpoint{rpcs: map[string]transport.Handler{
-		rpcBlobPut: a.xfer.handlePut,
-		rpcBlobGet: a.xfer.handleGet,
-		rpcBlobHas: a.xfer.handleHas,
+		rpcBlobPut:   a.xfer.handlePut,
+		rpcBlobGet:   a.xfer.handleGet,
+		rpcBlobHas:   a.xfer.handleHas,
+		rpcBlobFetch: a.handleBlobFetchRPC,
 	}}
 }

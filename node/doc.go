@@ -8,7 +8,11 @@
 // the registry. Writes taken on a follower are forwarded to the leader in batches;
 // reads are answered locally at the consistency the request asks for. Every
 // HTTP route is declared in one table with the ACL resource kind and right it
-// needs (http_register.go); tokens are resolved by node/internal/acl.
+// needs (http_register.go), built from one endpoint per capability
+// (<capability>_endpoint.go, which also lists its RPC methods); leader-only
+// loops are leader tasks (leader_<capability>.go) started and stopped with
+// leadership (leader.go). Tokens are resolved by node/internal/acl; JSON
+// tensors are decoded and encoded by node/internal/tensorjson.
 //
 // DESIGN.md in this directory explains the choices that are not obvious from the
 // code: why membership is reconciled by our own loop rather than raft-autopilot,

@@ -20,6 +20,7 @@ func (a *Agent) leaderTasks() []leaderTask {
 	return []leaderTask{
 		{name: "membership", run: a.membershipLoop},
 		{name: "placement", run: a.placementLoop},
+		{name: "artifacts", run: a.artifactsLoop},
 	}
 }
 
