@@ -7,6 +7,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/hashicorp/raft"
+
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
 

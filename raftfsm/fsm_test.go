@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
 

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/hashicorp/raft"
+
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
 

@@ -3,60 +3,18 @@ package raftfsm
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
-	"fmt"
-	"os"
 	"reflect"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/kilnml/kiln/cluster-tests/testutil"
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
 
 // TestMain fails the run if goroutines outlive the tests (badger's, raft's, ours).
-func TestMain(m *testing.M) {
-	before := runtime.NumGoroutine()
-	code := m.Run()
-	// The fuzzing engine keeps a signal goroutine of its own.
-	fuzzing := flag.Lookup("test.fuzz") != nil && flag.Lookup("test.fuzz").Value.String() != ""
-	if code == 0 && !fuzzing {
-		if err := checkGoroutines(before, 10*time.Second); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-func checkGoroutines(limit int, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		n := runtime.NumGoroutine()
-		if n <= limit {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			return fmt.Errorf("goroutine leak: %d goroutines running, %d before the tests:\n%s", n, limit, buf)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v", timeout)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+func TestMain(m *testing.M) { testutil.Main(m) }
 
 type fsmOption func(*Config)
 

@@ -10,6 +10,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+
+	"github.com/kilnml/kiln/cluster-tests/testutil"
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
 
@@ -103,7 +105,7 @@ func connectAll(nodes ...*raftNode) {
 func waitLeader(t *testing.T, nodes ...*raftNode) *raftNode {
 	t.Helper()
 	var leader *raftNode
-	waitFor(t, 10*time.Second, func() bool {
+	testutil.Until(t, 10*time.Second, "", func() bool {
 		for _, n := range nodes {
 			if n.raft.State() == raft.Leader {
 				leader = n
@@ -118,7 +120,7 @@ func waitLeader(t *testing.T, nodes ...*raftNode) *raftNode {
 func waitConverged(t *testing.T, index uint64, nodes ...*raftNode) state {
 	t.Helper()
 	for _, n := range nodes {
-		waitFor(t, 10*time.Second, func() bool { return n.fsm.AppliedIndex() >= index })
+		testutil.Until(t, 10*time.Second, "", func() bool { return n.fsm.AppliedIndex() >= index })
 	}
 	want := readState(t, nodes[0].fsm)
 	for _, n := range nodes[1:] {

@@ -11,8 +11,9 @@ import (
 	"testing"
 
 	"github.com/hashicorp/raft"
-	"github.com/kilnml/kiln/raftfsm/structs"
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/kilnml/kiln/raftfsm/structs"
 )
 
 // fillSource gives f a little of everything: models (one deleted), nodes, and a

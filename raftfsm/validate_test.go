@@ -8,8 +8,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kilnml/kiln/raftfsm/structs"
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/kilnml/kiln/raftfsm/structs"
 )
 
 // Accessor IDs and secret hashes of the tokens fullSource makes.
