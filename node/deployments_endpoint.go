@@ -18,6 +18,7 @@ type deploymentPutRequest struct {
 	Replicas  *int                      `json:"replicas"`
 	Batching  *structs.Batching         `json:"batching"`
 	Resources *structs.ReplicaResources `json:"resources"`
+	TimeoutMS int64                     `json:"timeout_ms"`
 }
 
 func (a *Agent) handleDeploymentPut(w http.ResponseWriter, r *http.Request) {
@@ -34,7 +35,7 @@ func (a *Agent) handleDeploymentPut(w http.ResponseWriter, r *http.Request) {
 	now := time.Now().UTC()
 	d := structs.Deployment{
 		Name: name, Traffic: structs.Traffic{Versions: req.Versions, Shadow: req.Shadow},
-		Replicas: 1, CreatedAt: now, UpdatedAt: now,
+		Replicas: 1, TimeoutMS: req.TimeoutMS, CreatedAt: now, UpdatedAt: now,
 	}
 	if req.Replicas != nil {
 		d.Replicas = *req.Replicas

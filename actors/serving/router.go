@@ -44,6 +44,9 @@ type RouterConfig struct {
 	// MaxShadow bounds shadow requests in flight; beyond it copies are
 	// dropped, so a slow shadow version cannot pile up work (default 256).
 	MaxShadow int
+	// PredictTimeout bounds one prediction on the server when its
+	// deployment sets no timeout_ms (default 30s).
+	PredictTimeout time.Duration
 }
 
 // Router answers predictions on any node: it picks the version and the
@@ -94,6 +97,9 @@ func NewRouter(cfg RouterConfig) *Router {
 	}
 	if cfg.MaxShadow <= 0 {
 		cfg.MaxShadow = 256
+	}
+	if cfg.PredictTimeout <= 0 {
+		cfg.PredictTimeout = 30 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
@@ -293,13 +299,23 @@ func pickWeighted(splits []structs.TrafficSplit, key string) uint64 {
 // Predict scores inputs on one of t's replicas, retrying once on another
 // when the first is unreachable, busy or gone, and sends a copy to the
 // shadow version without waiting for it. It records the request in the
-// version's metrics.
+// version's metrics. It gives up after the deployment's timeout_ms
+// (RouterConfig.PredictTimeout when that is 0) with unavailable.
 func (r *Router) Predict(ctx context.Context, t *Target, inputs []ml.Tensor) ([]ml.Tensor, error) {
 	if t.shadow != nil {
 		r.sendShadow(t.shadow, inputs)
 	}
+	timeout := r.cfg.PredictTimeout
+	if ms := t.Deployment.TimeoutMS; ms > 0 {
+		timeout = time.Duration(ms) * time.Millisecond
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	start := time.Now()
 	out, err := r.call(ctx, t, inputs)
+	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		err = structs.Errorf(structs.CodeUnavailable, "serving: the prediction did not finish within the deployment's timeout of %s", timeout)
+	}
 	r.cfg.Metrics.Observe(t.Deployment.Name, t.Version.Version, time.Since(start), err)
 	return out, err
 }

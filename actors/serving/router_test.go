@@ -797,3 +797,34 @@ func TestRouter_CachesUnknownModels(t *testing.T) {
 		t.Fatalf("Resolve after the model was created still says not found: %v", err)
 	}
 }
+
+// A prediction gives up at its deployment's timeout_ms, or at the router's
+// PredictTimeout when the deployment sets none, with unavailable naming it.
+func TestRouter_PredictTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		timeoutMS int64
+		router    time.Duration
+		says      string
+	}{
+		{"the deployment's timeout", 20, time.Hour, "20ms"},
+		{"the router's default", 0, 30 * time.Millisecond, "30ms"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newRouterFixture(t, func(cfg *RouterConfig) { cfg.PredictTimeout = tc.router })
+			f.deploy("m", map[uint64]int{1: 1}, 0, 1)
+			view, release := f.reg.view()
+			d, _ := view.Deployment("m")
+			release()
+			d.TimeoutMS = tc.timeoutMS
+			f.reg.putDeployment(*d)
+			m := newSumModel(true) // holds every call until opened
+			t.Cleanup(m.open)
+			f.replica(t, "r1", "m", 1, 10, m)
+			_, err := f.predict(t, f.resolve(t, "m", Selector{}), ml.Tensor{Name: "x", Shape: []int{1, 2}, Data: []float64{1, 2}})
+			if structs.ErrorCode(err) != structs.CodeUnavailable || !strings.Contains(err.Error(), tc.says) {
+				t.Fatalf("Predict on a model that never answers = %v, want unavailable naming %s", err, tc.says)
+			}
+		})
+	}
+}

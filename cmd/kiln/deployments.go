@@ -33,6 +33,7 @@ type deploymentSpec struct {
 	Replicas  int            `json:"replicas"`
 	Batching  *batchingSpec  `json:"batching,omitempty"`
 	Resources *resourcesSpec `json:"resources,omitempty"`
+	TimeoutMS int64          `json:"timeout_ms,omitempty"`
 }
 
 const deployHelp = `Usage: kiln deploy [flags] NAME
@@ -51,6 +52,8 @@ const deployHelp = `Usage: kiln deploy [flags] NAME
   -max-wait-ms N    wait up to N ms for a batch to fill
   -memory-mb N      memory per replica, on top of the model file's size
   -gpus N           whole GPUs per replica
+  -timeout DURATION bound one prediction on the server (e.g. 5s; default:
+                    the node's serving.predict_timeout, 30s)
   -wait DURATION    wait until every version has its replicas running (e.g. 60s)
   -address ADDR     node HTTP address (env KILN_ADDR)
   -format FMT       table or json`
@@ -69,6 +72,7 @@ func runDeploy(args []string) int {
 	memoryMB := fs.Int64("memory-mb", 0, "")
 	gpus := fs.Int("gpus", 0, "")
 	wait := fs.Duration("wait", 0, "")
+	timeout := fs.Duration("timeout", 0, "")
 	var canaries stringList
 	fs.Var(&canaries, "canary", "")
 	c, err := connect(fs, cf, args, 1, deployHelp)
@@ -82,7 +86,10 @@ func runDeploy(args []string) int {
 	if *replicas < 1 {
 		return fail(fmt.Errorf("-replicas must be at least 1, not %d", *replicas))
 	}
-	spec := deploymentSpec{Versions: versions, Shadow: *shadow, Replicas: *replicas}
+	if *timeout < 0 || (*timeout > 0 && *timeout < time.Millisecond) {
+		return fail(fmt.Errorf("-timeout must be at least 1ms, not %s", *timeout))
+	}
+	spec := deploymentSpec{Versions: versions, Shadow: *shadow, Replicas: *replicas, TimeoutMS: timeout.Milliseconds()}
 	if isFlagSet(fs, "max-batch") || isFlagSet(fs, "max-wait-ms") {
 		spec.Batching = &batchingSpec{MaxBatch: *maxBatch, MaxWaitMS: *maxWait}
 	}

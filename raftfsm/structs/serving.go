@@ -65,16 +65,18 @@ const FormatProcess = "process"
 
 // Limits on serving records.
 const (
-	MaxMetadata        = 64
-	MaxSchemaTensors   = 256
-	MaxFeatureNames    = 1 << 14
-	MaxTrafficVersions = 16
-	MaxReplicas        = 64
-	MaxRollbackHistory = 16
-	MaxAliases         = 32
-	MaxProcessArgs     = 256
-	MaxAllocMessageLen = 1024
-	MaxReplicaGPUs     = 64
+	// MaxPredictTimeoutMS bounds a deployment's timeout_ms: ten minutes.
+	MaxPredictTimeoutMS = 600_000
+	MaxMetadata         = 64
+	MaxSchemaTensors    = 256
+	MaxFeatureNames     = 1 << 14
+	MaxTrafficVersions  = 16
+	MaxReplicas         = 64
+	MaxRollbackHistory  = 16
+	MaxAliases          = 32
+	MaxProcessArgs      = 256
+	MaxAllocMessageLen  = 1024
+	MaxReplicaGPUs      = 64
 )
 
 var digestRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
@@ -353,6 +355,9 @@ type Deployment struct {
 	Replicas  int              `msgpack:"replicas" json:"replicas"`
 	Batching  Batching         `msgpack:"batching" json:"batching"`
 	Resources ReplicaResources `msgpack:"resources" json:"resources"`
+	// TimeoutMS bounds one prediction on the server, in milliseconds; 0
+	// means the node's serving.predict_timeout.
+	TimeoutMS int64 `msgpack:"timeout_ms,omitempty" json:"timeout_ms"`
 	// History holds earlier traffic configs, the most recent last; rollback
 	// pops it.
 	History     []Traffic `msgpack:"history" json:"history"`
@@ -378,6 +383,9 @@ func (d *Deployment) Validate() error {
 	}
 	if d.Batching.MaxWaitMS < 0 || d.Batching.MaxWaitMS > 1000 {
 		return Errorf(CodeInvalid, "batching.max_wait_ms %d is out of range 0..1000", d.Batching.MaxWaitMS)
+	}
+	if d.TimeoutMS < 0 || d.TimeoutMS > MaxPredictTimeoutMS {
+		return Errorf(CodeInvalid, "timeout_ms %d is out of range 0..%d", d.TimeoutMS, MaxPredictTimeoutMS)
 	}
 	if d.Resources.MemoryMB < 0 {
 		return Errorf(CodeInvalid, "resources.memory_mb is negative")
