@@ -61,6 +61,9 @@ type Agent struct {
 	audit *auditLog
 	// keyring is the gossip keyring; nil without gossip encryption.
 	keyring *keyring
+	// uploads and restores count the model uploads and snapshot restores in
+	// progress, against limits {} (limits.go); their zero values are ready.
+	uploads, restores inFlight
 
 	// leaderReady is true while this node is leader and has passed a barrier in its
 	// term, so its FSM holds every committed entry: consistent reads need that.
@@ -78,6 +81,9 @@ type Agent struct {
 // Raft is running; joining and leader election continue in the background.
 func New(cfg Config, logger hclog.Logger) (a *Agent, err error) {
 	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := cfg.settleAdvertiseAddr(listInterfaceIPs); err != nil {
 		return nil, err
 	}
 	if err := checkExecUser(cfg.Exec.User, agentEUID()); err != nil {
@@ -180,7 +186,15 @@ func New(cfg Config, logger hclog.Logger) (a *Agent, err error) {
 		}
 	}
 	a.logAccess()
-	a.http = &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
+	// Uploads and snapshots replace the read and write timeouts with an idle
+	// bound of their own (limits.go).
+	a.http = &http.Server{
+		Handler:           a.routes(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       cfg.HTTPReadTimeout,
+		WriteTimeout:      cfg.HTTPWriteTimeout,
+		IdleTimeout:       cfg.HTTPIdleTimeout,
+	}
 	a.goFunc(func() {
 		if err := a.http.Serve(a.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.logger.Error("http server stopped", "error", err)

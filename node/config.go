@@ -30,7 +30,7 @@ type Config struct {
 	NodeName        string
 	DataDir         string
 	BindAddr        string // IP for gossip, RPC and HTTP unless overridden
-	AdvertiseAddr   string // IP other nodes use to reach this one; defaults to BindAddr
+	AdvertiseAddr   string // IP other nodes use to reach this one; defaults to BindAddr, or see settleAdvertiseAddr
 	HTTPAddr        string // host:port
 	RPCPort         int
 	GossipPort      int
@@ -53,6 +53,18 @@ type Config struct {
 	EnableDebug         bool // exposes fault injection endpoints (tests)
 	Dev                 bool
 
+	// HTTPReadTimeout bounds the time to read a request, headers and body
+	// (http { read_timeout }); uploads and restores read their body under
+	// Limits.UploadIdleTimeout instead.
+	HTTPReadTimeout time.Duration
+	// HTTPWriteTimeout bounds the time from a request's headers to the end
+	// of its answer (http { write_timeout }); uploads and snapshots lift it
+	// and write under Limits.UploadIdleTimeout instead.
+	HTTPWriteTimeout time.Duration
+	// HTTPIdleTimeout closes a keep-alive connection idle this long
+	// (http { idle_timeout }).
+	HTTPIdleTimeout time.Duration
+
 	// ArtifactReplicas is how many nodes store an uploaded artifact before its
 	// version is recorded (capped at the number of alive nodes).
 	ArtifactReplicas int
@@ -63,6 +75,13 @@ type Config struct {
 	// whose version is not yet committed.
 	BlobGCInterval time.Duration
 	BlobGCGrace    time.Duration
+	// PredictTimeout is the server-side deadline of one prediction (v1
+	// :predict and v2 infer) whose deployment sets no timeout_ms; it also
+	// bounds a prediction's wait for ?index=.
+	PredictTimeout time.Duration
+
+	// Limits bounds the uploads and restores a node takes at once (limits {}).
+	Limits LimitsConfig
 
 	// ACL is access control for the HTTP API (acl {}).
 	ACL ACLConfig
@@ -73,6 +92,23 @@ type Config struct {
 	// Insecure lets a non-dev agent with ACLs enabled start without gossip
 	// encryption or transport TLS: the operator says they know what is open.
 	Insecure bool
+}
+
+// LimitsConfig is the limits {} block: how much long-running work one node
+// takes at once. Past a bound a request is refused at once with 429
+// overloaded, not queued.
+type LimitsConfig struct {
+	// MaxConcurrentUploads bounds model file uploads in progress
+	// (POST /v1/models/{name}/versions), from the first byte read to the
+	// version recorded.
+	MaxConcurrentUploads int
+	// MaxConcurrentRestores bounds snapshot restores in progress on this
+	// node (PUT /v1/snapshot, and those handed to it as the leader).
+	MaxConcurrentRestores int
+	// UploadIdleTimeout drops an upload or a snapshot restore whose body
+	// delivers no bytes for this long, and a snapshot download whose client
+	// takes none; a slow transfer that keeps moving is not bounded.
+	UploadIdleTimeout time.Duration
 }
 
 // ACLConfig is the acl {} block.
@@ -147,10 +183,19 @@ func DefaultConfig() Config {
 		SnapshotInterval:    30 * time.Second,
 		TrailingLogs:        10240,
 		MaxBodyBytes:        8 << 20,
+		HTTPReadTimeout:     time.Minute,
+		HTTPWriteTimeout:    2 * time.Minute,
+		HTTPIdleTimeout:     2 * time.Minute,
 		ArtifactReplicas:    2,
 		MaxArtifactBytes:    16 << 30,
 		BlobGCInterval:      5 * time.Minute,
 		BlobGCGrace:         time.Hour,
+		PredictTimeout:      30 * time.Second,
+		Limits: LimitsConfig{
+			MaxConcurrentUploads:  4,
+			MaxConcurrentRestores: 1,
+			UploadIdleTimeout:     time.Minute,
+		},
 		ACL: ACLConfig{
 			DefaultPolicy: "deny",
 			TokenTTLCache: 30 * time.Second,
@@ -231,6 +276,9 @@ func (c *Config) Validate() error {
 	if c.BlobGCInterval < time.Second {
 		return fmt.Errorf("node: serving.blob_gc_interval must be at least 1s, got %s", c.BlobGCInterval)
 	}
+	if err := c.validateLimits(); err != nil {
+		return err
+	}
 	if c.TLS != nil && (c.TLS.CertFile == "" || c.TLS.KeyFile == "" || c.TLS.CAFile == "") {
 		return errors.New("node: tls needs cert_file, key_file and ca_file")
 	}
@@ -249,6 +297,45 @@ func (c *Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// validateLimits checks the HTTP timeouts, the limits {} block and the
+// blob collector's grace period, which must outlast an upload's commit.
+func (c *Config) validateLimits() error {
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{
+		{"http.read_timeout", c.HTTPReadTimeout},
+		{"http.write_timeout", c.HTTPWriteTimeout},
+		{"http.idle_timeout", c.HTTPIdleTimeout},
+		{"serving.predict_timeout", c.PredictTimeout},
+		{"limits.upload_idle_timeout", c.Limits.UploadIdleTimeout},
+	} {
+		if d.v <= 0 {
+			return fmt.Errorf("node: %s must be > 0, got %s", d.key, d.v)
+		}
+	}
+	if c.HTTPWriteTimeout <= c.PredictTimeout {
+		return fmt.Errorf("node: http.write_timeout %s must be longer than serving.predict_timeout %s, so a prediction past its deadline can still be answered", c.HTTPWriteTimeout, c.PredictTimeout)
+	}
+	if c.Limits.MaxConcurrentUploads < 1 {
+		return fmt.Errorf("node: limits.max_concurrent_uploads must be >= 1, got %d", c.Limits.MaxConcurrentUploads)
+	}
+	if c.Limits.MaxConcurrentRestores < 1 {
+		return fmt.Errorf("node: limits.max_concurrent_restores must be >= 1, got %d", c.Limits.MaxConcurrentRestores)
+	}
+	if floor := c.minBlobGCGrace(); c.BlobGCGrace < floor {
+		return fmt.Errorf("node: serving.blob_gc_grace %s is shorter than %s (limits.upload_idle_timeout %s + %s for a proposed version to commit): the file of an upload still in progress could be collected before its version is recorded", c.BlobGCGrace, floor, c.Limits.UploadIdleTimeout, versionCommitWindow)
+	}
+	return nil
+}
+
+// minBlobGCGrace is the shortest blob_gc_grace that covers an upload in
+// progress: one stall of its body (upload_idle_timeout) and the longest a
+// version can take to be applied once proposed (versionCommitWindow).
+func (c *Config) minBlobGCGrace() time.Duration {
+	return c.Limits.UploadIdleTimeout + versionCommitWindow
 }
 
 // validateAccess checks the acl, exec, http.tls and insecure settings.
@@ -314,7 +401,9 @@ func (c *Config) openings() []string {
 
 var logLevels = map[string]bool{"trace": true, "debug": true, "info": true, "warn": true, "error": true}
 
-// advertiseIP is the address peers use to reach this node.
+// advertiseIP is the address peers use to reach this node. New settles an
+// unset advertise_addr first (settleAdvertiseAddr), so the loopback answer
+// below is left to -dev, where the node is alone.
 func (c *Config) advertiseIP() string {
 	if c.AdvertiseAddr != "" {
 		return c.AdvertiseAddr
@@ -359,6 +448,13 @@ type fileConfig struct {
 	TLS             *fileTLS       `hcl:"tls,block"`
 	Resources       *fileResources `hcl:"resources,block"`
 	Serving         *fileServing   `hcl:"serving,block"`
+	Limits          *fileLimits    `hcl:"limits,block"`
+}
+
+type fileLimits struct {
+	MaxConcurrentUploads  *int    `hcl:"max_concurrent_uploads,optional"`
+	MaxConcurrentRestores *int    `hcl:"max_concurrent_restores,optional"`
+	UploadIdleTimeout     *string `hcl:"upload_idle_timeout,optional"`
 }
 
 type fileServing struct {
@@ -366,6 +462,7 @@ type fileServing struct {
 	MaxArtifactBytes *int64  `hcl:"max_artifact_bytes,optional"`
 	BlobGCInterval   *string `hcl:"blob_gc_interval,optional"`
 	BlobGCGrace      *string `hcl:"blob_gc_grace,optional"`
+	PredictTimeout   *string `hcl:"predict_timeout,optional"`
 }
 
 type filePorts struct {
@@ -382,6 +479,9 @@ type fileRaft struct {
 
 type fileHTTP struct {
 	MaxBodyBytes *int64       `hcl:"max_body_bytes,optional"`
+	ReadTimeout  *string      `hcl:"read_timeout,optional"`
+	WriteTimeout *string      `hcl:"write_timeout,optional"`
+	IdleTimeout  *string      `hcl:"idle_timeout,optional"`
 	TLS          *fileHTTPTLS `hcl:"tls,block"`
 }
 
@@ -568,12 +668,28 @@ func (fc *fileConfig) applyTo(c *Config, body hcl.Body) error {
 	if fc.Serving != nil {
 		durations = append(durations,
 			durationKey{"serving.blob_gc_interval", fc.Serving.BlobGCInterval, &c.BlobGCInterval},
-			durationKey{"serving.blob_gc_grace", fc.Serving.BlobGCGrace, &c.BlobGCGrace})
+			durationKey{"serving.blob_gc_grace", fc.Serving.BlobGCGrace, &c.BlobGCGrace},
+			durationKey{"serving.predict_timeout", fc.Serving.PredictTimeout, &c.PredictTimeout})
 		if fc.Serving.ArtifactReplicas != nil {
 			c.ArtifactReplicas = *fc.Serving.ArtifactReplicas
 		}
 		if fc.Serving.MaxArtifactBytes != nil {
 			c.MaxArtifactBytes = *fc.Serving.MaxArtifactBytes
+		}
+	}
+	if fc.HTTP != nil {
+		durations = append(durations,
+			durationKey{"http.read_timeout", fc.HTTP.ReadTimeout, &c.HTTPReadTimeout},
+			durationKey{"http.write_timeout", fc.HTTP.WriteTimeout, &c.HTTPWriteTimeout},
+			durationKey{"http.idle_timeout", fc.HTTP.IdleTimeout, &c.HTTPIdleTimeout})
+	}
+	if fc.Limits != nil {
+		durations = append(durations, durationKey{"limits.upload_idle_timeout", fc.Limits.UploadIdleTimeout, &c.Limits.UploadIdleTimeout})
+		if fc.Limits.MaxConcurrentUploads != nil {
+			c.Limits.MaxConcurrentUploads = *fc.Limits.MaxConcurrentUploads
+		}
+		if fc.Limits.MaxConcurrentRestores != nil {
+			c.Limits.MaxConcurrentRestores = *fc.Limits.MaxConcurrentRestores
 		}
 	}
 	if fc.ACL != nil {

@@ -108,6 +108,14 @@ func TestConfig_Validate(t *testing.T) {
 		{"bad level", func(c *Config) { c.LogLevel = "loud" }, "log_level"},
 		{"short key", func(c *Config) { c.EncryptKey = []byte("x") }, "encrypt"},
 		{"gpu without model", func(c *Config) { c.GPUs = []GPUDecl{{MemoryMB: 1, Count: 1}} }, "resources.gpu[0].model"},
+		{"no read timeout", func(c *Config) { c.HTTPReadTimeout = 0 }, "http.read_timeout"},
+		{"no write timeout", func(c *Config) { c.HTTPWriteTimeout = 0 }, "http.write_timeout"},
+		{"no idle timeout", func(c *Config) { c.HTTPIdleTimeout = 0 }, "http.idle_timeout"},
+		{"no predict timeout", func(c *Config) { c.PredictTimeout = 0 }, "serving.predict_timeout"},
+		{"write timeout within predict timeout", func(c *Config) { c.PredictTimeout = c.HTTPWriteTimeout }, "http.write_timeout"},
+		{"no upload idle timeout", func(c *Config) { c.Limits.UploadIdleTimeout = 0 }, "limits.upload_idle_timeout"},
+		{"no uploads", func(c *Config) { c.Limits.MaxConcurrentUploads = 0 }, "limits.max_concurrent_uploads"},
+		{"no restores", func(c *Config) { c.Limits.MaxConcurrentRestores = 0 }, "limits.max_concurrent_restores"},
 	}
 	if err := ok.Validate(); err != nil {
 		t.Fatalf("defaults with data_dir should validate: %v", err)
@@ -233,6 +241,93 @@ func TestConfig_ACLNeedsEncryptAndTLS(t *testing.T) {
 		c(&bad)
 		if err := bad.Validate(); err == nil {
 			t.Errorf("config %+v %+v %+v validated", bad.ACL, bad.Exec, bad.HTTPTLS)
+		}
+	}
+}
+
+func TestConfig_BlobGCGraceCoversAnUpload(t *testing.T) {
+	base := DefaultConfig()
+	base.DataDir = "/tmp/x"
+	base.Limits.UploadIdleTimeout = time.Minute
+	floor := time.Minute + versionCommitWindow
+	cases := []struct {
+		name  string
+		grace time.Duration
+		idle  time.Duration
+		ok    bool
+	}{
+		{"default", DefaultConfig().BlobGCGrace, time.Minute, true},
+		{"at the floor", floor, time.Minute, true},
+		{"below the floor", floor - time.Second, time.Minute, false},
+		{"a longer idle timeout raises the floor", floor, 2 * time.Minute, false},
+		{"zero", 0, time.Minute, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := base
+			c.BlobGCGrace, c.Limits.UploadIdleTimeout = tc.grace, tc.idle
+			err := c.Validate()
+			if tc.ok {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("blob_gc_grace %s with upload_idle_timeout %s validated", tc.grace, tc.idle)
+			}
+			for _, w := range []string{"serving.blob_gc_grace", "limits.upload_idle_timeout", "commit"} {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadFiles_LimitsAndTimeouts(t *testing.T) {
+	dir := t.TempDir()
+	p := writeFile(t, dir, "limits.hcl", `
+http {
+  read_timeout  = "20s"
+  write_timeout = "90s"
+  idle_timeout  = "3m"
+}
+serving {
+  predict_timeout = "5s"
+  blob_gc_grace   = "30m"
+}
+limits {
+  max_concurrent_uploads  = 8
+  max_concurrent_restores = 2
+  upload_idle_timeout     = "45s"
+}
+`)
+	cfg, err := LoadFiles(DefaultConfig(), []string{p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HTTPReadTimeout != 20*time.Second || cfg.HTTPWriteTimeout != 90*time.Second || cfg.HTTPIdleTimeout != 3*time.Minute {
+		t.Errorf("http: read %s write %s idle %s", cfg.HTTPReadTimeout, cfg.HTTPWriteTimeout, cfg.HTTPIdleTimeout)
+	}
+	if cfg.PredictTimeout != 5*time.Second || cfg.BlobGCGrace != 30*time.Minute {
+		t.Errorf("serving: predict %s grace %s", cfg.PredictTimeout, cfg.BlobGCGrace)
+	}
+	if want := (LimitsConfig{MaxConcurrentUploads: 8, MaxConcurrentRestores: 2, UploadIdleTimeout: 45 * time.Second}); cfg.Limits != want {
+		t.Errorf("limits: %+v, want %+v", cfg.Limits, want)
+	}
+	cfg.DataDir = "/tmp/x"
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []struct{ body, want string }{
+		{"limits {\n  max_concurrent_upload = 2\n}\n", "max_concurrent_upload"},
+		{"limits {\n  upload_idle_timeout = \"soon\"\n}\n", "limits.upload_idle_timeout"},
+		{"http {\n  write_timeout = \"x\"\n}\n", "http.write_timeout"},
+	} {
+		p := writeFile(t, dir, "bad.hcl", bad.body)
+		if _, err := LoadFiles(DefaultConfig(), []string{p}); err == nil || !strings.Contains(err.Error(), bad.want) || !strings.Contains(err.Error(), "bad.hcl:2") {
+			t.Errorf("%q: %v, want an error naming bad.hcl:2 and %s", bad.body, err, bad.want)
 		}
 	}
 }

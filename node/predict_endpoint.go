@@ -51,6 +51,7 @@ func (a *Agent) handleModelAction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tensorjson.NormalizeTabular(inputs, &target.Version.Schema)
+	extendWriteDeadline(w, target.Deployment)
 	out, err := a.serving.router.Predict(r.Context(), target, inputs)
 	if err != nil {
 		writePredictError(w, err)
@@ -100,11 +101,12 @@ func (a *Agent) resolveTarget(r *http.Request, name string, sel serving.Selector
 		if err != nil {
 			return nil, structs.Errorf(structs.CodeInvalid, "index must be a non-negative integer, not %q", s)
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), maxIndexWait)
+		wait := min(maxIndexWait, a.cfg.PredictTimeout)
+		ctx, cancel := context.WithTimeout(r.Context(), wait)
 		err = a.fsm.WaitForIndex(ctx, idx)
 		cancel()
 		if err != nil {
-			return nil, structs.Errorf(structs.CodeUnavailable, "index %d not reached within %s (applied %d)", idx, maxIndexWait, a.fsm.AppliedIndex())
+			return nil, structs.Errorf(structs.CodeUnavailable, "index %d not reached within %s (applied %d)", idx, wait, a.fsm.AppliedIndex())
 		}
 	}
 	// The local registry answers, a model that is unknown or not deployed

@@ -58,14 +58,15 @@ func (a *Agent) setupServing() {
 	s := &servingParts{registry: reg, metrics: serving.NewMetrics(reg)}
 	local := serving.NewLocalShards()
 	s.router = serving.NewRouter(serving.RouterConfig{
-		NodeID:  a.id,
-		Local:   local,
-		System:  a.actors,
-		View:    a.view,
-		Index:   a.fsm.IndexFunc(raftfsm.ServingTables...),
-		Alive:   a.isAlive,
-		Metrics: s.metrics,
-		Logger:  a.logger.Named("serving"),
+		NodeID:         a.id,
+		Local:          local,
+		System:         a.actors,
+		View:           a.view,
+		Index:          a.fsm.IndexFunc(raftfsm.ServingTables...),
+		Alive:          a.isAlive,
+		PredictTimeout: a.cfg.PredictTimeout,
+		Metrics:        s.metrics,
+		Logger:         a.logger.Named("serving"),
 	})
 	s.reconciler = serving.NewReconciler(serving.ReconcilerConfig{
 		NodeID:  a.id,

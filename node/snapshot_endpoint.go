@@ -19,9 +19,18 @@ import (
 // maxSnapshotBytes bounds a snapshot upload; it is spooled to disk, not memory.
 const maxSnapshotBytes = 16 << 30
 
+// snapshotRestoreRPCTimeout bounds the leader's side of a restore handed on
+// by a follower: checking the file again (which grows with its size), Raft's
+// restore (one minute to start) and the write after it. The copy to the
+// leader before it is bounded per chunk (blobCallTimeout) instead.
+const snapshotRestoreRPCTimeout = 10 * time.Minute
+
 // handleSnapshotSave streams the registry state as of this node's view (with the
-// usual consistency parameters) in the FSM's snapshot format.
+// usual consistency parameters) in the FSM's snapshot format. The download
+// may take minutes; a client that takes no bytes for
+// limits.upload_idle_timeout is dropped (longRequest).
 func (a *Agent) handleSnapshotSave(w http.ResponseWriter, r *http.Request) {
+	w, _ = longRequest(w, r, a.cfg.Limits.UploadIdleTimeout)
 	txn, err := a.readTxn(w, r)
 	if err != nil {
 		writeError(w, err)
@@ -58,7 +67,18 @@ func (s *httpSink) Cancel() error               { return nil }
 // RPC port (as an artifact copy, then snapshot.restore), like every other
 // request it forwards: the leader trusts it as a node, checks the file again
 // and restores it.
+//
+// At most limits.max_concurrent_restores run at once on a node; one more is
+// refused with 429. The body is dropped once it delivers nothing for
+// limits.upload_idle_timeout (longRequest).
 func (a *Agent) handleSnapshotRestore(w http.ResponseWriter, r *http.Request) {
+	w, body := longRequest(w, r, a.cfg.Limits.UploadIdleTimeout)
+	release, err := a.acquireRestore()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer release()
 	tmpDir, err := os.MkdirTemp(a.cfg.DataDir, "restore-")
 	if err != nil {
 		writeError(w, structs.Errorf(structs.CodeInternal, "snapshot restore: %v", err))
@@ -67,10 +87,13 @@ func (a *Agent) handleSnapshotRestore(w http.ResponseWriter, r *http.Request) {
 	defer os.RemoveAll(tmpDir)
 	// Spooled into the blob store's scratch space, hashed on the way: a
 	// follower then hands the same file on as a blob, without a second copy.
-	path, digest, size, err := a.blobs.ingest(r.Body, maxSnapshotBytes)
+	path, digest, size, err := a.blobs.ingest(body, maxSnapshotBytes)
 	switch {
 	case errors.Is(err, errBlobTooLarge):
 		writeError(w, structs.Errorf(structs.CodeTooLarge, "request body is larger than %d bytes", int64(maxSnapshotBytes)))
+		return
+	case errors.Is(err, errUploadStalled):
+		writeError(w, stalledError(a.cfg.Limits.UploadIdleTimeout)) // ingest removed its file
 		return
 	case err != nil:
 		writeError(w, structs.Errorf(structs.CodeInvalid, "reading the snapshot: %v", err))
@@ -138,6 +161,12 @@ type snapshotRestoreArgs struct {
 	Digest string `msgpack:"digest"`
 	// Token is the caller's token secret, checked again on the leader.
 	Token string `msgpack:"token,omitempty"`
+	// Hops is how many times the file was handed on before it arrived: 1
+	// from restoreViaLeader. A restore is handed on at most once: the node
+	// that receives it restores it as the leader or refuses it, never hands
+	// it on again, so a stale view of the leader costs one refused copy
+	// rather than a chain of them.
+	Hops int `msgpack:"hops"`
 }
 
 type snapshotRestoreReply struct {
@@ -145,8 +174,11 @@ type snapshotRestoreReply struct {
 }
 
 // restoreViaLeader stores the checked upload (tmp, from blobs.ingest) as a
-// blob, copies it to the leader and asks the leader to restore it. The blob is removed on both sides afterwards (the collector
-// would take it anyway: no version references it).
+// blob, copies it to the leader and asks the leader to restore it, waiting
+// at most snapshotRestoreRPCTimeout for its answer. The blob is removed on
+// both sides afterwards (the collector would take it anyway: no version
+// references it). A leader that has stepped down refuses it (not_leader,
+// 503): the client retries, and the file is not handed on again.
 func (a *Agent) restoreViaLeader(ctx context.Context, tmp, digest string) (uint64, error) {
 	addr, _ := a.raft.LeaderWithID()
 	if addr == "" {
@@ -159,14 +191,19 @@ func (a *Agent) restoreViaLeader(ctx context.Context, tmp, digest string) (uint6
 	if err := a.xfer.push(ctx, string(addr), digest); err != nil {
 		return 0, structs.Errorf(structs.CodeUnavailable, "snapshot restore: copying the file to the leader %s: %v", addr, err)
 	}
+	cctx, cancel := context.WithTimeout(ctx, snapshotRestoreRPCTimeout)
+	defer cancel()
+	args := &snapshotRestoreArgs{Digest: digest, Token: callerToken(ctx), Hops: 1}
 	var reply snapshotRestoreReply
-	if err := a.trans.Call(ctx, string(addr), rpcSnapshotRestore, &snapshotRestoreArgs{Digest: digest, Token: callerToken(ctx)}, &reply); err != nil {
+	if err := a.trans.Call(cctx, string(addr), rpcSnapshotRestore, args, &reply); err != nil {
 		return 0, fromTransport(err)
 	}
 	return reply.Index, nil
 }
 
-// handleSnapshotRestoreRPC is the leader's side of restoreViaLeader.
+// handleSnapshotRestoreRPC is the leader's side of restoreViaLeader. It
+// never hands the file on: a node that is not the leader refuses it, and
+// drops the copy it was sent.
 func (a *Agent) handleSnapshotRestoreRPC(ctx context.Context, dec transport.Decoder) (any, error) {
 	var args snapshotRestoreArgs
 	if err := dec.Decode(&args); err != nil {
@@ -176,7 +213,8 @@ func (a *Agent) handleSnapshotRestoreRPC(ctx context.Context, dec transport.Deco
 		return nil, err
 	}
 	if a.raft.State() != raft.Leader {
-		return nil, structs.Errorf(structs.CodeNotLeader, "node: not the leader")
+		_ = a.blobs.remove(args.Digest)
+		return nil, structs.Errorf(structs.CodeNotLeader, "node: snapshot restore handed on %d time(s) reached %s, which is not the leader; a restore is handed on at most once: retry", args.Hops, a.cfg.NodeName)
 	}
 	if a.acl != nil && args.Token != "" {
 		id, err := a.acl.Resolve(args.Token)
@@ -187,6 +225,11 @@ func (a *Agent) handleSnapshotRestoreRPC(ctx context.Context, dec transport.Deco
 			return nil, err
 		}
 	}
+	release, err := a.acquireRestore()
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	size, ok := a.blobs.has(args.Digest)
 	if !ok {
 		return nil, structs.Errorf(structs.CodeNotFound, "node: snapshot file %.12s is not here", args.Digest)

@@ -2,8 +2,10 @@ package node
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 
 	"github.com/kilnml/kiln/raftfsm"
 	"github.com/kilnml/kiln/raftfsm/structs"
+	"github.com/kilnml/kiln/transport"
 )
 
 // memSnapshotSink is a raft.SnapshotSink in memory.
@@ -119,5 +122,81 @@ func TestSnapshotRestore_RefusesRecordsTheAPIRefuses(t *testing.T) {
 	}
 	if got := modelNames(t, a); got != "iris" {
 		t.Fatalf("models after the restore = %q, want iris", got)
+	}
+}
+
+// TestSnapshotRestore_ThroughFollower restores through a follower, which
+// hands the file to the leader once and waits for it within a deadline.
+func TestSnapshotRestore_ThroughFollower(t *testing.T) {
+	a, b := testPair(t)
+	waitLeader(t, a)
+	waitFor(t, 10*time.Second, "the follower to know the leader", func() bool {
+		addr, _ := b.raft.LeaderWithID()
+		return addr != ""
+	})
+	var mu sync.Mutex // guards hops and deadlines
+	var hops []int
+	var deadlines []bool
+	a.trans.Register(rpcSnapshotRestore, func(ctx context.Context, dec transport.Decoder) (any, error) {
+		_, ok := ctx.Deadline()
+		var args snapshotRestoreArgs
+		if err := dec.Decode(&args); err != nil {
+			return nil, err
+		}
+		mu.Lock()
+		deadlines = append(deadlines, ok)
+		hops = append(hops, args.Hops)
+		mu.Unlock()
+		return a.handleSnapshotRestoreRPC(ctx, decoded(args))
+	})
+	t.Cleanup(func() { a.trans.Register(rpcSnapshotRestore, a.handleSnapshotRestoreRPC) })
+
+	good := registrySnapshot(t, structs.NewID(time.Now()))
+	if r := call(t, b, "PUT", "/v1/snapshot", string(good)); r.status != 200 {
+		t.Fatalf("restore through the follower: %d %v", r.status, r.body)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(deadlines) != 1 || !deadlines[0] || len(hops) != 1 || hops[0] != 1 {
+		t.Errorf("leader saw %d restore calls, deadlines %v, hops %v; want one, with a deadline, one hop", len(deadlines), deadlines, hops)
+	}
+	if got := modelNames(t, b); got != "iris" {
+		t.Fatalf("models after the restore = %q, want iris", got)
+	}
+}
+
+// decoded hands already decoded snapshot.restore arguments to a handler.
+type decoded snapshotRestoreArgs
+
+func (d decoded) Decode(v any) error {
+	*v.(*snapshotRestoreArgs) = snapshotRestoreArgs(d)
+	return nil
+}
+
+// TestSnapshotRestore_HandedOnAtMostOnce sends a restore to a node that is
+// not the leader, as a follower with a stale view of the leader would: it is
+// refused, the copy dropped, and nothing handed on.
+func TestSnapshotRestore_HandedOnAtMostOnce(t *testing.T) {
+	a, b := testPair(t)
+	waitLeader(t, a)
+	puts := countCalls(t, a, rpcBlobPut, a.xfer.handlePut)
+	restores := countCalls(t, a, rpcSnapshotRestore, a.handleSnapshotRestoreRPC)
+
+	digest := storeBlob(t, b.blobs, registrySnapshot(t, structs.NewID(time.Now()))) // the copy a follower pushed
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var reply snapshotRestoreReply
+	err := a.trans.Call(ctx, b.trans.Addr(), rpcSnapshotRestore, &snapshotRestoreArgs{Digest: digest, Hops: 1}, &reply)
+	if code := remoteCode(err); code != structs.CodeNotLeader || !strings.Contains(err.Error(), "at most once") {
+		t.Fatalf("restore on a non-leader: %v (code %q), want not_leader", err, code)
+	}
+	if httpStatus(structs.CodeNotLeader) != 503 {
+		t.Errorf("not_leader answers %d, want 503", httpStatus(structs.CodeNotLeader))
+	}
+	if puts.Load() != 0 || restores.Load() != 0 {
+		t.Errorf("the refused restore was handed on: %d blob.put, %d snapshot.restore calls to the leader", puts.Load(), restores.Load())
+	}
+	if _, ok := b.blobs.has(digest); ok {
+		t.Error("the refusing node kept the copy it was sent")
 	}
 }

@@ -170,6 +170,7 @@ func (a *Agent) handleV2Infer(w http.ResponseWriter, r *http.Request) {
 		inputs[i] = t
 	}
 	tensorjson.NormalizeTabular(inputs, &target.Version.Schema)
+	extendWriteDeadline(w, target.Deployment)
 	out, err := a.serving.router.Predict(r.Context(), target, inputs)
 	if err != nil {
 		writePredictError(w, err)

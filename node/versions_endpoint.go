@@ -29,9 +29,15 @@ import (
 // A failure before step 4 leaves at most unreferenced blobs, which the
 // collector removes after its grace period.
 //
+// At most limits.max_concurrent_uploads run at once on a node; one more is
+// refused with 429. The body may take as long as it needs while it keeps
+// moving, but is dropped once it delivers nothing for
+// limits.upload_idle_timeout (longRequest).
+//
 // Query parameters: format (else detected), metadata and schema (JSON
 // objects), process (JSON, for format=process).
 func (a *Agent) handleVersionCreate(w http.ResponseWriter, r *http.Request) {
+	w, body := longRequest(w, r, a.cfg.Limits.UploadIdleTimeout)
 	name := r.PathValue("name")
 	if err := structs.ValidateName("name", name); err != nil {
 		writeError(w, err)
@@ -51,11 +57,20 @@ func (a *Agent) handleVersionCreate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err) // checked again when the version is applied
 		return
 	}
+	release, err := a.acquireUpload()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer release()
 
-	tmp, digest, size, err := a.blobs.ingest(r.Body, a.cfg.MaxArtifactBytes)
+	tmp, digest, size, err := a.blobs.ingest(body, a.cfg.MaxArtifactBytes)
 	switch {
 	case errors.Is(err, errBlobTooLarge):
 		writeError(w, structs.Errorf(structs.CodeTooLarge, "model file is larger than serving.max_artifact_bytes (%d bytes)", a.cfg.MaxArtifactBytes))
+		return
+	case errors.Is(err, errUploadStalled):
+		writeError(w, stalledError(a.cfg.Limits.UploadIdleTimeout)) // ingest removed its file
 		return
 	case err != nil:
 		writeError(w, structs.Errorf(structs.CodeInvalid, "reading the model file: %v", err))

@@ -1,6 +1,9 @@
 package node
 
 import (
+	"fmt"
+	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -8,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kilnml/kiln/raftfsm/structs"
 )
 
 const (
@@ -368,5 +373,116 @@ func TestAgent_CollectBlobs(t *testing.T) {
 	// Nothing left to collect.
 	if n, err := a.collectBlobs(now); err != nil || n != 0 {
 		t.Errorf("second collection removed %d (err %v)", n, err)
+	}
+}
+
+// longRoutes are the routes whose bodies may take minutes, with a request
+// each route accepts.
+func longRoutes(t *testing.T) []struct {
+	name, method, path string
+	good               []byte
+	okStatus           int
+	places             func(a *Agent) *inFlight
+} {
+	return []struct {
+		name, method, path string
+		good               []byte
+		okStatus           int
+		places             func(a *Agent) *inFlight
+	}{
+		{"upload", "POST", "/v1/models/m/versions?format=linear", readTestdata(t, linearIrisFile), 201,
+			func(a *Agent) *inFlight { return &a.uploads }},
+		{"snapshot restore", "PUT", "/v1/snapshot", registrySnapshot(t, structs.NewID(time.Now())), 200,
+			func(a *Agent) *inFlight { return &a.restores }},
+	}
+}
+
+func TestAgent_StalledUploadIsDropped(t *testing.T) {
+	a := testNode(t, func(c *Config) { c.Limits.UploadIdleTimeout = 300 * time.Millisecond })
+	waitLeader(t, a)
+	createModel(t, a, "m")
+	for _, rt := range longRoutes(t) {
+		t.Run(rt.name, func(t *testing.T) {
+			conn := stalledRequest(t, a, rt.method, rt.path, len(rt.good), string(rt.good[:len(rt.good)/2]))
+			status, body := readAnswer(t, conn)
+			if status != 400 || !strings.Contains(body, "upload stalled") || !strings.Contains(body, "limits.upload_idle_timeout") {
+				t.Fatalf("stalled %s: %d %s, want 400 upload stalled", rt.name, status, body)
+			}
+			// The handler has answered: its temporary file is gone.
+			if names := dirNames(t, a.blobs.tmpDir()); len(names) != 0 {
+				t.Errorf("a stalled %s left %v in %s", rt.name, names, a.blobs.tmpDir())
+			}
+			for _, name := range dirNames(t, a.cfg.DataDir) {
+				if strings.HasPrefix(name, "restore-") {
+					t.Errorf("a stalled %s left %s in the data dir", rt.name, name)
+				}
+			}
+			waitFor(t, 5*time.Second, "the place to be given back", func() bool { return rt.places(a).n.Load() == 0 })
+		})
+	}
+}
+
+// TestAgent_SlowUploadSurvives sends a model file in pieces for longer than
+// the idle timeout, read_timeout and write_timeout, each piece well within
+// the idle timeout: the upload is recorded and answered.
+func TestAgent_SlowUploadSurvives(t *testing.T) {
+	const idle = time.Second
+	a := testNode(t, func(c *Config) {
+		c.Limits.UploadIdleTimeout = idle
+		c.HTTPReadTimeout = 2 * time.Second
+		c.HTTPWriteTimeout = 2 * time.Second
+		c.PredictTimeout = time.Second
+	})
+	waitLeader(t, a)
+	createModel(t, a, "m")
+	file := readTestdata(t, linearIrisFile)
+	const pieces = 40
+	pr, pw := io.Pipe()
+	go func() {
+		step := (len(file) + pieces - 1) / pieces
+		for off := 0; off < len(file); off += step {
+			if _, err := pw.Write(file[off:min(off+step, len(file))]); err != nil {
+				return
+			}
+			time.Sleep(idle / 10) // a slow client: 4 s in all
+		}
+		pw.Close()
+	}()
+	resp, err := http.Post("http://"+a.HTTPAddr()+"/v1/models/m/versions?format=linear", "application/octet-stream", pr)
+	if err != nil {
+		t.Fatalf("slow upload: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 201 {
+		t.Fatalf("slow upload: %d %s", resp.StatusCode, body)
+	}
+}
+
+func TestAgent_ConcurrentUploadsAndRestoresCapped(t *testing.T) {
+	a := testNode(t, func(c *Config) {
+		c.Limits.MaxConcurrentUploads = 1
+		c.Limits.MaxConcurrentRestores = 1
+	})
+	waitLeader(t, a)
+	createModel(t, a, "m")
+	for _, rt := range longRoutes(t) {
+		t.Run(rt.name, func(t *testing.T) {
+			// One request that holds the only place while its body trickles.
+			conn := stalledRequest(t, a, rt.method, rt.path, len(rt.good), string(rt.good[:10]))
+			waitFor(t, 10*time.Second, "the first request to take the place", func() bool { return rt.places(a).n.Load() == 1 })
+
+			r := call(t, a, rt.method, rt.path, string(rt.good))
+			if r.status != 429 || r.body["code"] != structs.CodeOverloaded || r.header.Get("Retry-After") != "1" ||
+				!strings.Contains(fmt.Sprint(r.body["error"]), "limits.max_concurrent_") {
+				t.Fatalf("second %s: %d %v (Retry-After %q), want 429 overloaded naming the limit", rt.name, r.status, r.body, r.header.Get("Retry-After"))
+			}
+
+			conn.Close() // the first one fails and gives its place back
+			waitFor(t, 10*time.Second, "the place to be given back", func() bool { return rt.places(a).n.Load() == 0 })
+			if r := call(t, a, rt.method, rt.path, string(rt.good)); r.status != rt.okStatus {
+				t.Fatalf("%s once the place is free: %d %v", rt.name, r.status, r.body)
+			}
+		})
 	}
 }
