@@ -24,6 +24,7 @@ import (
 
 	"github.com/kilnml/kiln/actors"
 	"github.com/kilnml/kiln/node/internal/acl"
+	"github.com/kilnml/kiln/node/internal/blobs"
 	"github.com/kilnml/kiln/raftfsm"
 	"github.com/kilnml/kiln/raftfsm/structs"
 	"github.com/kilnml/kiln/transport"
@@ -50,8 +51,8 @@ type Agent struct {
 	forwarder *forwarder
 	committer *committer
 	actors    *actors.System
-	blobs     *blobStore
-	xfer      *blobTransfers
+	blobs     *blobs.Store
+	xfer      *blobs.Transfers
 	serving   *servingParts
 	http      *http.Server
 	httpLn    net.Listener
@@ -157,10 +158,9 @@ func New(cfg Config, logger hclog.Logger) (a *Agent, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if a.blobs, err = newBlobStore(cfg.DataDir); err != nil {
+	if err = a.newBlobs(); err != nil {
 		return nil, err
 	}
-	a.xfer = newBlobTransfers(a, a.blobs)
 	a.setupServing()
 	a.registerRPC()
 
@@ -534,7 +534,7 @@ func (a *Agent) Shutdown() error {
 		}
 		a.wg.Wait()
 		if a.xfer != nil {
-			a.xfer.closeAll()
+			a.xfer.CloseAll()
 		}
 		if a.wal != nil {
 			errs = append(errs, a.wal.Close())

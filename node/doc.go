@@ -12,7 +12,8 @@
 // (<capability>_endpoint.go, which also lists its RPC methods); leader-only
 // loops are leader tasks (leader_<capability>.go) started and stopped with
 // leadership (leader.go). Tokens are resolved by node/internal/acl; JSON
-// tensors are decoded and encoded by node/internal/tensorjson.
+// tensors are decoded and encoded by node/internal/tensorjson; blobs are
+// stored and moved by node/internal/blobs.
 //
 // DESIGN.md in this directory explains the choices that are not obvious from the
 // code: why membership is reconciled by our own loop rather than raft-autopilot,

@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/memberlist"
 
+	"github.com/kilnml/kiln/node/internal/blobs"
 	"github.com/kilnml/kiln/raftfsm/structs"
 	"github.com/kilnml/kiln/transport"
 )
@@ -122,7 +123,7 @@ func (k *keyring) save() error {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("node: save keyring: %w", err)
 	}
-	if err := syncDir(filepath.Dir(k.path)); err != nil {
+	if err := blobs.SyncDir(filepath.Dir(k.path)); err != nil {
 		return fmt.Errorf("node: save keyring: %w", err)
 	}
 	return nil

@@ -46,11 +46,11 @@ func (a *Agent) handleBlobFetchRPC(ctx context.Context, dec transport.Decoder) (
 // fetchBlob makes a blob local, and checks it has the size the version
 // records.
 func (a *Agent) fetchBlob(ctx context.Context, args *blobFetchArgs) error {
-	if _, err := a.xfer.ensure(ctx, args.Digest, args.Holders); err != nil {
+	if _, err := a.xfer.Ensure(ctx, args.Digest, args.Holders); err != nil {
 		return err
 	}
-	if size, _ := a.blobs.has(args.Digest); args.Size > 0 && size != args.Size {
-		_ = a.blobs.remove(args.Digest)
+	if size, _ := a.blobs.Has(args.Digest); args.Size > 0 && size != args.Size {
+		_ = a.blobs.Remove(args.Digest)
 		return structs.Errorf(structs.CodeInvalid, "node: blob %.12s is %d bytes, the version records %d", args.Digest, size, args.Size)
 	}
 	return nil

@@ -22,13 +22,6 @@ type servingParts struct {
 	reconciler *serving.Reconciler
 }
 
-// blobSource adapts the blob transfers to serving.BlobSource.
-type blobSource struct{ t *blobTransfers }
-
-func (b blobSource) Ensure(ctx context.Context, digest string, holders []string) (string, error) {
-	return b.t.ensure(ctx, digest, holders)
-}
-
 // view opens a read view of the local registry for the serving components.
 func (a *Agent) view() (serving.Registry, func()) {
 	txn := a.fsm.ReadTxn()
@@ -75,7 +68,7 @@ func (a *Agent) setupServing() {
 		Changed: a.fsm.Changed,
 		Index:   a.fsm.IndexFunc(raftfsm.ServingTables...),
 		Propose: a.proposeCmd,
-		Blobs:   blobSource{a.xfer},
+		Blobs:   a.xfer,
 		Load:    formats.Load,
 		WorkDir: filepath.Join(a.cfg.DataDir, "replicas"),
 		Exec:    a.cfg.Exec.servingPolicy(),

@@ -11,18 +11,19 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/kilnml/kiln/node/internal/blobs"
 	"github.com/kilnml/kiln/raftfsm"
 	"github.com/kilnml/kiln/raftfsm/structs"
 	"github.com/kilnml/kiln/transport"
 )
 
 // maxSnapshotBytes bounds a snapshot upload; it is spooled to disk, not memory.
-const maxSnapshotBytes = 16 << 30
+const maxSnapshotBytes = blobs.MaxBlobBytes
 
 // snapshotRestoreRPCTimeout bounds the leader's side of a restore handed on
 // by a follower: checking the file again (which grows with its size), Raft's
 // restore (one minute to start) and the write after it. The copy to the
-// leader before it is bounded per chunk (blobCallTimeout) instead.
+// leader before it is bounded per chunk (blobs.ChunkBytes at a time, each call bounded) instead.
 const snapshotRestoreRPCTimeout = 10 * time.Minute
 
 // handleSnapshotSave streams the registry state as of this node's view (with the
@@ -87,9 +88,9 @@ func (a *Agent) handleSnapshotRestore(w http.ResponseWriter, r *http.Request) {
 	defer os.RemoveAll(tmpDir)
 	// Spooled into the blob store's scratch space, hashed on the way: a
 	// follower then hands the same file on as a blob, without a second copy.
-	path, digest, size, err := a.blobs.ingest(body, maxSnapshotBytes)
+	path, digest, size, err := a.blobs.Ingest(body, maxSnapshotBytes)
 	switch {
-	case errors.Is(err, errBlobTooLarge):
+	case errors.Is(err, blobs.ErrTooLarge):
 		writeError(w, structs.Errorf(structs.CodeTooLarge, "request body is larger than %d bytes", int64(maxSnapshotBytes)))
 		return
 	case errors.Is(err, errUploadStalled):
@@ -184,11 +185,11 @@ func (a *Agent) restoreViaLeader(ctx context.Context, tmp, digest string) (uint6
 	if addr == "" {
 		return 0, structs.Errorf(structs.CodeNoLeader, "no known leader to restore the snapshot on")
 	}
-	if err := a.blobs.commit(tmp, digest); err != nil {
+	if err := a.blobs.Commit(tmp, digest); err != nil {
 		return 0, structs.Errorf(structs.CodeInternal, "snapshot restore: %v", err)
 	}
-	defer a.blobs.remove(digest)
-	if err := a.xfer.push(ctx, string(addr), digest); err != nil {
+	defer a.blobs.Remove(digest)
+	if err := a.xfer.Push(ctx, string(addr), digest); err != nil {
 		return 0, structs.Errorf(structs.CodeUnavailable, "snapshot restore: copying the file to the leader %s: %v", addr, err)
 	}
 	cctx, cancel := context.WithTimeout(ctx, snapshotRestoreRPCTimeout)
@@ -213,7 +214,7 @@ func (a *Agent) handleSnapshotRestoreRPC(ctx context.Context, dec transport.Deco
 		return nil, err
 	}
 	if a.raft.State() != raft.Leader {
-		_ = a.blobs.remove(args.Digest)
+		_ = a.blobs.Remove(args.Digest)
 		return nil, structs.Errorf(structs.CodeNotLeader, "node: snapshot restore handed on %d time(s) reached %s, which is not the leader; a restore is handed on at most once: retry", args.Hops, a.cfg.NodeName)
 	}
 	if a.acl != nil && args.Token != "" {
@@ -230,17 +231,17 @@ func (a *Agent) handleSnapshotRestoreRPC(ctx context.Context, dec transport.Deco
 		return nil, err
 	}
 	defer release()
-	size, ok := a.blobs.has(args.Digest)
+	size, ok := a.blobs.Has(args.Digest)
 	if !ok {
 		return nil, structs.Errorf(structs.CodeNotFound, "node: snapshot file %.12s is not here", args.Digest)
 	}
-	defer a.blobs.remove(args.Digest)
+	defer a.blobs.Remove(args.Digest)
 	scratch, err := os.MkdirTemp(a.cfg.DataDir, "restore-")
 	if err != nil {
 		return nil, structs.Errorf(structs.CodeInternal, "snapshot restore: %v", err)
 	}
 	defer os.RemoveAll(scratch)
-	path := a.blobs.path(args.Digest)
+	path := a.blobs.Path(args.Digest)
 	if err := checkSnapshotFile(path, filepath.Join(scratch, "check")); err != nil {
 		return nil, err
 	}

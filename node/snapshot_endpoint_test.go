@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/kilnml/kiln/node/internal/blobs"
 	"github.com/kilnml/kiln/raftfsm"
 	"github.com/kilnml/kiln/raftfsm/structs"
 	"github.com/kilnml/kiln/transport"
@@ -179,7 +180,7 @@ func (d decoded) Decode(v any) error {
 func TestSnapshotRestore_HandedOnAtMostOnce(t *testing.T) {
 	a, b := testPair(t)
 	waitLeader(t, a)
-	puts := countCalls(t, a, rpcBlobPut, a.xfer.handlePut)
+	puts := countCalls(t, a, blobs.MethodPut, a.xfer.HandlePut)
 	restores := countCalls(t, a, rpcSnapshotRestore, a.handleSnapshotRestoreRPC)
 
 	digest := storeBlob(t, b.blobs, registrySnapshot(t, structs.NewID(time.Now()))) // the copy a follower pushed
@@ -196,7 +197,7 @@ func TestSnapshotRestore_HandedOnAtMostOnce(t *testing.T) {
 	if puts.Load() != 0 || restores.Load() != 0 {
 		t.Errorf("the refused restore was handed on: %d blob.put, %d snapshot.restore calls to the leader", puts.Load(), restores.Load())
 	}
-	if _, ok := b.blobs.has(digest); ok {
+	if _, ok := b.blobs.Has(digest); ok {
 		t.Error("the refusing node kept the copy it was sent")
 	}
 }

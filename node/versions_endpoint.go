@@ -13,6 +13,7 @@ import (
 
 	"github.com/kilnml/kiln/ml"
 	"github.com/kilnml/kiln/ml/formats"
+	"github.com/kilnml/kiln/node/internal/blobs"
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
 
@@ -64,9 +65,9 @@ func (a *Agent) handleVersionCreate(w http.ResponseWriter, r *http.Request) {
 	}
 	defer release()
 
-	tmp, digest, size, err := a.blobs.ingest(body, a.cfg.MaxArtifactBytes)
+	tmp, digest, size, err := a.blobs.Ingest(body, a.cfg.MaxArtifactBytes)
 	switch {
-	case errors.Is(err, errBlobTooLarge):
+	case errors.Is(err, blobs.ErrTooLarge):
 		writeError(w, structs.Errorf(structs.CodeTooLarge, "model file is larger than serving.max_artifact_bytes (%d bytes)", a.cfg.MaxArtifactBytes))
 		return
 	case errors.Is(err, errUploadStalled):
@@ -88,7 +89,7 @@ func (a *Agent) handleVersionCreate(w http.ResponseWriter, r *http.Request) {
 	}
 	if size > 0 {
 		v.Digest, v.Size = digest, size
-		if err := a.blobs.commit(tmp, digest); err != nil {
+		if err := a.blobs.Commit(tmp, digest); err != nil {
 			writeError(w, err)
 			return
 		}
@@ -249,7 +250,7 @@ func (a *Agent) replicateBlob(ctx context.Context, digest string) ([]string, err
 		if m.Meta.ID == a.id || m.Meta.Leaving {
 			continue
 		}
-		if err := a.xfer.push(ctx, m.Meta.RPCAddr, digest); err != nil {
+		if err := a.xfer.Push(ctx, m.Meta.RPCAddr, digest); err != nil {
 			a.logger.Warn("artifact copy failed", "digest", digest, "node", m.Name, "error", err)
 			errs = append(errs, err)
 			continue

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -76,14 +75,14 @@ func TestAgent_VersionUpload(t *testing.T) {
 	if md, _ := r.body["metadata"].(map[string]any); md["team"] != "risk" {
 		t.Errorf("metadata %v", r.body["metadata"])
 	}
-	if _, ok := a.blobs.has(digest); !ok {
+	if _, ok := a.blobs.Has(digest); !ok {
 		t.Error("the uploaded blob is not stored")
 	}
 
 	// The same file again is version 2 of the same blob.
 	v2 := uploadOK(t, a, "m", "format=lightgbm", file)
 	checkLightGBMVersion(t, a, v2, 2, digest, int64(len(file)))
-	if names := dirNames(t, a.blobs.shaDir()); !slices.Equal(names, []string{digest}) {
+	if names := dirNames(t, blobDir(a)); !slices.Equal(names, []string{digest}) {
 		t.Errorf("sha256 dir holds %v, want the one blob", names)
 	}
 
@@ -230,15 +229,15 @@ func TestAgent_VersionUploadRejects(t *testing.T) {
 	if items, _ := r.body["items"].([]any); r.status != 200 || len(items) != 0 {
 		t.Errorf("rejected uploads recorded versions: %d %v", r.status, r.body)
 	}
-	if _, ok := a.blobs.has(sha256Hex(corrupt)); ok {
+	if _, ok := a.blobs.Has(sha256Hex(corrupt)); ok {
 		t.Error("the corrupt file was committed as a blob")
 	}
-	if names := dirNames(t, a.blobs.shaDir()); len(names) != 0 {
+	if names := dirNames(t, blobDir(a)); len(names) != 0 {
 		t.Errorf("rejected uploads stored blobs %v", names)
 	}
 	// The handler removes its temporary file after it has answered.
 	waitFor(t, 5*time.Second, "upload temporary files to be removed", func() bool {
-		entries, _ := os.ReadDir(a.blobs.tmpDir())
+		entries, _ := os.ReadDir(a.blobs.TmpDir())
 		return len(entries) == 0
 	})
 }
@@ -347,11 +346,11 @@ func TestAgent_CollectBlobs(t *testing.T) {
 	wantRemoved := 0
 	for _, tc := range cases {
 		digest := sha256Hex(tc.data)
-		if _, ok := a.blobs.has(digest); !ok {
+		if _, ok := a.blobs.Has(digest); !ok {
 			storeBlob(t, a.blobs, tc.data)
 		}
 		at := now.Add(-tc.age)
-		if err := os.Chtimes(filepath.Join(a.blobs.shaDir(), digest), at, at); err != nil {
+		if err := os.Chtimes(a.blobs.Path(digest), at, at); err != nil {
 			t.Fatal(err)
 		}
 		if !tc.kept {
@@ -366,7 +365,7 @@ func TestAgent_CollectBlobs(t *testing.T) {
 		t.Errorf("collectBlobs removed %d blobs, want %d", n, wantRemoved)
 	}
 	for _, tc := range cases {
-		if _, ok := a.blobs.has(sha256Hex(tc.data)); ok != tc.kept {
+		if _, ok := a.blobs.Has(sha256Hex(tc.data)); ok != tc.kept {
 			t.Errorf("%s: stored after collection = %v, want %v", tc.name, ok, tc.kept)
 		}
 	}
@@ -409,8 +408,8 @@ func TestAgent_StalledUploadIsDropped(t *testing.T) {
 				t.Fatalf("stalled %s: %d %s, want 400 upload stalled", rt.name, status, body)
 			}
 			// The handler has answered: its temporary file is gone.
-			if names := dirNames(t, a.blobs.tmpDir()); len(names) != 0 {
-				t.Errorf("a stalled %s left %v in %s", rt.name, names, a.blobs.tmpDir())
+			if names := dirNames(t, a.blobs.TmpDir()); len(names) != 0 {
+				t.Errorf("a stalled %s left %v in %s", rt.name, names, a.blobs.TmpDir())
 			}
 			for _, name := range dirNames(t, a.cfg.DataDir) {
 				if strings.HasPrefix(name, "restore-") {

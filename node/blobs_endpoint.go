@@ -3,8 +3,39 @@ package node
 import (
 	"time"
 
+	"github.com/kilnml/kiln/node/internal/blobs"
 	"github.com/kilnml/kiln/raftfsm/structs"
+	"github.com/kilnml/kiln/transport"
 )
+
+// blobsEndpoint serves the blob transfer RPCs between nodes.
+func (a *Agent) blobsEndpoint() endpoint {
+	return endpoint{rpcs: map[string]transport.Handler{
+		blobs.MethodPut: a.xfer.HandlePut,
+		blobs.MethodGet: a.xfer.HandleGet,
+		blobs.MethodHas: a.xfer.HandleHas,
+		rpcBlobFetch:    a.handleBlobFetchRPC,
+	}}
+}
+
+// newBlobs opens the node's blob store and its transfers.
+func (a *Agent) newBlobs() (err error) {
+	if a.blobs, err = blobs.NewStore(a.cfg.DataDir); err != nil {
+		return err
+	}
+	a.xfer = blobs.NewTransfers(blobs.Config{
+		Store: a.blobs, Caller: a.trans, Self: a.id, Resolve: a.resolveNode,
+		Alive: func() []blobs.Member {
+			alive := a.gossip.alive()
+			ms := make([]blobs.Member, len(alive))
+			for i, m := range alive {
+				ms[i] = blobs.Member{ID: m.Meta.ID, Addr: m.Meta.RPCAddr}
+			}
+			return ms
+		},
+	})
+	return nil
+}
 
 // blobGCLoop collects blobs that no model version references (DESIGN.md §3).
 // It reads the local registry: a version this node has not applied yet may
@@ -20,8 +51,8 @@ func (a *Agent) blobGCLoop() {
 			return
 		case <-tick.C:
 		}
-		a.xfer.dropStale()
-		a.blobs.staleTemps(staleTransferAge)
+		a.xfer.DropStale()
+		a.blobs.RemoveStaleTemps(blobs.StaleTransferAge)
 		if addr, _ := a.raft.LeaderWithID(); addr == "" {
 			continue // cut off: the local registry may be far behind
 		}
@@ -43,19 +74,5 @@ func (a *Agent) collectBlobs(now time.Time) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	stored, err := a.blobs.list()
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, b := range stored {
-		if referenced[b.digest] || now.Sub(b.modTime) < a.cfg.BlobGCGrace {
-			continue
-		}
-		if err := a.blobs.remove(b.digest); err != nil {
-			return n, err
-		}
-		n++
-	}
-	return n, nil
+	return a.blobs.Collect(func(d string) bool { return referenced[d] }, a.cfg.BlobGCGrace, now)
 }
