@@ -6,6 +6,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,7 +54,18 @@ type member struct {
 	Addr   string // gossip ip:port
 	Status string // alive, suspect, dead, left
 	Meta   memberMeta
+	// GoneAt is when a member that left or died was last seen going.
+	GoneAt time.Time
 }
+
+// Peers that left or died are remembered (for the leader's reap, and for
+// the members list) for goneRetention, and at most maxGone of them, the
+// most recent kept: a cluster whose nodes come and go for months must not
+// grow the list for ever.
+const (
+	goneRetention = 24 * time.Hour
+	maxGone       = 1024
+)
 
 // gossip wraps memberlist: it owns the local meta and turns memberlist events into
 // a wake-up channel for the leader's reconcile loop and a record of which peers
@@ -62,8 +74,13 @@ type gossip struct {
 	logger hclog.Logger
 	ml     *memberlist.Memberlist
 
-	mu     sync.Mutex
-	meta   memberMeta        // guarded by mu
+	mu   sync.Mutex
+	meta memberMeta // guarded by mu
+	// up holds the members memberlist reports up (alive or suspect), by
+	// memberlist name, copied in its event callbacks, which run under its
+	// lock: memberlist changes its Node records under that lock, so reading
+	// them from Members() elsewhere would race with it.
+	up     map[string]member // guarded by mu
 	gone   map[string]member // guarded by mu: by node ID, peers that left or died
 	events chan struct{}     // wakes the reconciler; buffered, never blocks
 
@@ -83,7 +100,7 @@ type aliveSet struct {
 // newGossip starts memberlist; kr, when not nil, is the keyring it encrypts
 // with (and then cfg.EncryptKey is only how kr began).
 func newGossip(cfg *Config, meta memberMeta, kr *keyring, logger hclog.Logger) (*gossip, error) {
-	g := &gossip{logger: logger, meta: meta, gone: map[string]member{}, events: make(chan struct{}, 1)}
+	g := &gossip{logger: logger, meta: meta, up: map[string]member{}, gone: map[string]member{}, events: make(chan struct{}, 1)}
 	if b, _ := msgpack.Marshal(meta); len(b) > maxMetaSize {
 		return nil, fmt.Errorf("node: member meta is %d bytes, over memberlist's %d", len(b), maxMetaSize)
 	}
@@ -129,6 +146,7 @@ func (g *gossip) NotifyJoin(n *memberlist.Node) {
 	if m, err := decodeMeta(n.Meta); err == nil {
 		g.mu.Lock()
 		delete(g.gone, m.ID)
+		g.up[n.Name] = member{Name: n.Name, Addr: n.Address(), Status: "alive", Meta: m}
 		g.mu.Unlock()
 	}
 	g.logger.Info("member joined", "name", n.Name, "addr", n.Address())
@@ -143,17 +161,48 @@ func (g *gossip) NotifyLeave(n *memberlist.Node) {
 	if err == nil && m.Leaving {
 		status = "left"
 	}
+	g.mu.Lock()
+	delete(g.up, n.Name)
 	if err == nil {
-		g.mu.Lock()
-		g.gone[m.ID] = member{Name: n.Name, Addr: n.Address(), Status: status, Meta: m}
-		g.mu.Unlock()
+		now := time.Now()
+		g.gone[m.ID] = member{Name: n.Name, Addr: n.Address(), Status: status, Meta: m, GoneAt: now}
+		g.pruneGone(now)
 	}
+	g.mu.Unlock()
 	g.logger.Info("member gone", "name", n.Name, "status", status)
 	g.wake()
 }
 
-// NotifyUpdate implements memberlist.EventDelegate.
-func (g *gossip) NotifyUpdate(n *memberlist.Node) { g.wake() }
+// pruneGone forgets peers gone longer than goneRetention, then the oldest
+// beyond maxGone. Call with mu held.
+func (g *gossip) pruneGone(now time.Time) {
+	for id, m := range g.gone {
+		if now.Sub(m.GoneAt) > goneRetention {
+			delete(g.gone, id)
+		}
+	}
+	for len(g.gone) > maxGone {
+		oldest := ""
+		for id, m := range g.gone {
+			if oldest == "" || m.GoneAt.Before(g.gone[oldest].GoneAt) {
+				oldest = id
+			}
+		}
+		delete(g.gone, oldest)
+	}
+}
+
+// NotifyUpdate implements memberlist.EventDelegate: a member's meta changed.
+func (g *gossip) NotifyUpdate(n *memberlist.Node) {
+	if m, err := decodeMeta(n.Meta); err == nil {
+		g.mu.Lock()
+		if _, ok := g.up[n.Name]; ok {
+			g.up[n.Name] = member{Name: n.Name, Addr: n.Address(), Status: "alive", Meta: m}
+		}
+		g.mu.Unlock()
+	}
+	g.wake()
+}
 
 func (g *gossip) wake() {
 	g.changes.Add(1)
@@ -197,15 +246,13 @@ func (g *gossip) aliveSet() *aliveSet {
 		return c
 	}
 	set := &aliveSet{changes: n, byID: map[string]member{}}
-	for _, node := range g.ml.Members() {
-		m, err := decodeMeta(node.Meta)
-		if err != nil {
-			continue
-		}
-		mem := member{Name: node.Name, Addr: node.Address(), Status: "alive", Meta: m}
-		set.members = append(set.members, mem)
-		set.byID[m.ID] = mem
+	g.mu.Lock()
+	for _, m := range g.up {
+		set.members = append(set.members, m)
+		set.byID[m.Meta.ID] = m
 	}
+	g.mu.Unlock()
+	slices.SortFunc(set.members, func(a, b member) int { return strings.Compare(a.Name, b.Name) })
 	g.aliveCache.Store(set)
 	return set
 }
