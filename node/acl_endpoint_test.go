@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnml/kiln/cluster-tests/testutil"
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
 
@@ -274,7 +275,7 @@ func TestACL_TokenLifecycle(t *testing.T) {
 	mustStatus(t, r, 200, "short token")
 	short := r.body["secret_id"].(string)
 	mustStatus(t, callAs(t, a, short, "GET", "/v1/models", ""), 200, "before expiry")
-	waitFor(t, 5*time.Second, "the token to expire", func() bool {
+	testutil.Until(t, 5*time.Second, "the token to expire", func() bool {
 		return callAs(t, a, short, "GET", "/v1/models", "").status == 401
 	})
 
@@ -330,7 +331,7 @@ func TestACL_AuditLog(t *testing.T) {
 	}
 	var got []line
 	var raw []byte
-	waitFor(t, 5*time.Second, "the audit lines", func() bool {
+	testutil.Until(t, 5*time.Second, "the audit lines", func() bool {
 		raw, _ = os.ReadFile(path)
 		got = nil
 		for _, l := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
@@ -386,7 +387,7 @@ func BenchmarkPredict_ACL(b *testing.B) {
 			}
 			mustStatus(b, callAs(b, a, token, "PUT", "/v1/deployments/iris", `{"versions":[{"version":1,"weight":1}]}`), 200, "deploy")
 			body := `{"instances":[[5.1,3.5,1.4,0.2]]}`
-			waitFor(b, 20*time.Second, "the replica", func() bool {
+			testutil.Until(b, 20*time.Second, "the replica", func() bool {
 				return callAs(b, a, token, "POST", "/v1/models/iris:predict", body).status == 200
 			})
 			b.ReportAllocs()

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/kilnml/kiln/cluster-tests/testutil"
 )
 
 // testIP hands out loopback addresses in 127.0.1.0/24, a range no other test
@@ -45,18 +47,6 @@ func testNode(t testing.TB, opts ...testOpt) *Agent {
 	return a
 }
 
-// waitFor polls cond until it holds or the timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 type apiResp struct {
 	status int
 	header http.Header
@@ -70,7 +60,7 @@ func call(t testing.TB, a *Agent, method, path, body string) apiResp {
 
 func waitLeader(t testing.TB, a *Agent) {
 	t.Helper()
-	waitFor(t, 10*time.Second, "a leader", func() bool { return a.leaderReady.Load() })
+	testutil.Until(t, 10*time.Second, "a leader", func() bool { return a.leaderReady.Load() })
 }
 
 func TestAgent_ModelAPI(t *testing.T) {
@@ -159,7 +149,7 @@ func TestAgent_ThreeNodes(t *testing.T) {
 	c := testNode(t, expect, join)
 	nodes := []*Agent{a, b, c}
 	var leader, follower *Agent
-	waitFor(t, 15*time.Second, "a leader among three", func() bool {
+	testutil.Until(t, 15*time.Second, "a leader among three", func() bool {
 		for _, n := range nodes {
 			if n.leaderReady.Load() {
 				leader = n
@@ -192,7 +182,7 @@ func TestAgent_ThreeNodes(t *testing.T) {
 		t.Errorf("duplicate via follower: %d %v", r.status, r.body)
 	}
 	// All three become voters and register their node records.
-	waitFor(t, 15*time.Second, "three voters and three node records", func() bool {
+	testutil.Until(t, 15*time.Second, "three voters and three node records", func() bool {
 		r := call(t, leader, "GET", "/v1/operator/raft/peers", "")
 		voters := 0
 		for _, it := range r.body["items"].([]any) {
@@ -212,7 +202,7 @@ func TestAgent_GossipEncryption(t *testing.T) {
 	join := func(c *Config) { c.RetryJoin = []string{a.cfg.BindAddr}; c.BootstrapExpect = 0 }
 	b := testNode(t, encrypted, join)
 	c := testNode(t, join) // no key: must not get in
-	waitFor(t, 30*time.Second, "the keyed node to join", func() bool {
+	testutil.Until(t, 30*time.Second, "the keyed node to join", func() bool {
 		for _, m := range a.gossip.alive() {
 			if m.Meta.ID == b.ID() {
 				return true

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnml/kiln/cluster-tests/testutil"
 	"github.com/kilnml/kiln/node/internal/blobs"
 	"github.com/kilnml/kiln/raftfsm/structs"
 	"github.com/kilnml/kiln/transport"
@@ -30,13 +31,13 @@ func testPair(t *testing.T) (a, b *Agent) {
 	t.Helper()
 	a = testNode(t)
 	b = testNode(t, func(c *Config) { c.RetryJoin = []string{a.cfg.BindAddr}; c.BootstrapExpect = 0 })
-	waitFor(t, 15*time.Second, "both agents to see each other alive", func() bool {
+	testutil.Until(t, 15*time.Second, "both agents to see each other alive", func() bool {
 		return len(a.gossip.alive()) == 2 && len(b.gossip.alive()) == 2
 	})
 	// Once the leader adds b, both gossip their new state and wait up to 5 s
 	// for the broadcast; a Shutdown meanwhile waits for it. Let it finish
 	// first so the test ends promptly.
-	waitFor(t, 20*time.Second, "both agents to gossip that they have Raft state", func() bool {
+	testutil.Until(t, 20*time.Second, "both agents to gossip that they have Raft state", func() bool {
 		return hasStateGossiped(a) && hasStateGossiped(b) && goroutinesIn("node.(*gossip).setHasState(") == 0
 	})
 	return a, b

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnml/kiln/cluster-tests/testutil"
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
 
@@ -92,7 +93,7 @@ func TestAgent_ProcessVersionUnplacedWhereExecForbids(t *testing.T) {
 		c.Exec = ExecConfig{Enabled: true, AllowedCommands: []string{"python3"}}
 	})
 	waitLeader(t, a)
-	waitFor(t, 10*time.Second, "the node's record with its exec config", func() bool {
+	testutil.Until(t, 10*time.Second, "the node's record with its exec config", func() bool {
 		r := call(t, a, "GET", "/v1/nodes", "")
 		items, _ := r.body["items"].([]any)
 		if len(items) != 1 {
@@ -109,7 +110,7 @@ func TestAgent_ProcessVersionUnplacedWhereExecForbids(t *testing.T) {
 		t.Fatalf("deploy: %d %v", r.status, r.body)
 	}
 	var last apiResp
-	waitFor(t, 10*time.Second, "the unplaced replica's reason", func() bool {
+	testutil.Until(t, 10*time.Second, "the unplaced replica's reason", func() bool {
 		last = call(t, a, "GET", "/v1/deployments/proc", "")
 		unplaced, _ := last.body["unplaced"].(map[string]any)
 		v1, _ := unplaced["1"].(map[string]any)

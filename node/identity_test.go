@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/kilnml/kiln/cluster-tests/testutil"
 )
 
 // testPKI is a CA that writes node certificates for the agent tests: every
@@ -224,7 +226,7 @@ func TestReconciler_TLSMemberIdentity(t *testing.T) {
 	a := testNode(t, pki.named(t))
 	waitLeader(t, a)
 	b := testNode(t, pki.named(t), func(c *Config) { c.RetryJoin = []string{a.cfg.BindAddr}; c.BootstrapExpect = 0 })
-	waitFor(t, 20*time.Second, "the named member to become a voter", func() bool {
+	testutil.Until(t, 20*time.Second, "the named member to become a voter", func() bool {
 		f := a.raft.GetConfiguration()
 		if f.Error() != nil {
 			return false
@@ -237,7 +239,7 @@ func TestReconciler_TLSMemberIdentity(t *testing.T) {
 		return false
 	})
 	// The leader's own node record backs the name/ID binding check below.
-	waitFor(t, 10*time.Second, "the leader's node record", func() bool {
+	testutil.Until(t, 10*time.Second, "the leader's node record", func() bool {
 		txn := a.fsm.ReadTxn()
 		defer txn.Discard()
 		_, err := txn.Node(a.ID())

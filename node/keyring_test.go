@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/kilnml/kiln/cluster-tests/testutil"
 )
 
 func TestKeyring_SavedKeyringWinsOverConfig(t *testing.T) {
@@ -64,7 +66,7 @@ func TestKeyring_HTTPRotation(t *testing.T) {
 	a := testNode(t, encrypted)
 	b := testNode(t, encrypted, func(c *Config) { c.RetryJoin = []string{a.cfg.BindAddr}; c.BootstrapExpect = 0 })
 	bothAlive := func() bool { return len(a.gossip.alive()) == 2 && len(b.gossip.alive()) == 2 }
-	waitFor(t, 30*time.Second, "the two agents to see each other", bothAlive)
+	testutil.Until(t, 30*time.Second, "the two agents to see each other", bothAlive)
 
 	body := func(key string) string { return `{"key":"` + key + `"}` }
 	steps := []struct {

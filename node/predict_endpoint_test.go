@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnml/kiln/cluster-tests/testutil"
 	"github.com/kilnml/kiln/ml"
 	"github.com/kilnml/kiln/ml/formats"
 )
@@ -103,7 +104,7 @@ func deployAndWait(t testing.TB, a *Agent, model string) {
 		t.Fatalf("deploy: %d %v", r.status, r.body)
 	}
 	var last apiResp
-	waitFor(t, 20*time.Second, "a running replica", func() bool {
+	testutil.Until(t, 20*time.Second, "a running replica", func() bool {
 		last = call(t, a, "GET", "/v1/deployments/"+model, "")
 		reps, _ := last.body["replica_states"].([]any)
 		for _, rep := range reps {

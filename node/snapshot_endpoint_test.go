@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/kilnml/kiln/cluster-tests/testutil"
 	"github.com/kilnml/kiln/node/internal/blobs"
 	"github.com/kilnml/kiln/raftfsm"
 	"github.com/kilnml/kiln/raftfsm/structs"
@@ -131,7 +132,7 @@ func TestSnapshotRestore_RefusesRecordsTheAPIRefuses(t *testing.T) {
 func TestSnapshotRestore_ThroughFollower(t *testing.T) {
 	a, b := testPair(t)
 	waitLeader(t, a)
-	waitFor(t, 10*time.Second, "the follower to know the leader", func() bool {
+	testutil.Until(t, 10*time.Second, "the follower to know the leader", func() bool {
 		addr, _ := b.raft.LeaderWithID()
 		return addr != ""
 	})

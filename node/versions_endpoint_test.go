@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnml/kiln/cluster-tests/testutil"
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
 
@@ -236,7 +237,7 @@ func TestAgent_VersionUploadRejects(t *testing.T) {
 		t.Errorf("rejected uploads stored blobs %v", names)
 	}
 	// The handler removes its temporary file after it has answered.
-	waitFor(t, 5*time.Second, "upload temporary files to be removed", func() bool {
+	testutil.Until(t, 5*time.Second, "upload temporary files to be removed", func() bool {
 		entries, _ := os.ReadDir(a.blobs.TmpDir())
 		return len(entries) == 0
 	})
@@ -323,7 +324,7 @@ func TestAgent_CollectBlobs(t *testing.T) {
 			t.Fatalf("delete version: %d %v", r.status, r.body)
 		}
 		// Collection reads the local registry: wait for it to have the delete.
-		waitFor(t, 5*time.Second, "the version delete to apply", func() bool {
+		testutil.Until(t, 5*time.Second, "the version delete to apply", func() bool {
 			return call(t, a, "GET", "/v1/models/"+m.name+"/versions/1?consistency=stale", "").status == 404
 		})
 	}
@@ -416,7 +417,7 @@ func TestAgent_StalledUploadIsDropped(t *testing.T) {
 					t.Errorf("a stalled %s left %s in the data dir", rt.name, name)
 				}
 			}
-			waitFor(t, 5*time.Second, "the place to be given back", func() bool { return rt.places(a).n.Load() == 0 })
+			testutil.Until(t, 5*time.Second, "the place to be given back", func() bool { return rt.places(a).n.Load() == 0 })
 		})
 	}
 }
@@ -469,7 +470,7 @@ func TestAgent_ConcurrentUploadsAndRestoresCapped(t *testing.T) {
 		t.Run(rt.name, func(t *testing.T) {
 			// One request that holds the only place while its body trickles.
 			conn := stalledRequest(t, a, rt.method, rt.path, len(rt.good), string(rt.good[:10]))
-			waitFor(t, 10*time.Second, "the first request to take the place", func() bool { return rt.places(a).n.Load() == 1 })
+			testutil.Until(t, 10*time.Second, "the first request to take the place", func() bool { return rt.places(a).n.Load() == 1 })
 
 			r := call(t, a, rt.method, rt.path, string(rt.good))
 			if r.status != 429 || r.body["code"] != structs.CodeOverloaded || r.header.Get("Retry-After") != "1" ||
@@ -478,7 +479,7 @@ func TestAgent_ConcurrentUploadsAndRestoresCapped(t *testing.T) {
 			}
 
 			conn.Close() // the first one fails and gives its place back
-			waitFor(t, 10*time.Second, "the place to be given back", func() bool { return rt.places(a).n.Load() == 0 })
+			testutil.Until(t, 10*time.Second, "the place to be given back", func() bool { return rt.places(a).n.Load() == 0 })
 			if r := call(t, a, rt.method, rt.path, string(rt.good)); r.status != rt.okStatus {
 				t.Fatalf("%s once the place is free: %d %v", rt.name, r.status, r.body)
 			}
