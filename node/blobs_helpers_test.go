@@ -1,17 +1,11 @@
 package node
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"os"
 	"path/filepath"
-	"runtime"
-	"slices"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -38,7 +32,7 @@ func testPair(t *testing.T) (a, b *Agent) {
 	// for the broadcast; a Shutdown meanwhile waits for it. Let it finish
 	// first so the test ends promptly.
 	testutil.Until(t, 20*time.Second, "both agents to gossip that they have Raft state", func() bool {
-		return hasStateGossiped(a) && hasStateGossiped(b) && goroutinesIn("node.(*gossip).setHasState(") == 0
+		return hasStateGossiped(a) && hasStateGossiped(b) && testutil.GoroutinesIn("node.(*gossip).setHasState(") == 0
 	})
 	return a, b
 }
@@ -61,71 +55,16 @@ func countCalls(t *testing.T, a *Agent, method string, h transport.Handler) *ato
 	return n
 }
 
-// goroutinesIn counts goroutines whose stack has the frame fn and none of
-// the frames in without.
-func goroutinesIn(fn string, without ...string) int {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	count := 0
-next:
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if !strings.Contains(g, fn) {
-			continue
-		}
-		for _, w := range without {
-			if strings.Contains(g, w) {
-				continue next
-			}
-		}
-		count++
-	}
-	return count
-}
-
-func randomBytes(t *testing.T, n int) []byte {
-	t.Helper()
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 func sha256Hex(b []byte) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
 }
 
-// dirNames lists the names in dir, sorted.
-func dirNames(t *testing.T, dir string) []string {
-	t.Helper()
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
-	}
-	slices.Sort(names)
-	return names
-}
-
 // storeBlob ingests and commits data, returning its digest.
 func storeBlob(t *testing.T, s *blobs.Store, data []byte) string {
 	t.Helper()
-	tmp, digest, _, err := s.Ingest(bytes.NewReader(data), int64(len(data)))
+	digest, err := s.PutBytes(data)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Commit(tmp, digest); err != nil {
 		t.Fatal(err)
 	}
 	return digest

@@ -83,7 +83,7 @@ func TestAgent_VersionUpload(t *testing.T) {
 	// The same file again is version 2 of the same blob.
 	v2 := uploadOK(t, a, "m", "format=lightgbm", file)
 	checkLightGBMVersion(t, a, v2, 2, digest, int64(len(file)))
-	if names := dirNames(t, blobDir(a)); !slices.Equal(names, []string{digest}) {
+	if names := testutil.DirNames(t, blobDir(a)); !slices.Equal(names, []string{digest}) {
 		t.Errorf("sha256 dir holds %v, want the one blob", names)
 	}
 
@@ -233,7 +233,7 @@ func TestAgent_VersionUploadRejects(t *testing.T) {
 	if _, ok := a.blobs.Has(sha256Hex(corrupt)); ok {
 		t.Error("the corrupt file was committed as a blob")
 	}
-	if names := dirNames(t, blobDir(a)); len(names) != 0 {
+	if names := testutil.DirNames(t, blobDir(a)); len(names) != 0 {
 		t.Errorf("rejected uploads stored blobs %v", names)
 	}
 	// The handler removes its temporary file after it has answered.
@@ -337,10 +337,10 @@ func TestAgent_CollectBlobs(t *testing.T) {
 		kept bool
 	}{
 		{"referenced and old", referenced, 2 * grace, true},
-		{"unreferenced and old", randomBytes(t, 100), 2 * grace, false},
-		{"unreferenced, just past the grace", randomBytes(t, 100), grace + time.Minute, false},
-		{"unreferenced and young", randomBytes(t, 100), time.Minute, true},
-		{"unreferenced, just inside the grace", randomBytes(t, 100), grace - time.Minute, true},
+		{"unreferenced and old", testutil.RandomBytes(t, 100), 2 * grace, false},
+		{"unreferenced, just past the grace", testutil.RandomBytes(t, 100), grace + time.Minute, false},
+		{"unreferenced and young", testutil.RandomBytes(t, 100), time.Minute, true},
+		{"unreferenced, just inside the grace", testutil.RandomBytes(t, 100), grace - time.Minute, true},
 		{"version deleted, old", deletedOld, 2 * grace, false},
 		{"version deleted, young", deletedYoung, time.Minute, true},
 	}
@@ -409,10 +409,10 @@ func TestAgent_StalledUploadIsDropped(t *testing.T) {
 				t.Fatalf("stalled %s: %d %s, want 400 upload stalled", rt.name, status, body)
 			}
 			// The handler has answered: its temporary file is gone.
-			if names := dirNames(t, a.blobs.TmpDir()); len(names) != 0 {
+			if names := testutil.DirNames(t, a.blobs.TmpDir()); len(names) != 0 {
 				t.Errorf("a stalled %s left %v in %s", rt.name, names, a.blobs.TmpDir())
 			}
-			for _, name := range dirNames(t, a.cfg.DataDir) {
+			for _, name := range testutil.DirNames(t, a.cfg.DataDir) {
 				if strings.HasPrefix(name, "restore-") {
 					t.Errorf("a stalled %s left %s in the data dir", rt.name, name)
 				}

@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/kilnml/kiln/cluster-tests/testutil"
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
 
@@ -48,20 +49,10 @@ func restoreBytes(f *FSM, b []byte) error {
 	return f.Restore(io.NopCloser(bytes.NewReader(b)))
 }
 
-// dirEntries lists the names in an FSM directory but the OPEN marker.
+// dirEntries lists the names in an FSM directory but the OPEN marker, sorted.
 func dirEntries(t testing.TB, dir string) []string {
 	t.Helper()
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range entries {
-		if e.Name() != openMarkerFile {
-			names = append(names, e.Name())
-		}
-	}
-	return names
+	return slices.DeleteFunc(testutil.DirNames(t, dir), func(n string) bool { return n == openMarkerFile })
 }
 
 func TestFSM_SnapshotRestore(t *testing.T) {

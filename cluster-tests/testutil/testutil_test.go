@@ -1,7 +1,11 @@
 package testutil
 
 import (
+	"bytes"
 	"errors"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -63,3 +67,33 @@ func TestUntil(t *testing.T) {
 		t.Fatalf("Until on a condition never met did not fail: %q", msg)
 	}
 }
+
+func TestDirNamesAndRandomBytes(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"b", "a"} {
+		if err := os.WriteFile(filepath.Join(dir, name), RandomBytes(t, 8), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := DirNames(t, dir); !slices.Equal(got, []string{"a", "b"}) {
+		t.Fatalf("DirNames = %v, want [a b]", got)
+	}
+	if bytes.Equal(RandomBytes(t, 16), RandomBytes(t, 16)) {
+		t.Fatal("two RandomBytes calls gave the same 16 bytes")
+	}
+}
+
+func TestGoroutinesIn(t *testing.T) {
+	release := make(chan struct{})
+	done := make(chan struct{})
+	go func() { blockedHere(release); close(done) }()
+	Until(t, 5*time.Second, "the goroutine to block", func() bool { return GoroutinesIn("testutil.blockedHere(") == 1 })
+	if n := GoroutinesIn("testutil.blockedHere(", "testutil.TestGoroutinesIn.func1"); n != 0 {
+		t.Fatalf("GoroutinesIn with its caller excluded = %d, want 0", n)
+	}
+	close(release)
+	<-done
+}
+
+//go:noinline
+func blockedHere(ch chan struct{}) { <-ch }

@@ -1,6 +1,7 @@
 package blobs
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -134,6 +135,16 @@ func (s *Store) Commit(tmp, digest string) error {
 		return fmt.Errorf("blobs: %w", err)
 	}
 	return SyncDir(s.shaDir())
+}
+
+// PutBytes stores data held in memory (Ingest, then Commit) and returns its
+// digest.
+func (s *Store) PutBytes(data []byte) (string, error) {
+	tmp, digest, _, err := s.Ingest(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		return "", err
+	}
+	return digest, s.Commit(tmp, digest)
 }
 
 // Remove deletes a stored blob.

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnml/kiln/cluster-tests/testutil"
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
 
@@ -28,7 +29,7 @@ func TestStore_IngestHashesAndSizes(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newTestStore(t)
-			data := randomBytes(t, tc.size)
+			data := testutil.RandomBytes(t, tc.size)
 			tmp, digest, size, err := s.Ingest(bytes.NewReader(data), tc.limit)
 			if err != nil {
 				t.Fatalf("Ingest: %v", err)
@@ -58,14 +59,14 @@ func TestStore_IngestOverLimit(t *testing.T) {
 		t.Run(fmt.Sprintf("%d bytes over", over), func(t *testing.T) {
 			s := newTestStore(t)
 			const limit = 1000
-			_, _, _, err := s.Ingest(bytes.NewReader(randomBytes(t, limit+over)), limit)
+			_, _, _, err := s.Ingest(bytes.NewReader(testutil.RandomBytes(t, limit+over)), limit)
 			if !errors.Is(err, ErrTooLarge) {
 				t.Errorf("err %v, want ErrTooLarge", err)
 			}
-			if names := dirNames(t, s.TmpDir()); len(names) != 0 {
+			if names := testutil.DirNames(t, s.TmpDir()); len(names) != 0 {
 				t.Errorf("temporary files left: %v", names)
 			}
-			if names := dirNames(t, s.shaDir()); len(names) != 0 {
+			if names := testutil.DirNames(t, s.shaDir()); len(names) != 0 {
 				t.Errorf("blobs stored: %v", names)
 			}
 		})
@@ -88,7 +89,7 @@ func TestStore_IngestReadErrorLeavesNothing(t *testing.T) {
 	if _, _, _, err := s.Ingest(&failingReader{}, 1<<20); err == nil || !strings.Contains(err.Error(), "connection reset") {
 		t.Fatalf("err %v, want the reader's error", err)
 	}
-	if names := dirNames(t, s.TmpDir()); len(names) != 0 {
+	if names := testutil.DirNames(t, s.TmpDir()); len(names) != 0 {
 		t.Errorf("temporary files left: %v", names)
 	}
 }
@@ -132,7 +133,7 @@ func TestStore_CommitRenamesAndIsIdempotent(t *testing.T) {
 	if err := s.Commit(tmp2, digest2); err != nil {
 		t.Fatalf("second Commit: %v", err)
 	}
-	if names := dirNames(t, s.TmpDir()); len(names) != 0 {
+	if names := testutil.DirNames(t, s.TmpDir()); len(names) != 0 {
 		t.Errorf("second Commit left temporary files: %v", names)
 	}
 	fi, err := os.Stat(p)
@@ -142,7 +143,7 @@ func TestStore_CommitRenamesAndIsIdempotent(t *testing.T) {
 	if !fi.ModTime().After(old.Add(time.Hour)) {
 		t.Errorf("second Commit kept the old time %s", fi.ModTime())
 	}
-	if names := dirNames(t, s.shaDir()); !slices.Equal(names, []string{digest}) {
+	if names := testutil.DirNames(t, s.shaDir()); !slices.Equal(names, []string{digest}) {
 		t.Errorf("sha256 dir holds %v, want just %s", names, digest)
 	}
 }
@@ -210,14 +211,14 @@ func TestStore_ClearsTempsAtStart(t *testing.T) {
 		f.WriteString("half a transfer")
 		f.Close()
 	}
-	if names := dirNames(t, s.TmpDir()); len(names) != 3 {
+	if names := testutil.DirNames(t, s.TmpDir()); len(names) != 3 {
 		t.Fatalf("tmp holds %v before restart, want 3 files", names)
 	}
 	s2, err := NewStore(dataDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if names := dirNames(t, s2.TmpDir()); len(names) != 0 {
+	if names := testutil.DirNames(t, s2.TmpDir()); len(names) != 0 {
 		t.Errorf("tmp holds %v after restart", names)
 	}
 	if _, ok := s2.Has(kept); !ok {
@@ -243,7 +244,7 @@ func TestStore_RemoveStaleTempsRemovesOnlyOld(t *testing.T) {
 	young := mk(time.Minute)
 	fresh := mk(0)
 	s.RemoveStaleTemps(time.Hour)
-	names := dirNames(t, s.TmpDir())
+	names := testutil.DirNames(t, s.TmpDir())
 	want := []string{young, fresh}
 	slices.Sort(want)
 	if !slices.Equal(names, want) {
@@ -294,7 +295,7 @@ func TestStore_RefusesInvalidDigests(t *testing.T) {
 			if b, err := os.ReadFile(victim); err != nil || string(b) != "id" {
 				t.Errorf("file outside the store touched: %q %v", b, err)
 			}
-			if names := dirNames(t, s.shaDir()); len(names) != 0 {
+			if names := testutil.DirNames(t, s.shaDir()); len(names) != 0 {
 				t.Errorf("sha256 dir holds %v", names)
 			}
 		})

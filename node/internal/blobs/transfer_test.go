@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -132,6 +131,11 @@ func (n *testNode) tracked() int {
 	return len(n.xfer.incoming) + n.xfer.active
 }
 
+// putTo sends one blob.put from n to node to.
+func (n *testNode) putTo(ctx context.Context, to *testNode, args *putArgs) error {
+	return n.tr.Call(ctx, to.tr.Addr(), MethodPut, args, nil)
+}
+
 // remoteCode is the error code of an RPC's failure.
 func remoteCode(err error) string {
 	var re *transport.RemoteError
@@ -170,7 +174,7 @@ func TestTransfers_PushArrivesIntact(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			data := randomBytes(t, tc.size)
+			data := testutil.RandomBytes(t, tc.size)
 			digest := storeBlob(t, a.store, data)
 			before := puts.Load()
 			if err := a.xfer.Push(ctx, b.tr.Addr(), digest); err != nil {
@@ -180,7 +184,7 @@ func TestTransfers_PushArrivesIntact(t *testing.T) {
 				t.Errorf("Push took %d blob.put calls, want %d", n, tc.chunks)
 			}
 			checkBlobFile(t, b, digest, data)
-			if names := dirNames(t, b.store.TmpDir()); len(names) != 0 {
+			if names := testutil.DirNames(t, b.store.TmpDir()); len(names) != 0 {
 				t.Errorf("receiver left temporary files: %v", names)
 			}
 			if n := b.tracked(); n != 0 {
@@ -194,12 +198,10 @@ func TestTransfers_PutRejects(t *testing.T) {
 	c := newTestCluster(t, "a", "b")
 	a, b := c.nodes["a"], c.nodes["b"]
 	ctx := context.Background()
-	put := func(args *putArgs) error {
-		return a.tr.Call(ctx, b.tr.Addr(), MethodPut, args, nil)
-	}
-	data := randomBytes(t, 10)
+	put := func(args *putArgs) error { return a.putTo(ctx, b, args) }
+	data := testutil.RandomBytes(t, 10)
 	digest := sha256Hex(data)
-	other := sha256Hex(randomBytes(t, 10))
+	other := sha256Hex(testutil.RandomBytes(t, 10))
 	cases := []struct {
 		name string
 		// chunks are sent in order; all but the last must succeed.
@@ -275,7 +277,7 @@ func TestTransfers_PutRejects(t *testing.T) {
 					t.Errorf("receiver stored %.12s", d)
 				}
 			}
-			if names := dirNames(t, b.store.TmpDir()); len(names) != 0 {
+			if names := testutil.DirNames(t, b.store.TmpDir()); len(names) != 0 {
 				t.Errorf("receiver left temporary files %v", names)
 			}
 			if n := b.tracked(); n != 0 {
@@ -291,11 +293,9 @@ func TestTransfers_PutCapsIncoming(t *testing.T) {
 	c := newTestCluster(t, "a", "b")
 	a, b := c.nodes["a"], c.nodes["b"]
 	ctx := context.Background()
-	data := randomBytes(t, 10)
+	data := testutil.RandomBytes(t, 10)
 	digest := sha256Hex(data)
-	put := func(args *putArgs) error {
-		return a.tr.Call(ctx, b.tr.Addr(), MethodPut, args, nil)
-	}
+	put := func(args *putArgs) error { return a.putTo(ctx, b, args) }
 	for i := range MaxIncoming {
 		if err := put(&putArgs{Size: 10, Transfer: fmt.Sprintf("cap%d", i), Digest: digest, Data: data[:5]}); err != nil {
 			t.Fatalf("transfer %d: %v", i, err)
@@ -318,7 +318,7 @@ func TestTransfers_PutCapsIncoming(t *testing.T) {
 	if active != 0 {
 		t.Fatalf("%d transfers counted active after CloseAll", active)
 	}
-	if names := dirNames(t, b.store.TmpDir()); len(names) != 0 {
+	if names := testutil.DirNames(t, b.store.TmpDir()); len(names) != 0 {
 		t.Errorf("CloseAll left temporary files %v", names)
 	}
 }
@@ -330,11 +330,9 @@ func TestTransfers_DropStaleAbandonsIdle(t *testing.T) {
 	c := newTestCluster(t, "a", "b")
 	a, b := c.nodes["a"], c.nodes["b"]
 	ctx := context.Background()
-	data := randomBytes(t, 10)
+	data := testutil.RandomBytes(t, 10)
 	digest := sha256Hex(data)
-	put := func(args *putArgs) error {
-		return a.tr.Call(ctx, b.tr.Addr(), MethodPut, args, nil)
-	}
+	put := func(args *putArgs) error { return a.putTo(ctx, b, args) }
 	for _, id := range []string{"idle", "busy"} {
 		if err := put(&putArgs{Size: 10, Transfer: id, Digest: digest, Data: data[:5]}); err != nil {
 			t.Fatalf("transfer %s: %v", id, err)
@@ -369,7 +367,7 @@ func TestTransfers_GetRejectsBadOffset(t *testing.T) {
 	c := newTestCluster(t, "a", "b")
 	a, b := c.nodes["a"], c.nodes["b"]
 	ctx := context.Background()
-	digest := storeBlob(t, a.store, randomBytes(t, 10))
+	digest := storeBlob(t, a.store, testutil.RandomBytes(t, 10))
 	for _, off := range []int64{-1, 11} {
 		var reply getReply
 		err := b.tr.Call(ctx, a.tr.Addr(), MethodGet, &getArgs{Digest: digest, Offset: off}, &reply)
@@ -391,7 +389,7 @@ func TestTransfers_EnsureFetchesFromHolder(t *testing.T) {
 	c := newTestCluster(t, "a", "b")
 	a, b := c.nodes["a"], c.nodes["b"]
 	ctx := context.Background()
-	data := randomBytes(t, 9<<20)
+	data := testutil.RandomBytes(t, 9<<20)
 	digest := storeBlob(t, a.store, data)
 	gets := a.calls[MethodGet]
 
@@ -418,7 +416,7 @@ func TestTransfers_EnsureFetchesFromHolder(t *testing.T) {
 func TestTransfers_EnsureFindsUnlistedHolder(t *testing.T) {
 	c := newTestCluster(t, "a", "b")
 	a, b := c.nodes["a"], c.nodes["b"]
-	data := randomBytes(t, 1000)
+	data := testutil.RandomBytes(t, 1000)
 	digest := storeBlob(t, a.store, data)
 	// The recorded holder is unknown; any alive member is asked next.
 	if _, err := b.xfer.Ensure(context.Background(), digest, []string{"no-such-node"}); err != nil {
@@ -430,7 +428,7 @@ func TestTransfers_EnsureFindsUnlistedHolder(t *testing.T) {
 func TestTransfers_EnsureVerifiesChecksum(t *testing.T) {
 	c := newTestCluster(t, "a", "b")
 	a, b := c.nodes["a"], c.nodes["b"]
-	data := randomBytes(t, 14)
+	data := testutil.RandomBytes(t, 14)
 	digest := storeBlob(t, a.store, data)
 	// The holder's copy rots on disk.
 	if err := os.WriteFile(a.store.Path(digest), []byte("rotten bytes!!"), 0o640); err != nil {
@@ -443,46 +441,17 @@ func TestTransfers_EnsureVerifiesChecksum(t *testing.T) {
 	if _, ok := b.store.Has(digest); ok {
 		t.Error("a blob that failed its checksum was stored")
 	}
-	if names := dirNames(t, b.store.TmpDir()); len(names) != 0 {
+	if names := testutil.DirNames(t, b.store.TmpDir()); len(names) != 0 {
 		t.Errorf("failed fetch left temporary files %v", names)
 	}
 }
 
-// goroutinesIn counts goroutines whose stack has the frame fn and none of
-// the frames in without.
-func goroutinesIn(fn string, without ...string) int {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	count := 0
-next:
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if !strings.Contains(g, fn) {
-			continue
-		}
-		for _, w := range without {
-			if strings.Contains(g, w) {
-				continue next
-			}
-		}
-		count++
-	}
-	return count
-}
-
-func TestTransfers_ConcurrentEnsuresFetchOnce(t *testing.T) {
-	c := newTestCluster(t, "a", "b")
-	a, b := c.nodes["a"], c.nodes["b"]
-	data := randomBytes(t, ChunkBytes+1) // two chunks
-	digest := storeBlob(t, a.store, data)
-
-	// The holder answers the first chunk only once every caller is waiting.
+// concurrentEnsures has n callers on b ensure digest, listing a as its
+// holder, while a holds its first blob.get until all of them are waiting:
+// one fetching, the others waiting for that fetch. It returns each
+// caller's path and error, and a's blob.get count.
+func concurrentEnsures(t *testing.T, a, b *testNode, digest string, n int) ([]string, []error, *atomic.Int64) {
+	t.Helper()
 	release := make(chan struct{})
 	releaseOnce := sync.OnceFunc(func() { close(release) })
 	t.Cleanup(releaseOnce) // also when the test fails while callers wait
@@ -497,12 +466,10 @@ func TestTransfers_ConcurrentEnsuresFetchOnce(t *testing.T) {
 		}
 		return nil
 	})
-
-	const callers = 5
 	var wg sync.WaitGroup
-	paths := make([]string, callers)
-	errs := make([]error, callers)
-	for i := range callers {
+	paths := make([]string, n)
+	errs := make([]error, n)
+	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -510,11 +477,21 @@ func TestTransfers_ConcurrentEnsuresFetchOnce(t *testing.T) {
 		}()
 	}
 	testutil.Until(t, 10*time.Second, "one fetch in flight and the other callers waiting for it", func() bool {
-		return gets.Load() == 1 &&
-			goroutinesIn("blobs.(*Transfers).Ensure(", "fetchFromAny") == callers-1
+		return gets.Load() == 1 && testutil.GoroutinesIn("blobs.(*Transfers).Ensure(", "fetchFromAny") == n-1
 	})
 	releaseOnce()
 	wg.Wait()
+	return paths, errs, gets
+}
+
+func TestTransfers_ConcurrentEnsuresFetchOnce(t *testing.T) {
+	c := newTestCluster(t, "a", "b")
+	a, b := c.nodes["a"], c.nodes["b"]
+	data := testutil.RandomBytes(t, ChunkBytes+1) // two chunks
+	digest := storeBlob(t, a.store, data)
+
+	const callers = 5
+	paths, errs, gets := concurrentEnsures(t, a, b, digest, callers)
 	for i := range callers {
 		if errs[i] != nil || paths[i] != b.store.Path(digest) {
 			t.Errorf("caller %d: %q %v", i, paths[i], errs[i])
@@ -529,7 +506,7 @@ func TestTransfers_ConcurrentEnsuresFetchOnce(t *testing.T) {
 func TestTransfers_EnsureWithoutHolder(t *testing.T) {
 	c := newTestCluster(t, "a", "b")
 	a, b := c.nodes["a"], c.nodes["b"]
-	missing := sha256Hex(randomBytes(t, 16))
+	missing := sha256Hex(testutil.RandomBytes(t, 16))
 	cases := []struct {
 		name    string
 		node    *testNode
@@ -545,7 +522,7 @@ func TestTransfers_EnsureWithoutHolder(t *testing.T) {
 			if structs.ErrorCode(err) != structs.CodeUnavailable || !strings.Contains(err.Error(), "could not be fetched") {
 				t.Fatalf("err %v, want unavailable: could not be fetched", err)
 			}
-			if names := dirNames(t, tc.node.store.TmpDir()); len(names) != 0 {
+			if names := testutil.DirNames(t, tc.node.store.TmpDir()); len(names) != 0 {
 				t.Errorf("failed fetch left temporary files %v", names)
 			}
 		})
@@ -585,37 +562,10 @@ func TestTransfers_EnsureWithNoOtherNode(t *testing.T) {
 func TestTransfers_ConcurrentEnsuresShareAFailure(t *testing.T) {
 	c := newTestCluster(t, "a", "b")
 	a, b := c.nodes["a"], c.nodes["b"]
-	missing := sha256Hex(randomBytes(t, 16))
-	release := make(chan struct{})
-	releaseOnce := sync.OnceFunc(func() { close(release) })
-	t.Cleanup(releaseOnce)
-	gets := a.calls[MethodGet]
-	a.hook(t, MethodGet, func(ctx context.Context, call int64) error {
-		if call == 1 {
-			select {
-			case <-release:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-		return nil
-	})
+	missing := sha256Hex(testutil.RandomBytes(t, 16))
 	c.setAlive(t, "a", "b")
 	const callers = 5
-	var wg sync.WaitGroup
-	errs := make([]error, callers)
-	for i := range callers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, errs[i] = b.xfer.Ensure(context.Background(), missing, []string{a.id})
-		}()
-	}
-	testutil.Until(t, 10*time.Second, "one fetch in flight and the other callers waiting for it", func() bool {
-		return gets.Load() == 1 && goroutinesIn("blobs.(*Transfers).Ensure(", "fetchFromAny") == callers-1
-	})
-	releaseOnce()
-	wg.Wait()
+	_, errs, gets := concurrentEnsures(t, a, b, missing, callers)
 	for i, err := range errs {
 		if structs.ErrorCode(err) != structs.CodeUnavailable {
 			t.Errorf("caller %d: %v, want the shared fetch's unavailable", i, err)
