@@ -50,14 +50,26 @@ func (a *Agent) handleModelAction(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	out, ok := a.predict(w, r, target, inputs)
+	if !ok {
+		return
+	}
+	writePredictions(w, name, target.Version.Version, id, out)
+}
+
+// predict runs inputs through target's version, the shared end of v1 and v2
+// inference: a tabular input gets its batch dimension, the answer may take
+// the deployment's timeout, and an error is written (false) as serving's
+// errors map onto HTTP.
+func (a *Agent) predict(w http.ResponseWriter, r *http.Request, target *serving.Target, inputs []ml.Tensor) ([]ml.Tensor, bool) {
 	tensorjson.NormalizeTabular(inputs, &target.Version.Schema)
 	extendWriteDeadline(w, target.Deployment)
 	out, err := a.serving.router.Predict(r.Context(), target, inputs)
 	if err != nil {
 		writePredictError(w, err)
-		return
+		return nil, false
 	}
-	writePredictions(w, name, target.Version.Version, id, out)
+	return out, true
 }
 
 // writePredictions answers {"id", "model", "predictions", "version"}.

@@ -169,11 +169,8 @@ func (a *Agent) handleV2Infer(w http.ResponseWriter, r *http.Request) {
 		}
 		inputs[i] = t
 	}
-	tensorjson.NormalizeTabular(inputs, &target.Version.Schema)
-	extendWriteDeadline(w, target.Deployment)
-	out, err := a.serving.router.Predict(r.Context(), target, inputs)
-	if err != nil {
-		writePredictError(w, err)
+	out, ok := a.predict(w, r, target, inputs)
+	if !ok {
 		return
 	}
 	outputs := tensorjson.V2Outputs(out, &target.Version.Schema)

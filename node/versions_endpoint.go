@@ -14,6 +14,7 @@ import (
 	"github.com/kilnml/kiln/ml"
 	"github.com/kilnml/kiln/ml/formats"
 	"github.com/kilnml/kiln/node/internal/blobs"
+	"github.com/kilnml/kiln/raftfsm"
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
 
@@ -299,28 +300,22 @@ func (a *Agent) handleVersionList(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	txn, err := a.readTxn(w, r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	defer txn.Discard()
-	if _, err := txn.Model(name); err != nil {
-		writeError(w, err)
-		return
-	}
-	items, next, err := txn.Versions(name, cursor, limit)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	if items == nil {
-		items = []*structs.ModelVersion{}
-	}
-	for _, v := range items {
-		versionJSON(v)
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"items": items, "next_cursor": next})
+	serveRead(a, w, r, func(txn *raftfsm.Txn) (any, error) {
+		if _, err := txn.Model(name); err != nil {
+			return nil, err
+		}
+		items, next, err := txn.Versions(name, cursor, limit)
+		if err != nil {
+			return nil, err
+		}
+		if items == nil {
+			items = []*structs.ModelVersion{}
+		}
+		for _, v := range items {
+			versionJSON(v)
+		}
+		return map[string]any{"items": items, "next_cursor": next}, nil
+	})
 }
 
 func (a *Agent) handleVersionGet(w http.ResponseWriter, r *http.Request) {
@@ -334,18 +329,13 @@ func (a *Agent) handleVersionGet(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	txn, err := a.readTxn(w, r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	defer txn.Discard()
-	v, err := txn.Version(name, n)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, versionJSON(v))
+	serveRead(a, w, r, func(txn *raftfsm.Txn) (*structs.ModelVersion, error) {
+		v, err := txn.Version(name, n)
+		if err != nil {
+			return nil, err
+		}
+		return versionJSON(v), nil
+	})
 }
 
 func (a *Agent) handleVersionDelete(w http.ResponseWriter, r *http.Request) {
