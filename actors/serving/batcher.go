@@ -111,6 +111,36 @@ func (p *pending) wait(ctx context.Context) (any, error) {
 	}
 }
 
+// waitUntil is wait that gives up at deadline too, with
+// context.DeadlineExceeded. The request's own context carries no deadline:
+// a timer per request from context.WithDeadline costs the hot path four
+// allocations, where a pooled one costs none.
+func (p *pending) waitUntil(ctx context.Context, deadline time.Time) (any, error) {
+	t := timerPool.Get().(*time.Timer)
+	t.Reset(time.Until(deadline))
+	defer func() {
+		t.Stop() // timer channels are synchronous (Go 1.23+): nothing stale is left to receive
+		timerPool.Put(t)
+	}()
+	select {
+	case r := <-p.done:
+		return &r, nil
+	case err := <-p.err:
+		return nil, codedError(err)
+	case <-ctx.Done():
+		return nil, codedError(ctx.Err())
+	case <-t.C:
+		return nil, codedError(context.DeadlineExceeded)
+	}
+}
+
+// timerPool holds stopped timers for waitUntil.
+var timerPool = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}}
+
 // close stops the workers once they finish what they hold; requests still
 // queued are answered with actors.ErrStopped.
 func (b *batcher) close() {

@@ -309,21 +309,20 @@ func (r *Router) Predict(ctx context.Context, t *Target, inputs []ml.Tensor) ([]
 	if ms := t.Deployment.TimeoutMS; ms > 0 {
 		timeout = time.Duration(ms) * time.Millisecond
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
 	start := time.Now()
-	out, err := r.call(ctx, t, inputs)
-	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	deadline := start.Add(timeout)
+	out, err := r.call(ctx, t, inputs, deadline)
+	if err != nil && !time.Now().Before(deadline) {
 		err = structs.Errorf(structs.CodeUnavailable, "serving: the prediction did not finish within the deployment's timeout of %s", timeout)
 	}
 	r.cfg.Metrics.Observe(t.Deployment.Name, t.Version.Version, time.Since(start), err)
 	return out, err
 }
 
-func (r *Router) call(ctx context.Context, t *Target, inputs []ml.Tensor) ([]ml.Tensor, error) {
+func (r *Router) call(ctx context.Context, t *Target, inputs []ml.Tensor, deadline time.Time) ([]ml.Tensor, error) {
 	first := r.pick(t.replicas, "")
-	out, err := r.ask(ctx, first, t.Deployment.Batching.MaxBatch, inputs)
-	if err == nil || !retryable(err) || ctx.Err() != nil {
+	out, err := r.ask(ctx, first, t.Deployment.Batching.MaxBatch, inputs, deadline)
+	if err == nil || !retryable(err) || ctx.Err() != nil || !time.Now().Before(deadline) {
 		return out, err
 	}
 	second := r.pick(t.replicas, first.ID)
@@ -331,7 +330,7 @@ func (r *Router) call(ctx context.Context, t *Target, inputs []ml.Tensor) ([]ml.
 		return nil, err
 	}
 	r.log.Debug("retrying on another replica", "failed", first.ID, "retry", second.ID, "error", err)
-	return r.ask(ctx, second, t.Deployment.Batching.MaxBatch, inputs)
+	return r.ask(ctx, second, t.Deployment.Batching.MaxBatch, inputs, deadline)
 }
 
 // pick chooses a replica by power of two choices on this node's in-flight
@@ -392,7 +391,7 @@ func (r *Router) counterLocked(id string) *atomic.Int64 {
 	return c
 }
 
-func (r *Router) ask(ctx context.Context, a *structs.Allocation, maxBatch int, inputs []ml.Tensor) ([]ml.Tensor, error) {
+func (r *Router) ask(ctx context.Context, a *structs.Allocation, maxBatch int, inputs []ml.Tensor, deadline time.Time) ([]ml.Tensor, error) {
 	r.mu.Lock()
 	c := r.counterLocked(a.ID)
 	r.mu.Unlock()
@@ -405,25 +404,14 @@ func (r *Router) ask(ctx context.Context, a *structs.Allocation, maxBatch int, i
 		var p *pending
 		if p, err = b.submit(ctx, inputs); err == nil {
 			var reply any
-			if reply, err = p.wait(ctx); err == nil {
+			if reply, err = p.waitUntil(ctx, deadline); err == nil {
 				out = reply.(*PredictReply).Outputs
 			}
 		} else {
 			err = codedError(err)
 		}
-	} else if ob := r.outboxFor(a, maxBatch); ob != nil {
-		out, err = ob.send(ctx, inputs)
 	} else {
-		var reply any
-		reply, err = r.cfg.System.Ask(ctx, ShardRef(a), &PredictRequest{Inputs: inputs})
-		if err == nil {
-			pr, ok := reply.(*PredictReply)
-			if !ok {
-				err = structs.Errorf(structs.CodeInternal, "replica %s answered %T", a.ID, reply)
-			} else {
-				out = pr.Outputs
-			}
-		}
+		out, err = r.askRemote(ctx, a, maxBatch, inputs, deadline)
 	}
 	c.Add(-1)
 	if err != nil {
@@ -436,6 +424,26 @@ func (r *Router) ask(ctx context.Context, a *structs.Allocation, maxBatch int, i
 		return nil, err
 	}
 	return out, nil
+}
+
+// askRemote asks a replica on another node, through its outbox when it
+// batches, the deadline carried by the context: the transport sends what is
+// left of it to the replica's node.
+func (r *Router) askRemote(ctx context.Context, a *structs.Allocation, maxBatch int, inputs []ml.Tensor, deadline time.Time) ([]ml.Tensor, error) {
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	if ob := r.outboxFor(a, maxBatch); ob != nil {
+		return ob.send(ctx, inputs)
+	}
+	reply, err := r.cfg.System.Ask(ctx, ShardRef(a), &PredictRequest{Inputs: inputs})
+	if err != nil {
+		return nil, err
+	}
+	pr, ok := reply.(*PredictReply)
+	if !ok {
+		return nil, structs.Errorf(structs.CodeInternal, "replica %s answered %T", a.ID, reply)
+	}
+	return pr.Outputs, nil
 }
 
 func (r *Router) localBatcher(a *structs.Allocation) *batcher {
@@ -564,10 +572,8 @@ func (r *Router) sendShadow(t *Target, inputs []ml.Tensor) {
 	go func() {
 		defer r.wg.Done()
 		defer func() { <-r.shadowSlots }()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
 		start := time.Now()
-		_, err := r.call(ctx, t, inputs)
+		_, err := r.call(context.Background(), t, inputs, start.Add(30*time.Second))
 		r.cfg.Metrics.Observe(t.Deployment.Name, t.Version.Version, time.Since(start), err)
 	}()
 }
