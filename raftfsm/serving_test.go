@@ -1868,15 +1868,15 @@ func TestFSM_ServingReplayIsIdempotent(t *testing.T) {
 	assertSameServingState(t, want, readServingState(t, f2))
 }
 
-// ServingIndex moves with what routing reads and stays put for other writes,
+// The serving tables' index moves with what routing reads and stays put for other writes,
 // so the ingress's cache survives registry traffic that does not concern it.
-func TestFSM_ServingIndexMovesOnlyWithServingChanges(t *testing.T) {
+func TestFSM_ServingTablesMoveOnlyWithServingChanges(t *testing.T) {
 	f := testFSM(t)
 	setup := irisSetup(t, putDeployment(t, "iris", trafficOf(split(1, 100))))
 	mustApply(t, f, 1, setup...)
 	idx := uint64(len(setup))
 	if got := f.Index(ServingTables...); got != idx {
-		t.Fatalf("ServingIndex after setup = %d, want %d", got, idx)
+		t.Fatalf("serving index after setup = %d, want %d", got, idx)
 	}
 	tag := "prod"
 	for _, tc := range []struct {
@@ -1902,7 +1902,7 @@ func TestFSM_ServingIndexMovesOnlyWithServingChanges(t *testing.T) {
 				t.Fatalf("AppliedIndex = %d, want %d", f.AppliedIndex(), idx)
 			}
 			if got, want := f.Index(ServingTables...), map[bool]uint64{true: idx, false: before}[tc.moves]; got != want {
-				t.Errorf("ServingIndex = %d, want %d", got, want)
+				t.Errorf("serving index = %d, want %d", got, want)
 			}
 		})
 	}

@@ -178,7 +178,7 @@ func TestFSM_IndexIsMaxOverTables(t *testing.T) {
 		t.Fatalf("after a version at 4: models %d, routing %d, routes %d; want 4, 4, 1", models(), routing(), f.Index(TableRoutes))
 	}
 	if got, want := f.Index(ServingTables...), f.Index(TableRoutes, TableVersions, TableDeployments, TableAllocations); got != want {
-		t.Fatalf("ServingIndex = %d, Index of its tables = %d", got, want)
+		t.Fatalf("Index(ServingTables...) = %d, Index of its tables = %d", got, want)
 	}
 	if got, want := f.Index(ACLTables...), f.Index(TableACLPolicies, TableACLTokens, TableACLBootstrap); got != want {
 		t.Fatalf("ACLIndex = %d, Index of its tables = %d", got, want)
