@@ -58,7 +58,7 @@ func (a *Agent) fetchBlob(ctx context.Context, args *blobFetchArgs) error {
 
 // artifactsLoop is the leader task that restores copies of model files.
 func (a *Agent) artifactsLoop(ctx context.Context) {
-	t := &artifactKeeper{a: a, missingSince: map[string]time.Time{}}
+	t := &artifactKeeper{a: a, missingSince: map[string]time.Time{}, orphaned: map[string]bool{}}
 	tick := time.NewTicker(artifactCheckInterval)
 	defer tick.Stop()
 	for {
@@ -78,6 +78,9 @@ func (a *Agent) artifactsLoop(ctx context.Context) {
 type artifactKeeper struct {
 	a            *Agent
 	missingSince map[string]time.Time // node ID -> first seen not alive this term
+	// orphaned holds the blobs found with no live holder this term, each
+	// logged once: nothing can copy them until a holder comes back.
+	orphaned map[string]bool
 }
 
 // artifact is one blob as the registry references it.
@@ -125,6 +128,15 @@ func (t *artifactKeeper) check(ctx context.Context) error {
 			}
 			continue
 		}
+		if len(live) == 0 {
+			if !t.orphaned[art.digest] {
+				t.orphaned[art.digest] = true
+				a.logger.Error("no live node holds a model file; it cannot be copied until one of its holders returns",
+					"digest", art.digest, "holders", art.holders, "model", art.versions[0].Model, "version", art.versions[0].Version)
+			}
+			continue
+		}
+		delete(t.orphaned, art.digest)
 		added := t.copyTo(ctx, art, live, aliveIDs, want-len(live))
 		if len(added) == 0 {
 			continue
