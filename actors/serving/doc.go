@@ -17,7 +17,10 @@
 // one is refused at once with ErrOverloaded (busy). A replica that is
 // unreachable, busy or gone is retried once on another replica, and marked
 // down for a moment so the next requests avoid it. A shadow version gets a
-// copy of the request; nobody waits for its answer. Once the registry no
+// copy of the request; nobody waits for its answer. A prediction gives up at
+// its deployment's timeout_ms (RouterConfig.PredictTimeout when unset): a
+// local wait uses a pooled timer, a remote call carries the deadline in its
+// context for the transport. Once the registry no
 // longer has a replica, version or model, the router forgets what it kept
 // for it (in-flight counts, down marks, outboxes, cached routes, the
 // version's metrics).
