@@ -1,5 +1,6 @@
-// Package ml is Kiln's pure computation: model runtimes, dataset statistics
-// (ml/stats), and later the built-in trainers, metrics and drift tests. It knows nothing of the cluster: no
+// Package ml is Kiln's pure computation: model runtimes, dataset files and
+// their statistics (ml/dataset, ml/stats), and later the built-in trainers,
+// metrics and drift tests. It knows nothing of the cluster: no
 // Raft, no transport, no HTTP. The serving actors load a model through a runtime
 // in a subpackage and call Predict; training will write models in formats these
 // runtimes read.

@@ -1,0 +1,475 @@
+// Package dataset reads a dataset file in one streaming pass: it infers (or
+// checks against a pinned) schema, computes every column's statistics with
+// ml/stats, and reports each bad row with its line number and reason. Memory
+// stays bounded whatever the file's size: rows are not kept.
+//
+// Formats: CSV and TSV with a header row, and JSON lines (one object per
+// line; the columns are the keys in the order first seen, a missing key is a
+// null). LibSVM and Parquet are not read yet.
+//
+// Types are int, float, bool, timestamp (RFC 3339, or a date 2006-01-02) and
+// string. An inferred column takes the narrowest type all its values fit:
+// int widens to float, and mixed kinds widen to string. An empty field or a
+// JSON null is a null in any column. With a pinned schema a value that does
+// not parse as its column's type makes the row bad, as does a CSV row with
+// the wrong number of fields or a line that is not a JSON object.
+//
+// Numeric columns (int, float, timestamp as Unix seconds) get numeric
+// statistics; bool and string columns categorical ones. Until a column's type
+// is settled both are kept, so that widening never needs a second pass.
+package dataset
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kilnml/kiln/ml/stats"
+)
+
+// Format of a dataset file.
+type Format string
+
+// Formats this package reads.
+const (
+	CSV   Format = "csv"
+	TSV   Format = "tsv"
+	JSONL Format = "jsonl"
+)
+
+// Type of a column.
+type Type string
+
+// Column types, narrowest first.
+const (
+	Int       Type = "int"
+	Float     Type = "float"
+	Bool      Type = "bool"
+	Timestamp Type = "timestamp"
+	String    Type = "string"
+)
+
+// Column is a named, typed column.
+type Column struct {
+	Name string `json:"name" msgpack:"name"`
+	Type Type   `json:"type" msgpack:"type"`
+}
+
+// BadRow is a row that was not counted, and why.
+type BadRow struct {
+	Line   int64  `json:"line" msgpack:"line"`
+	Reason string `json:"reason" msgpack:"reason"`
+}
+
+// Options of a Scan.
+type Options struct {
+	Format Format
+	// Schema, when set, pins the columns' names and types: the file's
+	// columns must match it by name, and values must parse as their type.
+	Schema []Column
+	// OnBadRow is called for every bad row, with the row's raw line (valid
+	// only during the call; nil for a CSV row the reader could not split). A
+	// non-nil error stops the scan and is returned (strict mode returns one
+	// at once; lenient mode keeps the line in quarantine and goes on).
+	OnBadRow func(bad BadRow, raw []byte) error
+	// Seed makes the quantile sketches repeatable.
+	Seed uint64
+}
+
+// ColumnStats is one column's type and statistics.
+type ColumnStats struct {
+	Column
+	Numeric     *stats.NumericStats     `json:"numeric,omitempty" msgpack:"numeric,omitempty"`
+	Categorical *stats.CategoricalStats `json:"categorical,omitempty" msgpack:"categorical,omitempty"`
+}
+
+// Result of a Scan.
+type Result struct {
+	Rows    int64         `json:"rows" msgpack:"rows"`
+	BadRows int64         `json:"bad_rows" msgpack:"bad_rows"`
+	Columns []ColumnStats `json:"columns" msgpack:"columns"`
+}
+
+// ErrFormat is wrapped by errors about the file as a whole (no header, an
+// unknown format, a header that does not match the pinned schema).
+var ErrFormat = errors.New("dataset: bad file")
+
+// maxLineBytes bounds one line (one row) of a file.
+const maxLineBytes = 16 << 20
+
+// Scan reads a dataset file from r.
+func Scan(r io.Reader, opts Options) (*Result, error) {
+	s := &scan{opts: opts, byName: map[string]int{}}
+	if opts.OnBadRow == nil {
+		s.opts.OnBadRow = func(BadRow, []byte) error { return nil }
+	}
+	for _, c := range opts.Schema {
+		if _, dup := s.byName[c.Name]; dup || c.Name == "" {
+			return nil, fmt.Errorf("%w: schema names column %q twice or empty", ErrFormat, c.Name)
+		}
+		switch c.Type {
+		case Int, Float, Bool, Timestamp, String:
+		default:
+			return nil, fmt.Errorf("%w: schema column %q has type %q: use int, float, bool, timestamp or string", ErrFormat, c.Name, c.Type)
+		}
+		s.addColumn(c.Name, c.Type)
+	}
+	var err error
+	switch opts.Format {
+	case CSV:
+		err = s.delimited(r, ',')
+	case TSV:
+		err = s.delimited(r, '\t')
+	case JSONL:
+		err = s.jsonLines(r)
+	default:
+		err = fmt.Errorf("%w: format %q: use csv, tsv or jsonl", ErrFormat, opts.Format)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s.result(), nil
+}
+
+// col accumulates one column.
+type col struct {
+	name   string
+	typ    Type // current inferred type; "" until a value is seen
+	pinned bool
+	num    *stats.Numeric
+	cat    *stats.Categorical
+}
+
+type scan struct {
+	opts    Options
+	cols    []*col
+	byName  map[string]int
+	rows    int64
+	badRows int64
+}
+
+func (s *scan) addColumn(name string, typ Type) *col {
+	c := &col{name: name, typ: typ, pinned: typ != "",
+		num: stats.NewNumeric(0, 0, s.opts.Seed+uint64(len(s.cols))), cat: stats.NewCategorical(0)}
+	s.byName[name] = len(s.cols)
+	s.cols = append(s.cols, c)
+	return c
+}
+
+// value is one parsed field: its kind, and its number or text.
+type value struct {
+	kind Type // "" for a null
+	num  float64
+	text string
+}
+
+// parse reads a field as the narrowest type it fits.
+func parse(field string) value {
+	if field == "" {
+		return value{}
+	}
+	if i, err := strconv.ParseInt(field, 10, 64); err == nil {
+		return value{kind: Int, num: float64(i), text: field}
+	}
+	if f, err := strconv.ParseFloat(field, 64); err == nil && !math.IsInf(f, 0) {
+		return value{kind: Float, num: f, text: field}
+	}
+	switch strings.ToLower(field) {
+	case "true", "false":
+		return value{kind: Bool, text: strings.ToLower(field)}
+	}
+	if t, ok := parseTime(field); ok {
+		return value{kind: Timestamp, num: float64(t.UnixNano()) / 1e9, text: field}
+	}
+	return value{kind: String, text: field}
+}
+
+func parseTime(s string) (time.Time, bool) {
+	if len(s) < 10 || s[4] != '-' {
+		return time.Time{}, false
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// widen is the type that holds values of types a and b.
+func widen(a, b Type) Type {
+	switch {
+	case a == "":
+		return b
+	case b == "" || a == b:
+		return a
+	case (a == Int && b == Float) || (a == Float && b == Int):
+		return Float
+	}
+	return String
+}
+
+// fits reports whether v can be a value of a pinned column of type t.
+func fits(t Type, v value) bool {
+	return v.kind == "" || v.kind == t || t == String || (t == Float && v.kind == Int)
+}
+
+// check refuses, for a pinned column, a value of another type.
+func (c *col) check(v value) error {
+	if c.pinned && !fits(c.typ, v) {
+		return fmt.Errorf("column %s: %q is not a %s", c.name, v.text, c.typ)
+	}
+	return nil
+}
+
+// add counts v, widening the inferred type to hold it.
+func (c *col) add(v value) {
+	if v.kind == "" {
+		c.num.AddNull()
+		c.cat.AddNull()
+		return
+	}
+	if !c.pinned {
+		c.typ = widen(c.typ, v.kind)
+	}
+	switch v.kind {
+	case Int, Float, Timestamp:
+		c.num.Add(v.num)
+	default:
+		c.num.AddNull() // a string in what is, so far, a numeric column
+	}
+	c.cat.Add(v.text)
+}
+
+// row counts one good row, or reports it bad. fields are by column index;
+// raw gives the row's text, asked only for a bad row.
+func (s *scan) row(line int64, raw func() []byte, fields []value) error {
+	for i, v := range fields {
+		if err := s.cols[i].check(v); err != nil {
+			return s.bad(line, raw(), err.Error())
+		}
+	}
+	for i, v := range fields {
+		s.cols[i].add(v)
+	}
+	s.rows++
+	return nil
+}
+
+func (s *scan) bad(line int64, raw []byte, reason string) error {
+	s.badRows++
+	return s.opts.OnBadRow(BadRow{Line: line, Reason: reason}, raw)
+}
+
+func (s *scan) delimited(r io.Reader, sep rune) error {
+	cr := csv.NewReader(bufio.NewReaderSize(r, 1<<16))
+	cr.Comma = sep
+	cr.FieldsPerRecord = -1 // checked here, to report the row and go on
+	cr.ReuseRecord = true
+	header, err := cr.Read()
+	if err == io.EOF {
+		return fmt.Errorf("%w: the file is empty; the first line must name the columns", ErrFormat)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: header: %v", ErrFormat, err)
+	}
+	index := make([]int, len(header)) // file column -> column
+	for i, name := range header {
+		name = strings.TrimSpace(name)
+		j, ok := s.byName[name]
+		switch {
+		case ok && !s.cols[j].pinned, ok && slicesIndex(index[:i], j) >= 0:
+			return fmt.Errorf("%w: header names column %q twice", ErrFormat, name)
+		case !ok && len(s.opts.Schema) > 0:
+			return fmt.Errorf("%w: header column %q is not in the schema", ErrFormat, name)
+		case !ok:
+			j = len(s.cols)
+			s.addColumn(name, "")
+		}
+		index[i] = j
+	}
+	if len(s.opts.Schema) > 0 && len(header) != len(s.opts.Schema) {
+		return fmt.Errorf("%w: header has %d columns, the schema %d", ErrFormat, len(header), len(s.opts.Schema))
+	}
+	fields := make([]value, len(s.cols))
+	for {
+		rec, err := cr.Read()
+		if err == io.EOF {
+			return nil
+		}
+		var pe *csv.ParseError
+		if errors.As(err, &pe) {
+			if err := s.bad(int64(pe.StartLine), nil, pe.Err.Error()); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		line, _ := cr.FieldPos(0)
+		raw := func() []byte { return []byte(strings.Join(rec, string(sep))) }
+		if len(rec) != len(header) {
+			if err := s.bad(int64(line), raw(), fmt.Sprintf("%d fields, the header has %d", len(rec), len(header))); err != nil {
+				return err
+			}
+			continue
+		}
+		for i, f := range rec {
+			fields[index[i]] = parse(f)
+		}
+		if err := s.row(int64(line), raw, fields); err != nil {
+			return err
+		}
+	}
+}
+
+func slicesIndex(s []int, v int) int {
+	for i, x := range s {
+		if x == v {
+			return i
+		}
+	}
+	return -1
+}
+
+func (s *scan) jsonLines(r io.Reader) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 1<<16), maxLineBytes)
+	var line int64
+	for sc.Scan() {
+		line++
+		raw := bytes.TrimSpace(sc.Bytes())
+		if len(raw) == 0 {
+			continue
+		}
+		var obj map[string]json.RawMessage
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.UseNumber()
+		if err := dec.Decode(&obj); err != nil || obj == nil {
+			if err := s.bad(line, raw, "not a JSON object"); err != nil {
+				return err
+			}
+			continue
+		}
+		// Columns in the order the keys first appear in the file.
+		keys, err := objectKeys(raw)
+		if err != nil {
+			if err := s.bad(line, raw, "not a JSON object"); err != nil {
+				return err
+			}
+			continue
+		}
+		for _, k := range keys {
+			if _, ok := s.byName[k]; !ok {
+				if len(s.opts.Schema) > 0 {
+					if err := s.bad(line, raw, fmt.Sprintf("key %q is not in the schema", k)); err != nil {
+						return err
+					}
+					goto next
+				}
+				c := s.addColumn(k, "")
+				// Earlier rows did not have it: nulls.
+				for range s.rows {
+					c.add(value{})
+				}
+			}
+		}
+		{
+			fields := make([]value, len(s.cols))
+			for k, v := range obj {
+				fields[s.byName[k]] = jsonValue(v)
+			}
+			if err := s.row(line, func() []byte { return raw }, fields); err != nil {
+				return err
+			}
+		}
+	next:
+	}
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return fmt.Errorf("%w: line %d is longer than %d bytes", ErrFormat, line+1, maxLineBytes)
+		}
+		return err
+	}
+	return nil
+}
+
+// objectKeys lists a JSON object's keys in order.
+func objectKeys(raw []byte) ([]string, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if _, err := dec.Token(); err != nil {
+		return nil, err
+	}
+	var keys []string
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		k, _ := t.(string)
+		keys = append(keys, k)
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return nil, err
+		}
+	}
+	return keys, nil
+}
+
+// jsonValue types a JSON value: numbers as int or float by their form,
+// strings as parse does (so timestamps are found), nested values as text.
+func jsonValue(raw json.RawMessage) value {
+	raw = bytes.TrimSpace(raw)
+	switch {
+	case len(raw) == 0 || string(raw) == "null":
+		return value{}
+	case string(raw) == "true" || string(raw) == "false":
+		return value{kind: Bool, text: string(raw)}
+	case raw[0] == '"':
+		var s string
+		if json.Unmarshal(raw, &s) != nil {
+			return value{kind: String, text: string(raw)}
+		}
+		if s == "" {
+			return value{kind: String, text: s}
+		}
+		v := parse(s)
+		if v.kind == Int || v.kind == Float || v.kind == Bool {
+			return value{kind: String, text: s} // a quoted number is text
+		}
+		return v
+	case raw[0] == '{' || raw[0] == '[':
+		return value{kind: String, text: string(raw)}
+	}
+	return parse(string(raw))
+}
+
+func (s *scan) result() *Result {
+	res := &Result{Rows: s.rows, BadRows: s.badRows, Columns: make([]ColumnStats, len(s.cols))}
+	for i, c := range s.cols {
+		typ := c.typ
+		if typ == "" {
+			typ = String // only nulls: nothing says otherwise
+		}
+		cs := ColumnStats{Column: Column{Name: c.name, Type: typ}}
+		switch typ {
+		case Int, Float, Timestamp:
+			n := c.num.Result()
+			cs.Numeric = &n
+		default:
+			k := c.cat.Result(0)
+			cs.Categorical = &k
+		}
+		res.Columns[i] = cs
+	}
+	return res
+}
