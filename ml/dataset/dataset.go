@@ -5,7 +5,8 @@
 //
 // Formats: CSV and TSV with a header row, and JSON lines (one object per
 // line; the columns are the keys in the order first seen, a missing key is a
-// null). LibSVM and Parquet are not read yet.
+// null), and LibSVM (a label, then index:value pairs; a feature a row leaves
+// out is 0). Parquet is not read yet.
 //
 // Types are int, float, bool, timestamp (RFC 3339, or a date 2006-01-02) and
 // string. An inferred column takes the narrowest type all its values fit:
@@ -28,6 +29,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -40,9 +42,10 @@ type Format string
 
 // Formats this package reads.
 const (
-	CSV   Format = "csv"
-	TSV   Format = "tsv"
-	JSONL Format = "jsonl"
+	CSV    Format = "csv"
+	TSV    Format = "tsv"
+	JSONL  Format = "jsonl"
+	LibSVM Format = "libsvm"
 )
 
 // Type of a column.
@@ -130,8 +133,10 @@ func Scan(r io.Reader, opts Options) (*Result, error) {
 		err = s.delimited(r, '\t')
 	case JSONL:
 		err = s.jsonLines(r)
+	case LibSVM:
+		err = s.libsvm(r)
 	default:
-		err = fmt.Errorf("%w: format %q: use csv, tsv or jsonl", ErrFormat, opts.Format)
+		err = fmt.Errorf("%w: format %q: use csv, tsv, jsonl or libsvm", ErrFormat, opts.Format)
 	}
 	if err != nil {
 		return nil, err
@@ -145,7 +150,9 @@ type col struct {
 	typ    Type // current inferred type; "" until a value is seen
 	pinned bool
 	num    *stats.Numeric
-	cat    *stats.Categorical
+	cat    *stats.Categorical // nil for a sparse feature, which is numeric
+	// present counts the rows that have a sparse feature; the others hold 0.
+	present int64
 }
 
 type scan struct {
@@ -234,7 +241,9 @@ func (c *col) check(v value) error {
 func (c *col) add(v value) {
 	if v.kind == "" {
 		c.num.AddNull()
-		c.cat.AddNull()
+		if c.cat != nil {
+			c.cat.AddNull()
+		}
 		return
 	}
 	if !c.pinned {
@@ -246,7 +255,9 @@ func (c *col) add(v value) {
 	default:
 		c.num.AddNull() // a string in what is, so far, a numeric column
 	}
-	c.cat.Add(v.text)
+	if c.cat != nil {
+		c.cat.Add(v.text)
+	}
 }
 
 // row counts one good row, or reports it bad. fields are by column index;
@@ -403,6 +414,106 @@ func (s *scan) jsonLines(r io.Reader) error {
 	return nil
 }
 
+// libsvm reads "label index:value ..." lines: a label column, then one
+// column per feature index, named f<index>, in index order. A feature a row
+// leaves out is 0 in that row, as the format means it. A qid:N token is
+// skipped. Only numbers are kept for features (no top values: a sparse file
+// may have a million of them).
+func (s *scan) libsvm(r io.Reader) error {
+	if len(s.opts.Schema) > 0 {
+		return fmt.Errorf("%w: a libsvm file's columns are its label and feature indexes; it takes no schema", ErrFormat)
+	}
+	label := s.addColumn("label", "")
+	features := map[int64]*col{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 1<<16), maxLineBytes)
+	var line int64
+	type feat struct {
+		c *col
+		v value
+	}
+	var row []feat
+	for sc.Scan() {
+		line++
+		raw := sc.Bytes()
+		fields := strings.Fields(string(raw))
+		if len(fields) == 0 || fields[0][0] == '#' {
+			continue
+		}
+		lv := parse(fields[0])
+		if lv.kind != Int && lv.kind != Float {
+			if err := s.bad(line, raw, fmt.Sprintf("label %q is not a number", fields[0])); err != nil {
+				return err
+			}
+			continue
+		}
+		row = row[:0]
+		reason := ""
+		for _, f := range fields[1:] {
+			k, v, ok := strings.Cut(f, ":")
+			if !ok {
+				reason = fmt.Sprintf("%q is not index:value", f)
+				break
+			}
+			if k == "qid" {
+				continue
+			}
+			idx, err := strconv.ParseInt(k, 10, 64)
+			if err != nil || idx < 0 {
+				reason = fmt.Sprintf("feature index %q is not a non-negative integer", k)
+				break
+			}
+			fv := parse(v)
+			if fv.kind != Int && fv.kind != Float {
+				reason = fmt.Sprintf("feature %d: %q is not a number", idx, v)
+				break
+			}
+			c := features[idx]
+			if c == nil {
+				c = s.addColumn("f"+k, "")
+				c.cat = nil
+				features[idx] = c
+			}
+			row = append(row, feat{c, fv})
+		}
+		if reason != "" {
+			if err := s.bad(line, raw, reason); err != nil {
+				return err
+			}
+			continue
+		}
+		label.add(lv)
+		for _, f := range row {
+			f.c.add(f.v)
+			f.c.present++
+		}
+		s.rows++
+	}
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return fmt.Errorf("%w: line %d is longer than %d bytes", ErrFormat, line+1, maxLineBytes)
+		}
+		return err
+	}
+	for _, c := range features {
+		if missing := s.rows - c.present; missing > 0 {
+			c.num.AddN(0, missing)
+			c.typ = widen(c.typ, Int)
+		}
+	}
+	// Label first, then features by index.
+	idx := make([]int64, 0, len(features))
+	for i := range features {
+		idx = append(idx, i)
+	}
+	slices.Sort(idx)
+	s.cols = s.cols[:1]
+	for _, i := range idx {
+		s.cols = append(s.cols, features[i])
+	}
+	return nil
+}
+
 // objectKeys lists a JSON object's keys in order.
 func objectKeys(raw []byte) ([]string, error) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
@@ -466,8 +577,10 @@ func (s *scan) result() *Result {
 			n := c.num.Result()
 			cs.Numeric = &n
 		default:
-			k := c.cat.Result(0)
-			cs.Categorical = &k
+			if c.cat != nil {
+				k := c.cat.Result(0)
+				cs.Categorical = &k
+			}
 		}
 		res.Columns[i] = cs
 	}

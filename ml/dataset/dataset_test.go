@@ -240,3 +240,37 @@ func BenchmarkScan_CSV(b *testing.B) {
 	}
 	b.ReportMetric(float64(rows*b.N)/b.Elapsed().Seconds(), "rows/s")
 }
+
+// LibSVM: a label and one column per feature index, in index order; a
+// feature a row leaves out is 0 there; bad tokens make the row bad.
+func TestScan_LibSVM(t *testing.T) {
+	body := "1 1:0.5 3:2\n# a comment\n0 qid:7 3:4\n1 2:x\n-1 2:1 1:1.5\nyes 1:1\n"
+	res, bad, err := scanString(t, LibSVM, body, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Rows != 3 || len(bad) != 2 || bad[0].Line != 4 || bad[1].Line != 6 {
+		t.Fatalf("rows %d, bad %+v; want 3 rows, lines 4 and 6 bad", res.Rows, bad)
+	}
+	names := []string{}
+	for _, c := range res.Columns {
+		names = append(names, c.Name)
+	}
+	if strings.Join(names, ",") != "label,f1,f2,f3" {
+		t.Fatalf("columns %v, want label,f1,f2,f3", names)
+	}
+	f1 := column(t, res, "f1")
+	// f1 is 0.5, absent (0), 1.5: mean 2/3, min 0.
+	if f1.Type != Float || f1.Numeric.Count != 3 || f1.Numeric.Min != 0 || math.Abs(f1.Numeric.Mean-2.0/3) > 1e-12 || f1.Categorical != nil {
+		t.Fatalf("f1: %+v %+v", f1, f1.Numeric)
+	}
+	if f3 := column(t, res, "f3").Numeric; f3.Count != 3 || f3.Mean != 2 {
+		t.Fatalf("f3: %+v, want 2, 4 and an absent 0: mean 2", f3)
+	}
+	if l := column(t, res, "label"); l.Type != Int || l.Numeric.Mean != 0 {
+		t.Fatalf("label: %+v", l.Numeric)
+	}
+	if _, _, err := scanString(t, LibSVM, "1 1:1\n", Options{Schema: []Column{{Name: "label", Type: Int}}}); !errors.Is(err, ErrFormat) {
+		t.Fatalf("libsvm with a schema: %v, want ErrFormat", err)
+	}
+}

@@ -61,6 +61,27 @@ func (n *Numeric) Add(x float64) {
 	n.hist.add(x)
 }
 
+// AddN counts count copies of x at the cost of about log2(count) single
+// values: how a sparse column adds the zeros of the rows that lack it.
+func (n *Numeric) AddN(x float64, count int64) {
+	if count <= 0 {
+		return
+	}
+	if math.IsNaN(x) || math.IsInf(x, 0) {
+		n.nulls += count
+		return
+	}
+	// Chan et al.'s pairwise update: merge a block of count equal values.
+	total := n.count + count
+	d := x - n.mean
+	n.mean += d * float64(count) / float64(total)
+	n.m2 += d * d * float64(n.count) * float64(count) / float64(total)
+	n.count = total
+	n.min, n.max = min(n.min, x), max(n.max, x)
+	n.sketch.addWeighted(x, count)
+	n.hist.addN(x, count)
+}
+
 // AddNull counts one missing value.
 func (n *Numeric) AddNull() { n.nulls++ }
 
@@ -133,6 +154,25 @@ func (s *kll) add(x float64) {
 			break
 		}
 		s.compact(h)
+	}
+}
+
+// addWeighted adds x with weight w: once at each level whose bit is set in
+// w, each level's weight being 2^h.
+func (s *kll) addWeighted(x float64, w int64) {
+	for h := 0; w > 0; h, w = h+1, w>>1 {
+		if w&1 == 0 {
+			continue
+		}
+		for len(s.levels) <= h {
+			s.levels = append(s.levels, nil)
+		}
+		s.levels[h] = append(s.levels[h], x)
+	}
+	for h := 0; h < len(s.levels); h++ {
+		if len(s.levels[h]) >= s.capacity(h) {
+			s.compact(h)
+		}
 	}
 }
 
@@ -213,6 +253,18 @@ type histogram struct {
 	counts []int64
 	first  int64 // values equal to lo before the width was known
 	seeded bool  // lo is set
+}
+
+// addN counts n copies of x.
+func (h *histogram) addN(x float64, n int64) {
+	h.add(x)
+	if n > 1 {
+		if h.w == 0 {
+			h.first += n - 1
+		} else {
+			h.counts[h.bin(x)] += n - 1
+		}
+	}
 }
 
 func (h *histogram) add(x float64) {

@@ -242,3 +242,35 @@ func BenchmarkNumeric_Add(b *testing.B) {
 		n.Add(r.NormFloat64())
 	}
 }
+
+// AddN gives the same statistics as adding the value that many times: the
+// moments and histogram exactly, the quantiles within the sketch's error.
+func TestNumeric_AddN(t *testing.T) {
+	one, bulk := NewNumeric(0, 10, 3), NewNumeric(0, 10, 3)
+	r := rand.New(rand.NewPCG(5, 6))
+	for range 2000 {
+		x := r.NormFloat64()
+		one.Add(x)
+		bulk.Add(x)
+	}
+	for range 5000 {
+		one.Add(0)
+	}
+	bulk.AddN(0, 5000)
+	a, b := one.Result(), bulk.Result()
+	if a.Count != b.Count || a.Min != b.Min || a.Max != b.Max || !near(a.Mean, b.Mean, 1e-12) || !near(a.Std, b.Std, 1e-12) {
+		t.Fatalf("moments: one by one %+v, bulk %+v", a, b)
+	}
+	if !slices.Equal(a.Histogram.Counts, b.Histogram.Counts) || !slices.Equal(a.Histogram.Edges, b.Histogram.Edges) {
+		t.Fatalf("histograms: one by one %+v, bulk %+v", a.Histogram, b.Histogram)
+	}
+	for i := range a.Quantiles {
+		// 5000 of 7000 values are 0: q0.25 to q0.75 must be exactly 0.
+		if q := b.Quantiles[i]; q.Q >= 0.25 && q.Q <= 0.75 && q.Value != 0 {
+			t.Errorf("bulk q%.2f = %v, want 0", q.Q, q.Value)
+		}
+	}
+	if held := bulk.sketch.size(); held > 3*DefaultSketchK {
+		t.Fatalf("the sketch holds %d items", held)
+	}
+}
