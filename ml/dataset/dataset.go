@@ -6,7 +6,8 @@
 // Formats: CSV and TSV with a header row, and JSON lines (one object per
 // line; the columns are the keys in the order first seen, a missing key is a
 // null), and LibSVM (a label, then index:value pairs; a feature a row leaves
-// out is 0). Parquet is not read yet.
+// out is 0). Parquet files, whose footer comes last, are read from a file
+// with ScanParquet (github.com/parquet-go/parquet-go), typed by the file.
 //
 // Types are int, float, bool, timestamp (RFC 3339, or a date 2006-01-02) and
 // string. An inferred column takes the narrowest type all its values fit:
