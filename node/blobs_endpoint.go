@@ -5,17 +5,13 @@ import (
 
 	"github.com/kilnml/kiln/node/internal/blobs"
 	"github.com/kilnml/kiln/raftfsm/structs"
-	"github.com/kilnml/kiln/transport"
 )
 
 // blobsEndpoint serves the blob transfer RPCs between nodes.
 func (a *Agent) blobsEndpoint() endpoint {
-	return endpoint{rpcs: map[string]transport.Handler{
-		blobs.MethodPut: a.xfer.HandlePut,
-		blobs.MethodGet: a.xfer.HandleGet,
-		blobs.MethodHas: a.xfer.HandleHas,
-		rpcBlobFetch:    a.handleBlobFetchRPC,
-	}}
+	rpcs := a.xfer.Handlers()
+	rpcs[rpcBlobFetch] = a.handleBlobFetchRPC
+	return endpoint{rpcs: rpcs}
 }
 
 // newBlobs opens the node's blob store and its transfers.

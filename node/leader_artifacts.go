@@ -236,11 +236,5 @@ func (t *artifactKeeper) artifacts() ([]*artifact, error) {
 }
 
 func withoutAll(s, drop []string) []string {
-	out := make([]string, 0, len(s))
-	for _, x := range s {
-		if !slices.Contains(drop, x) {
-			out = append(out, x)
-		}
-	}
-	return out
+	return slices.DeleteFunc(slices.Clone(s), func(x string) bool { return slices.Contains(drop, x) })
 }

@@ -289,6 +289,16 @@ func parseVersionNumber(field, s string) (uint64, error) {
 	return n, nil
 }
 
+// versionPath reads and checks {name} and {version} of a version's path.
+func versionPath(r *http.Request) (string, uint64, error) {
+	name := r.PathValue("name")
+	if err := structs.ValidateName("name", name); err != nil {
+		return "", 0, err
+	}
+	n, err := parseVersionNumber("version", r.PathValue("version"))
+	return name, n, err
+}
+
 func (a *Agent) handleVersionList(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if err := structs.ValidateName("name", name); err != nil {
@@ -319,12 +329,7 @@ func (a *Agent) handleVersionList(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *Agent) handleVersionGet(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	if err := structs.ValidateName("name", name); err != nil {
-		writeError(w, err)
-		return
-	}
-	n, err := parseVersionNumber("version", r.PathValue("version"))
+	name, n, err := versionPath(r)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -339,12 +344,7 @@ func (a *Agent) handleVersionGet(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *Agent) handleVersionDelete(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	if err := structs.ValidateName("name", name); err != nil {
-		writeError(w, err)
-		return
-	}
-	n, err := parseVersionNumber("version", r.PathValue("version"))
+	name, n, err := versionPath(r)
 	if err != nil {
 		writeError(w, err)
 		return
