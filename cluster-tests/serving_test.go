@@ -66,13 +66,26 @@ type prediction struct {
 // push uploads a model file as the model's next version through nd.
 func (nd *node) push(model, path, format string) version {
 	nd.t.Helper()
+	query := ""
+	if format != "" {
+		query = "format=" + format
+	}
+	var v version
+	nd.upload("/v1/models/"+model+"/versions", query, path, &v)
+	return v
+}
+
+// upload posts the file at path to an upload endpoint (urlPath?query),
+// fails the test unless it answers 201, and decodes the answer into out.
+func (nd *node) upload(urlPath, query, path string, out any) {
+	nd.t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		nd.t.Fatal(err)
 	}
-	url := nd.baseURL() + "/v1/models/" + model + "/versions"
-	if format != "" {
-		url += "?format=" + format
+	url := nd.baseURL() + urlPath
+	if query != "" {
+		url += "?" + query
 	}
 	req, err := http.NewRequest("POST", url, bytes.NewReader(b))
 	if err != nil {
@@ -84,19 +97,17 @@ func (nd *node) push(model, path, format string) version {
 	}
 	resp, err := nd.c.client().Do(req)
 	if err != nil {
-		nd.t.Fatalf("push %s: %v", path, err)
+		nd.t.Fatalf("upload %s: %v", path, err)
 	}
 	defer resp.Body.Close()
-	var v version
 	body := new(bytes.Buffer)
 	_, _ = body.ReadFrom(resp.Body)
 	if resp.StatusCode != http.StatusCreated {
-		nd.t.Fatalf("push %s to %s: HTTP %d %s", path, nd.name, resp.StatusCode, body)
+		nd.t.Fatalf("upload %s to %s: HTTP %d %s", path, nd.name, resp.StatusCode, body)
 	}
-	if err := json.Unmarshal(body.Bytes(), &v); err != nil {
+	if err := json.Unmarshal(body.Bytes(), out); err != nil {
 		nd.t.Fatal(err)
 	}
-	return v
 }
 
 // waitRunning waits until the deployment has want running replicas of each

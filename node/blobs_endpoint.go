@@ -4,7 +4,7 @@ import (
 	"time"
 
 	"github.com/kilnml/kiln/node/internal/blobs"
-	"github.com/kilnml/kiln/raftfsm/structs"
+	"github.com/kilnml/kiln/raftfsm"
 )
 
 // blobsEndpoint serves the blob transfer RPCs between nodes.
@@ -33,7 +33,7 @@ func (a *Agent) newBlobs() (err error) {
 	return nil
 }
 
-// blobGCLoop collects blobs that no model version references (DESIGN.md §3).
+// blobGCLoop collects blobs that no record references (DESIGN.md §3).
 // It reads the local registry: a version this node has not applied yet may
 // reference a blob it just received, which is why a blob younger than
 // BlobGCGrace (its time is refreshed on every upload and transfer) is kept
@@ -60,12 +60,12 @@ func (a *Agent) blobGCLoop() {
 	}
 }
 
-// collectBlobs removes stored blobs that no version references and that are
+// collectBlobs removes stored blobs that no record references and that are
 // older than the grace period, and returns how many it removed.
 func (a *Agent) collectBlobs(now time.Time) (int, error) {
 	referenced := map[string]bool{}
 	txn := a.fsm.ReadTxn()
-	err := txn.AllVersions(func(v *structs.ModelVersion) { referenced[v.Digest] = true })
+	err := txn.Artifacts(func(ref *raftfsm.Artifact) { referenced[ref.Digest] = true })
 	txn.Discard()
 	if err != nil {
 		return 0, err

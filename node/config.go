@@ -98,10 +98,13 @@ type Config struct {
 // takes at once. Past a bound a request is refused at once with 429
 // overloaded, not queued.
 type LimitsConfig struct {
-	// MaxConcurrentUploads bounds model file uploads in progress
-	// (POST /v1/models/{name}/versions), from the first byte read to the
+	// MaxConcurrentUploads bounds model and dataset file uploads in
+	// progress (POST /v1/models/{name}/versions and
+	// /v1/datasets/{name}/versions), from the first byte read to the
 	// version recorded.
 	MaxConcurrentUploads int
+	// MaxDatasetBytes bounds one uploaded dataset file.
+	MaxDatasetBytes int64
 	// MaxConcurrentRestores bounds snapshot restores in progress on this
 	// node (PUT /v1/snapshot, and those handed to it as the leader).
 	MaxConcurrentRestores int
@@ -195,6 +198,7 @@ func DefaultConfig() Config {
 			MaxConcurrentUploads:  4,
 			MaxConcurrentRestores: 1,
 			UploadIdleTimeout:     time.Minute,
+			MaxDatasetBytes:       64 << 30,
 		},
 		ACL: ACLConfig{
 			DefaultPolicy: "deny",
@@ -321,6 +325,9 @@ func (c *Config) validateLimits() error {
 	}
 	if c.Limits.MaxConcurrentUploads < 1 {
 		return fmt.Errorf("node: limits.max_concurrent_uploads must be >= 1, got %d", c.Limits.MaxConcurrentUploads)
+	}
+	if c.Limits.MaxDatasetBytes <= 0 {
+		return fmt.Errorf("node: limits.max_dataset_bytes must be > 0, got %d", c.Limits.MaxDatasetBytes)
 	}
 	if c.Limits.MaxConcurrentRestores < 1 {
 		return fmt.Errorf("node: limits.max_concurrent_restores must be >= 1, got %d", c.Limits.MaxConcurrentRestores)
@@ -455,6 +462,7 @@ type fileLimits struct {
 	MaxConcurrentUploads  *int    `hcl:"max_concurrent_uploads,optional"`
 	MaxConcurrentRestores *int    `hcl:"max_concurrent_restores,optional"`
 	UploadIdleTimeout     *string `hcl:"upload_idle_timeout,optional"`
+	MaxDatasetBytes       *int64  `hcl:"max_dataset_bytes,optional"`
 }
 
 type fileServing struct {
@@ -690,6 +698,9 @@ func (fc *fileConfig) applyTo(c *Config, body hcl.Body) error {
 		}
 		if fc.Limits.MaxConcurrentRestores != nil {
 			c.Limits.MaxConcurrentRestores = *fc.Limits.MaxConcurrentRestores
+		}
+		if fc.Limits.MaxDatasetBytes != nil {
+			c.Limits.MaxDatasetBytes = *fc.Limits.MaxDatasetBytes
 		}
 	}
 	if fc.ACL != nil {

@@ -301,6 +301,7 @@ limits {
   max_concurrent_uploads  = 8
   max_concurrent_restores = 2
   upload_idle_timeout     = "45s"
+  max_dataset_bytes       = 1000000
 }
 `)
 	cfg, err := LoadFiles(DefaultConfig(), []string{p})
@@ -313,7 +314,7 @@ limits {
 	if cfg.PredictTimeout != 5*time.Second || cfg.BlobGCGrace != 30*time.Minute {
 		t.Errorf("serving: predict %s grace %s", cfg.PredictTimeout, cfg.BlobGCGrace)
 	}
-	if want := (LimitsConfig{MaxConcurrentUploads: 8, MaxConcurrentRestores: 2, UploadIdleTimeout: 45 * time.Second}); cfg.Limits != want {
+	if want := (LimitsConfig{MaxConcurrentUploads: 8, MaxDatasetBytes: 1e6, MaxConcurrentRestores: 2, UploadIdleTimeout: 45 * time.Second}); cfg.Limits != want {
 		t.Errorf("limits: %+v, want %+v", cfg.Limits, want)
 	}
 	cfg.DataDir = "/tmp/x"

@@ -76,6 +76,7 @@ func (a *Agent) endpoints() []endpoint {
 		a.snapshotEndpoint(),
 		a.modelsEndpoint(),
 		a.versionsEndpoint(),
+		a.datasetsEndpoint(),
 		a.deploymentsEndpoint(),
 		a.predictEndpoint(),
 		a.v2Endpoint(),

@@ -6,15 +6,16 @@ import (
 	"sort"
 	"time"
 
+	"github.com/kilnml/kiln/raftfsm"
 	"github.com/kilnml/kiln/raftfsm/structs"
 	"github.com/kilnml/kiln/transport"
 )
 
-// Model files keep their copies (DESIGN.md §3). An upload is acknowledged
-// once min(artifact_replicas, alive nodes) hold its blob; the leader keeps
-// it so. When a holder has been gone longer than dead_node_reap, or left,
+// Model and dataset files keep their copies (DESIGN.md §3). An upload is
+// acknowledged once min(artifact_replicas, alive nodes) hold its blob; the
+// leader keeps it so. When a holder has been gone longer than dead_node_reap, or left,
 // the leader asks alive nodes that lack the blob to fetch it until the count
-// is met again, and records the new holders through Raft (VersionHolders).
+// is met again, and records the new holders through Raft (each record's HoldersCommand).
 // A holder that is gone is struck from the record only once enough others
 // hold the blob, so a record never loses its last known copy.
 
@@ -85,10 +86,10 @@ type artifactKeeper struct {
 
 // artifact is one blob as the registry references it.
 type artifact struct {
-	digest   string
-	size     int64
-	holders  []string                // union over the versions
-	versions []*structs.ModelVersion // every version that references it
+	digest  string
+	size    int64
+	holders []string            // union over the records
+	refs    []*raftfsm.Artifact // every record that references it
 }
 
 func (t *artifactKeeper) check(ctx context.Context) error {
@@ -131,8 +132,8 @@ func (t *artifactKeeper) check(ctx context.Context) error {
 		if len(live) == 0 {
 			if !t.orphaned[art.digest] {
 				t.orphaned[art.digest] = true
-				a.logger.Error("no live node holds a model file; it cannot be copied until one of its holders returns",
-					"digest", art.digest, "holders", art.holders, "model", art.versions[0].Model, "version", art.versions[0].Version)
+				a.logger.Error("no live node holds an artifact; it cannot be copied until one of its holders returns",
+					"digest", art.digest, "holders", art.holders, "record", art.refs[0].Owner)
 			}
 			continue
 		}
@@ -197,36 +198,34 @@ func (t *artifactKeeper) copyTo(ctx context.Context, art *artifact, live, aliveI
 	return added
 }
 
-// record writes the new holders of every version of art.
+// record writes the new holders of every record of art.
 func (t *artifactKeeper) record(ctx context.Context, art *artifact, holders []string) {
-	for _, v := range art.versions {
-		if slices.Equal(v.Holders, holders) {
+	for _, ref := range art.refs {
+		if slices.Equal(ref.Holders, holders) {
 			continue
 		}
-		err := t.a.proposeCmd(ctx, structs.VersionHoldersType, &structs.VersionHoldersRequest{
-			Model: v.Model, Version: v.Version, Digest: v.Digest, Holders: holders,
-		})
-		if err != nil && ctx.Err() == nil {
-			t.a.logger.Warn("recording artifact holders failed", "model", v.Model, "version", v.Version, "error", err)
+		typ, cmd := ref.HoldersCommand(holders)
+		if err := t.a.proposeCmd(ctx, typ, cmd); err != nil && ctx.Err() == nil {
+			t.a.logger.Warn("recording artifact holders failed", "record", ref.Owner, "error", err)
 		}
 	}
 }
 
-// artifacts groups the registry's versions by blob.
+// artifacts groups the registry's references by blob.
 func (t *artifactKeeper) artifacts() ([]*artifact, error) {
 	byDigest := map[string]*artifact{}
 	var out []*artifact
 	txn := t.a.fsm.ReadTxn()
 	defer txn.Discard()
-	err := txn.AllVersions(func(v *structs.ModelVersion) {
-		art := byDigest[v.Digest]
+	err := txn.Artifacts(func(ref *raftfsm.Artifact) {
+		art := byDigest[ref.Digest]
 		if art == nil {
-			art = &artifact{digest: v.Digest, size: v.Size}
-			byDigest[v.Digest] = art
+			art = &artifact{digest: ref.Digest, size: ref.Size}
+			byDigest[ref.Digest] = art
 			out = append(out, art)
 		}
-		art.versions = append(art.versions, v)
-		for _, h := range v.Holders {
+		art.refs = append(art.refs, ref)
+		for _, h := range ref.Holders {
 			if !slices.Contains(art.holders, h) {
 				art.holders = append(art.holders, h)
 			}

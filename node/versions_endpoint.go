@@ -95,7 +95,7 @@ func (a *Agent) handleVersionCreate(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		committed = true
-		holders, err := a.replicateBlob(r.Context(), digest)
+		holders, err := a.replicateBlobs(r.Context(), digest)
 		if err != nil {
 			writeError(w, err)
 			return
@@ -234,16 +234,17 @@ func schemaFromML(s ml.Schema) structs.Schema {
 	return structs.Schema{Inputs: conv(s.Inputs), Outputs: conv(s.Outputs), FeatureNames: s.FeatureNames}
 }
 
-// replicateBlob copies a stored blob to other alive nodes until
-// min(artifact_replicas, alive nodes) hold it, and returns the holders'
-// IDs, this node first. Fewer holders than that is an error: the upload is
-// not acknowledged.
-func (a *Agent) replicateBlob(ctx context.Context, digest string) ([]string, error) {
+// replicateBlobs copies stored blobs to other alive nodes until
+// min(artifact_replicas, alive nodes) hold them all, and returns the
+// holders' IDs, this node first. Fewer holders than that is an error: the
+// upload is not acknowledged.
+func (a *Agent) replicateBlobs(ctx context.Context, digests ...string) ([]string, error) {
 	members := a.gossip.alive()
 	want := min(a.cfg.ArtifactReplicas, max(len(members), 1))
 	holders := []string{a.id}
 	rand.Shuffle(len(members), func(i, j int) { members[i], members[j] = members[j], members[i] })
 	var errs []error
+members:
 	for _, m := range members {
 		if len(holders) >= want {
 			break
@@ -251,10 +252,12 @@ func (a *Agent) replicateBlob(ctx context.Context, digest string) ([]string, err
 		if m.Meta.ID == a.id || m.Meta.Leaving {
 			continue
 		}
-		if err := a.xfer.Push(ctx, m.Meta.RPCAddr, digest); err != nil {
-			a.logger.Warn("artifact copy failed", "digest", digest, "node", m.Name, "error", err)
-			errs = append(errs, err)
-			continue
+		for _, digest := range digests {
+			if err := a.xfer.Push(ctx, m.Meta.RPCAddr, digest); err != nil {
+				a.logger.Warn("artifact copy failed", "digest", digest, "node", m.Name, "error", err)
+				errs = append(errs, err)
+				continue members
+			}
 		}
 		holders = append(holders, m.Meta.ID)
 	}

@@ -29,6 +29,8 @@ const (
 	frameACLPolicy  frameType = 7
 	frameACLToken   frameType = 8
 	frameACLBoot    frameType = 9
+	frameDataset    frameType = 10
+	frameDatasetVer frameType = 11
 	frameFooter     frameType = 255
 )
 
@@ -65,6 +67,8 @@ var entities = []entity{
 	{name: "acl policy", prefix: prefixACLPolicy, table: TableACLPolicies, frame: frameACLPolicy, keyOf: aclPolicyKeyOf, validate: validateACLPolicyRecord},
 	{name: "acl token", prefix: prefixACLToken, table: TableACLTokens, frame: frameACLToken, keyOf: aclTokenKeyOf, validate: validateACLTokenRecord},
 	{name: "acl bootstrap", prefix: prefixACLBootstrap, table: TableACLBootstrap, frame: frameACLBoot, keyOf: aclBootstrapKeyOf, validate: validateACLBootstrapRecord},
+	{name: "dataset", prefix: prefixDataset, table: TableDatasets, frame: frameDataset, keyOf: datasetKeyOf, validate: validateDatasetRecord},
+	{name: "dataset version", prefix: prefixDatasetVersion, table: TableDatasetVersions, frame: frameDatasetVer, keyOf: datasetVersionKeyOf, validate: validateDatasetVersionRecord},
 }
 
 func entityByFrame(t frameType) (entity, bool) {

@@ -24,6 +24,9 @@ const (
 	TableACLPolicies  = "acl_policies"
 	TableACLTokens    = "acl_tokens"
 	TableACLBootstrap = "acl_bootstrap"
+	// TableDatasets and TableDatasetVersions hold datasets and their versions.
+	TableDatasets        = "datasets"
+	TableDatasetVersions = "dataset_versions"
 )
 
 // derivedTables are the tables that no entity stores.

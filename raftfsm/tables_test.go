@@ -11,7 +11,7 @@ import (
 // allTableNames is every table the package declares.
 var allTableNames = []string{
 	TableNodes, TableModels, TableRoutes, TableVersions, TableDeployments, TableAllocations,
-	TableACLPolicies, TableACLTokens, TableACLBootstrap,
+	TableACLPolicies, TableACLTokens, TableACLBootstrap, TableDatasets, TableDatasetVersions,
 }
 
 // assertTableIndexes checks Index of every table: want for those in moved,

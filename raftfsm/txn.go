@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 // Txn is a consistent, read-only view of the registry. It keeps seeing the state it
@@ -73,4 +74,43 @@ func (t *Txn) scan(prefix, cursor string, limit int, fn func(val []byte) error, 
 		n++
 	}
 	return nil
+}
+
+// readOne reads the record at key, fixed up by fix (times to UTC), or returns
+// notFound() when there is none.
+func readOne[T any](t *Txn, key string, fix func(*T) *T, notFound func() error) (*T, error) {
+	if t.err != nil {
+		return nil, t.err
+	}
+	v := new(T)
+	found, err := getRecord(t.txn, key, v)
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, notFound()
+	}
+	return fix(v), nil
+}
+
+// readPage returns up to limit records under prefix whose keys sort after
+// prefix+cursor (limit <= 0: all of them), each fixed up by fix, and next,
+// the cursor of the following page (cursorOf the last record; "" when this
+// page is the last).
+func readPage[T any](t *Txn, prefix, cursor string, limit int, fix func(*T) *T, cursorOf func(*T) string) (items []*T, next string, err error) {
+	if t.err != nil {
+		return nil, "", t.err
+	}
+	err = t.scan(prefix, cursor, limit, func(val []byte) error {
+		v := new(T)
+		if err := msgpack.Unmarshal(val, v); err != nil {
+			return err
+		}
+		items = append(items, fix(v))
+		return nil
+	}, func() { next = cursorOf(items[len(items)-1]) })
+	if err != nil {
+		return nil, "", err
+	}
+	return items, next, nil
 }

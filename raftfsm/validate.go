@@ -156,12 +156,14 @@ type snapshotRefs struct {
 	versions    map[string]bool   // versionKey of every version
 	deployments map[string]bool   // names
 	accessors   map[string]bool   // token accessor IDs
+	datasets    map[string]uint64 // dataset name -> latest version number
 
 	// In stream order, so that the error names the first offender.
 	versionList []*structs.ModelVersion
 	models      []*structs.Model
 	deployList  []*structs.Deployment
 	allocs      []allocRef
+	dsVersions  []*structs.DatasetVersion
 }
 
 type allocRef struct{ id, deployment string }
@@ -172,6 +174,7 @@ func newSnapshotRefs() *snapshotRefs {
 		versions:    make(map[string]bool),
 		deployments: make(map[string]bool),
 		accessors:   make(map[string]bool),
+		datasets:    make(map[string]uint64),
 	}
 }
 
@@ -208,6 +211,18 @@ func (s *snapshotRefs) add(e entity, raw []byte) error {
 			return err
 		}
 		s.allocs = append(s.allocs, allocRef{id: a.ID, deployment: a.Deployment})
+	case frameDataset:
+		var d structs.Dataset
+		if err := structs.Decode(raw, &d); err != nil {
+			return err
+		}
+		s.datasets[d.Name] = d.LatestVersion
+	case frameDatasetVer:
+		var v structs.DatasetVersion
+		if err := structs.Decode(raw, &v); err != nil {
+			return err
+		}
+		s.dsVersions = append(s.dsVersions, &structs.DatasetVersion{Dataset: v.Dataset, Version: v.Version})
 	case frameACLToken:
 		var t structs.ACLToken
 		if err := structs.Decode(raw, &t); err != nil {
@@ -258,6 +273,15 @@ func (s *snapshotRefs) check() error {
 	for _, a := range s.allocs {
 		if !s.deployments[a.deployment] {
 			return fail("allocation", a.id, "deployment %q is not in the snapshot", a.deployment)
+		}
+	}
+	for _, v := range s.dsVersions {
+		latest, ok := s.datasets[v.Dataset]
+		if !ok {
+			return fail("dataset version", v.Ref(), "dataset %q is not in the snapshot", v.Dataset)
+		}
+		if v.Version > latest {
+			return fail("dataset version", v.Ref(), "dataset %q says its latest version is %d", v.Dataset, latest)
 		}
 	}
 	return nil

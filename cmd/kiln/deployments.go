@@ -237,20 +237,7 @@ func deploymentsListCommand() *command {
 		if err != nil {
 			return fail(err)
 		}
-		all, err := listAll(c, "/v1/deployments")
-		if err != nil {
-			return fail(err)
-		}
-		if cf.format == "json" {
-			printJSON(map[string]any{"items": all})
-			return 0
-		}
-		var rows [][]string
-		for _, d := range all {
-			rows = append(rows, deploymentRow(d))
-		}
-		printTable(deploymentHeaders, rows)
-		return 0
+		return printList(c, cf, "/v1/deployments", deploymentHeaders, deploymentRow)
 	}}
 }
 

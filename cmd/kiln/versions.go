@@ -73,21 +73,45 @@ func runModelsPush(args []string) int {
 	if file == "" && q.Get("format") != "process" {
 		return fail(fmt.Errorf("FILE is required unless the version is served by a process (-process-command or -process)\n%s", modelsPushHelp))
 	}
+	path := "/v1/models/" + url.PathEscape(name) + "/versions"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var v map[string]any
+	if err := c.uploadFile(path, file, &v); err != nil {
+		return fail(withFormatHint(err, "-model-format"))
+	}
+	if cf.format == "json" {
+		printJSON(v)
+		return 0
+	}
+	holders := strings.Join(stringsOf(v["holders"]), ",")
+	printTable([]string{"MODEL", "VERSION", "FORMAT", "SIZE", "DIGEST", "HOLDERS"}, [][]string{{
+		str(v["model"]), str(v["version"]), str(v["format"]), formatBytes(v["size"]), dash(shortDigest(v["digest"])), dash(holders),
+	}})
+	return 0
+}
 
+// uploadFile streams file as the body of a POST to path and decodes the JSON
+// answer into out; file "" sends an empty body. The file is never read whole:
+// it goes out with its Content-Length, without the client's timeout, and
+// over progressMinSize a progress bar is drawn on stderr when that is a
+// terminal. Both push commands upload through it.
+func (c *client) uploadFile(path, file string, out any) error {
 	body, size := io.Reader(http.NoBody), int64(0)
 	var progress *progressReader
 	if file != "" {
 		f, err := os.Open(file)
 		if err != nil {
-			return fail(err)
+			return err
 		}
 		defer f.Close()
 		st, err := f.Stat()
 		if err != nil {
-			return fail(err)
+			return err
 		}
 		if !st.Mode().IsRegular() {
-			return fail(fmt.Errorf("%s is not a regular file", file))
+			return fmt.Errorf("%s is not a regular file", file)
 		}
 		body, size = f, st.Size()
 		if size > progressMinSize && isTerminal(os.Stderr) {
@@ -95,13 +119,9 @@ func runModelsPush(args []string) int {
 			body = progress
 		}
 	}
-	path := "/v1/models/" + url.PathEscape(name) + "/versions"
-	if len(q) > 0 {
-		path += "?" + q.Encode()
-	}
 	req, err := http.NewRequest("POST", c.base+path, body)
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	req.ContentLength = size // a file is not a type NewRequest measures
 	req.Header.Set("Content-Type", "application/octet-stream")
@@ -110,31 +130,24 @@ func runModelsPush(args []string) int {
 	if progress != nil {
 		progress.finish()
 	}
-	var ae *apiError
-	if errors.As(err, &ae) && strings.Contains(ae.Message, "?format=") {
-		return fail(fmt.Errorf("%w\nGive the format with -model-format FORMAT", err))
-	}
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	defer resp.Body.Close()
-	var v map[string]any
-	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
-		return fail(fmt.Errorf("reading the created version: %w", err))
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("reading the created version: %w", err)
 	}
-	if cf.format == "json" {
-		printJSON(v)
-		return 0
+	return nil
+}
+
+// withFormatHint adds to a node's "give ?format=" refusal which flag of the
+// push command gives the format.
+func withFormatHint(err error, flagName string) error {
+	var ae *apiError
+	if errors.As(err, &ae) && strings.Contains(ae.Message, "?format=") {
+		return fmt.Errorf("%w\nGive the format with %s FORMAT", err, flagName)
 	}
-	digest := str(v["digest"])
-	if len(digest) > 12 {
-		digest = digest[:12]
-	}
-	holders := strings.Join(stringsOf(v["holders"]), ",")
-	printTable([]string{"MODEL", "VERSION", "FORMAT", "SIZE", "DIGEST", "HOLDERS"}, [][]string{{
-		str(v["model"]), str(v["version"]), str(v["format"]), formatBytes(v["size"]), dash(digest), dash(holders),
-	}})
-	return 0
+	return err
 }
 
 // pushQuery builds the upload's query parameters from push's flags.
@@ -282,6 +295,16 @@ func formatBytes(v any) string {
 	return fmt.Sprintf("%.0f B", n)
 }
 
+// shortDigest is the first 12 characters of a decoded digest, enough to tell
+// versions apart in a table.
+func shortDigest(v any) string {
+	d := str(v)
+	if len(d) > 12 {
+		d = d[:12]
+	}
+	return d
+}
+
 // stringsOf renders each element of a decoded JSON array.
 func stringsOf(v any) []string {
 	raw, _ := v.([]any)
@@ -330,25 +353,34 @@ func modelsVersionsCommand() *command {
 		if err != nil {
 			return fail(err)
 		}
-		all, err := listAll(c, "/v1/models/"+url.PathEscape(fs.Arg(0))+"/versions")
-		if err != nil {
-			return fail(err)
-		}
-		if cf.format == "json" {
-			printJSON(map[string]any{"items": all})
-			return 0
-		}
-		var rows [][]string
-		for _, v := range all {
-			schema, _ := v["schema"].(map[string]any)
-			rows = append(rows, []string{
-				str(v["version"]), str(v["format"]), formatBytes(v["size"]), str(v["created_at"]),
-				tensorSpecs(schema["inputs"]), tensorSpecs(schema["outputs"]),
+		return printList(c, cf, "/v1/models/"+url.PathEscape(fs.Arg(0))+"/versions",
+			[]string{"VERSION", "FORMAT", "SIZE", "CREATED", "INPUTS", "OUTPUTS"}, func(v map[string]any) []string {
+				schema, _ := v["schema"].(map[string]any)
+				return []string{
+					str(v["version"]), str(v["format"]), formatBytes(v["size"]), str(v["created_at"]),
+					tensorSpecs(schema["inputs"]), tensorSpecs(schema["outputs"]),
+				}
 			})
-		}
-		printTable([]string{"VERSION", "FORMAT", "SIZE", "CREATED", "INPUTS", "OUTPUTS"}, rows)
-		return 0
 	}}
+}
+
+// printList fetches every item of a paged collection and prints them: as
+// {"items": [...]} with -format json, else as a table of row(item).
+func printList(c *client, cf *clientFlags, path string, headers []string, row func(map[string]any) []string) int {
+	all, err := listAll(c, path)
+	if err != nil {
+		return fail(err)
+	}
+	if cf.format == "json" {
+		printJSON(map[string]any{"items": all})
+		return 0
+	}
+	rows := make([][]string, len(all))
+	for i, it := range all {
+		rows[i] = row(it)
+	}
+	printTable(headers, rows)
+	return 0
 }
 
 // listAll follows a collection's cursors and returns every item.

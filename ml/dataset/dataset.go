@@ -14,11 +14,16 @@
 // int widens to float, and mixed kinds widen to string. An empty field or a
 // JSON null is a null in any column. With a pinned schema a value that does
 // not parse as its column's type makes the row bad, as does a CSV row with
-// the wrong number of fields or a line that is not a JSON object.
+// the wrong number of fields, a line that is not a JSON object, or a LibSVM
+// feature index the schema does not name.
 //
 // Numeric columns (int, float, timestamp as Unix seconds) get numeric
 // statistics; bool and string columns categorical ones. Until a column's type
 // is settled both are kept, so that widening never needs a second pass.
+//
+// The same pass can hand each good row to the caller (Options.OnRow) as
+// typed Values, to preview a file or read it for training; returning ErrStop
+// ends the pass early. Detect guesses a file's format from its first bytes.
 package dataset
 
 import (
@@ -84,6 +89,21 @@ type Options struct {
 	// non-nil error stops the scan and is returned (strict mode returns one
 	// at once; lenient mode keeps the line in quarantine and goes on).
 	OnBadRow func(bad BadRow, raw []byte) error
+	// OnRow, when set, is called for every good row once it is counted, so
+	// that a caller can preview or read the rows in the same pass. line is
+	// the row's 1-based line number (for Parquet, its 1-based row number).
+	// row holds one value per column in the scan's column order, a null
+	// where the row has none; it is valid only during the call. A non-nil
+	// error stops the scan and is returned (ErrStop: see there).
+	//
+	// A caller that needs to know which column each value is passes Schema:
+	// then row[i] is Schema[i], for every format. Without one the order is
+	// the file's: a CSV or TSV header's; for JSON lines the keys in the order
+	// first seen, so row grows when a later row brings a new key (len(row)
+	// is the columns known at that row); for LibSVM the label, then the
+	// features known so far in the order first seen (the Result sorts them
+	// by index), a feature the row leaves out being 0.
+	OnRow func(line int64, row []Value) error
 	// Seed makes the quantile sketches repeatable.
 	Seed uint64
 }
@@ -102,12 +122,23 @@ type Result struct {
 	Columns []ColumnStats `json:"columns" msgpack:"columns"`
 }
 
-// ErrFormat is wrapped by errors about the file as a whole (no header, an
-// unknown format, a header that does not match the pinned schema).
-var ErrFormat = errors.New("dataset: bad file")
+var (
+	// ErrFormat is wrapped by errors about the file as a whole (no header,
+	// an unknown format, a header that does not match the pinned schema).
+	ErrFormat = errors.New("dataset: bad file")
+	// ErrStop, returned (or wrapped) by OnRow or OnBadRow, ends the scan
+	// early without failing it: Scan and ScanParquet return the result of
+	// the rows read so far (Rows counts the row whose OnRow returned it) and
+	// a nil error. A caller reading the first N rows returns it from the
+	// Nth call.
+	ErrStop = errors.New("dataset: stop")
+)
 
 // maxLineBytes bounds one line (one row) of a file.
 const maxLineBytes = 16 << 20
+
+// utf8BOM is skipped at the start of a text file.
+var utf8BOM = []byte("\xef\xbb\xbf")
 
 // Scan reads a dataset file from r.
 func Scan(r io.Reader, opts Options) (*Result, error) {
@@ -126,6 +157,11 @@ func Scan(r io.Reader, opts Options) (*Result, error) {
 		}
 		s.addColumn(c.Name, c.Type)
 	}
+	br := bufio.NewReaderSize(r, 1<<16)
+	if head, _ := br.Peek(len(utf8BOM)); bytes.Equal(head, utf8BOM) {
+		br.Discard(len(utf8BOM)) // else it would be part of the first column's name
+	}
+	r = br
 	var err error
 	switch opts.Format {
 	case CSV:
@@ -139,7 +175,7 @@ func Scan(r io.Reader, opts Options) (*Result, error) {
 	default:
 		err = fmt.Errorf("%w: format %q: use csv, tsv, jsonl or libsvm", ErrFormat, opts.Format)
 	}
-	if err != nil {
+	if err != nil && !errors.Is(err, ErrStop) {
 		return nil, err
 	}
 	return s.result(), nil
@@ -154,6 +190,9 @@ type col struct {
 	cat    *stats.Categorical // nil for a sparse feature, which is numeric
 	// present counts the rows that have a sparse feature; the others hold 0.
 	present int64
+	// lastLine is the line that last gave a sparse feature, to find one
+	// given twice in a row.
+	lastLine int64
 }
 
 type scan struct {
@@ -172,32 +211,39 @@ func (s *scan) addColumn(name string, typ Type) *col {
 	return c
 }
 
-// value is one parsed field: its kind, and its number or text.
-type value struct {
-	kind Type // "" for a null
-	num  float64
-	text string
+// Value is one parsed field of a row, as OnRow receives it.
+type Value struct {
+	// Kind is the value's own type, "" for a null. It may be narrower than
+	// its column's: an int in a float column, a bool in a string column.
+	Kind Type
+	// Num is the number of an Int or Float, and a Timestamp's Unix seconds;
+	// 0 for the other kinds (a Bool is not a number).
+	Num float64
+	// Text is the field's text: as written for numbers, timestamps and
+	// strings (a JSON string unquoted; a Parquet timestamp in RFC 3339, or
+	// 2006-01-02 for a date), "true" or "false" for a Bool, "" for a null.
+	Text string
 }
 
 // parse reads a field as the narrowest type it fits.
-func parse(field string) value {
+func parse(field string) Value {
 	if field == "" {
-		return value{}
+		return Value{}
 	}
 	if i, err := strconv.ParseInt(field, 10, 64); err == nil {
-		return value{kind: Int, num: float64(i), text: field}
+		return Value{Kind: Int, Num: float64(i), Text: field}
 	}
 	if f, err := strconv.ParseFloat(field, 64); err == nil && !math.IsInf(f, 0) {
-		return value{kind: Float, num: f, text: field}
+		return Value{Kind: Float, Num: f, Text: field}
 	}
 	switch strings.ToLower(field) {
 	case "true", "false":
-		return value{kind: Bool, text: strings.ToLower(field)}
+		return Value{Kind: Bool, Text: strings.ToLower(field)}
 	}
 	if t, ok := parseTime(field); ok {
-		return value{kind: Timestamp, num: float64(t.UnixNano()) / 1e9, text: field}
+		return Value{Kind: Timestamp, Num: float64(t.UnixNano()) / 1e9, Text: field}
 	}
-	return value{kind: String, text: field}
+	return Value{Kind: String, Text: field}
 }
 
 func parseTime(s string) (time.Time, bool) {
@@ -226,21 +272,21 @@ func widen(a, b Type) Type {
 }
 
 // fits reports whether v can be a value of a pinned column of type t.
-func fits(t Type, v value) bool {
-	return v.kind == "" || v.kind == t || t == String || (t == Float && v.kind == Int)
+func fits(t Type, v Value) bool {
+	return v.Kind == "" || v.Kind == t || t == String || (t == Float && v.Kind == Int)
 }
 
 // check refuses, for a pinned column, a value of another type.
-func (c *col) check(v value) error {
+func (c *col) check(v Value) error {
 	if c.pinned && !fits(c.typ, v) {
-		return fmt.Errorf("column %s: %q is not a %s", c.name, v.text, c.typ)
+		return fmt.Errorf("column %s: %q is not a %s", c.name, v.Text, c.typ)
 	}
 	return nil
 }
 
 // add counts v, widening the inferred type to hold it.
-func (c *col) add(v value) {
-	if v.kind == "" {
+func (c *col) add(v Value) {
+	if v.Kind == "" {
 		c.num.AddNull()
 		if c.cat != nil {
 			c.cat.AddNull()
@@ -248,22 +294,22 @@ func (c *col) add(v value) {
 		return
 	}
 	if !c.pinned {
-		c.typ = widen(c.typ, v.kind)
+		c.typ = widen(c.typ, v.Kind)
 	}
-	switch v.kind {
+	switch v.Kind {
 	case Int, Float, Timestamp:
-		c.num.Add(v.num)
+		c.num.Add(v.Num)
 	default:
 		c.num.AddNull() // a string in what is, so far, a numeric column
 	}
 	if c.cat != nil {
-		c.cat.Add(v.text)
+		c.cat.Add(v.Text)
 	}
 }
 
 // row counts one good row, or reports it bad. fields are by column index;
 // raw gives the row's text, asked only for a bad row.
-func (s *scan) row(line int64, raw func() []byte, fields []value) error {
+func (s *scan) row(line int64, raw func() []byte, fields []Value) error {
 	for i, v := range fields {
 		if err := s.cols[i].check(v); err != nil {
 			return s.bad(line, raw(), err.Error())
@@ -273,7 +319,15 @@ func (s *scan) row(line int64, raw func() []byte, fields []value) error {
 		s.cols[i].add(v)
 	}
 	s.rows++
-	return nil
+	return s.onRow(line, fields)
+}
+
+// onRow passes a counted row to OnRow, if set.
+func (s *scan) onRow(line int64, fields []Value) error {
+	if s.opts.OnRow == nil {
+		return nil
+	}
+	return s.opts.OnRow(line, fields)
 }
 
 func (s *scan) bad(line int64, raw []byte, reason string) error {
@@ -311,7 +365,7 @@ func (s *scan) delimited(r io.Reader, sep rune) error {
 	if len(s.opts.Schema) > 0 && len(header) != len(s.opts.Schema) {
 		return fmt.Errorf("%w: header has %d columns, the schema %d", ErrFormat, len(header), len(s.opts.Schema))
 	}
-	fields := make([]value, len(s.cols))
+	fields := make([]Value, len(s.cols))
 	for {
 		rec, err := cr.Read()
 		if err == io.EOF {
@@ -357,6 +411,7 @@ func (s *scan) jsonLines(r io.Reader) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 1<<16), maxLineBytes)
 	var line int64
+	var fields []Value // reused: OnRow's row is valid only during the call
 	for sc.Scan() {
 		line++
 		raw := bytes.TrimSpace(sc.Bytes())
@@ -391,12 +446,12 @@ func (s *scan) jsonLines(r io.Reader) error {
 				c := s.addColumn(k, "")
 				// Earlier rows did not have it: nulls.
 				for range s.rows {
-					c.add(value{})
+					c.add(Value{})
 				}
 			}
 		}
 		{
-			fields := make([]value, len(s.cols))
+			fields = append(fields[:0], make([]Value, len(s.cols))...)
 			for k, v := range obj {
 				fields[s.byName[k]] = jsonValue(v)
 			}
@@ -416,24 +471,95 @@ func (s *scan) jsonLines(r io.Reader) error {
 }
 
 // libsvm reads "label index:value ..." lines: a label column, then one
-// column per feature index, named f<index>, in index order. A feature a row
-// leaves out is 0 in that row, as the format means it. A qid:N token is
-// skipped. Only numbers are kept for features (no top values: a sparse file
-// may have a million of them).
+// column per feature index, named f<index>. A feature a row leaves out is 0
+// in that row, as the format means it. A qid:N token is skipped; an index
+// given twice makes the row bad. Only numbers are kept for features (no top
+// values: a sparse file may have a million of them).
+//
+// Without a schema the features are found as they come, and the result
+// lists them in index order. A pinned schema (what inference recorded)
+// names the label, then features f<index>, each int or float: the columns
+// are exactly those, in its order, and a row with a feature index it does
+// not name is bad.
 func (s *scan) libsvm(r io.Reader) error {
+	features := map[int64]int{} // feature index -> column
 	if len(s.opts.Schema) > 0 {
-		return fmt.Errorf("%w: a libsvm file's columns are its label and feature indexes; it takes no schema", ErrFormat)
+		if err := s.libsvmSchema(features); err != nil {
+			return err
+		}
+	} else {
+		s.addColumn("label", "")
 	}
-	label := s.addColumn("label", "")
-	features := map[int64]*col{}
+	err := s.libsvmRows(r, features)
+	if err != nil && !errors.Is(err, ErrStop) {
+		return err
+	}
+	// Also after ErrStop: the partial result must count the zeros too.
+	for _, c := range s.cols[1:] {
+		if missing := s.rows - c.present; missing > 0 {
+			c.num.AddN(0, missing)
+			if !c.pinned {
+				c.typ = widen(c.typ, Int)
+			}
+		}
+	}
+	if len(s.opts.Schema) == 0 {
+		// Label first, then features by index.
+		idx := make([]int64, 0, len(features))
+		for i := range features {
+			idx = append(idx, i)
+		}
+		slices.Sort(idx)
+		cols := make([]*col, 1, len(s.cols))
+		cols[0] = s.cols[0]
+		for _, i := range idx {
+			cols = append(cols, s.cols[features[i]])
+		}
+		s.cols = cols
+	}
+	return err
+}
+
+// libsvmSchema checks a pinned schema for a libsvm file and maps each
+// feature index it names to its column.
+func (s *scan) libsvmSchema(features map[int64]int) error {
+	for i, c := range s.opts.Schema {
+		if i == 0 {
+			if c.Name != "label" {
+				return fmt.Errorf("%w: schema column %q: a libsvm file's first column is its label, named \"label\"", ErrFormat, c.Name)
+			}
+		} else {
+			idx, err := strconv.ParseInt(strings.TrimPrefix(c.Name, "f"), 10, 64)
+			if !strings.HasPrefix(c.Name, "f") || err != nil || idx < 0 {
+				return fmt.Errorf("%w: schema column %q: a libsvm file's columns after the label are features named f<index>, as f3", ErrFormat, c.Name)
+			}
+			if j, dup := features[idx]; dup {
+				return fmt.Errorf("%w: schema columns %q and %q are both feature %d", ErrFormat, s.opts.Schema[j].Name, c.Name, idx)
+			}
+			features[idx] = i
+			s.cols[i].cat = nil
+		}
+		if c.Type != Int && c.Type != Float {
+			return fmt.Errorf("%w: schema column %q has type %s: a libsvm file holds numbers: use int or float", ErrFormat, c.Name, c.Type)
+		}
+	}
+	return nil
+}
+
+// libsvmRows reads the lines of a libsvm file; see libsvm.
+func (s *scan) libsvmRows(r io.Reader, features map[int64]int) error {
+	pinned := len(s.opts.Schema) > 0
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 1<<16), maxLineBytes)
-	var line int64
 	type feat struct {
-		c *col
-		v value
+		col int
+		v   Value
 	}
-	var row []feat
+	var (
+		line  int64
+		feats []feat
+		dense []Value // the row OnRow sees, reused
+	)
 	for sc.Scan() {
 		line++
 		raw := sc.Bytes()
@@ -441,16 +567,18 @@ func (s *scan) libsvm(r io.Reader) error {
 		if len(fields) == 0 || fields[0][0] == '#' {
 			continue
 		}
-		lv := parse(fields[0])
-		if lv.kind != Int && lv.kind != Float {
-			if err := s.bad(line, raw, fmt.Sprintf("label %q is not a number", fields[0])); err != nil {
-				return err
-			}
-			continue
-		}
-		row = row[:0]
 		reason := ""
+		lv := parse(fields[0])
+		if lv.Kind != Int && lv.Kind != Float {
+			reason = fmt.Sprintf("label %q is not a number", fields[0])
+		} else if err := s.cols[0].check(lv); err != nil {
+			reason = err.Error()
+		}
+		feats = feats[:0]
 		for _, f := range fields[1:] {
+			if reason != "" {
+				break
+			}
 			k, v, ok := strings.Cut(f, ":")
 			if !ok {
 				reason = fmt.Sprintf("%q is not index:value", f)
@@ -465,17 +593,31 @@ func (s *scan) libsvm(r io.Reader) error {
 				break
 			}
 			fv := parse(v)
-			if fv.kind != Int && fv.kind != Float {
+			if fv.Kind != Int && fv.Kind != Float {
 				reason = fmt.Sprintf("feature %d: %q is not a number", idx, v)
 				break
 			}
-			c := features[idx]
-			if c == nil {
-				c = s.addColumn("f"+k, "")
-				c.cat = nil
-				features[idx] = c
+			j, known := features[idx]
+			if !known && pinned {
+				reason = fmt.Sprintf("feature index %d is not in the schema", idx)
+				break
 			}
-			row = append(row, feat{c, fv})
+			if !known {
+				j = len(s.cols)
+				s.addColumn("f"+strconv.FormatInt(idx, 10), "").cat = nil
+				features[idx] = j
+			}
+			c := s.cols[j]
+			if c.lastLine == line {
+				reason = fmt.Sprintf("feature %d is given twice", idx)
+				break
+			}
+			c.lastLine = line
+			if err := c.check(fv); err != nil {
+				reason = err.Error()
+				break
+			}
+			feats = append(feats, feat{j, fv})
 		}
 		if reason != "" {
 			if err := s.bad(line, raw, reason); err != nil {
@@ -483,34 +625,32 @@ func (s *scan) libsvm(r io.Reader) error {
 			}
 			continue
 		}
-		label.add(lv)
-		for _, f := range row {
-			f.c.add(f.v)
-			f.c.present++
+		s.cols[0].add(lv)
+		for _, f := range feats {
+			c := s.cols[f.col]
+			c.add(f.v)
+			c.present++
 		}
 		s.rows++
+		if s.opts.OnRow != nil {
+			dense = append(dense[:0], make([]Value, len(s.cols))...)
+			dense[0] = lv
+			for i := range dense[1:] {
+				dense[1+i] = Value{Kind: Int, Text: "0"}
+			}
+			for _, f := range feats {
+				dense[f.col] = f.v
+			}
+			if err := s.opts.OnRow(line, dense); err != nil {
+				return err
+			}
+		}
 	}
 	if err := sc.Err(); err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {
 			return fmt.Errorf("%w: line %d is longer than %d bytes", ErrFormat, line+1, maxLineBytes)
 		}
 		return err
-	}
-	for _, c := range features {
-		if missing := s.rows - c.present; missing > 0 {
-			c.num.AddN(0, missing)
-			c.typ = widen(c.typ, Int)
-		}
-	}
-	// Label first, then features by index.
-	idx := make([]int64, 0, len(features))
-	for i := range features {
-		idx = append(idx, i)
-	}
-	slices.Sort(idx)
-	s.cols = s.cols[:1]
-	for _, i := range idx {
-		s.cols = append(s.cols, features[i])
 	}
 	return nil
 }
@@ -539,28 +679,28 @@ func objectKeys(raw []byte) ([]string, error) {
 
 // jsonValue types a JSON value: numbers as int or float by their form,
 // strings as parse does (so timestamps are found), nested values as text.
-func jsonValue(raw json.RawMessage) value {
+func jsonValue(raw json.RawMessage) Value {
 	raw = bytes.TrimSpace(raw)
 	switch {
 	case len(raw) == 0 || string(raw) == "null":
-		return value{}
+		return Value{}
 	case string(raw) == "true" || string(raw) == "false":
-		return value{kind: Bool, text: string(raw)}
+		return Value{Kind: Bool, Text: string(raw)}
 	case raw[0] == '"':
 		var s string
 		if json.Unmarshal(raw, &s) != nil {
-			return value{kind: String, text: string(raw)}
+			return Value{Kind: String, Text: string(raw)}
 		}
 		if s == "" {
-			return value{kind: String, text: s}
+			return Value{Kind: String, Text: s}
 		}
 		v := parse(s)
-		if v.kind == Int || v.kind == Float || v.kind == Bool {
-			return value{kind: String, text: s} // a quoted number is text
+		if v.Kind == Int || v.Kind == Float || v.Kind == Bool {
+			return Value{Kind: String, Text: s} // a quoted number is text
 		}
 		return v
 	case raw[0] == '{' || raw[0] == '[':
-		return value{kind: String, text: string(raw)}
+		return Value{Kind: String, Text: string(raw)}
 	}
 	return parse(string(raw))
 }

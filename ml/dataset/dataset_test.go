@@ -8,9 +8,11 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func scanString(t *testing.T, format Format, body string, opts Options) (*Result, []BadRow, error) {
@@ -270,7 +272,258 @@ func TestScan_LibSVM(t *testing.T) {
 	if l := column(t, res, "label"); l.Type != Int || l.Numeric.Mean != 0 {
 		t.Fatalf("label: %+v", l.Numeric)
 	}
-	if _, _, err := scanString(t, LibSVM, "1 1:1\n", Options{Schema: []Column{{Name: "label", Type: Int}}}); !errors.Is(err, ErrFormat) {
-		t.Fatalf("libsvm with a schema: %v, want ErrFormat", err)
+	// An index given twice makes the row bad (its statistics would count
+	// the row twice).
+	res, bad, err = scanString(t, LibSVM, "1 1:1\n0 1:2 1:3\n", Options{})
+	if err != nil || res.Rows != 1 || len(bad) != 1 || bad[0].Line != 2 || !strings.Contains(bad[0].Reason, "feature 1 is given twice") {
+		t.Fatalf("duplicate index: err %v, rows %d, bad %+v; want line 2 bad", err, res.Rows, bad)
 	}
+}
+
+// gotRow is one OnRow call, its row copied (OnRow's slice is reused).
+type gotRow struct {
+	line int64
+	row  []Value
+}
+
+// collectRows is an OnRow that keeps every row.
+func collectRows(into *[]gotRow) func(int64, []Value) error {
+	return func(line int64, row []Value) error {
+		*into = append(*into, gotRow{line, slices.Clone(row)})
+		return nil
+	}
+}
+
+func num(k Type, x float64, text string) Value { return Value{Kind: k, Num: x, Text: text} }
+func text(k Type, s string) Value              { return Value{Kind: k, Text: s} }
+
+var zero = num(Int, 0, "0") // a LibSVM feature a row leaves out
+
+// OnRow gets every good row once it is counted, with its line and typed
+// values in the scan's column order: the pinned schema's, else the file's.
+func TestScan_OnRow(t *testing.T) {
+	day := float64(time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC).Unix())
+	for _, tc := range []struct {
+		name   string
+		format Format
+		body   string
+		schema []Column
+		want   []gotRow
+	}{{
+		name:   "csv pinned, header in another order",
+		format: CSV,
+		body:   "x,n,when,ok,s\n2.5,1,2026-01-02,TRUE,hi\nbad,3,,,\n,2,,false,\n",
+		schema: []Column{{"n", Int}, {"x", Float}, {"ok", Bool}, {"when", Timestamp}, {"s", String}},
+		want: []gotRow{
+			{2, []Value{num(Int, 1, "1"), num(Float, 2.5, "2.5"), text(Bool, "true"), num(Timestamp, day, "2026-01-02"), text(String, "hi")}},
+			{4, []Value{num(Int, 2, "2"), {}, text(Bool, "false"), {}, {}}},
+		},
+	}, {
+		name:   "csv inferred, header order",
+		format: CSV,
+		body:   "b,a\nx,7\n\ny,8.5\n",
+		want: []gotRow{
+			{2, []Value{text(String, "x"), num(Int, 7, "7")}},
+			{4, []Value{text(String, "y"), num(Float, 8.5, "8.5")}},
+		},
+	}, {
+		name:   "tsv pinned, an int in a float column stays an int",
+		format: TSV,
+		body:   "a\tb\n1\t2\n",
+		schema: []Column{{"b", Float}, {"a", String}},
+		want:   []gotRow{{2, []Value{num(Int, 2, "2"), num(Int, 1, "1")}}},
+	}, {
+		name:   "jsonl pinned, keys in any order, a missing key null",
+		format: JSONL,
+		body:   "{\"b\": \"x\", \"a\": 1}\n{\"z\": 1}\n\n{\"a\": 2.5, \"c\": true}\n",
+		schema: []Column{{"a", Float}, {"b", String}, {"c", Bool}},
+		want: []gotRow{
+			{1, []Value{num(Int, 1, "1"), text(String, "x"), {}}},
+			{4, []Value{num(Float, 2.5, "2.5"), {}, text(Bool, "true")}},
+		},
+	}, {
+		name:   "jsonl inferred, the row grows with a new key",
+		format: JSONL,
+		body:   "{\"a\": 1}\n{\"b\": \"2026-01-02\", \"a\": null}\n",
+		want: []gotRow{
+			{1, []Value{num(Int, 1, "1")}},
+			{2, []Value{{}, num(Timestamp, day, "2026-01-02")}},
+		},
+	}, {
+		name:   "libsvm pinned, schema order, a left-out feature 0",
+		format: LibSVM,
+		body:   "# header\n1 1:0.5 3:2\n0 3:4\n",
+		schema: []Column{{"label", Int}, {"f3", Float}, {"f1", Float}},
+		want: []gotRow{
+			{2, []Value{num(Int, 1, "1"), num(Int, 2, "2"), num(Float, 0.5, "0.5")}},
+			{3, []Value{num(Int, 0, "0"), num(Int, 4, "4"), zero}},
+		},
+	}, {
+		name:   "libsvm inferred, features in the order first seen",
+		format: LibSVM,
+		body:   "1 3:2\n-1 1:1 qid:4\n",
+		want: []gotRow{
+			{1, []Value{num(Int, 1, "1"), num(Int, 2, "2")}},
+			{2, []Value{num(Int, -1, "-1"), zero, num(Int, 1, "1")}},
+		},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []gotRow
+			res, _, err := scanString(t, tc.format, tc.body, Options{Schema: tc.schema, OnRow: collectRows(&got)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Rows != int64(len(got)) {
+				t.Errorf("%d rows counted, OnRow called %d times", res.Rows, len(got))
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("rows %+v, want %+v", got, tc.want)
+			}
+			for i := range got {
+				if got[i].line != tc.want[i].line || !slices.Equal(got[i].row, tc.want[i].row) {
+					t.Errorf("row %d: line %d %+v, want line %d %+v", i, got[i].line, got[i].row, tc.want[i].line, tc.want[i].row)
+				}
+			}
+		})
+	}
+}
+
+// ErrStop from OnRow (or OnBadRow) ends the scan with the rows counted so
+// far and no error; any other error is returned as it is.
+func TestScan_ErrStop(t *testing.T) {
+	for _, tc := range []struct {
+		format Format
+		body   string
+	}{
+		{CSV, "a,b\n1,x\n2\n3,y\n4,z\n5,w\n"},
+		{JSONL, "{\"a\": 1}\n[]\n{\"a\": 3}\n{\"a\": 4}\n{\"a\": 5}\n"},
+		{LibSVM, "1 1:1\nx 1:2\n0 2:3\n1 1:4\n0 1:5\n"},
+	} {
+		t.Run(string(tc.format), func(t *testing.T) {
+			calls := 0
+			stopAt2 := func(int64, []Value) error {
+				if calls++; calls == 2 {
+					return fmt.Errorf("enough: %w", ErrStop)
+				}
+				return nil
+			}
+			res, bad, err := scanString(t, tc.format, tc.body, Options{OnRow: stopAt2})
+			if err != nil {
+				t.Fatalf("err %v, want nil after ErrStop", err)
+			}
+			if calls != 2 || res.Rows != 2 || res.BadRows != 1 || len(bad) != 1 {
+				t.Fatalf("%d calls, rows %d, bad %d; want the scan stopped at the second good row, one bad before it", calls, res.Rows, res.BadRows)
+			}
+			if n := res.Columns[0].Numeric; n == nil || n.Count+n.Nulls != 2 {
+				t.Fatalf("first column %+v, want statistics of the 2 rows read", res.Columns[0])
+			}
+			if tc.format == LibSVM {
+				// Row 3 left f1 out: its 0 is counted even though the scan stopped.
+				if f1 := column(t, res, "f1").Numeric; f1.Count != 2 || f1.Min != 0 || f1.Max != 1 {
+					t.Fatalf("f1 %+v, want 1 and an absent 0", f1)
+				}
+			}
+
+			boom := errors.New("boom")
+			res, _, err = scanString(t, tc.format, tc.body, Options{OnRow: func(int64, []Value) error { return boom }})
+			if !errors.Is(err, boom) || res != nil {
+				t.Fatalf("OnRow error: %v %+v, want it returned and no result", err, res)
+			}
+
+			res, _, err = scanString(t, tc.format, tc.body, Options{OnBadRow: func(BadRow, []byte) error { return ErrStop }})
+			if err != nil || res.Rows != 1 || res.BadRows != 1 {
+				t.Fatalf("ErrStop from OnBadRow: err %v, %+v; want the row before it", err, res)
+			}
+		})
+	}
+}
+
+// A pinned LibSVM schema names the label and features f<index>: its columns
+// are exactly those, and a row with another index is bad.
+func TestScan_LibSVMSchema(t *testing.T) {
+	schema := []Column{{"label", Float}, {"f2", Float}, {"f0", Int}}
+	body := "1 0:1 2:0.5\n0 7:1\n0.5 0:3\n1 0:1.5\n1 2:1 2:2\n"
+	res, bad, err := scanString(t, LibSVM, body, Options{Schema: schema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantBad := []struct {
+		line int64
+		says string
+	}{{2, "feature index 7 is not in the schema"}, {4, `column f0: "1.5" is not a int`}, {5, "feature 2 is given twice"}}
+	if res.Rows != 2 || len(bad) != len(wantBad) {
+		t.Fatalf("rows %d, bad %+v; want 2 rows and lines 2, 4, 5 bad", res.Rows, bad)
+	}
+	for i, w := range wantBad {
+		if bad[i].Line != w.line || !strings.Contains(bad[i].Reason, w.says) {
+			t.Errorf("bad row %d = %+v, want line %d saying %q", i, bad[i], w.line, w.says)
+		}
+	}
+	var names []string
+	for _, c := range res.Columns {
+		names = append(names, c.Name+" "+string(c.Type))
+	}
+	if got := strings.Join(names, ","); got != "label float,f2 float,f0 int" {
+		t.Fatalf("columns %s, want the schema's", got)
+	}
+	// f2 is 0.5 in row 1 and left out (0) in row 3.
+	if f2 := column(t, res, "f2"); f2.Numeric.Count != 2 || f2.Numeric.Mean != 0.25 || f2.Categorical != nil {
+		t.Fatalf("f2 %+v %+v, want 0.5 and 0", f2, f2.Numeric)
+	}
+
+	for _, tc := range []struct {
+		schema []Column
+		says   string
+	}{
+		{[]Column{{"y", Int}, {"f1", Float}}, `"y"`},
+		{[]Column{{"label", Int}, {"x1", Float}}, `"x1"`},
+		{[]Column{{"label", Int}, {"f-1", Float}}, `"f-1"`},
+		{[]Column{{"label", Int}, {"f", Float}}, `"f"`},
+		{[]Column{{"label", Int}, {"f1", Float}, {"f01", Float}}, `"f1" and "f01" are both feature 1`},
+		{[]Column{{"label", Int}, {"f1", String}}, `"f1" has type string`},
+		{[]Column{{"label", Bool}}, `"label" has type bool`},
+	} {
+		if _, _, err := scanString(t, LibSVM, "1 1:1\n", Options{Schema: tc.schema}); !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("schema %v: %v, want ErrFormat saying %s", tc.schema, err, tc.says)
+		}
+	}
+}
+
+// A UTF-8 byte-order mark is not part of the first column's name.
+func TestScan_ByteOrderMark(t *testing.T) {
+	res, _, err := scanString(t, CSV, "\ufeffa,b\n1,2\n", Options{Schema: []Column{{"a", Int}, {"b", Int}}})
+	if err != nil || res.Rows != 1 {
+		t.Fatalf("err %v, %+v; want the header to match a,b", err, res)
+	}
+}
+
+// FuzzScan: no input makes a scan panic, and OnRow sees exactly the counted
+// rows, none wider than the columns.
+func FuzzScan(f *testing.F) {
+	f.Add("a,b\n1,x\n2,\n", uint8(0))
+	f.Add("a\tb\n1\t2\n", uint8(1))
+	f.Add("{\"a\": 1, \"b\": [1]}\n{\"c\": null}\n", uint8(2))
+	f.Add("1 1:0.5 3:2 qid:1\n0 2:1 2:1\n", uint8(3))
+	f.Add("1 1:0.5 3:2\n0 7:1\n", uint8(4))
+	f.Fuzz(func(t *testing.T, body string, which uint8) {
+		opts := Options{Format: []Format{CSV, TSV, JSONL, LibSVM, LibSVM}[which%5]}
+		if which%5 == 4 {
+			opts.Schema = []Column{{"label", Float}, {"f1", Float}, {"f3", Int}}
+		}
+		calls := int64(0)
+		opts.OnRow = func(_ int64, row []Value) error {
+			calls++
+			if opts.Schema != nil && len(row) != len(opts.Schema) {
+				t.Fatalf("row of %d values, the schema has %d columns", len(row), len(opts.Schema))
+			}
+			return nil
+		}
+		res, err := Scan(strings.NewReader(body), opts)
+		if err != nil {
+			return
+		}
+		if calls != res.Rows {
+			t.Fatalf("OnRow called %d times, %d rows counted", calls, res.Rows)
+		}
+	})
 }

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strings"
+	"time"
 
 	"github.com/parquet-go/parquet-go"
 	"github.com/parquet-go/parquet-go/format"
@@ -25,8 +27,11 @@ const parquetBatch = 1024
 // booleans are bool; INT32 and INT64 int, or timestamp when annotated as a
 // timestamp or a date; FLOAT and DOUBLE float; INT96 timestamp; byte arrays
 // string. Nested and repeated columns are refused. A pinned schema must name
-// the same columns with the same types. Rows are typed by the file, so none
-// is bad; the file is refused as a whole when it does not decode.
+// the same columns, in the same order, with the same or wider types. Rows
+// are typed by the file, so none is bad; the file is refused as a whole when
+// it does not decode. OnRow sees the values as the file types them (an int
+// in a column the schema widens to float stays an Int), line being the
+// 1-based row number.
 func ScanParquet(r io.ReaderAt, size int64, opts Options) (*Result, error) {
 	f, err := parquet.OpenFile(r, size)
 	if err != nil {
@@ -53,17 +58,25 @@ func ScanParquet(r io.ReaderAt, size int64, opts Options) (*Result, error) {
 	reader := parquet.NewReader(f)
 	defer reader.Close()
 	rows := make([]parquet.Row, parquetBatch)
+	fields := make([]Value, len(s.cols)) // the row OnRow sees, reused
 	for {
 		n, err := reader.ReadRows(rows)
 		for _, row := range rows[:n] {
+			clear(fields)
 			for _, v := range row {
 				i := v.Column()
 				if i < 0 || i >= len(s.cols) {
 					return nil, fmt.Errorf("%w: a value of column %d, the file has %d", ErrFormat, i, len(s.cols))
 				}
-				s.cols[i].add(kinds[i].value(v))
+				fields[i] = kinds[i].value(v)
+				s.cols[i].add(fields[i])
 			}
 			s.rows++
+			if err := s.onRow(s.rows, fields); errors.Is(err, ErrStop) {
+				return s.result(), nil
+			} else if err != nil {
+				return nil, err
+			}
 		}
 		if errors.Is(err, io.EOF) {
 			break
@@ -79,6 +92,7 @@ func ScanParquet(r io.ReaderAt, size int64, opts Options) (*Result, error) {
 type parquetColumn struct {
 	typ   Type
 	scale float64 // timestamp: seconds per unit
+	date  bool    // timestamp: days, shown as 2006-01-02
 }
 
 func parquetColumnOf(field parquet.Field) (parquetColumn, error) {
@@ -94,7 +108,7 @@ func parquetColumnOf(field parquet.Field) (parquetColumn, error) {
 		if lt != nil {
 			switch v := lt.Value.(type) {
 			case *format.DateType:
-				return parquetColumn{typ: Timestamp, scale: 86400}, nil
+				return parquetColumn{typ: Timestamp, scale: 86400, date: true}, nil
 			case *format.TimestampType:
 				switch v.Unit.Value.(type) {
 				case *format.MilliSeconds:
@@ -117,34 +131,44 @@ func parquetColumnOf(field parquet.Field) (parquetColumn, error) {
 	return parquetColumn{}, fmt.Errorf("%w: column %q has type %s, which is not read", ErrFormat, field.Name(), t)
 }
 
-func (c parquetColumn) value(v parquet.Value) value {
+func (c parquetColumn) value(v parquet.Value) Value {
 	if v.IsNull() {
-		return value{}
+		return Value{}
 	}
 	switch v.Kind() {
 	case parquet.Boolean:
 		if v.Boolean() {
-			return value{kind: Bool, text: "true"}
+			return Value{Kind: Bool, Text: "true"}
 		}
-		return value{kind: Bool, text: "false"}
+		return Value{Kind: Bool, Text: "false"}
 	case parquet.Int32, parquet.Int64:
 		x := float64(v.Int64())
 		if c.typ == Timestamp {
-			return value{kind: Timestamp, num: x * c.scale, text: v.String()}
+			return Value{Kind: Timestamp, Num: x * c.scale, Text: c.timeText(v.Int64())}
 		}
-		return value{kind: Int, num: x, text: v.String()}
+		return Value{Kind: Int, Num: x, Text: v.String()}
 	case parquet.Int96:
 		// Impala's timestamp: nanoseconds of the day, then the Julian day.
 		i := v.Int96()
 		nanos := uint64(i[1])<<32 | uint64(i[0])
 		days := int64(i[2]) - julianUnixEpoch
-		return value{kind: Timestamp, num: float64(days)*86400 + float64(nanos)/1e9, text: v.String()}
+		return Value{Kind: Timestamp, Num: float64(days)*86400 + float64(nanos)/1e9, Text: time.Unix(days*86400, int64(nanos)).UTC().Format(time.RFC3339Nano)}
 	case parquet.Float:
-		return value{kind: Float, num: float64(v.Float()), text: v.String()}
+		return Value{Kind: Float, Num: float64(v.Float()), Text: v.String()}
 	case parquet.Double:
-		return value{kind: Float, num: v.Double(), text: v.String()}
+		return Value{Kind: Float, Num: v.Double(), Text: v.String()}
 	}
-	return value{kind: String, text: string(v.ByteArray())}
+	return Value{Kind: String, Text: string(v.ByteArray())}
+}
+
+// timeText writes a timestamp of x units as a CSV file would: RFC 3339 in
+// UTC, or 2006-01-02 for a date; parse reads either back as a timestamp.
+func (c parquetColumn) timeText(x int64) string {
+	if c.date {
+		return time.Unix(x*86400, 0).UTC().Format(time.DateOnly)
+	}
+	perSec := int64(math.Round(1 / c.scale))
+	return time.Unix(x/perSec, x%perSec*(1e9/perSec)).UTC().Format(time.RFC3339Nano)
 }
 
 // matchSchema checks a file's columns against a pinned schema.

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"math"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -91,5 +93,90 @@ func TestScanParquet_Schema(t *testing.T) {
 	}
 	if _, err := ScanParquet(strings.NewReader("not parquet"), 11, Options{}); !errors.Is(err, ErrFormat) {
 		t.Fatalf("not a parquet file: %v", err)
+	}
+}
+
+// OnRow gets each Parquet row with its 1-based row number and the values as
+// the file types them, in the schema's order; ErrStop ends the scan there.
+func TestScanParquet_OnRow(t *testing.T) {
+	base := time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)
+	var rows []parquetRow
+	for i := range 2000 { // more than one batch
+		r := parquetRow{ID: int64(i), X: float64(i) / 4, OK: i%2 == 0, Label: "l" + strconv.Itoa(i), When: base.Add(time.Duration(i) * time.Second)}
+		if i%3 != 0 {
+			y := float32(i)
+			r.Y = &y
+		}
+		rows = append(rows, r)
+	}
+	f := parquetFile(t, rows)
+	schema := []Column{{"id", Float}, {"x", Float}, {"y", Float}, {"ok", Bool}, {"label", String}, {"when", Timestamp}}
+	var got []gotRow
+	res, err := ScanParquet(f, f.Size(), Options{Schema: schema, OnRow: collectRows(&got)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Rows != 2000 || len(got) != 2000 {
+		t.Fatalf("rows %d, OnRow called %d times; want 2000", res.Rows, len(got))
+	}
+	for _, i := range []int{0, 1, 1025, 1999} {
+		y := num(Float, float64(i), strconv.Itoa(i))
+		if i%3 == 0 {
+			y = Value{}
+		}
+		want := []Value{
+			num(Int, float64(i), strconv.Itoa(i)), // an int in a float column stays an int
+			num(Float, float64(i)/4, strconv.FormatFloat(float64(i)/4, 'g', -1, 64)),
+			y,
+			text(Bool, strconv.FormatBool(i%2 == 0)),
+			text(String, "l"+strconv.Itoa(i)),
+			num(Timestamp, float64(base.Unix()+int64(i)), base.Add(time.Duration(i)*time.Second).Format(time.RFC3339)),
+		}
+		g := got[i]
+		if g.line != int64(i+1) || !slices.Equal(g.row, want) {
+			t.Errorf("row %d: line %d %+v, want line %d %+v", i, g.line, g.row, i+1, want)
+		}
+	}
+
+	calls := 0
+	res, err = ScanParquet(f, f.Size(), Options{OnRow: func(int64, []Value) error {
+		if calls++; calls == 3 {
+			return ErrStop
+		}
+		return nil
+	}})
+	if err != nil || res.Rows != 3 || calls != 3 {
+		t.Fatalf("ErrStop at row 3: err %v, rows %d, %d calls", err, res.Rows, calls)
+	}
+	if id := column(t, res, "id").Numeric; id.Count != 3 || id.Max != 2 {
+		t.Fatalf("id %+v, want the statistics of rows 0-2", id)
+	}
+	boom := errors.New("boom")
+	if _, err := ScanParquet(f, f.Size(), Options{OnRow: func(int64, []Value) error { return boom }}); !errors.Is(err, boom) {
+		t.Fatalf("OnRow error: %v, want it returned", err)
+	}
+}
+
+// A Parquet timestamp's text is what a CSV file would hold, and parses back
+// to the same instant.
+func TestParquetColumn_TimeText(t *testing.T) {
+	for _, tc := range []struct {
+		col  parquetColumn
+		x    int64
+		want string
+	}{
+		{parquetColumn{typ: Timestamp, scale: 86400, date: true}, 20455, "2026-01-02"},
+		{parquetColumn{typ: Timestamp, scale: 86400, date: true}, -1, "1969-12-31"},
+		{parquetColumn{typ: Timestamp, scale: 1e-3}, 1767312000250, "2026-01-02T00:00:00.25Z"},
+		{parquetColumn{typ: Timestamp, scale: 1e-6}, -1, "1969-12-31T23:59:59.999999Z"},
+		{parquetColumn{typ: Timestamp, scale: 1e-9}, 1767312000000000001, "2026-01-02T00:00:00.000000001Z"},
+	} {
+		got := tc.col.timeText(tc.x)
+		if got != tc.want {
+			t.Errorf("%d units of %v s: %q, want %q", tc.x, tc.col.scale, got, tc.want)
+		}
+		if v := parse(got); v.Kind != Timestamp || math.Abs(v.Num-float64(tc.x)*tc.col.scale) > 1e-6 {
+			t.Errorf("%q parses as %+v, want the timestamp %v", got, v, float64(tc.x)*tc.col.scale)
+		}
 	}
 }

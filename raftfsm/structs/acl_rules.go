@@ -23,7 +23,7 @@ const (
 	KindOperator   ACLKind = "operator"   // raft peers, snapshots, gossip keyring
 	KindACL        ACLKind = "acl"        // policies and tokens
 	KindExec       ACLKind = "exec"       // create anything that runs a command
-	KindDataset    ACLKind = "dataset"    // reserved
+	KindDataset    ACLKind = "dataset"    // datasets and their versions
 	KindFeature    ACLKind = "feature"    // reserved
 	KindSource     ACLKind = "source"     // reserved
 	KindJob        ACLKind = "job"        // reserved

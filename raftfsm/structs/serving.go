@@ -555,16 +555,22 @@ func (r *VersionHoldersRequest) Validate() error {
 	if err := ValidateDigest("digest", r.Digest); err != nil {
 		return err
 	}
-	if len(r.Holders) == 0 || len(r.Holders) > MaxHolders {
-		return Errorf(CodeInvalid, "holders must name from 1 to %d nodes, not %d", MaxHolders, len(r.Holders))
+	return ValidateHolders("holders", r.Holders)
+}
+
+// ValidateHolders checks a blob's holders: 1 to MaxHolders node IDs, each
+// once. field names the field in the error.
+func ValidateHolders(field string, holders []string) error {
+	if len(holders) == 0 || len(holders) > MaxHolders {
+		return Errorf(CodeInvalid, "%s must name from 1 to %d nodes, not %d", field, MaxHolders, len(holders))
 	}
-	for i, h := range r.Holders {
+	for i, h := range holders {
 		if h == "" || len(h) > 64 {
-			return Errorf(CodeInvalid, "holders[%d] %q is not a node ID", i, h)
+			return Errorf(CodeInvalid, "%s[%d] %q is not a node ID", field, i, h)
 		}
-		for _, o := range r.Holders[:i] {
+		for _, o := range holders[:i] {
 			if o == h {
-				return Errorf(CodeInvalid, "holders[%d] %q is listed twice", i, h)
+				return Errorf(CodeInvalid, "%s[%d] %q is listed twice", field, i, h)
 			}
 		}
 	}
