@@ -136,15 +136,33 @@ func applyDatasetDelete(tx *applyTxn, body []byte) (interface{}, error) {
 }
 
 // datasetInUse refuses the deletion of versions that a model version's
-// lineage names, naming the first such model version. (Jobs that read a
-// dataset will be checked here too.)
+// lineage names, or that a job that has not ended reads, naming the first
+// such user.
 func datasetInUse(tx *applyTxn, name string, versions []uint64) error {
 	refs := make([]string, len(versions))
 	for i, v := range versions {
 		refs[i] = structs.DatasetRef(name, v)
 	}
+	var job *structs.Job
+	err := tx.scanValues(prefixJob, func(val []byte) (bool, error) {
+		var j structs.Job
+		if err := msgpack.Unmarshal(val, &j); err != nil {
+			return false, err
+		}
+		if !j.Terminal() && (slices.Contains(refs, j.Spec.Dataset) || slices.Contains(refs, j.Spec.Validation.Dataset)) {
+			job = &j
+			return false, nil
+		}
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	if job != nil {
+		return structs.Errorf(structs.CodeConflict, "dataset %s is read by job %s (%s), which is %s; cancel it first, or pass force", job.Spec.Dataset, job.ID, job.Spec.Name, job.State)
+	}
 	var user *structs.ModelVersion
-	err := tx.scanValues(prefixVersion, func(val []byte) (bool, error) {
+	err = tx.scanValues(prefixVersion, func(val []byte) (bool, error) {
 		var mv structs.ModelVersion
 		if err := msgpack.Unmarshal(val, &mv); err != nil {
 			return false, err
@@ -170,6 +188,7 @@ func datasetInUse(tx *applyTxn, name string, versions []uint64) error {
 func (t *applyTxn) scanValues(prefix string, fn func(val []byte) (bool, error)) error {
 	opts := badger.DefaultIteratorOptions
 	opts.Prefix = []byte(prefix)
+	opts.PrefetchValues = false // callers often stop early
 	it := t.txn.NewIterator(opts)
 	defer it.Close()
 	for it.Rewind(); it.Valid(); it.Next() {
@@ -183,6 +202,29 @@ func (t *applyTxn) scanValues(prefix string, fn func(val []byte) (bool, error)) 
 		}
 		if !more {
 			return nil
+		}
+	}
+	return nil
+}
+
+// scanPrefixes calls fn with every value under each of prefixes, as the
+// batch's transaction sees them, with one iterator: Badger sorts a
+// transaction's pending writes for every new iterator, which a command that
+// reads many prefixes would otherwise pay each time. Like keysUnder it does
+// not see the command's own staged writes; staged deletes are skipped.
+func (t *applyTxn) scanPrefixes(prefixes []string, fn func(val []byte) error) error {
+	opts := badger.DefaultIteratorOptions
+	opts.PrefetchValues = false
+	it := t.txn.NewIterator(opts)
+	defer it.Close()
+	for _, p := range prefixes {
+		for it.Seek([]byte(p)); it.ValidForPrefix([]byte(p)); it.Next() {
+			if i, ok := t.staged[string(it.Item().Key())]; ok && t.ops[i].del {
+				continue
+			}
+			if err := it.Item().Value(fn); err != nil {
+				return fmt.Errorf("raftfsm: scan %s: %w", p, err)
+			}
 		}
 	}
 	return nil

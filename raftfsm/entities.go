@@ -31,6 +31,8 @@ const (
 	frameACLBoot    frameType = 9
 	frameDataset    frameType = 10
 	frameDatasetVer frameType = 11
+	frameJob        frameType = 12
+	frameJobAlloc   frameType = 13
 	frameFooter     frameType = 255
 )
 
@@ -69,6 +71,8 @@ var entities = []entity{
 	{name: "acl bootstrap", prefix: prefixACLBootstrap, table: TableACLBootstrap, frame: frameACLBoot, keyOf: aclBootstrapKeyOf, validate: validateACLBootstrapRecord},
 	{name: "dataset", prefix: prefixDataset, table: TableDatasets, frame: frameDataset, keyOf: datasetKeyOf, validate: validateDatasetRecord},
 	{name: "dataset version", prefix: prefixDatasetVersion, table: TableDatasetVersions, frame: frameDatasetVer, keyOf: datasetVersionKeyOf, validate: validateDatasetVersionRecord},
+	{name: "job", prefix: prefixJob, table: TableJobs, frame: frameJob, keyOf: jobKeyOf, validate: validateJobRecord},
+	{name: "job allocation", prefix: prefixJobAlloc, table: TableJobAllocations, frame: frameJobAlloc, keyOf: jobAllocKeyOf, validate: validateJobAllocRecord},
 }
 
 func entityByFrame(t frameType) (entity, bool) {

@@ -27,6 +27,10 @@ const (
 	// TableDatasets and TableDatasetVersions hold datasets and their versions.
 	TableDatasets        = "datasets"
 	TableDatasetVersions = "dataset_versions"
+	// TableJobs holds jobs; TableJobAllocations the members of placed and
+	// running jobs, by node (the ledger's share of training).
+	TableJobs           = "jobs"
+	TableJobAllocations = "job_allocations"
 )
 
 // derivedTables are the tables that no entity stores.

@@ -12,6 +12,7 @@ import (
 var allTableNames = []string{
 	TableNodes, TableModels, TableRoutes, TableVersions, TableDeployments, TableAllocations,
 	TableACLPolicies, TableACLTokens, TableACLBootstrap, TableDatasets, TableDatasetVersions,
+	TableJobs, TableJobAllocations,
 }
 
 // assertTableIndexes checks Index of every table: want for those in moved,
@@ -192,7 +193,7 @@ func TestFSM_IndexUnknownTablePanics(t *testing.T) {
 		call    func()
 		wantMsg string
 	}{
-		{"Index", func() { f.Index("jobs") }, `unknown table "jobs"`},
+		{"Index", func() { f.Index("pipelines") }, `unknown table "pipelines"`},
 		{"Index among known ones", func() { f.Index(TableModels, "job") }, `unknown table "job"`},
 		{"Index of nothing", func() { f.Index() }, "at least one table"},
 		{"IndexFunc", func() { f.IndexFunc(TableModels, "Models") }, `unknown table "Models"`},

@@ -1,0 +1,406 @@
+package structs
+
+import (
+	"slices"
+	"strings"
+	"time"
+)
+
+// Training commands: jobs (DESIGN.md §7). Never renumber; add new ones at the
+// end of RangeTraining.
+const (
+	// JobSubmitType records a new job, pending. Apply pins its dataset
+	// version and refuses a job that no registered node could ever hold.
+	JobSubmitType MessageType = 32
+	// JobPlanType is the scheduler's decision: jobs to place (each with all
+	// its allocations, or none: a gang) and jobs to mark lost. Apply
+	// re-checks every placement against the one capacity ledger.
+	JobPlanType MessageType = 33
+	// JobUpdateType carries what a job's node saw: running, or finished
+	// (succeeded or failed, with the exit code, the last log lines and the
+	// final metrics).
+	JobUpdateType MessageType = 34
+	// JobCancelType asks for a job to stop; a pending job is cancelled at
+	// once, a placed or running one once its node has stopped it.
+	JobCancelType MessageType = 35
+)
+
+var _ = registerTypes(RangeTraining,
+	TypeDef{JobSubmitType, "job_submit"},
+	TypeDef{JobPlanType, "job_plan"},
+	TypeDef{JobUpdateType, "job_update"},
+	TypeDef{JobCancelType, "job_cancel"},
+)
+
+// Job states. A job is terminal once succeeded, failed, cancelled or lost.
+const (
+	JobPending   = "pending"   // waiting for capacity (Reason says why)
+	JobPlaced    = "placed"    // allocations committed; its nodes start it
+	JobRunning   = "running"   // every member has started
+	JobSucceeded = "succeeded" // every member exited 0 (the model, if any, is registered)
+	JobFailed    = "failed"    // a member failed (ExitCode, LogTail), or retries ran out
+	JobCancelled = "cancelled" // stopped on request
+	JobLost      = "lost"      // its node died and no retry was left
+)
+
+// Trainer kinds.
+const (
+	TrainerBuiltin = "builtin"
+	TrainerProcess = "process"
+)
+
+// Placement strategies.
+const (
+	PlaceBinpack = "binpack"
+	PlaceSpread  = "spread"
+)
+
+// Limits of a job spec.
+const (
+	MaxJobNodes      = 64
+	MaxJobGPUs       = 64
+	MaxJobParams     = 256
+	MaxJobFeatures   = MaxDatasetColumns
+	MaxJobRetries    = 100
+	MaxJobHistory    = 32
+	MaxJobLogTail    = 20
+	MaxJobLogLineLen = 1024
+	MaxJobMetrics    = 64
+)
+
+// TrainerSpec says what a job runs: a built-in algorithm, or a command.
+type TrainerSpec struct {
+	Kind      string            `msgpack:"kind" json:"kind"`
+	Algorithm string            `msgpack:"algorithm,omitempty" json:"algorithm,omitempty"`
+	Command   []string          `msgpack:"command,omitempty" json:"command,omitempty"`
+	Args      []string          `msgpack:"args,omitempty" json:"args,omitempty"`
+	Env       map[string]string `msgpack:"env,omitempty" json:"env,omitempty"`
+}
+
+// ValidationSpec chooses the rows a job's metrics are computed on: a share
+// of the dataset held out, k folds, or another dataset version. Zero means
+// no validation: metrics are on the training rows.
+type ValidationSpec struct {
+	Split   float64 `msgpack:"split,omitempty" json:"split,omitempty"`
+	KFold   int     `msgpack:"k_fold,omitempty" json:"k_fold,omitempty"`
+	Dataset string  `msgpack:"dataset,omitempty" json:"dataset,omitempty"`
+}
+
+// JobResources is what each member of a job holds on its node.
+type JobResources struct {
+	CPU         float64 `msgpack:"cpu" json:"cpu"`
+	MemoryMB    int64   `msgpack:"memory_mb" json:"memory_mb"`
+	GPUs        int     `msgpack:"gpus" json:"gpus"`
+	GPUModel    string  `msgpack:"gpu_model,omitempty" json:"gpu_model,omitempty"`
+	GPUMemoryMB int64   `msgpack:"gpu_memory_mb,omitempty" json:"gpu_memory_mb,omitempty"`
+}
+
+// JobSpec is what a user submits.
+type JobSpec struct {
+	Name       string         `msgpack:"name" json:"name"`
+	Experiment string         `msgpack:"experiment" json:"experiment"`
+	Trainer    TrainerSpec    `msgpack:"trainer" json:"trainer"`
+	Dataset    string         `msgpack:"dataset,omitempty" json:"dataset,omitempty"`
+	Target     string         `msgpack:"target,omitempty" json:"target,omitempty"`
+	Features   []string       `msgpack:"features,omitempty" json:"features,omitempty"`
+	Validation ValidationSpec `msgpack:"validation" json:"validation"`
+	Params     map[string]any `msgpack:"params,omitempty" json:"params,omitempty"`
+	Resources  JobResources   `msgpack:"resources" json:"resources"`
+	Nodes      int            `msgpack:"nodes" json:"nodes"`
+	Placement  string         `msgpack:"placement" json:"placement"`
+	Priority   int            `msgpack:"priority" json:"priority"`
+	Retries    int            `msgpack:"retries" json:"retries"`
+	// Timeout bounds one attempt's run ("1h"); empty is none.
+	Timeout    string `msgpack:"timeout,omitempty" json:"timeout,omitempty"`
+	RegisterAs string `msgpack:"register_as,omitempty" json:"register_as,omitempty"`
+}
+
+// Normalize fills the defaults a spec leaves out.
+func (s *JobSpec) Normalize() {
+	if s.Nodes == 0 {
+		s.Nodes = 1
+	}
+	if s.Placement == "" {
+		s.Placement = PlaceBinpack
+	}
+	if s.Experiment == "" {
+		s.Experiment = "default"
+	}
+}
+
+// Validate checks a normalized spec on its own, naming the field at fault.
+// What needs the registry (the dataset and its columns, whether any node
+// could hold the job) is checked against it by the submitter and in Apply.
+func (s *JobSpec) Validate() error {
+	if err := ValidateName("name", s.Name); err != nil {
+		return err
+	}
+	if err := ValidateName("experiment", s.Experiment); err != nil {
+		return err
+	}
+	t := s.Trainer
+	switch t.Kind {
+	case TrainerBuiltin:
+		if t.Algorithm == "" {
+			return Errorf(CodeInvalid, "trainer.algorithm is required for a builtin trainer")
+		}
+		if len(t.Command) > 0 || len(t.Args) > 0 || len(t.Env) > 0 {
+			return Errorf(CodeInvalid, "trainer.command, args and env are for a process trainer, not builtin")
+		}
+		if s.Dataset == "" || s.Target == "" {
+			return Errorf(CodeInvalid, "dataset and target are required for a builtin trainer")
+		}
+		if s.Nodes != 1 {
+			return Errorf(CodeInvalid, "nodes is %d: a builtin trainer runs on one node", s.Nodes)
+		}
+	case TrainerProcess:
+		if t.Algorithm != "" {
+			return Errorf(CodeInvalid, "trainer.algorithm is for a builtin trainer, not process")
+		}
+		p := ProcessSpec{Command: append(slices.Clone(t.Command), t.Args...), Env: t.Env}
+		if len(t.Command) == 0 {
+			return Errorf(CodeInvalid, "trainer.command is required for a process trainer")
+		}
+		if err := p.Validate(); err != nil {
+			return Errorf(CodeInvalid, "trainer: %v", err)
+		}
+	default:
+		return Errorf(CodeInvalid, "trainer.kind %q is unknown: use builtin or process", t.Kind)
+	}
+	if s.Dataset != "" {
+		if _, _, err := ParseDatasetRef("dataset", s.Dataset); err != nil {
+			return err
+		}
+	}
+	if len(s.Features) > MaxJobFeatures {
+		return Errorf(CodeInvalid, "features lists %d columns, more than %d", len(s.Features), MaxJobFeatures)
+	}
+	for i, f := range s.Features {
+		if f == "" || f == s.Target || slices.Contains(s.Features[:i], f) {
+			return Errorf(CodeInvalid, "features[%d] %q is empty, the target, or listed twice", i, f)
+		}
+	}
+	v := s.Validation
+	set := 0
+	if v.Split != 0 {
+		set++
+		if v.Split <= 0 || v.Split >= 1 {
+			return Errorf(CodeInvalid, "validation.split must be between 0 and 1, not %g", v.Split)
+		}
+	}
+	if v.KFold != 0 {
+		set++
+		if v.KFold < 2 || v.KFold > 100 {
+			return Errorf(CodeInvalid, "validation.k_fold must be from 2 to 100, not %d", v.KFold)
+		}
+	}
+	if v.Dataset != "" {
+		set++
+		if _, _, err := ParseDatasetRef("validation.dataset", v.Dataset); err != nil {
+			return err
+		}
+	}
+	if set > 1 {
+		return Errorf(CodeInvalid, "validation takes one of split, k_fold or dataset")
+	}
+	if set > 0 && s.Dataset == "" {
+		return Errorf(CodeInvalid, "validation needs a dataset")
+	}
+	if len(s.Params) > MaxJobParams {
+		return Errorf(CodeInvalid, "params has %d entries, more than %d", len(s.Params), MaxJobParams)
+	}
+	for _, k := range sortedKeys(s.Params) {
+		if k == "" || len(k) > MaxTagKeyLen {
+			return Errorf(CodeInvalid, "params key %.32q is empty or longer than %d bytes", k, MaxTagKeyLen)
+		}
+		switch s.Params[k].(type) {
+		case float64, string, bool, int64, int8, int16, int32, uint8, uint16, uint32, uint64:
+		default:
+			return Errorf(CodeInvalid, "params.%s must be a number, a string or a boolean", k)
+		}
+	}
+	r := s.Resources
+	switch {
+	case r.CPU < 0 || r.CPU > 4096:
+		return Errorf(CodeInvalid, "resources.cpu must be from 0 to 4096, not %g", r.CPU)
+	case r.MemoryMB < 0:
+		return Errorf(CodeInvalid, "resources.memory_mb is negative")
+	case r.GPUs < 0 || r.GPUs > MaxJobGPUs:
+		return Errorf(CodeInvalid, "resources.gpus must be from 0 to %d, not %d", MaxJobGPUs, r.GPUs)
+	case r.GPUMemoryMB < 0:
+		return Errorf(CodeInvalid, "resources.gpu_memory_mb is negative")
+	case (r.GPUModel != "" || r.GPUMemoryMB > 0) && r.GPUs == 0:
+		return Errorf(CodeInvalid, "resources.gpu_model and gpu_memory_mb need resources.gpus")
+	case len(r.GPUModel) > 128:
+		return Errorf(CodeInvalid, "resources.gpu_model is longer than 128 bytes")
+	}
+	if s.Nodes < 1 || s.Nodes > MaxJobNodes {
+		return Errorf(CodeInvalid, "nodes must be from 1 to %d, not %d", MaxJobNodes, s.Nodes)
+	}
+	if s.Placement != PlaceBinpack && s.Placement != PlaceSpread {
+		return Errorf(CodeInvalid, "placement %q is unknown: use binpack or spread", s.Placement)
+	}
+	if s.Retries < 0 || s.Retries > MaxJobRetries {
+		return Errorf(CodeInvalid, "retries must be from 0 to %d, not %d", MaxJobRetries, s.Retries)
+	}
+	if s.Priority < -1000 || s.Priority > 1000 {
+		return Errorf(CodeInvalid, "priority must be from -1000 to 1000, not %d", s.Priority)
+	}
+	if s.Timeout != "" {
+		d, err := time.ParseDuration(s.Timeout)
+		if err != nil || d <= 0 {
+			return Errorf(CodeInvalid, "timeout %q is not a positive duration such as \"30m\" or \"2h\"", s.Timeout)
+		}
+	}
+	if s.RegisterAs != "" {
+		if err := ValidateName("register_as", s.RegisterAs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TimeoutDuration is the spec's timeout, 0 for none.
+func (s *JobSpec) TimeoutDuration() time.Duration {
+	d, _ := time.ParseDuration(s.Timeout)
+	return d
+}
+
+// GPUFits reports whether a GPU meets the spec's model (a substring, any
+// case) and memory asks.
+func (r *JobResources) GPUFits(g GPU) bool {
+	if r.GPUModel != "" && !strings.Contains(strings.ToLower(g.Model), strings.ToLower(r.GPUModel)) {
+		return false
+	}
+	return g.MemoryMB >= r.GPUMemoryMB
+}
+
+// JobAllocation is what one member of a job holds on one node: the GPU
+// indices and the CPU and memory. Rank 0 is the member others meet at.
+type JobAllocation struct {
+	JobID    string  `msgpack:"job_id" json:"-"`
+	Attempt  int     `msgpack:"attempt" json:"attempt"`
+	Rank     int     `msgpack:"rank" json:"rank"`
+	NodeID   string  `msgpack:"node_id" json:"node_id"`
+	NodeName string  `msgpack:"node_name" json:"node_name"`
+	GPUs     []int   `msgpack:"gpus" json:"gpus"`
+	CPU      float64 `msgpack:"cpu" json:"cpu"`
+	MemoryMB int64   `msgpack:"memory_mb" json:"memory_mb"`
+	// Addr is the member's address for the others (rank 0's is
+	// MASTER_ADDR); its node fills it in when it starts the member.
+	Addr string `msgpack:"addr,omitempty" json:"addr,omitempty"`
+	// State is the member's own: placed, running, succeeded, failed.
+	State string `msgpack:"state" json:"state"`
+}
+
+// JobEvent is one state change of a job.
+type JobEvent struct {
+	State  string    `msgpack:"state" json:"state"`
+	At     time.Time `msgpack:"at" json:"at"`
+	Reason string    `msgpack:"reason,omitempty" json:"reason,omitempty"`
+}
+
+// Job is a submitted job and where it stands.
+type Job struct {
+	ID    string  `msgpack:"id" json:"id"`
+	Spec  JobSpec `msgpack:"spec" json:"spec"`
+	State string  `msgpack:"state" json:"state"`
+	// Reason says why the job is pending, failed or lost.
+	Reason string `msgpack:"reason,omitempty" json:"reason,omitempty"`
+	// Attempt counts placements: 1 for the first, one more per retry.
+	Attempt     int             `msgpack:"attempt" json:"attempt"`
+	Allocations []JobAllocation `msgpack:"allocations" json:"allocations"`
+	History     []JobEvent      `msgpack:"history" json:"history"`
+	// CancelRequested is set by a cancel of a placed or running job, until
+	// its nodes report it stopped.
+	CancelRequested bool               `msgpack:"cancel_requested,omitempty" json:"cancel_requested,omitempty"`
+	ExitCode        *int               `msgpack:"exit_code,omitempty" json:"exit_code,omitempty"`
+	LogTail         []string           `msgpack:"log_tail,omitempty" json:"log_tail,omitempty"`
+	Metrics         map[string]float64 `msgpack:"metrics,omitempty" json:"metrics,omitempty"`
+	RunID           string             `msgpack:"run_id" json:"run_id"`
+	ModelVersion    uint64             `msgpack:"model_version,omitempty" json:"model_version,omitempty"`
+	SubmittedAt     time.Time          `msgpack:"submitted_at" json:"submitted_at"`
+	StartedAt       time.Time          `msgpack:"started_at,omitempty" json:"started_at,omitempty"`
+	FinishedAt      time.Time          `msgpack:"finished_at,omitempty" json:"finished_at,omitempty"`
+	CreateIndex     uint64             `msgpack:"create_index" json:"create_index"`
+	ModifyIndex     uint64             `msgpack:"modify_index" json:"modify_index"`
+}
+
+// Terminal reports whether the job will not change state again.
+func (j *Job) Terminal() bool {
+	switch j.State {
+	case JobSucceeded, JobFailed, JobCancelled, JobLost:
+		return true
+	}
+	return false
+}
+
+// JobSubmitRequest submits a job; the submitter makes the ID and the time.
+type JobSubmitRequest struct {
+	ID          string    `msgpack:"id"`
+	Spec        JobSpec   `msgpack:"spec"`
+	SubmittedAt time.Time `msgpack:"submitted_at"`
+}
+
+// JobPlacement places one pending job: all its members at once.
+type JobPlacement struct {
+	JobID string `msgpack:"job_id"`
+	// Attempt is the job's attempt the plan was made for; a plan for an
+	// attempt that has moved on is refused.
+	Attempt     int             `msgpack:"attempt"`
+	Allocations []JobAllocation `msgpack:"allocations"`
+}
+
+// JobWait records why a pending job could not be placed.
+type JobWait struct {
+	JobID  string `msgpack:"job_id"`
+	Reason string `msgpack:"reason"`
+}
+
+// JobLoss marks a placed or running job lost: one of its nodes is gone.
+type JobLoss struct {
+	JobID   string `msgpack:"job_id"`
+	Attempt int    `msgpack:"attempt"`
+	Reason  string `msgpack:"reason"`
+}
+
+// JobPlanRequest is one pass of the scheduler. Each placement and loss
+// applies or is refused on its own (the result lists the refused ones), so
+// that a plan made from a slightly old view still places what fits.
+type JobPlanRequest struct {
+	Place []JobPlacement `msgpack:"place"`
+	Wait  []JobWait      `msgpack:"wait"`
+	Lose  []JobLoss      `msgpack:"lose"`
+	At    time.Time      `msgpack:"at"`
+}
+
+// JobPlanResult says what of a plan applied.
+type JobPlanResult struct {
+	Placed  int      `msgpack:"placed"`
+	Refused []string `msgpack:"refused"` // "<job id>: <reason>"
+}
+
+// JobUpdateRequest is a member's report from its node.
+type JobUpdateRequest struct {
+	JobID   string `msgpack:"job_id"`
+	Attempt int    `msgpack:"attempt"`
+	Rank    int    `msgpack:"rank"`
+	NodeID  string `msgpack:"node_id"`
+	// State is running, succeeded or failed.
+	State    string             `msgpack:"state"`
+	Addr     string             `msgpack:"addr,omitempty"`
+	ExitCode *int               `msgpack:"exit_code,omitempty"`
+	Reason   string             `msgpack:"reason,omitempty"`
+	LogTail  []string           `msgpack:"log_tail,omitempty"`
+	Metrics  map[string]float64 `msgpack:"metrics,omitempty"`
+	// ModelVersion is the version registered from the job's output, set on
+	// rank 0's success.
+	ModelVersion uint64    `msgpack:"model_version,omitempty"`
+	At           time.Time `msgpack:"at"`
+}
+
+// JobCancelRequest cancels a job.
+type JobCancelRequest struct {
+	JobID string    `msgpack:"job_id"`
+	At    time.Time `msgpack:"at"`
+}
