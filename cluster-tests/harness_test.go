@@ -114,6 +114,8 @@ type cluster struct {
 	// management secret that every harness request then carries.
 	acl   bool
 	token string
+	// nodeHCL[i] is added to the config of node i+1 alone (withNodeHCL).
+	nodeHCL []string
 	// bootstraps are the answers of the racing bootstrap requests, one per
 	// node, that newCluster sent (withACL).
 	bootstraps []*response
@@ -132,6 +134,11 @@ func withHCL(hcl string) clusterOption {
 	return func(c *cluster) { c.hcl += hcl + "\n" }
 }
 
+// withNodeHCL adds hcl[i] to the config of the i-th node newCluster starts.
+func withNodeHCL(hcl ...string) clusterOption {
+	return func(c *cluster) { c.nodeHCL = hcl }
+}
+
 // newCluster starts n agents that bootstrap together (bootstrap_expect = n) and
 // waits until they agree on a leader and every node sees n voters. Everything it
 // starts is killed when the test ends.
@@ -143,7 +150,11 @@ func newCluster(t testing.TB, n int, opts ...clusterOption) *cluster {
 		ips[i] = allocIP(t)
 	}
 	for i := range n {
-		c.newNode(fmt.Sprintf("n%d", i+1), ips[i], n, ips, "")
+		extra := ""
+		if i < len(c.nodeHCL) {
+			extra = c.nodeHCL[i]
+		}
+		c.newNode(fmt.Sprintf("n%d", i+1), ips[i], n, ips, extra)
 	}
 	for _, nd := range c.all() {
 		nd.start()

@@ -44,7 +44,7 @@ func callAs(t testing.TB, a *Agent, tok, method, path, body string) apiResp {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	out := apiResp{status: resp.StatusCode, header: resp.Header}
+	out := apiResp{status: resp.StatusCode, header: resp.Header, raw: string(b)}
 	if len(bytes.TrimSpace(b)) > 0 && b[0] == '{' {
 		if err := json.Unmarshal(b, &out.body); err != nil {
 			t.Fatalf("%s %s: bad JSON %q", method, path, b)

@@ -23,6 +23,7 @@ import (
 	raftwal "github.com/hashicorp/raft-wal"
 
 	"github.com/kilnml/kiln/actors"
+	"github.com/kilnml/kiln/actors/training"
 	"github.com/kilnml/kiln/node/internal/acl"
 	"github.com/kilnml/kiln/node/internal/blobs"
 	"github.com/kilnml/kiln/raftfsm"
@@ -54,6 +55,7 @@ type Agent struct {
 	blobs     *blobs.Store
 	xfer      *blobs.Transfers
 	serving   *servingParts
+	jobs      *training.Reconciler
 	http      *http.Server
 	httpLn    net.Listener
 	// acl resolves request tokens; nil while ACLs are disabled.
@@ -162,6 +164,7 @@ func New(cfg Config, logger hclog.Logger) (a *Agent, err error) {
 		return nil, err
 	}
 	a.setupServing()
+	a.setupTraining()
 	a.registerRPC()
 
 	meta := memberMeta{
@@ -207,6 +210,7 @@ func New(cfg Config, logger hclog.Logger) (a *Agent, err error) {
 	a.goFunc(a.reclaimLoop)
 	a.goFunc(a.blobGCLoop)
 	a.goFunc(func() { a.serving.reconciler.Run(a.ctx) })
+	a.goFunc(func() { a.jobs.Run(a.ctx) })
 	a.logger.Info("agent started", "node_id", a.id, "name", cfg.NodeName,
 		"http", a.httpLn.Addr().String(), "rpc", a.trans.Addr(), "gossip_port", cfg.GossipPort)
 	return a, nil

@@ -50,7 +50,8 @@ func testNode(t testing.TB, opts ...testOpt) *Agent {
 type apiResp struct {
 	status int
 	header http.Header
-	body   map[string]any
+	body   map[string]any // a JSON object answer
+	raw    string         // the answer as it came
 }
 
 func call(t testing.TB, a *Agent, method, path, body string) apiResp {

@@ -551,10 +551,16 @@ func LoadFiles(base Config, paths []string) (Config, error) {
 	return base, nil
 }
 
-// diagError renders HCL diagnostics as "file:line,col: key: summary; detail". HCL
-// names the key for unknown keys but not for bad values, so the key is looked up
-// from the position.
+// diagError renders HCL diagnostics of a config file as one error.
 func diagError(diags hcl.Diagnostics, body hcl.Body) error {
+	return fmt.Errorf("node: config: %w", hclDiagError(diags, body))
+}
+
+// hclDiagError renders HCL diagnostics as "file:line,col: key: summary:
+// detail", joined by "; ". HCL names the key for unknown keys but not for bad
+// values, so the key is looked up from the position in body (nil before
+// decoding).
+func hclDiagError(diags hcl.Diagnostics, body hcl.Body) error {
 	var parts []string
 	for _, d := range diags {
 		if d.Severity != hcl.DiagError {
@@ -572,7 +578,7 @@ func diagError(diags hcl.Diagnostics, body hcl.Body) error {
 		}
 		parts = append(parts, s)
 	}
-	return fmt.Errorf("node: config: %s", strings.Join(parts, "; "))
+	return errors.New(strings.Join(parts, "; "))
 }
 
 // keyAt returns the dotted name of the attribute whose definition holds pos.

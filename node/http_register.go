@@ -20,8 +20,9 @@ const (
 	// needList: any valid token; the handler leaves out the items the token
 	// may not read.
 	needList
-	// needBody: any valid token; the resource's name is in the body, and
-	// the handler checks write on it once decoded.
+	// needBody: any valid token; the resource's name is in the body (or in
+	// the record an ID in the path names: a job), and the handler checks
+	// the right on it once it has it.
 	needBody
 	needToken // any valid token (health, token/self)
 	needNone  // no token at all: ACL bootstrap, and /metrics when metrics_anonymous
@@ -77,6 +78,7 @@ func (a *Agent) endpoints() []endpoint {
 		a.modelsEndpoint(),
 		a.versionsEndpoint(),
 		a.datasetsEndpoint(),
+		a.jobsEndpoint(),
 		a.deploymentsEndpoint(),
 		a.predictEndpoint(),
 		a.v2Endpoint(),

@@ -21,6 +21,7 @@ func (a *Agent) leaderTasks() []leaderTask {
 		{name: "membership", run: a.membershipLoop},
 		{name: "placement", run: a.placementLoop},
 		{name: "artifacts", run: a.artifactsLoop},
+		{name: "scheduling", run: a.schedulingLoop},
 	}
 }
 

@@ -70,6 +70,11 @@ func (a *Agent) placeOnce(ctx context.Context) error {
 		txn.Discard()
 		return err
 	}
+	jobAllocs, err := txn.JobAllocations()
+	if err != nil {
+		txn.Discard()
+		return err
+	}
 	alive := map[string]bool{}
 	for _, n := range nodes {
 		alive[n.ID] = a.isAlive(n.ID)
@@ -83,10 +88,11 @@ func (a *Agent) placeOnce(ctx context.Context) error {
 			}
 			return mv
 		},
-		Allocs: allocs,
-		Nodes:  nodes,
-		Alive:  alive,
-		NewID:  func() string { return structs.NewID(time.Now()) },
+		Allocs:    allocs,
+		JobAllocs: jobAllocs,
+		Nodes:     nodes,
+		Alive:     alive,
+		NewID:     func() string { return structs.NewID(time.Now()) },
 	})
 	txn.Discard()
 	if len(plan.Add) == 0 && len(plan.Remove) == 0 {

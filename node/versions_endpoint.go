@@ -78,46 +78,59 @@ func (a *Agent) handleVersionCreate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, structs.Errorf(structs.CodeInvalid, "reading the model file: %v", err))
 		return
 	}
+	stored, idx, err := a.recordVersion(r.Context(), &v, tmp, digest, size, func(v *structs.ModelVersion) error {
+		return a.authorizeFormat(r, v.Format) // the format may have been detected from the file
+	})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeCommitted(w, http.StatusCreated, idx, versionJSON(stored))
+}
+
+// recordVersion checks the model file at tmp (an ingested upload; empty
+// for a process version without one), settling v's format and schema, runs
+// check on the result, stores and copies the file, and proposes v as the
+// model's next version. It returns the stored version and its index. tmp is
+// consumed.
+func (a *Agent) recordVersion(ctx context.Context, v *structs.ModelVersion, tmp, digest string, size int64,
+	check func(*structs.ModelVersion) error) (*structs.ModelVersion, uint64, error) {
 	committed := false
 	defer func() {
 		if !committed {
 			_ = os.Remove(tmp)
 		}
 	}()
-	if err := a.checkArtifact(&v, tmp, size); err != nil {
-		writeError(w, err)
-		return
+	if err := a.checkArtifact(v, tmp, size); err != nil {
+		return nil, 0, err
 	}
 	if size > 0 {
 		v.Digest, v.Size = digest, size
 		if err := a.blobs.Commit(tmp, digest); err != nil {
-			writeError(w, err)
-			return
+			return nil, 0, err
 		}
 		committed = true
-		holders, err := a.replicateBlobs(r.Context(), digest)
+		holders, err := a.replicateBlobs(ctx, digest)
 		if err != nil {
-			writeError(w, err)
-			return
+			return nil, 0, err
 		}
 		v.Holders = holders
 	}
 	v.CreatedAt = time.Now().UTC()
 	if err := v.Validate(); err != nil {
-		writeError(w, err)
-		return
+		return nil, 0, err
 	}
-	if err := a.authorizeFormat(r, v.Format); err != nil {
-		writeError(w, err) // the format may have been detected from the file
-		return
+	if check != nil {
+		if err := check(v); err != nil {
+			return nil, 0, err
+		}
 	}
 	var stored structs.ModelVersion
-	idx, err := a.propose(r.Context(), structs.VersionCreateType, &structs.VersionCreateRequest{Version: v}, &stored)
+	idx, err := a.propose(ctx, structs.VersionCreateType, &structs.VersionCreateRequest{Version: *v}, &stored)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, 0, err
 	}
-	writeCommitted(w, http.StatusCreated, idx, versionJSON(&stored))
+	return &stored, idx, nil
 }
 
 // authorizeFormat asks for the exec capability on top of model write when

@@ -55,9 +55,12 @@
 // plus Kiln's own variables, nothing of the agent's; a version may set PATH
 // or LD_* only where exec.allowed_env lists it, and with exec.user the server
 // runs as that account.
+// These checks, the server's process group, user and parent-death signal,
+// and its size-capped log are actors/internal/proc's, which training's jobs
+// share.
 //
 // The package declares the small interfaces it needs from the node (State,
 // Proposer, BlobSource); the node satisfies them. It imports ml for the
 // runtimes and raftfsm/structs for the registry's records, nothing else of
-// Kiln's but actors and transport.
+// Kiln's but actors, actors/internal/proc and transport.
 package serving

@@ -14,7 +14,10 @@ type PlanInput struct {
 	// Version looks up a version record; nil when it does not exist.
 	Version func(model string, v uint64) *structs.ModelVersion
 	Allocs  []*structs.Allocation
-	Nodes   []*structs.Node
+	// JobAllocs are the members of placed and running training jobs: the
+	// same capacity ledger, whose GPUs and memory replicas may not take.
+	JobAllocs []*structs.JobAllocation
+	Nodes     []*structs.Node
 	// Alive holds the IDs of nodes that are up and not leaving.
 	Alive map[string]bool
 	// NewID makes allocation IDs.
@@ -89,6 +92,14 @@ func Plan(in PlanInput) structs.AllocPlanRequest {
 			versions[k] = v
 		}
 		return v
+	}
+	for _, a := range in.JobAllocs {
+		if u := use[a.NodeID]; u != nil {
+			u.memoryMB += a.MemoryMB
+			for _, g := range a.GPUs {
+				u.gpus[g] = true
+			}
+		}
 	}
 	kept := map[key][]*structs.Allocation{}
 	failedOn := map[key]map[string]bool{}

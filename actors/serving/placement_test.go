@@ -45,9 +45,10 @@ type scenario struct {
 	deps   []*structs.Deployment
 	nodes  []*structs.Node
 	allocs []*structs.Allocation
-	dead   []string         // nodes in the table but not alive
-	sizes  map[string]int64 // artifact bytes by "model/version"; absent: 0
-	absent map[string]bool  // "model/version" with no version record
+	jobs   []*structs.JobAllocation // members of training jobs
+	dead   []string                 // nodes in the table but not alive
+	sizes  map[string]int64         // artifact bytes by "model/version"; absent: 0
+	absent map[string]bool          // "model/version" with no version record
 	// process makes "model/version" a process version running this command.
 	process map[string][]string
 }
@@ -72,9 +73,10 @@ func (s scenario) input() PlanInput {
 			}
 			return mv
 		},
-		Allocs: s.allocs,
-		Nodes:  s.nodes,
-		Alive:  alive,
+		Allocs:    s.allocs,
+		JobAllocs: s.jobs,
+		Nodes:     s.nodes,
+		Alive:     alive,
 		NewID: func() string {
 			next++
 			return fmt.Sprintf("new%d", next)
@@ -365,6 +367,15 @@ func TestPlan_ReservesFreeGPUs(t *testing.T) {
 				nodes: []*structs.Node{planNode("n1", 0, 3, 5)},
 			},
 			wantGPUs: map[string][]int{"n1": {3, 5}}, // one each
+		},
+		{
+			name: "a training job's GPU is taken",
+			s: scenario{
+				deps:  []*structs.Deployment{withGPUs(planDeployment("m", 2, 1), 1)},
+				nodes: []*structs.Node{planNode("n1", 0, 0, 1), planNode("n2", 0, 0)},
+				jobs:  []*structs.JobAllocation{{JobID: "j", NodeID: "n1", GPUs: []int{0}}, {JobID: "k", NodeID: "n2", GPUs: []int{0}}},
+			},
+			wantGPUs: map[string][]int{"n1": {1}}, // n2's only GPU is the job's
 		},
 		{
 			name: "several GPUs for one replica",

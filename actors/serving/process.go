@@ -18,6 +18,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/kilnml/kiln/actors/internal/proc"
 	"github.com/kilnml/kiln/ml"
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
@@ -42,7 +43,9 @@ const (
 	// processMaxResponse bounds an inference answer read into memory.
 	processMaxResponse = 256 << 20
 	processMaxMetadata = 4 << 20
-	processLogTail     = 512
+	// processLogTail bounds the server's last output quoted in an error.
+	processLogTail      = 512
+	processLogTailLines = 20
 )
 
 // ProcessConfig says how to run one replica's server process.
@@ -86,11 +89,11 @@ type ProcessModel struct {
 	name   string // the name the server serves the model under
 	logger hclog.Logger
 	client *http.Client
-	log    *processLog
-	schema ml.Schema // read once at start; immutable afterwards
-	tmpDir string    // WorkDir made by StartProcess, removed at Close
-	path   string    // the resolved executable of Spec.Command[0]
-	user   *runAs    // whom the server runs as; nil: the agent's own user
+	log    *proc.Log
+	schema ml.Schema  // read once at start; immutable afterwards
+	tmpDir string     // WorkDir made by StartProcess, removed at Close
+	path   string     // the resolved executable of Spec.Command[0]
+	user   *proc.User // whom the server runs as; nil: the agent's own user
 
 	stopSupervisor context.CancelFunc
 	supervisorDone chan struct{}
@@ -104,13 +107,6 @@ type ProcessModel struct {
 	failed     error            // set once restarting is given up
 	closed     bool
 	crashes    []time.Time // exits and failed restarts within processCrashWindow
-}
-
-// runAs is the account a server runs as (exec.user), looked up at start.
-type runAs struct {
-	name     string
-	uid, gid uint32
-	groups   []uint32
 }
 
 // processInstance is one run of the server.
@@ -136,7 +132,7 @@ func StartProcess(ctx context.Context, cfg ProcessConfig) (*ProcessModel, error)
 	if len(cfg.Spec.Command) == 0 || cfg.Spec.Command[0] == "" {
 		return nil, fmt.Errorf("%w: serving: process for model %q has no command", ml.ErrBadModel, cfg.Model)
 	}
-	user, err := lookupRunAs(cfg.Exec.User)
+	user, err := proc.LookupUser(cfg.Exec.User)
 	if err != nil {
 		return nil, fmt.Errorf("%w: model %q: exec.user: %w", ErrExecRefused, cfg.Model, err)
 	}
@@ -166,21 +162,21 @@ func StartProcess(ctx context.Context, cfg ProcessConfig) (*ProcessModel, error)
 	} else if err := os.MkdirAll(m.cfg.WorkDir, 0o755); err != nil {
 		return nil, fmt.Errorf("serving: process work dir: %w", err)
 	}
-	if m.path, err = m.cfg.Exec.check(cfg.Model, cfg.Spec, m.cfg.WorkDir); err != nil {
+	if m.path, err = checkExec(m.cfg.Exec, cfg.Model, cfg.Spec, m.cfg.WorkDir); err != nil {
 		m.removeTmpDir()
 		return nil, err
 	}
 	if user != nil {
 		// The server runs in its work dir and may write there.
-		if err := os.Chown(m.cfg.WorkDir, int(user.uid), int(user.gid)); err != nil {
+		if err := os.Chown(m.cfg.WorkDir, int(user.UID), int(user.GID)); err != nil {
 			m.removeTmpDir()
-			return nil, fmt.Errorf("serving: process work dir for exec.user %q: %w", user.name, err)
+			return nil, fmt.Errorf("serving: process work dir for exec.user %q: %w", user.Name, err)
 		}
 	}
-	log, err := openProcessLog(filepath.Join(m.cfg.WorkDir, "process.log"), processMaxLogSize)
+	log, err := proc.OpenLog(filepath.Join(m.cfg.WorkDir, "process.log"), processMaxLogSize)
 	if err != nil {
 		m.removeTmpDir()
-		return nil, err
+		return nil, fmt.Errorf("serving: process for model %q: %w", cfg.Model, err)
 	}
 	m.log = log
 
@@ -267,7 +263,7 @@ func (m *ProcessModel) supervise(ctx context.Context, p *processInstance) {
 		}
 		reason := exitReason(p)
 		// Children the server left behind would hold its port and GPU memory.
-		killGroup(p, syscall.SIGKILL)
+		proc.KillGroup(p.cmd, syscall.SIGKILL)
 		// Pooled connections died with the server; a POST on one would fail.
 		m.client.CloseIdleConnections()
 		m.logger.Warn("process exited", "pid", p.cmd.Process.Pid, "exit", reason)
@@ -276,10 +272,10 @@ func (m *ProcessModel) supervise(ctx context.Context, p *processInstance) {
 			delay, err := m.recordCrash(reason, time.Now())
 			if err != nil {
 				m.logger.Error("process keeps crashing; not restarting it", "error", err)
-				m.log.note("%v", err)
+				m.log.Note("%v", err)
 				return
 			}
-			m.log.note("process exited (%s); restarting in %s", reason, delay)
+			m.log.Note("process exited (%s); restarting in %s", reason, delay)
 			select {
 			case <-ctx.Done():
 				return
@@ -360,13 +356,13 @@ func (m *ProcessModel) startInstance(ctx context.Context, port int) (*processIns
 		base:   "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 		exited: make(chan struct{}),
 	}
-	if err := startChild(cmd, m.user, func(err error) {
+	if err := proc.Start(cmd, m.user, func(err error) {
 		p.waitErr = err
 		close(p.exited)
 	}); err != nil {
 		return nil, fmt.Errorf("%w: serving: process for model %q: %w", ml.ErrBadModel, m.cfg.Model, err)
 	}
-	m.log.note("started %q (pid %d) on port %d", m.cfg.Spec.Command, cmd.Process.Pid, port)
+	m.log.Note("started %q (pid %d) on port %d", m.cfg.Spec.Command, cmd.Process.Pid, port)
 	if err := m.waitReady(ctx, p); err != nil {
 		m.stopInstance(p)
 		return nil, err
@@ -409,13 +405,13 @@ func (m *ProcessModel) waitReady(ctx context.Context, p *processInstance) error 
 		select {
 		case <-p.exited:
 			return fmt.Errorf("%w: serving: process for model %q exited before it was ready: %s%s",
-				ml.ErrBadModel, m.cfg.Model, exitReason(p), m.log.tailNote())
+				ml.ErrBadModel, m.cfg.Model, exitReason(p), m.tailNote())
 		case <-readyCtx.Done():
 			if err := ctx.Err(); err != nil {
 				return fmt.Errorf("serving: process for model %q: waiting for ready: %w", m.cfg.Model, err)
 			}
 			return fmt.Errorf("%w: serving: process for model %q did not answer ready on port %d within %s%s",
-				ml.ErrBadModel, m.cfg.Model, p.port, m.cfg.ReadyTimeout, m.log.tailNote())
+				ml.ErrBadModel, m.cfg.Model, p.port, m.cfg.ReadyTimeout, m.tailNote())
 		case <-time.After(interval):
 		}
 		// Servers that load large models take seconds; no need to poll them
@@ -427,14 +423,14 @@ func (m *ProcessModel) waitReady(ctx context.Context, p *processInstance) error 
 // stopInstance stops p's process group, SIGTERM first, and waits until p is
 // reaped.
 func (m *ProcessModel) stopInstance(p *processInstance) {
-	killGroup(p, syscall.SIGTERM)
+	proc.KillGroup(p.cmd, syscall.SIGTERM)
 	select {
 	case <-p.exited:
 	case <-time.After(processStopGrace):
 		m.logger.Warn("process ignored SIGTERM; killing it", "pid", p.cmd.Process.Pid, "grace", processStopGrace)
 	}
 	// Also reaches children still running after the server itself exited.
-	killGroup(p, syscall.SIGKILL)
+	proc.KillGroup(p.cmd, syscall.SIGKILL)
 	<-p.exited
 }
 
@@ -454,4 +450,23 @@ func exitReason(p *processInstance) string {
 		return p.waitErr.Error()
 	}
 	return "exited"
+}
+
+// tailNote is the end of the server's output as a suffix for an error
+// message: the reason a server would not start is usually in its last
+// lines. The oldest lines go first when they would make it too long.
+func (m *ProcessModel) tailNote() string {
+	lines := m.log.Tail(processLogTailLines)
+	text := strings.Join(lines, " | ")
+	for len(text) > processLogTail && len(lines) > 1 {
+		lines = lines[1:]
+		text = strings.Join(lines, " | ")
+	}
+	if len(text) > processLogTail {
+		text = "..." + strings.ToValidUTF8(text[len(text)-processLogTail:], "")
+	}
+	if text == "" {
+		return fmt.Sprintf(" (output in %s)", m.log.Path())
+	}
+	return fmt.Sprintf("; last output: %s (all of it in %s)", text, m.log.Path())
 }

@@ -465,29 +465,6 @@ func FuzzProcessModel_DecodeInferResponse(f *testing.F) {
 	})
 }
 
-func TestProcessLog_Rotates(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "process.log")
-	l, err := openProcessLog(path, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	line := []byte(strings.Repeat("x", 39) + "\n")
-	for range 6 {
-		if n, err := l.Write(line); n != len(line) || err != nil {
-			t.Fatalf("Write = %d, %v", n, err)
-		}
-	}
-	l.Close()
-	if n, err := l.Write(line); n != len(line) || err != nil {
-		t.Fatalf("Write after Close = %d, %v; want the output dropped quietly", n, err)
-	}
-	for file, want := range map[string]int{path: 80, path + ".1": 80} {
-		if st, err := os.Stat(file); err != nil || st.Size() != int64(want) {
-			t.Fatalf("%s: %v, %v; want %d bytes", file, st, err, want)
-		}
-	}
-}
-
 // buildV2Server builds testdata/v2server into the test's temporary directory.
 func buildV2Server(t *testing.T) string {
 	t.Helper()

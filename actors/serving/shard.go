@@ -77,7 +77,7 @@ func (s *Shard) Start(ctx context.Context) error {
 		}
 		// Placement checked the node's record; this checks its live config,
 		// which a registry write or a restored snapshot cannot change.
-		if _, err := s.cfg.Exec.check(v.Model, *v.Process, workDir); errors.Is(err, ErrExecRefused) {
+		if _, err := checkExec(s.cfg.Exec, v.Model, *v.Process, workDir); errors.Is(err, ErrExecRefused) {
 			return err
 		}
 	}

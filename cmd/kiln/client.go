@@ -246,7 +246,12 @@ func printJSON(v any) {
 
 // printTable writes rows under headers, aligned.
 func printTable(headers []string, rows [][]string) {
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	writeTable(os.Stdout, headers, rows)
+}
+
+// writeTable is printTable onto any writer.
+func writeTable(w io.Writer, headers []string, rows [][]string) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, strings.Join(headers, "\t"))
 	for _, r := range rows {
 		fmt.Fprintln(tw, strings.Join(r, "\t"))

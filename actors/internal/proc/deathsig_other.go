@@ -1,6 +1,6 @@
 //go:build unix && !linux
 
-package serving
+package proc
 
 import "syscall"
 

@@ -1,6 +1,6 @@
 //go:build unix
 
-package serving
+package proc
 
 import (
 	"fmt"
@@ -12,21 +12,21 @@ import (
 	"syscall"
 )
 
-// startChild starts cmd in a process group of its own, so that stopping it
-// reaches the workers a server forks (gunicorn, torchserve) and not the agent,
-// then waits for it on a goroutine and calls exited with Wait's result. With
-// as set, the child runs as that user, with its primary and supplementary
-// groups.
+// Start starts cmd in a process group of its own, so that stopping it
+// reaches the processes it forks and not the agent, then waits for it on a
+// goroutine and calls exited with Wait's result. With as set, the child runs
+// as that user, with its primary and supplementary groups. Start overwrites
+// cmd.SysProcAttr.
 //
 // On Linux the child also gets Pdeathsig = SIGKILL, so it dies with the agent
 // even when the agent is killed with -9 and cannot clean up. Pdeathsig fires
 // when the *thread* that forked the child ends, and Go ends a thread when a
 // goroutine locked to it returns; so the goroutine that starts the child
 // stays locked to its thread and waits there until the child has exited.
-func startChild(cmd *exec.Cmd, as *runAs, exited func(error)) error {
+func Start(cmd *exec.Cmd, as *User, exited func(error)) error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if as != nil {
-		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: as.uid, Gid: as.gid, Groups: as.groups}
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: as.UID, Gid: as.GID, Groups: as.Groups}
 	}
 	setDeathSignal(cmd.SysProcAttr)
 	started := make(chan error, 1)
@@ -42,10 +42,10 @@ func startChild(cmd *exec.Cmd, as *runAs, exited func(error)) error {
 	return <-started
 }
 
-// lookupRunAs finds the uid, gid and groups of exec.user. It returns nil when
+// LookupUser finds the uid, gid and groups of exec.user. It returns nil when
 // name is empty or is the user the agent already runs as: no switch is
 // needed then, and a non-root agent could not set its groups anyway.
-func lookupRunAs(name string) (*runAs, error) {
+func LookupUser(name string) (*User, error) {
 	if name == "" {
 		return nil, nil
 	}
@@ -68,20 +68,21 @@ func lookupRunAs(name string) (*runAs, error) {
 	if err != nil {
 		return nil, fmt.Errorf("groups of user %q: %w", name, err)
 	}
-	as := &runAs{name: name, uid: uint32(uid), gid: uint32(gid), groups: []uint32{}}
+	as := &User{Name: name, UID: uint32(uid), GID: uint32(gid), Groups: []uint32{}}
 	for _, id := range ids {
 		g, err := strconv.ParseUint(id, 10, 32)
 		if err != nil {
 			return nil, fmt.Errorf("user %q is in group %q: %w", name, id, err)
 		}
-		as.groups = append(as.groups, uint32(g))
+		as.Groups = append(as.Groups, uint32(g))
 	}
 	return as, nil
 }
 
-// killGroup signals p's process group. The group outlives its leader while
-// any member does, so this also reaches a dead server's children; once the
-// group is empty the kernel answers ESRCH, which is fine.
-func killGroup(p *processInstance, sig syscall.Signal) {
-	_ = syscall.Kill(-p.cmd.Process.Pid, sig)
+// KillGroup signals the process group of cmd, started by Start. The group
+// outlives its leader while any member does, so this also reaches a dead
+// leader's children; once the group is empty the kernel answers ESRCH,
+// which is fine.
+func KillGroup(cmd *exec.Cmd, sig syscall.Signal) {
+	_ = syscall.Kill(-cmd.Process.Pid, sig)
 }
