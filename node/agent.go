@@ -56,6 +56,7 @@ type Agent struct {
 	xfer      *blobs.Transfers
 	serving   *servingParts
 	jobs      *training.Reconciler
+	runLog    *runLogger
 	http      *http.Server
 	httpLn    net.Listener
 	// acl resolves request tokens; nil while ACLs are disabled.

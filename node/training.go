@@ -14,6 +14,9 @@ import (
 // setupTraining builds this node's job reconciler (DESIGN.md §7); New
 // starts it with the serving one.
 func (a *Agent) setupTraining() {
+	a.runLog = newRunLogger(func(ctx context.Context, req *structs.RunLogRequest) error {
+		return a.proposeCmd(ctx, structs.RunLogType, req)
+	})
 	a.jobs = training.NewReconciler(training.ReconcilerConfig{
 		NodeID: a.id,
 		System: a.actors,
@@ -59,6 +62,10 @@ func (h trainingHost) Job(id string) (*structs.Job, error) {
 func (h trainingHost) AdvertiseIP() string { return h.a.cfg.advertiseIP() }
 
 func (h trainingHost) TrackingURI() string { return "http://" + h.a.advertiseHTTP() }
+
+func (h trainingHost) LogMetrics(ctx context.Context, run string, points []structs.MetricPoint) error {
+	return h.a.runLog.Log(ctx, &structs.RunLogRequest{RunID: run, Metrics: points})
+}
 
 func (h trainingHost) Report(ctx context.Context, u *structs.JobUpdateRequest) error {
 	return h.a.proposeCmd(ctx, structs.JobUpdateType, u)

@@ -33,6 +33,11 @@ const (
 	frameDatasetVer frameType = 11
 	frameJob        frameType = 12
 	frameJobAlloc   frameType = 13
+	frameExperiment frameType = 14
+	frameExpName    frameType = 15
+	frameExpSeq     frameType = 16
+	frameRun        frameType = 17
+	frameMetric     frameType = 18
 	frameFooter     frameType = 255
 )
 
@@ -73,6 +78,11 @@ var entities = []entity{
 	{name: "dataset version", prefix: prefixDatasetVersion, table: TableDatasetVersions, frame: frameDatasetVer, keyOf: datasetVersionKeyOf, validate: validateDatasetVersionRecord},
 	{name: "job", prefix: prefixJob, table: TableJobs, frame: frameJob, keyOf: jobKeyOf, validate: validateJobRecord},
 	{name: "job allocation", prefix: prefixJobAlloc, table: TableJobAllocations, frame: frameJobAlloc, keyOf: jobAllocKeyOf, validate: validateJobAllocRecord},
+	{name: "experiment", prefix: prefixExperiment, table: TableExperiments, frame: frameExperiment, keyOf: experimentKeyOf, validate: validateExperimentRecord},
+	{name: "experiment name", prefix: prefixExperimentName, table: TableExperimentNames, frame: frameExpName, keyOf: experimentNameKeyOf, validate: validateExperimentNameRecord},
+	{name: "experiment counter", prefix: prefixExperimentSeq, table: TableExperimentSeq, frame: frameExpSeq, keyOf: experimentSeqKeyOf, validate: validateExperimentSeqRecord},
+	{name: "run", prefix: prefixRun, table: TableRuns, frame: frameRun, keyOf: runKeyOf, validate: validateRunRecord},
+	{name: "metric point", prefix: prefixMetric, table: TableMetrics, frame: frameMetric, keyOf: metricKeyOf, validate: validateMetricRecord},
 }
 
 func entityByFrame(t frameType) (entity, bool) {

@@ -31,6 +31,13 @@ const (
 	// running jobs, by node (the ledger's share of training).
 	TableJobs           = "jobs"
 	TableJobAllocations = "job_allocations"
+	// Experiments and runs: experiments by ID and by name, the last
+	// experiment ID given, runs, and each run's metric history.
+	TableExperiments     = "experiments"
+	TableExperimentNames = "experiment_names"
+	TableExperimentSeq   = "experiment_seq"
+	TableRuns            = "runs"
+	TableMetrics         = "run_metrics"
 )
 
 // derivedTables are the tables that no entity stores.

@@ -103,6 +103,9 @@ func applyJobSubmit(tx *applyTxn, body []byte) (interface{}, error) {
 	j := structs.Job{ID: req.ID, Spec: spec, RunID: req.ID, SubmittedAt: req.SubmittedAt,
 		CreateIndex: tx.index, ModifyIndex: tx.index, Allocations: []structs.JobAllocation{}}
 	record(&j, structs.JobPending, "waiting for its first placement", req.SubmittedAt)
+	if err := tx.createJobRun(&j); err != nil {
+		return nil, err
+	}
 	if err := tx.put(jobKey(j.ID), &j); err != nil {
 		return nil, err
 	}
@@ -266,7 +269,7 @@ func applyJobPlan(tx *applyTxn, body []byte) (interface{}, error) {
 		}
 		j.Reason = structs.TruncateUTF8(w.Reason, structs.MaxBadRowReasonLen)
 		j.ModifyIndex = tx.index
-		if err := tx.put(jobKey(j.ID), j); err != nil {
+		if err := tx.putJob(j); err != nil {
 			return nil, err
 		}
 	}
@@ -331,7 +334,7 @@ func placeJob(tx *applyTxn, ledger capacityLedger, p *structs.JobPlacement, at t
 		names[i] = n.Name
 	}
 	record(j, structs.JobPlaced, "attempt "+strconv.Itoa(j.Attempt)+" on "+strings.Join(names, ", "), at)
-	return tx.put(jobKey(j.ID), j)
+	return tx.putJob(j)
 }
 
 // release deletes the ledger records of the job's members.
@@ -368,7 +371,7 @@ func loseJob(tx *applyTxn, l *structs.JobLoss, at time.Time) error {
 		return structs.Errorf(structs.CodeConflict, "job is %s at attempt %d, not placed or running at attempt %d", j.State, j.Attempt, l.Attempt)
 	}
 	retryOrEnd(tx, j, structs.JobLost, "lost: "+l.Reason, at)
-	return tx.put(jobKey(j.ID), j)
+	return tx.putJob(j)
 }
 
 // applyJobUpdate records a member's report. A report for an attempt that is
@@ -421,7 +424,7 @@ func applyJobUpdate(tx *applyTxn, body []byte) (interface{}, error) {
 		return nil, structs.Errorf(structs.CodeInvalid, "state %q is not running, succeeded or failed", req.State)
 	}
 	j.ModifyIndex = tx.index
-	if err := tx.put(jobKey(j.ID), j); err != nil {
+	if err := tx.putJob(j); err != nil {
 		return nil, err
 	}
 	if j.State == structs.JobPlaced || j.State == structs.JobRunning {
@@ -470,7 +473,7 @@ func applyJobCancel(tx *applyTxn, body []byte) (interface{}, error) {
 		j.CancelRequested = true
 	}
 	j.ModifyIndex = tx.index
-	if err := tx.put(jobKey(j.ID), j); err != nil {
+	if err := tx.putJob(j); err != nil {
 		return nil, err
 	}
 	return utcJob(j), nil

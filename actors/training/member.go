@@ -45,6 +45,8 @@ type Host interface {
 	AdvertiseIP() string
 	// TrackingURI is this node's HTTP API, for MLFLOW_TRACKING_URI.
 	TrackingURI() string
+	// LogMetrics records step metric points of a run.
+	LogMetrics(ctx context.Context, run string, points []structs.MetricPoint) error
 }
 
 // errStopped is the cause of a member's context when the registry no longer
@@ -194,8 +196,11 @@ func (m *Member) runBuiltin(ctx context.Context, log *proc.Log) (res *outcome) {
 	in := &train.Input{Task: task, Params: params, Threads: threadsFor(spec.Resources.CPU), Seed: seedOf(m.Job.ID)}
 	metrics := newMetricsLog(filepath.Join(m.Dir, "metrics.jsonl"))
 	defer metrics.close()
+	fwd := newMetricForwarder(m.Host, m.Job.RunID)
+	defer fwd.close()
 	in.Report = func(p train.Point) {
 		metrics.add(p)
+		fwd.add(p)
 		log.Note("step %d %s=%.6g", p.Step, p.Name, p.Value)
 	}
 

@@ -105,7 +105,10 @@ func (m *Member) runProcess(ctx context.Context, log *proc.Log) *outcome {
 		env = append(env, k+"="+kiln[k])
 	}
 	log.Note("running %s on GPUs [%s]", strings.Join(command, " "), strings.Join(gpus, ","))
+	fwd := newMetricForwarder(m.Host, j.RunID)
+	fwd.follow(metricsPath)
 	res, err := proc.Run(ctx, proc.RunSpec{Command: command, Path: path, Env: env, Dir: m.Dir, Policy: m.Exec, Log: log, Grace: stopGrace})
+	fwd.close()
 	if err != nil {
 		return &outcome{err: err}
 	}

@@ -404,3 +404,189 @@ type JobCancelRequest struct {
 	JobID string    `msgpack:"job_id"`
 	At    time.Time `msgpack:"at"`
 }
+
+// Experiments and runs (DESIGN.md §7): every job is a run, and MLflow's
+// tracking API writes the same records. Never renumber.
+const (
+	// ExperimentCreateType creates an experiment; its ID is the creating
+	// entry's index, in decimal, so IDs are numbers as MLflow's are.
+	ExperimentCreateType MessageType = 36
+	// ExperimentDeleteType marks an experiment deleted (MLflow keeps it,
+	// and its name, in lifecycle_stage "deleted"); Restore undoes it.
+	ExperimentDeleteType MessageType = 37
+	// RunCreateType creates a run in an experiment.
+	RunCreateType MessageType = 38
+	// RunUpdateType changes a run's status, end time or name, or its
+	// lifecycle stage (deleted, active).
+	RunUpdateType MessageType = 39
+	// RunLogType records a batch of metric points, params and tags of one
+	// run: the node gathers a run's points for a moment, so that thousands
+	// of points a second are a few entries, not thousands.
+	RunLogType MessageType = 40
+)
+
+var _ = registerTypes(RangeTraining,
+	TypeDef{ExperimentCreateType, "experiment_create"},
+	TypeDef{ExperimentDeleteType, "experiment_delete"},
+	TypeDef{RunCreateType, "run_create"},
+	TypeDef{RunUpdateType, "run_update"},
+	TypeDef{RunLogType, "run_log"},
+)
+
+// Run statuses, as MLflow names them.
+const (
+	RunRunning   = "RUNNING"
+	RunScheduled = "SCHEDULED"
+	RunFinished  = "FINISHED"
+	RunFailed    = "FAILED"
+	RunKilled    = "KILLED"
+)
+
+// Lifecycle stages of experiments and runs.
+const (
+	StageActive  = "active"
+	StageDeleted = "deleted"
+)
+
+// DefaultExperiment is the experiment of jobs and runs that name none; its
+// ID is "0", as MLflow's default experiment's.
+const (
+	DefaultExperiment   = "default"
+	DefaultExperimentID = "0"
+)
+
+// Limits of tracking records, MLflow's where it has them.
+const (
+	MaxTrackingKeyLen = 250
+	MaxParamValueLen  = 6000
+	MaxRunTagValueLen = 8000
+	MaxRunLogMetrics  = 1000 // per batch, as MLflow's log-batch
+	MaxRunLogParams   = 100
+	MaxRunLogTags     = 100
+	MaxRunKeys        = 1000 // distinct params, tags or metric keys of one run
+)
+
+// Experiment groups runs.
+type Experiment struct {
+	ID               string            `msgpack:"id" json:"experiment_id"`
+	Name             string            `msgpack:"name" json:"name"`
+	ArtifactLocation string            `msgpack:"artifact_location" json:"artifact_location"`
+	Stage            string            `msgpack:"stage" json:"lifecycle_stage"`
+	Tags             map[string]string `msgpack:"tags" json:"tags"`
+	CreatedAt        time.Time         `msgpack:"created_at" json:"created_at"`
+	UpdatedAt        time.Time         `msgpack:"updated_at" json:"updated_at"`
+	CreateIndex      uint64            `msgpack:"create_index" json:"create_index"`
+}
+
+// MetricPoint is one value of a metric; Timestamp is in milliseconds since
+// the Unix epoch, as MLflow's.
+type MetricPoint struct {
+	Key       string  `msgpack:"key" json:"key"`
+	Value     float64 `msgpack:"value" json:"value"`
+	Timestamp int64   `msgpack:"timestamp" json:"timestamp"`
+	Step      int64   `msgpack:"step" json:"step"`
+}
+
+// Run is one training run: a job's, or one a client created.
+type Run struct {
+	ID           string `msgpack:"id" json:"id"`
+	ExperimentID string `msgpack:"experiment_id" json:"experiment_id"`
+	Name         string `msgpack:"name" json:"name"`
+	UserID       string `msgpack:"user_id" json:"user_id"`
+	Status       string `msgpack:"status" json:"status"`
+	Stage        string `msgpack:"stage" json:"lifecycle_stage"`
+	// StartTime and EndTime are milliseconds since the Unix epoch (0: not
+	// ended), as MLflow's.
+	StartTime int64             `msgpack:"start_time" json:"start_time"`
+	EndTime   int64             `msgpack:"end_time" json:"end_time"`
+	Params    map[string]string `msgpack:"params" json:"params"`
+	Tags      map[string]string `msgpack:"tags" json:"tags"`
+	// Metrics holds each key's latest point: the highest step, then the
+	// latest timestamp, then the last logged, as MLflow's latest metric.
+	Metrics map[string]MetricPoint `msgpack:"metrics" json:"metrics"`
+	// JobID is the job whose run this is, if any.
+	JobID       string `msgpack:"job_id,omitempty" json:"job_id,omitempty"`
+	CreateIndex uint64 `msgpack:"create_index" json:"create_index"`
+	ModifyIndex uint64 `msgpack:"modify_index" json:"modify_index"`
+}
+
+// ExperimentCreateRequest creates an experiment.
+type ExperimentCreateRequest struct {
+	Name             string            `msgpack:"name"`
+	ArtifactLocation string            `msgpack:"artifact_location"`
+	Tags             map[string]string `msgpack:"tags"`
+	At               time.Time         `msgpack:"at"`
+}
+
+// ExperimentDeleteRequest deletes (Restore: restores) an experiment.
+type ExperimentDeleteRequest struct {
+	ID      string    `msgpack:"id"`
+	Restore bool      `msgpack:"restore"`
+	At      time.Time `msgpack:"at"`
+}
+
+// RunCreateRequest creates a run; the proposer makes the ID.
+type RunCreateRequest struct {
+	Run Run `msgpack:"run"`
+}
+
+// RunUpdateRequest changes what its non-empty fields name.
+type RunUpdateRequest struct {
+	ID      string `msgpack:"id"`
+	Status  string `msgpack:"status,omitempty"`
+	EndTime int64  `msgpack:"end_time,omitempty"`
+	Name    string `msgpack:"name,omitempty"`
+	// Stage sets the lifecycle stage: deleted, or active to restore.
+	Stage string `msgpack:"stage,omitempty"`
+}
+
+// KeyValue is a param or a tag.
+type KeyValue struct {
+	Key   string `msgpack:"key" json:"key"`
+	Value string `msgpack:"value" json:"value"`
+}
+
+// RunLogRequest logs to one run.
+type RunLogRequest struct {
+	RunID   string        `msgpack:"run_id"`
+	Metrics []MetricPoint `msgpack:"metrics"`
+	Params  []KeyValue    `msgpack:"params"`
+	Tags    []KeyValue    `msgpack:"tags"`
+	// DeleteTags are tag keys to remove.
+	DeleteTags []string `msgpack:"delete_tags,omitempty"`
+}
+
+// MetricRecord is one stored metric point of a run, in the order logged:
+// Index is the log entry's and Pos the point's place among the entry's.
+type MetricRecord struct {
+	RunID string `msgpack:"run_id"`
+	MetricPoint
+	Index uint64 `msgpack:"index"`
+	Pos   int    `msgpack:"pos"`
+}
+
+// ExperimentName maps an experiment's name to its ID.
+type ExperimentName struct {
+	Name string `msgpack:"name"`
+	ID   string `msgpack:"id"`
+}
+
+// ExperimentCounter is the last experiment ID given.
+type ExperimentCounter struct {
+	Last uint64 `msgpack:"last"`
+}
+
+// ValidateTrackingKey checks a metric, param or tag key as MLflow does:
+// 1 to 250 bytes of letters, digits, and _ - . space / (no "..", no
+// leading /).
+func ValidateTrackingKey(field, k string) error {
+	if k == "" || len(k) > MaxTrackingKeyLen || strings.HasPrefix(k, "/") || strings.Contains(k, "..") {
+		return Errorf(CodeInvalid, "%s %.64q must be 1 to %d characters, not starting with / nor holding ..", field, k, MaxTrackingKeyLen)
+	}
+	for _, r := range k {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_-. /:", r)) {
+			return Errorf(CodeInvalid, "%s %.64q may hold only letters, digits, and _ - . : / and space", field, k)
+		}
+	}
+	return nil
+}

@@ -10,6 +10,7 @@ import (
 	"slices"
 
 	"github.com/kilnml/kiln/ml/train"
+	"github.com/kilnml/kiln/ml/train/gbdt"
 	"github.com/kilnml/kiln/ml/train/linear"
 )
 
@@ -31,6 +32,18 @@ var all = []Algorithm{
 	{Name: "linear_regression", Train: linear.Ridge, Params: linear.RidgeParams, task: fixed(train.Regression)},
 	{Name: "logistic_regression", Train: linear.Logistic, Params: linear.LogisticParams, task: fixed(train.Binary)},
 	{Name: "softmax_regression", Train: linear.Softmax, Params: linear.SoftmaxParams, task: fixed(train.Multiclass)},
+	{Name: "gbdt", Train: gbdt.Train, Params: gbdt.Params, task: gbdtTask},
+}
+
+// gbdtTask reads params.objective in XGBoost's names; XGBoost's default,
+// reg:squarederror, when it is not given.
+func gbdtTask(p train.Params) (train.Task, error) {
+	obj, err := p.String("objective", "reg:squarederror", "reg:squarederror", "binary:logistic", "multi:softprob")
+	if err != nil {
+		return "", err
+	}
+	task, _ := gbdt.TaskOf(obj)
+	return task, nil
 }
 
 // Names lists the algorithms, for error messages.
