@@ -372,3 +372,107 @@ func TestCluster_GangJobMembersMeet(t *testing.T) {
 		t.Fatalf("rank 1 log %q", logs[1])
 	}
 }
+
+// Built-in GBDT on a binary dataset (agaricus, LibSVM) writes an XGBoost
+// JSON model that Kiln serves: predictions through another node are
+// probabilities that classify the rows.
+func TestCluster_BuiltinGBDTServes(t *testing.T) {
+	c := newCluster(t, 3)
+	nodes := c.all()
+	c.waitRegistered(nodes[0], 3)
+	file := filepath.Join(testdataDir, "xgboost", "agaricus_test.libsvm")
+	var ds struct {
+		Columns []struct {
+			Name string `json:"name"`
+		} `json:"columns"`
+	}
+	nodes[0].upload("/v1/datasets/agaricus/versions", "", file, &ds)
+	j := nodes[0].submitJob(map[string]any{"name": "agaricus-gbdt", "trainer": map[string]any{"kind": "builtin", "algorithm": "gbdt"},
+		"dataset": "agaricus", "target": "label", "validation": map[string]any{"split": 0.2},
+		"params": map[string]any{"objective": "binary:logistic", "n_estimators": 20, "max_depth": 4}, "register_as": "agaricus"})
+	j = nodes[0].waitJobState(j.ID, 120*time.Second, "succeeded")
+	if j.Metrics["auc"] < 0.99 {
+		t.Fatalf("validation metrics %v, want auc >= 0.99", j.Metrics)
+	}
+	var v version
+	if err := nodes[0].getJSON("/v1/models/agaricus/versions/1", &v); err != nil || v.Format != "xgboost-json" {
+		t.Fatalf("registered version %+v, %v: want xgboost-json", v, err)
+	}
+	nodes[0].write("PUT", "/v1/deployments/agaricus", map[string]any{"versions": []map[string]any{{"version": 1, "weight": 100}}, "replicas": 1}, 200)
+	c.waitRunning(nodes[0], "agaricus", 1, 1)
+
+	// The first 200 rows, dense in the dataset's feature order.
+	col := map[string]int{}
+	for i, cdef := range ds.Columns[1:] { // columns[0] is the label
+		col[cdef.Name] = i
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var instances [][]float64
+	var labels []float64
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n")[:200] {
+		fields := strings.Fields(line)
+		row := make([]float64, len(col))
+		for _, f := range fields[1:] {
+			k, val, _ := strings.Cut(f, ":")
+			x, _ := strconv.ParseFloat(val, 64)
+			row[col["f"+k]] = x
+		}
+		y, _ := strconv.ParseFloat(fields[0], 64)
+		instances, labels = append(instances, row), append(labels, y)
+	}
+	var p prediction
+	testutil.WaitFor(t, 30*time.Second, func() error {
+		r, pp, err := nodes[2].predict("agaricus", map[string]any{"instances": instances})
+		if err != nil || r.status != 200 {
+			return fmt.Errorf("predict: %v %v", r, err)
+		}
+		p = pp
+		return nil
+	})
+	correct := 0
+	for i, pred := range p.Predictions {
+		prob := pred.(float64)
+		if prob < 0 || prob > 1 {
+			t.Fatalf("prediction %d is %v, not a probability", i, prob)
+		}
+		if (prob >= 0.5) == (labels[i] == 1) {
+			correct++
+		}
+	}
+	if acc := float64(correct) / float64(len(labels)); acc < 0.98 {
+		t.Fatalf("served accuracy %v on 200 rows, want >= 0.98", acc)
+	}
+}
+
+// BenchmarkJobSubmitToStart is the issue's "submit to process started" on
+// an idle 3-node cluster: from the submit's answer to the moment the
+// member's process runs, read from the process itself (the first line of
+// its log carries its start time, written by the process).
+func BenchmarkJobSubmitToStart(b *testing.B) {
+	c := newCluster(b, 3, withHCL(execHCL))
+	nd := c.waitLeader(leaderTimeout)
+	c.waitRegistered(nd, 3)
+	var lat []time.Duration
+	for b.Loop() {
+		start := time.Now()
+		j := nd.submitJob(shJob("latency", `date +%s%N`, map[string]any{"cpu": 0.1}))
+		j = nd.waitJobState(j.ID, 60*time.Second, "succeeded")
+		var ns int64
+		for _, line := range strings.Split(nd.jobLogs(j.ID), "\n") {
+			if n, err := strconv.ParseInt(strings.TrimSpace(line), 10, 64); err == nil && n > 1e18 {
+				ns = n
+				break
+			}
+		}
+		if ns == 0 {
+			b.Fatalf("no start time in the log of %s", j.ID)
+		}
+		lat = append(lat, time.Unix(0, ns).Sub(start))
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+}

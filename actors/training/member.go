@@ -118,18 +118,38 @@ func (m *Member) Run(ctx context.Context) {
 		running.Addr = net.JoinHostPort(m.Host.AdvertiseIP(), strconv.Itoa(port))
 		m.addr = running.Addr
 	}
-	if err := m.Host.Report(ctx, running); err != nil {
-		log.Note("could not report the start: %v", err)
-	}
+	// The start is reported while the work begins, not before it: a commit
+	// round is not on the way to the process starting. The end is reported
+	// only after it, so the job is running before it is done.
+	started := make(chan struct{})
+	go func() {
+		defer close(started)
+		if err := m.Host.Report(ctx, running); err != nil {
+			log.Note("could not report the start: %v", err)
+		}
+	}()
+	res := m.work(ctx, log)
+	<-started
+	m.finish(ctx, log, res)
+}
+
+// work runs the member's trainer.
+func (m *Member) work(ctx context.Context, log *proc.Log) *outcome {
 	var res *outcome
-	switch j.Spec.Trainer.Kind {
+	switch m.Job.Spec.Trainer.Kind {
 	case structs.TrainerBuiltin:
 		res = m.runBuiltin(ctx, log)
 	case structs.TrainerProcess:
 		res = m.runProcess(ctx, log)
 	default:
-		res = &outcome{err: fmt.Errorf("trainer kind %q cannot run on this node", j.Spec.Trainer.Kind)}
+		res = &outcome{err: fmt.Errorf("trainer kind %q cannot run on this node", m.Job.Spec.Trainer.Kind)}
 	}
+	return res
+}
+
+// finish reports how the member's work ended.
+func (m *Member) finish(ctx context.Context, log *proc.Log, res *outcome) {
+	j := m.Job
 	if res.err != nil {
 		cause := context.Cause(ctx)
 		switch {
