@@ -79,6 +79,7 @@ func (a *Agent) endpoints() []endpoint {
 		a.versionsEndpoint(),
 		a.datasetsEndpoint(),
 		a.jobsEndpoint(),
+		a.runsEndpoint(),
 		a.deploymentsEndpoint(),
 		a.predictEndpoint(),
 		a.v2Endpoint(),

@@ -29,7 +29,8 @@ func (a *Artifact) HoldersCommand(holders []string) (structs.MessageType, any) {
 }
 
 // Artifacts calls fn for every blob referenced by a model version (its
-// file) or a dataset version (its file and its quarantine).
+// file), a run (its artifacts) or a dataset version (its file and its
+// quarantine).
 func (t *Txn) Artifacts(fn func(*Artifact)) error {
 	if t.err != nil {
 		return t.err
@@ -46,6 +47,23 @@ func (t *Txn) Artifacts(fn func(*Artifact)) error {
 			Owner: fmt.Sprintf("model %s version %d", v.Model, v.Version),
 			cmd: func(h []string) (structs.MessageType, any) {
 				return structs.VersionHoldersType, &structs.VersionHoldersRequest{Model: v.Model, Version: v.Version, Digest: v.Digest, Holders: h}
+			}})
+		return nil
+	}, nil)
+	if err != nil {
+		return err
+	}
+	err = t.scan(prefixRunArtifact, "", 0, func(val []byte) error {
+		var a structs.RunArtifact
+		if err := msgpack.Unmarshal(val, &a); err != nil {
+			return err
+		}
+		fn(&Artifact{Digest: a.Digest, Size: a.Size, Holders: a.Holders,
+			Owner: fmt.Sprintf("run %s artifact %s", a.RunID, a.Path),
+			cmd: func(h []string) (structs.MessageType, any) {
+				c := a
+				c.Holders = h
+				return structs.RunArtifactPutType, &structs.RunArtifactPutRequest{Artifact: c, HoldersOnly: true}
 			}})
 		return nil
 	}, nil)

@@ -38,6 +38,7 @@ const (
 	frameExpSeq     frameType = 16
 	frameRun        frameType = 17
 	frameMetric     frameType = 18
+	frameRunArt     frameType = 19
 	frameFooter     frameType = 255
 )
 
@@ -83,6 +84,7 @@ var entities = []entity{
 	{name: "experiment counter", prefix: prefixExperimentSeq, table: TableExperimentSeq, frame: frameExpSeq, keyOf: experimentSeqKeyOf, validate: validateExperimentSeqRecord},
 	{name: "run", prefix: prefixRun, table: TableRuns, frame: frameRun, keyOf: runKeyOf, validate: validateRunRecord},
 	{name: "metric point", prefix: prefixMetric, table: TableMetrics, frame: frameMetric, keyOf: metricKeyOf, validate: validateMetricRecord},
+	{name: "run artifact", prefix: prefixRunArtifact, table: TableRunArtifacts, frame: frameRunArt, keyOf: runArtifactKeyOf, validate: validateRunArtifactRecord},
 }
 
 func entityByFrame(t frameType) (entity, bool) {

@@ -38,6 +38,7 @@ const (
 	TableExperimentSeq   = "experiment_seq"
 	TableRuns            = "runs"
 	TableMetrics         = "run_metrics"
+	TableRunArtifacts    = "run_artifacts"
 )
 
 // derivedTables are the tables that no entity stores.

@@ -68,7 +68,7 @@ func validateTrackingMap(field string, m map[string]string, maxValue int) error 
 // createExperiment creates an experiment named name with the next ID (the
 // default experiment takes "0").
 func (t *applyTxn) createExperiment(name, location string, tags map[string]string, at time.Time) (*structs.Experiment, error) {
-	if err := structs.ValidateName("name", name); err != nil {
+	if err := structs.ValidateExperimentName("name", name); err != nil {
 		return nil, err
 	}
 	var existing structs.ExperimentName
@@ -451,7 +451,7 @@ func validateExperimentRecord(raw []byte) error {
 	if err := structs.Decode(raw, &e); err != nil {
 		return err
 	}
-	if err := structs.ValidateName("name", e.Name); err != nil {
+	if err := structs.ValidateExperimentName("name", e.Name); err != nil {
 		return recordError(e.ID, err)
 	}
 	return validateTrackingMap("tags", e.Tags, structs.MaxRunTagValueLen)
@@ -462,7 +462,7 @@ func validateExperimentNameRecord(raw []byte) error {
 	if err := structs.Decode(raw, &n); err != nil {
 		return err
 	}
-	return structs.ValidateName("name", n.Name)
+	return structs.ValidateExperimentName("name", n.Name)
 }
 
 func validateExperimentSeqRecord(raw []byte) error {
@@ -566,4 +566,70 @@ func (t *applyTxn) createJobRun(j *structs.Job) error {
 		return err
 	}
 	return t.putNewRun(r)
+}
+
+// Run artifacts: ra/<run>/<path, escaped> -> structs.RunArtifact.
+const prefixRunArtifact = "ra/"
+
+func runArtifactPrefix(run string) string { return prefixRunArtifact + run + "/" }
+func runArtifactKey(run, path string) string {
+	return runArtifactPrefix(run) + url.PathEscape(path)
+}
+
+var _ = registerCommands(structs.RangeTraining, handler{structs.RunArtifactPutType, applyRunArtifactPut})
+
+// applyRunArtifactPut records a run's file (replacing one at the same path)
+// or, for the same digest, its new holders.
+func applyRunArtifactPut(tx *applyTxn, body []byte) (interface{}, error) {
+	var req structs.RunArtifactPutRequest
+	if err := decodeBody(structs.RunArtifactPutType, body, &req); err != nil {
+		return nil, err
+	}
+	a := req.Artifact
+	if err := a.Validate(); err != nil {
+		return nil, err
+	}
+	if req.HoldersOnly {
+		var old structs.RunArtifact
+		found, err := tx.get(runArtifactKey(a.RunID, a.Path), &old)
+		if err != nil {
+			return nil, err
+		}
+		if !found || old.Digest != a.Digest {
+			return nil, structs.Errorf(structs.CodeConflict, "run %q artifact %q is no longer blob %.12s", a.RunID, a.Path, a.Digest)
+		}
+	}
+	r, err := tx.run(a.RunID)
+	if err != nil {
+		return nil, err
+	}
+	if r.Stage == structs.StageDeleted {
+		return nil, structs.Errorf(structs.CodeInvalid, "run %q is deleted", r.ID)
+	}
+	if err := tx.put(runArtifactKey(a.RunID, a.Path), &a); err != nil {
+		return nil, err
+	}
+	return &a, nil
+}
+
+func runArtifactKeyOf(raw []byte) (string, error) {
+	var a structs.RunArtifact
+	if err := structs.Decode(raw, &a); err != nil {
+		return "", err
+	}
+	if a.RunID == "" || a.Path == "" {
+		return "", fmt.Errorf("run artifact record without run or path")
+	}
+	return runArtifactKey(a.RunID, a.Path), nil
+}
+
+func validateRunArtifactRecord(raw []byte) error {
+	var a structs.RunArtifact
+	if err := structs.Decode(raw, &a); err != nil {
+		return err
+	}
+	if err := a.Validate(); err != nil {
+		return recordError(a.RunID+"/"+a.Path, err)
+	}
+	return nil
 }

@@ -79,3 +79,16 @@ func (t *Txn) MetricHistory(run, key string) ([]structs.MetricPoint, error) {
 	}
 	return out, nil
 }
+
+// RunArtifacts returns a run's files, in path order.
+func (t *Txn) RunArtifacts(run string) ([]*structs.RunArtifact, error) {
+	out, _, err := readPage(t, runArtifactPrefix(run), "", 0, func(a *structs.RunArtifact) *structs.RunArtifact { return a }, nil)
+	return out, err
+}
+
+// RunArtifact returns one file of a run, or a not_found error.
+func (t *Txn) RunArtifact(run, path string) (*structs.RunArtifact, error) {
+	return readOne(t, runArtifactKey(run, path), func(a *structs.RunArtifact) *structs.RunArtifact { return a }, func() error {
+		return structs.Errorf(structs.CodeNotFound, "run %q has no artifact %q", run, path)
+	})
+}

@@ -76,7 +76,7 @@ func TestFSM_Tracking(t *testing.T) {
 		t.Fatalf("history of a prefix of the key: %+v", h)
 	}
 	exps, _ := txn.Experiments()
-	if names := []string{exps[0].Name, exps[1].Name, exps[2].Name}; !reflect.DeepEqual(names, []string{"default", "iris", "wine"}) {
+	if names := []string{exps[0].Name, exps[1].Name, exps[2].Name}; !reflect.DeepEqual(names, []string{"Default", "iris", "wine"}) {
 		t.Fatalf("experiments %v", names)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Training commands: jobs (DESIGN.md §7). Never renumber; add new ones at the
@@ -124,7 +126,7 @@ func (s *JobSpec) Normalize() {
 		s.Placement = PlaceBinpack
 	}
 	if s.Experiment == "" {
-		s.Experiment = "default"
+		s.Experiment = DefaultExperiment
 	}
 }
 
@@ -135,7 +137,7 @@ func (s *JobSpec) Validate() error {
 	if err := ValidateName("name", s.Name); err != nil {
 		return err
 	}
-	if err := ValidateName("experiment", s.Experiment); err != nil {
+	if err := ValidateExperimentName("experiment", s.Experiment); err != nil {
 		return err
 	}
 	t := s.Trainer
@@ -451,7 +453,7 @@ const (
 // DefaultExperiment is the experiment of jobs and runs that name none; its
 // ID is "0", as MLflow's default experiment's.
 const (
-	DefaultExperiment   = "default"
+	DefaultExperiment   = "Default"
 	DefaultExperimentID = "0"
 )
 
@@ -576,6 +578,23 @@ type ExperimentCounter struct {
 	Last uint64 `msgpack:"last"`
 }
 
+// MaxExperimentNameLen bounds an experiment's name.
+const MaxExperimentNameLen = 500
+
+// ValidateExperimentName checks an experiment's name as MLflow takes them:
+// any printable UTF-8, 1 to 500 bytes ("My experiment", "Default").
+func ValidateExperimentName(field, name string) error {
+	if name == "" || len(name) > MaxExperimentNameLen || !utf8.ValidString(name) {
+		return Errorf(CodeInvalid, "%s must be 1 to %d bytes of UTF-8", field, MaxExperimentNameLen)
+	}
+	for _, r := range name {
+		if unicode.IsControl(r) {
+			return Errorf(CodeInvalid, "%s %.64q holds a control character", field, name)
+		}
+	}
+	return nil
+}
+
 // ValidateTrackingKey checks a metric, param or tag key as MLflow does:
 // 1 to 250 bytes of letters, digits, and _ - . space / (no "..", no
 // leading /).
@@ -586,6 +605,63 @@ func ValidateTrackingKey(field, k string) error {
 	for _, r := range k {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_-. /:", r)) {
 			return Errorf(CodeInvalid, "%s %.64q may hold only letters, digits, and _ - . : / and space", field, k)
+		}
+	}
+	return nil
+}
+
+// RunArtifactPutType records a file of a run's artifacts (MLflow's
+// log_artifact through the artifacts proxy), or new holders of one.
+const RunArtifactPutType MessageType = 41
+
+var _ = registerTypes(RangeTraining, TypeDef{RunArtifactPutType, "run_artifact_put"})
+
+// RunArtifactPutRequest records a run artifact. With HoldersOnly it only
+// replaces the holders of the file at the path, which must still be the
+// same blob.
+type RunArtifactPutRequest struct {
+	Artifact    RunArtifact `msgpack:"artifact"`
+	HoldersOnly bool        `msgpack:"holders_only"`
+}
+
+// MaxArtifactPathLen bounds a run artifact's path.
+const MaxArtifactPathLen = 1024
+
+// RunArtifact is one file of a run's artifacts, stored as a blob.
+type RunArtifact struct {
+	RunID   string   `msgpack:"run_id" json:"run_id"`
+	Path    string   `msgpack:"path" json:"path"` // relative, '/'-separated
+	Digest  string   `msgpack:"digest" json:"digest"`
+	Size    int64    `msgpack:"size" json:"size"`
+	Holders []string `msgpack:"holders" json:"holders"`
+}
+
+// Validate checks an artifact record, naming the field at fault.
+func (a *RunArtifact) Validate() error {
+	if a.RunID == "" || len(a.RunID) > 64 {
+		return Errorf(CodeInvalid, "run_id is required")
+	}
+	if err := ValidateArtifactPath(a.Path); err != nil {
+		return err
+	}
+	if err := ValidateDigest("digest", a.Digest); err != nil {
+		return err
+	}
+	if a.Size < 0 {
+		return Errorf(CodeInvalid, "size is negative")
+	}
+	return ValidateHolders("holders", a.Holders)
+}
+
+// ValidateArtifactPath checks a run artifact's path: relative, '/'-
+// separated, no empty, "." or ".." element.
+func ValidateArtifactPath(p string) error {
+	if p == "" || len(p) > MaxArtifactPathLen || strings.HasPrefix(p, "/") || strings.ContainsRune(p, 0) || strings.Contains(p, "\\") {
+		return Errorf(CodeInvalid, "artifact path %.64q must be a relative path of 1 to %d bytes", p, MaxArtifactPathLen)
+	}
+	for _, e := range strings.Split(p, "/") {
+		if e == "" || e == "." || e == ".." {
+			return Errorf(CodeInvalid, "artifact path %.64q has an empty, . or .. element", p)
 		}
 	}
 	return nil

@@ -222,11 +222,11 @@ func parseDecimal(s string) (float64, bool) {
 	return v, true
 }
 
-// scanQuoted reads the literal quoted by s[i] ('\'', '"' or '`') and returns
-// its value and the index after the closing quote. A doubled quote stands for
-// the quote itself; in ' and " literals a backslash escapes the quote or a
-// backslash, and is kept before any other character, so LIKE's \% and \_
-// reach the pattern.
+// scanQuoted reads the literal that s[i], a single, double or back quote,
+// opens, and returns its value and the index after the closing quote. A
+// doubled quote stands for the quote itself; in ' and " literals a backslash
+// escapes the quote or a backslash, and is kept before any other character,
+// so that LIKE's \% and \_ reach the pattern.
 func scanQuoted(s string, i int) (string, int, bool) {
 	q := s[i]
 	var b strings.Builder
