@@ -476,3 +476,64 @@ func BenchmarkJobSubmitToStart(b *testing.B) {
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 }
+
+// A process job running a real program: it sees CUDA_VISIBLE_DEVICES set to
+// its GPU, writes metrics through KILN_METRICS_FILE and through MLflow's
+// REST API (the requests MLflow's client makes), and writes a model that
+// is registered with the job's lineage.
+func TestCluster_ProcessJobLogsAndRegisters(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "trainer")
+	if out, err := exec.Command("go", "build", "-o", bin, "./testdata/trainer").CombinedOutput(); err != nil {
+		t.Fatalf("build trainer: %v\n%s", err, out)
+	}
+	model, err := filepath.Abs(filepath.Join(testdataDir, "linear", "iris.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newCluster(t, 3, withHCL(fmt.Sprintf(`exec {
+  enabled          = true
+  allowed_commands = [%q]
+}`, bin)), withNodeHCL(rackHCL...))
+	nd := c.all()[2]
+	c.waitRegistered(nd, 3)
+	j := nd.submitJob(map[string]any{"name": "user-script", "experiment": "scripts",
+		"trainer":   map[string]any{"kind": "process", "command": []string{bin}, "env": map[string]string{"MODEL_SRC": model}},
+		"params":    map[string]any{"lr": 0.1},
+		"resources": map[string]any{"gpus": 1, "gpu_model": "A100"}, "register_as": "scripted"})
+	j = nd.waitJobState(j.ID, 60*time.Second, "succeeded")
+	if j.ModelVer != 1 || len(j.Allocations) != 1 || len(j.Allocations[0].GPUs) != 1 {
+		t.Fatalf("job %+v, want one A100 and a registered version", j)
+	}
+	if logs := nd.jobLogs(j.ID); !strings.Contains(logs, fmt.Sprintf("gpus=%d params={\"lr\":0.1}", j.Allocations[0].GPUs[0])) {
+		t.Fatalf("log %q does not show the GPU and params it was given", logs)
+	}
+	var run struct {
+		Experiment string             `json:"experiment"`
+		Status     string             `json:"status"`
+		Metrics    map[string]float64 `json:"metrics"`
+		Params     map[string]string  `json:"params"`
+		JobID      string             `json:"job_id"`
+	}
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if err := nd.getJSON("/v1/runs/"+j.ID+"?consistency=consistent", &run); err != nil {
+			return err
+		}
+		if run.Metrics["file_loss"] != 0.25 || run.Metrics["mlflow_loss"] != 0.4 {
+			return fmt.Errorf("run metrics %v", run.Metrics)
+		}
+		return nil
+	})
+	if run.Experiment != "scripts" || run.Status != "FINISHED" || run.Params["epochs"] != "3" || run.Params["lr"] != "0.1" || run.JobID != j.ID {
+		t.Fatalf("run %+v", run)
+	}
+	var v struct {
+		Format  string `json:"format"`
+		Lineage struct {
+			JobID string `json:"job_id"`
+			RunID string `json:"run_id"`
+		} `json:"lineage"`
+	}
+	if err := nd.getJSON("/v1/models/scripted/versions/1?consistency=consistent", &v); err != nil || v.Format != "linear" || v.Lineage.JobID != j.ID || v.Lineage.RunID != j.ID {
+		t.Fatalf("registered version %+v, %v", v, err)
+	}
+}

@@ -3,6 +3,7 @@ package node
 import (
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -83,6 +84,26 @@ func TestAgent_BuiltinJob(t *testing.T) {
 	if logs.status != 200 || !strings.Contains(logs.raw, "registered as version 1 of model iris-m") || !strings.Contains(logs.raw, "train_logloss") {
 		t.Fatalf("logs: %d %q", logs.status, logs.raw)
 	}
+	// The job is a run in its experiment, with its step metrics' history.
+	runs := call(t, a, "GET", "/v1/runs?experiment=iris&filter="+url.QueryEscape("metrics.accuracy > 0.5")+"&order_by=metrics.accuracy+desc", "")
+	items, _ := runs.body["items"].([]any)
+	if runs.status != 200 || len(items) != 1 || items[0].(map[string]any)["id"] != id || items[0].(map[string]any)["status"] != "FINISHED" {
+		t.Fatalf("runs: %d %v", runs.status, runs.body)
+	}
+	if none := call(t, a, "GET", "/v1/runs?filter="+url.QueryEscape("metrics.accuracy > 2"), ""); len(none.body["items"].([]any)) != 0 {
+		t.Fatalf("a filter no run passes: %v", none.body)
+	}
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		h := call(t, a, "GET", "/v1/runs/"+id+"/metrics/train_logloss", "")
+		if points, _ := h.body["points"].([]any); len(points) < 2 {
+			return fmt.Errorf("train_logloss history %v, want one point per epoch", h.body)
+		}
+		return nil
+	})
+	if bad := call(t, a, "GET", "/v1/runs?filter="+url.QueryEscape("metrics.accuracy >"), ""); bad.status != 400 {
+		t.Fatalf("a bad filter: %d %v", bad.status, bad.body)
+	}
+
 	// The dataset it was trained on cannot go while the model's lineage names it.
 	if d := call(t, a, "DELETE", "/v1/datasets/iris/versions/1", ""); d.status != 409 {
 		t.Fatalf("delete of a dataset in a lineage: %d %v", d.status, d.body)
