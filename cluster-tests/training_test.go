@@ -537,3 +537,101 @@ func TestCluster_ProcessJobLogsAndRegisters(t *testing.T) {
 		t.Fatalf("registered version %+v, %v", v, err)
 	}
 }
+
+// A grid of 6 trials with parallelism 2 names the best trial, and ASHA
+// stops some trials early. Each trial writes its loss, x/step, for 8 steps;
+// x = 1 is the best.
+func TestCluster_TuningGridWithASHA(t *testing.T) {
+	c := newCluster(t, 3, withHCL(execHCL))
+	nd := c.all()[0]
+	c.waitRegistered(nd, 3)
+	script := `x=$(echo "$KILN_PARAMS" | sed 's/.*"x":\([0-9.]*\).*/\1/')
+for s in 1 2 3 4 5 6 7 8; do
+  echo "{\"step\": $s, \"name\": \"loss\", \"value\": $(awk "BEGIN { print $x / $s }")}" >> "$KILN_METRICS_FILE"
+  sleep 0.4
+done`
+	spec := map[string]any{
+		"name": "grid", "job": shJob("grid", script, map[string]any{"cpu": 0.5}),
+		"search": "grid", "space": map[string]any{"x": map[string]any{"kind": "values", "values": []float64{1, 2, 3, 4, 5, 6}}},
+		"parallelism": 2, "metric": "loss", "goal": "minimize",
+		"early_stopping": map[string]any{"kind": "asha", "min_resource": 2, "reduction": 2},
+	}
+	r := nd.write("POST", "/v1/tuning", spec, 201)
+	var tu struct {
+		ID        string `json:"id"`
+		State     string `json:"state"`
+		Reason    string `json:"reason"`
+		BestTrial int    `json:"best_trial"`
+		BestValue float64
+		BestJob   string `json:"best_job"`
+		Trials    []struct {
+			JobID        string         `json:"job_id"`
+			Params       map[string]any `json:"params"`
+			State        string         `json:"state"`
+			StoppedEarly bool           `json:"stopped_early"`
+			StopReason   string         `json:"stop_reason"`
+		} `json:"trials"`
+	}
+	if err := json.Unmarshal(r.body, &tu); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 120*time.Second, func() error {
+		if err := nd.getJSON("/v1/tuning/"+tu.ID, &tu); err != nil {
+			return err
+		}
+		if tu.State == "running" {
+			return fmt.Errorf("tuning running: %d trials", len(tu.Trials))
+		}
+		return nil
+	})
+	if tu.State != "succeeded" || len(tu.Trials) != 6 || tu.BestTrial != 0 || tu.Trials[0].Params["x"] != 1.0 {
+		t.Fatalf("tuning %+v, want 6 trials and trial 0 (x = 1) the best", tu)
+	}
+	stopped := 0
+	for _, tr := range tu.Trials {
+		if tr.StoppedEarly {
+			stopped++
+			if tr.State != "cancelled" || !strings.Contains(tr.StopReason, "asha") {
+				t.Fatalf("stopped trial %+v, want cancelled by asha", tr)
+			}
+		}
+	}
+	if stopped == 0 || tu.Trials[0].StoppedEarly {
+		t.Fatalf("%d trials stopped early (trial 0 stopped: %v): want some, not the best", stopped, tu.Trials[0].StoppedEarly)
+	}
+	// Never more than 2 trials ran at once.
+	type span struct{ start, end time.Time }
+	var spans []span
+	for _, tr := range tu.Trials {
+		var j struct {
+			History []struct {
+				State string    `json:"state"`
+				At    time.Time `json:"at"`
+			} `json:"history"`
+		}
+		if err := nd.getJSON("/v1/jobs/"+tr.JobID, &j); err != nil {
+			t.Fatal(err)
+		}
+		var s span
+		for _, h := range j.History {
+			switch h.State {
+			case "placed":
+				s.start = h.At
+			case "succeeded", "cancelled", "failed":
+				s.end = h.At
+			}
+		}
+		spans = append(spans, s)
+	}
+	for _, a := range spans {
+		overlap := 0
+		for _, b := range spans {
+			if !b.start.After(a.start) && b.end.After(a.start) {
+				overlap++
+			}
+		}
+		if overlap > 2 {
+			t.Fatalf("%d trials ran at once at %v, want at most 2: %+v", overlap, a.start, spans)
+		}
+	}
+}

@@ -80,6 +80,7 @@ func (a *Agent) endpoints() []endpoint {
 		a.datasetsEndpoint(),
 		a.jobsEndpoint(),
 		a.runsEndpoint(),
+		a.tuningEndpoint(),
 		a.deploymentsEndpoint(),
 		a.predictEndpoint(),
 		a.v2Endpoint(),

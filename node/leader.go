@@ -22,6 +22,7 @@ func (a *Agent) leaderTasks() []leaderTask {
 		{name: "placement", run: a.placementLoop},
 		{name: "artifacts", run: a.artifactsLoop},
 		{name: "scheduling", run: a.schedulingLoop},
+		{name: "tuning", run: a.tuningLoop},
 	}
 }
 

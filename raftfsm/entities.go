@@ -39,6 +39,7 @@ const (
 	frameRun        frameType = 17
 	frameMetric     frameType = 18
 	frameRunArt     frameType = 19
+	frameTuning     frameType = 20
 	frameFooter     frameType = 255
 )
 
@@ -85,6 +86,7 @@ var entities = []entity{
 	{name: "run", prefix: prefixRun, table: TableRuns, frame: frameRun, keyOf: runKeyOf, validate: validateRunRecord},
 	{name: "metric point", prefix: prefixMetric, table: TableMetrics, frame: frameMetric, keyOf: metricKeyOf, validate: validateMetricRecord},
 	{name: "run artifact", prefix: prefixRunArtifact, table: TableRunArtifacts, frame: frameRunArt, keyOf: runArtifactKeyOf, validate: validateRunArtifactRecord},
+	{name: "tuning", prefix: prefixTuning, table: TableTunings, frame: frameTuning, keyOf: tuningKeyOf, validate: validateTuningRecord},
 }
 
 func entityByFrame(t frameType) (entity, bool) {

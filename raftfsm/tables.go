@@ -39,6 +39,8 @@ const (
 	TableRuns            = "runs"
 	TableMetrics         = "run_metrics"
 	TableRunArtifacts    = "run_artifacts"
+	// TableTunings holds tuning runs.
+	TableTunings = "tunings"
 )
 
 // derivedTables are the tables that no entity stores.

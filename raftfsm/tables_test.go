@@ -13,7 +13,7 @@ var allTableNames = []string{
 	TableNodes, TableModels, TableRoutes, TableVersions, TableDeployments, TableAllocations,
 	TableACLPolicies, TableACLTokens, TableACLBootstrap, TableDatasets, TableDatasetVersions,
 	TableJobs, TableJobAllocations,
-	TableExperiments, TableExperimentNames, TableExperimentSeq, TableRuns, TableMetrics, TableRunArtifacts,
+	TableExperiments, TableExperimentNames, TableExperimentSeq, TableRuns, TableMetrics, TableRunArtifacts, TableTunings,
 }
 
 // assertTableIndexes checks Index of every table: want for those in moved,

@@ -70,21 +70,30 @@ func applyJobSubmit(tx *applyTxn, body []byte) (interface{}, error) {
 	if err := decodeBody(structs.JobSubmitType, body, &req); err != nil {
 		return nil, err
 	}
-	if err := structs.ValidateID("id", req.ID); err != nil {
+	j, err := tx.submitJob(req.ID, req.Spec, req.SubmittedAt)
+	if err != nil {
 		return nil, err
 	}
-	spec := req.Spec
+	return utcJob(j), nil
+}
+
+// submitJob records a pending job and its run (a job submitted, or a
+// tuning's trial).
+func (t *applyTxn) submitJob(id string, spec structs.JobSpec, at time.Time) (*structs.Job, error) {
+	if err := structs.ValidateID("id", id); err != nil {
+		return nil, err
+	}
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
 	var existing structs.Job
-	if found, err := tx.get(jobKey(req.ID), &existing); err != nil {
+	if found, err := t.get(jobKey(id), &existing); err != nil {
 		return nil, err
 	} else if found {
-		return nil, structs.Errorf(structs.CodeConflict, "job %q exists", req.ID)
+		return nil, structs.Errorf(structs.CodeConflict, "job %q exists", id)
 	}
 	if spec.Dataset != "" {
-		v, err := tx.pinDataset("dataset", &spec.Dataset)
+		v, err := t.pinDataset("dataset", &spec.Dataset)
 		if err != nil {
 			return nil, err
 		}
@@ -93,23 +102,23 @@ func applyJobSubmit(tx *applyTxn, body []byte) (interface{}, error) {
 		}
 	}
 	if spec.Validation.Dataset != "" {
-		if _, err := tx.pinDataset("validation.dataset", &spec.Validation.Dataset); err != nil {
+		if _, err := t.pinDataset("validation.dataset", &spec.Validation.Dataset); err != nil {
 			return nil, err
 		}
 	}
-	if err := tx.jobFeasible(&spec); err != nil {
+	if err := t.jobFeasible(&spec); err != nil {
 		return nil, err
 	}
-	j := structs.Job{ID: req.ID, Spec: spec, RunID: req.ID, SubmittedAt: req.SubmittedAt,
-		CreateIndex: tx.index, ModifyIndex: tx.index, Allocations: []structs.JobAllocation{}}
-	record(&j, structs.JobPending, "waiting for its first placement", req.SubmittedAt)
-	if err := tx.createJobRun(&j); err != nil {
+	j := &structs.Job{ID: id, Spec: spec, RunID: id, SubmittedAt: at,
+		CreateIndex: t.index, ModifyIndex: t.index, Allocations: []structs.JobAllocation{}}
+	record(j, structs.JobPending, "waiting for its first placement", at)
+	if err := t.createJobRun(j); err != nil {
 		return nil, err
 	}
-	if err := tx.put(jobKey(j.ID), &j); err != nil {
+	if err := t.put(jobKey(j.ID), j); err != nil {
 		return nil, err
 	}
-	return utcJob(&j), nil
+	return j, nil
 }
 
 // pinDataset resolves *ref (name or name:version) to the version the state

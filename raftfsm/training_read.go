@@ -25,3 +25,16 @@ func (t *Txn) JobAllocations() ([]*structs.JobAllocation, error) {
 	out, _, err := readPage(t, prefixJobAlloc, "", 0, func(a *structs.JobAllocation) *structs.JobAllocation { return a }, nil)
 	return out, err
 }
+
+// Tuning returns one tuning, or a not_found error.
+func (t *Txn) Tuning(id string) (*structs.Tuning, error) {
+	return readOne(t, tuningKey(id), utcTuning, func() error {
+		return structs.Errorf(structs.CodeNotFound, "tuning %q not found", id)
+	})
+}
+
+// Tunings returns every tuning, in submission order.
+func (t *Txn) Tunings() ([]*structs.Tuning, error) {
+	out, _, err := readPage(t, prefixTuning, "", 0, utcTuning, nil)
+	return out, err
+}

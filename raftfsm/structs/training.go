@@ -666,3 +666,292 @@ func ValidateArtifactPath(p string) error {
 	}
 	return nil
 }
+
+// Tuning (DESIGN.md §7): a search over a base job's params, each trial a
+// child job. Never renumber.
+const (
+	// TuningSubmitType records a new tuning run.
+	TuningSubmitType MessageType = 42
+	// TuningTrialType starts the next trial: it creates the trial's job and
+	// records it on the tuning in one entry, at the index it names, so that
+	// a new leader never starts a trial twice.
+	TuningTrialType MessageType = 43
+	// TuningUpdateType records the leader's decisions: trials stopped
+	// early, the end, the best trial and its registered version.
+	TuningUpdateType MessageType = 44
+)
+
+var _ = registerTypes(RangeTraining,
+	TypeDef{TuningSubmitType, "tuning_submit"},
+	TypeDef{TuningTrialType, "tuning_trial"},
+	TypeDef{TuningUpdateType, "tuning_update"},
+)
+
+// Search kinds and parameter range kinds of a tuning.
+const (
+	SearchGrid   = "grid"
+	SearchRandom = "random"
+
+	RangeValues     = "values" // a grid axis, or random's choice
+	RangeChoice     = "choice"
+	RangeUniform    = "uniform"
+	RangeLogUniform = "loguniform"
+	RangeInt        = "int"
+
+	StopMedian = "median"
+	StopASHA   = "asha"
+
+	GoalMaximize = "maximize"
+	GoalMinimize = "minimize"
+)
+
+// Limits of a tuning.
+const (
+	MaxTuningTrials = 1000
+	MaxTuningAxes   = 32
+	MaxAxisValues   = 100
+)
+
+// ParamRange is one axis of a search space.
+type ParamRange struct {
+	Kind   string  `msgpack:"kind" json:"kind"`
+	Values []any   `msgpack:"values,omitempty" json:"values,omitempty"`
+	Min    float64 `msgpack:"min,omitempty" json:"min,omitempty"`
+	Max    float64 `msgpack:"max,omitempty" json:"max,omitempty"`
+}
+
+// EarlyStopping stops trials that fall behind. Metric and Goal default to
+// the tuning's; intermediate values are the trials' step metrics.
+type EarlyStopping struct {
+	Kind   string `msgpack:"kind" json:"kind"`
+	Metric string `msgpack:"metric,omitempty" json:"metric,omitempty"`
+	Goal   string `msgpack:"goal,omitempty" json:"goal,omitempty"`
+	// MinSteps: median compares a trial from this step on (default 1).
+	MinSteps int `msgpack:"min_steps,omitempty" json:"min_steps,omitempty"`
+	// MinTrials: median needs this many finished trials (default 2).
+	MinTrials int `msgpack:"min_trials,omitempty" json:"min_trials,omitempty"`
+	// ASHA: the first rung's step (default 1) and the reduction factor
+	// (default 3): rungs are at MinResource × Reduction^k steps, and at each
+	// a trial goes on only within the best 1/Reduction of those that
+	// reached it.
+	MinResource int `msgpack:"min_resource,omitempty" json:"min_resource,omitempty"`
+	Reduction   int `msgpack:"reduction,omitempty" json:"reduction,omitempty"`
+}
+
+// TuningSpec is what a user submits.
+type TuningSpec struct {
+	Name           string                `msgpack:"name" json:"name"`
+	Job            JobSpec               `msgpack:"job" json:"job"`
+	Search         string                `msgpack:"search" json:"search"`
+	Space          map[string]ParamRange `msgpack:"space" json:"space"`
+	MaxTrials      int                   `msgpack:"max_trials" json:"max_trials"`
+	Parallelism    int                   `msgpack:"parallelism" json:"parallelism"`
+	Metric         string                `msgpack:"metric" json:"metric"`
+	Goal           string                `msgpack:"goal" json:"goal"`
+	EarlyStopping  *EarlyStopping        `msgpack:"early_stopping,omitempty" json:"early_stopping,omitempty"`
+	RegisterBestAs string                `msgpack:"register_best_as,omitempty" json:"register_best_as,omitempty"`
+	Seed           uint64                `msgpack:"seed" json:"seed"`
+}
+
+// Trial is one child job of a tuning.
+type Trial struct {
+	Index  int            `msgpack:"index" json:"index"`
+	JobID  string         `msgpack:"job_id" json:"job_id"`
+	Params map[string]any `msgpack:"params" json:"params"`
+	// StoppedEarly is set when early stopping cancelled the trial.
+	StoppedEarly bool   `msgpack:"stopped_early,omitempty" json:"stopped_early,omitempty"`
+	StopReason   string `msgpack:"stop_reason,omitempty" json:"stop_reason,omitempty"`
+}
+
+// Tuning is a submitted search and where it stands.
+type Tuning struct {
+	ID     string     `msgpack:"id" json:"id"`
+	Spec   TuningSpec `msgpack:"spec" json:"spec"`
+	State  string     `msgpack:"state" json:"state"` // running, succeeded, failed, cancelled
+	Reason string     `msgpack:"reason,omitempty" json:"reason,omitempty"`
+	Trials []Trial    `msgpack:"trials" json:"trials"`
+	// BestTrial is the index of the best trial, -1 while none finished.
+	BestTrial   int       `msgpack:"best_trial" json:"best_trial"`
+	BestValue   float64   `msgpack:"best_value" json:"best_value"`
+	BestVersion uint64    `msgpack:"best_version,omitempty" json:"best_version,omitempty"`
+	CreatedAt   time.Time `msgpack:"created_at" json:"created_at"`
+	FinishedAt  time.Time `msgpack:"finished_at,omitempty" json:"finished_at,omitempty"`
+	CreateIndex uint64    `msgpack:"create_index" json:"create_index"`
+	ModifyIndex uint64    `msgpack:"modify_index" json:"modify_index"`
+}
+
+// Tuning states.
+const (
+	TuningRunning   = "running"
+	TuningSucceeded = "succeeded"
+	TuningFailed    = "failed"
+)
+
+// TuningSubmitRequest submits a tuning; the submitter makes the ID.
+type TuningSubmitRequest struct {
+	ID   string     `msgpack:"id"`
+	Spec TuningSpec `msgpack:"spec"`
+	At   time.Time  `msgpack:"at"`
+}
+
+// TuningTrialRequest starts trial Index with Params as job JobID.
+type TuningTrialRequest struct {
+	TuningID string         `msgpack:"tuning_id"`
+	Index    int            `msgpack:"index"`
+	JobID    string         `msgpack:"job_id"`
+	Params   map[string]any `msgpack:"params"`
+	At       time.Time      `msgpack:"at"`
+}
+
+// TuningUpdateRequest records stops and, with State, the end.
+type TuningUpdateRequest struct {
+	TuningID string `msgpack:"tuning_id"`
+	// Stopped are trials early stopping cancelled, with the reason.
+	Stopped     map[int]string `msgpack:"stopped,omitempty"`
+	State       string         `msgpack:"state,omitempty"`
+	Reason      string         `msgpack:"reason,omitempty"`
+	BestTrial   int            `msgpack:"best_trial"`
+	BestValue   float64        `msgpack:"best_value"`
+	BestVersion uint64         `msgpack:"best_version,omitempty"`
+	At          time.Time      `msgpack:"at"`
+}
+
+// Normalize fills a tuning spec's defaults.
+func (s *TuningSpec) Normalize() {
+	if s.Search == "" {
+		s.Search = SearchGrid
+	}
+	if s.Parallelism == 0 {
+		s.Parallelism = 1
+	}
+	if s.Goal == "" {
+		s.Goal = GoalMaximize
+	}
+	if s.Job.Name == "" {
+		s.Job.Name = s.Name
+	}
+	if s.Search == SearchGrid && s.MaxTrials == 0 {
+		s.MaxTrials = min(s.GridSize(), MaxTuningTrials)
+	}
+	s.Job.Normalize()
+	if e := s.EarlyStopping; e != nil {
+		if e.Metric == "" {
+			e.Metric = s.Metric
+		}
+		if e.Goal == "" {
+			e.Goal = s.Goal
+		}
+		if e.MinSteps == 0 {
+			e.MinSteps = 1
+		}
+		if e.MinTrials == 0 {
+			e.MinTrials = 2
+		}
+		if e.MinResource == 0 {
+			e.MinResource = 1
+		}
+		if e.Reduction == 0 {
+			e.Reduction = 3
+		}
+	}
+}
+
+// GridSize is the number of points of a grid search (the product of its
+// axes' lengths).
+func (s *TuningSpec) GridSize() int {
+	n := 1
+	for _, r := range s.Space {
+		n *= len(r.Values)
+		if n > MaxTuningTrials {
+			return MaxTuningTrials + 1
+		}
+	}
+	return n
+}
+
+// Validate checks a normalized spec, naming the field at fault.
+func (s *TuningSpec) Validate() error {
+	if err := ValidateName("name", s.Name); err != nil {
+		return err
+	}
+	if err := s.Job.Validate(); err != nil {
+		return Errorf(CodeInvalid, "job: %v", err)
+	}
+	if s.Job.RegisterAs != "" {
+		return Errorf(CodeInvalid, "job.register_as is not for trials: give register_best_as")
+	}
+	if len(s.Space) == 0 || len(s.Space) > MaxTuningAxes {
+		return Errorf(CodeInvalid, "space must have 1 to %d parameters, not %d", MaxTuningAxes, len(s.Space))
+	}
+	for _, k := range sortedKeys(s.Space) {
+		r := s.Space[k]
+		if k == "" || len(k) > MaxTagKeyLen {
+			return Errorf(CodeInvalid, "space key %.32q is empty or too long", k)
+		}
+		switch r.Kind {
+		case RangeValues, RangeChoice:
+			if len(r.Values) == 0 || len(r.Values) > MaxAxisValues {
+				return Errorf(CodeInvalid, "space.%s.values must list 1 to %d values", k, MaxAxisValues)
+			}
+			for _, v := range r.Values {
+				switch v.(type) {
+				case float64, string, bool, int8, int16, int32, int64, uint8, uint16, uint32, uint64:
+				default:
+					return Errorf(CodeInvalid, "space.%s.values: each value is a number, a string or a boolean", k)
+				}
+			}
+		case RangeUniform, RangeInt:
+			if !(r.Min <= r.Max) {
+				return Errorf(CodeInvalid, "space.%s: min %g must not be above max %g", k, r.Min, r.Max)
+			}
+		case RangeLogUniform:
+			if !(r.Min > 0 && r.Min <= r.Max) {
+				return Errorf(CodeInvalid, "space.%s: loguniform needs 0 < min <= max, not %g and %g", k, r.Min, r.Max)
+			}
+		default:
+			return Errorf(CodeInvalid, "space.%s.kind %q is unknown: use values, choice, uniform, loguniform or int", k, r.Kind)
+		}
+		if s.Search == SearchGrid && r.Kind != RangeValues && r.Kind != RangeChoice {
+			return Errorf(CodeInvalid, "space.%s: a grid search takes value lists (kind values), not %s", k, r.Kind)
+		}
+	}
+	switch s.Search {
+	case SearchGrid, SearchRandom:
+	default:
+		return Errorf(CodeInvalid, "search %q is unknown: use grid or random", s.Search)
+	}
+	if s.MaxTrials < 1 || s.MaxTrials > MaxTuningTrials {
+		return Errorf(CodeInvalid, "max_trials must be from 1 to %d, not %d", MaxTuningTrials, s.MaxTrials)
+	}
+	if s.Parallelism < 1 || s.Parallelism > s.MaxTrials {
+		return Errorf(CodeInvalid, "parallelism must be from 1 to max_trials (%d), not %d", s.MaxTrials, s.Parallelism)
+	}
+	if err := ValidateTrackingKey("metric", s.Metric); err != nil {
+		return err
+	}
+	if s.Goal != GoalMaximize && s.Goal != GoalMinimize {
+		return Errorf(CodeInvalid, "goal %q is unknown: use maximize or minimize", s.Goal)
+	}
+	if e := s.EarlyStopping; e != nil {
+		switch e.Kind {
+		case StopMedian, StopASHA:
+		default:
+			return Errorf(CodeInvalid, "early_stopping.kind %q is unknown: use median or asha", e.Kind)
+		}
+		if err := ValidateTrackingKey("early_stopping.metric", e.Metric); err != nil {
+			return err
+		}
+		if e.Goal != GoalMaximize && e.Goal != GoalMinimize {
+			return Errorf(CodeInvalid, "early_stopping.goal %q is unknown: use maximize or minimize", e.Goal)
+		}
+		if e.MinSteps < 1 || e.MinTrials < 1 || e.MinResource < 1 || e.Reduction < 2 {
+			return Errorf(CodeInvalid, "early_stopping: min_steps, min_trials and min_resource are at least 1, reduction at least 2")
+		}
+	}
+	if s.RegisterBestAs != "" {
+		if err := ValidateName("register_best_as", s.RegisterBestAs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
