@@ -76,7 +76,7 @@ func (nd *node) submitJob(spec map[string]any) job {
 func (nd *node) job(id string) job {
 	nd.t.Helper()
 	var j job
-	if err := nd.getJSON("/v1/jobs/"+id, &j); err != nil {
+	if err := nd.getJSON("/v1/jobs/"+id+"?consistency=consistent", &j); err != nil {
 		nd.t.Fatal(err)
 	}
 	return j
