@@ -216,3 +216,50 @@ MODEL
 		t.Fatalf("cancelled job %v", j)
 	}
 }
+
+// A tuning of builtin trainers registers its best trial's model.
+func TestAgent_TuningRegistersTheBest(t *testing.T) {
+	a := testNode(t)
+	waitLeader(t, a)
+	waitRegistered(t, a)
+	if r := pushDataset(t, a, "iris", "", readTestdata(t, irisCSV)); r.status != 201 {
+		t.Fatalf("push: %d %v", r.status, r.body)
+	}
+	spec := `{"name": "l2", "job": {"trainer": {"kind": "builtin", "algorithm": "softmax_regression"}, "dataset": "iris", "target": "Species",
+		"features": ["Sepal_Length", "Sepal_Width", "Petal_Length", "Petal_Width"], "validation": {"split": 0.3}},
+		"space": {"l2": {"kind": "values", "values": [0.0001, 10]}}, "parallelism": 2, "metric": "accuracy", "register_best_as": "iris-best"}`
+	r := call(t, a, "POST", "/v1/tuning", spec)
+	if r.status != 201 {
+		t.Fatalf("submit: %d %v", r.status, r.body)
+	}
+	id := r.body["id"].(string)
+	var tu map[string]any
+	testutil.WaitFor(t, 60*time.Second, func() error {
+		tu = call(t, a, "GET", "/v1/tuning/"+id, "").body
+		if tu["state"] == "running" {
+			return fmt.Errorf("tuning running: %v", tu["trials"])
+		}
+		return nil
+	})
+	trials, _ := tu["trials"].([]any)
+	if tu["state"] != "succeeded" || len(trials) != 2 || tu["best_version"] != 1.0 {
+		t.Fatalf("tuning %v", tu)
+	}
+	best := trials[int(tu["best_trial"].(float64))].(map[string]any)
+	for _, tr := range trials {
+		if v := tr.(map[string]any)["value"].(float64); v > best["value"].(float64) {
+			t.Fatalf("best trial %v, but trial %v scored higher", best, tr)
+		}
+	}
+	v := call(t, a, "GET", "/v1/models/iris-best/versions/1", "")
+	md, _ := v.body["metadata"].(map[string]any)
+	lineage, _ := v.body["lineage"].(map[string]any)
+	if v.status != 200 || md["tuning"] != id || lineage["job_id"] != best["job_id"] {
+		t.Fatalf("registered best %d %v, want the best trial's model with its lineage", v.status, v.body)
+	}
+	// Unknown parameters of the space are refused at submit.
+	bad := strings.Replace(spec, `"l2":`, `"depth":`, 1)
+	if r := call(t, a, "POST", "/v1/tuning", bad); r.status != 400 || !strings.Contains(fmt.Sprint(r.body["error"]), "depth") {
+		t.Fatalf("a space the algorithm does not take: %d %v", r.status, r.body)
+	}
+}

@@ -83,7 +83,12 @@ func ParseJobHCL(src []byte, filename string) (*structs.JobSpec, error) {
 		r := file.Jobs[1].DefRange
 		return nil, fmt.Errorf("%s:%d: a second job block: a job file holds one job", r.Filename, r.Start.Line)
 	}
-	b := file.Jobs[0]
+	return file.Jobs[0].spec()
+}
+
+// spec converts a decoded job block into the spec the node takes; its label,
+// when it has one, is the name.
+func (b *jobBlock) spec() (*structs.JobSpec, error) {
 	spec := &structs.JobSpec{
 		Name:       b.Name,
 		Experiment: b.Experiment,

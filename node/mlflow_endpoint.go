@@ -392,10 +392,28 @@ type mlflowRunInfo struct {
 }
 
 type mlflowMetric struct {
-	Key       string  `json:"key"`
-	Value     float64 `json:"value"`
-	Timestamp int64   `json:"timestamp"`
-	Step      int64   `json:"step"`
+	Key       string    `json:"key"`
+	Value     jsonFloat `json:"value"`
+	Timestamp int64     `json:"timestamp"`
+	Step      int64     `json:"step"`
+}
+
+// jsonFloat is a float64 whose NaN and infinities go out as the strings
+// protobuf's JSON mapping uses ("NaN", "Infinity", "-Infinity"): a metric
+// may be NaN, and encoding/json refuses it.
+type jsonFloat float64
+
+func (f jsonFloat) MarshalJSON() ([]byte, error) {
+	x := float64(f)
+	switch {
+	case math.IsNaN(x):
+		return []byte(`"NaN"`), nil
+	case math.IsInf(x, 1):
+		return []byte(`"Infinity"`), nil
+	case math.IsInf(x, -1):
+		return []byte(`"-Infinity"`), nil
+	}
+	return json.Marshal(x)
 }
 
 type mlflowRun struct {
@@ -433,7 +451,7 @@ func toMLflowRun(txn *raftfsm.Txn, run *structs.Run) mlflowRun {
 	slices.Sort(keys)
 	for _, k := range keys {
 		m := run.Metrics[k]
-		out.Data.Metrics = append(out.Data.Metrics, mlflowMetric{m.Key, m.Value, m.Timestamp, m.Step})
+		out.Data.Metrics = append(out.Data.Metrics, mlflowMetric{m.Key, jsonFloat(m.Value), m.Timestamp, m.Step})
 	}
 	out.Data.Params = tagList(run.Params)
 	out.Data.Tags = tagList(run.Tags)
@@ -812,7 +830,7 @@ func (a *Agent) mlflowMetricHistory(w http.ResponseWriter, r *http.Request) (any
 	}
 	out := make([]mlflowMetric, len(page))
 	for i, p := range page {
-		out[i] = mlflowMetric{p.Key, p.Value, p.Timestamp, p.Step}
+		out[i] = mlflowMetric{p.Key, jsonFloat(p.Value), p.Timestamp, p.Step}
 	}
 	resp := map[string]any{"metrics": out}
 	if next != "" {

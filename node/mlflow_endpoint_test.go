@@ -238,3 +238,24 @@ func mustAtoi(t *testing.T, s string) int {
 	}
 	return n
 }
+
+// A NaN metric, which MLflow's client may log, reads back as "NaN" through
+// both APIs instead of breaking the answer.
+func TestMLflow_NaNMetric(t *testing.T) {
+	a := testNode(t)
+	waitLeader(t, a)
+	r := call(t, a, "POST", "/api/2.0/mlflow/runs/create", `{"experiment_id": "0", "run_name": "nan"}`)
+	if r.status != 200 {
+		t.Fatalf("create: %d %v", r.status, r.body)
+	}
+	id := r.body["run"].(map[string]any)["info"].(map[string]any)["run_id"].(string)
+	if r := call(t, a, "POST", "/api/2.0/mlflow/runs/log-metric", `{"run_id": "`+id+`", "key": "loss", "value": "NaN", "timestamp": 1, "step": 0}`); r.status != 200 {
+		t.Fatalf("log NaN: %d %v", r.status, r.body)
+	}
+	for _, path := range []string{"/v1/runs/" + id, "/api/2.0/mlflow/runs/get?run_id=" + id, "/v1/runs/" + id + "/metrics/loss"} {
+		got := call(t, a, "GET", path, "")
+		if got.status != 200 || !strings.Contains(got.raw, `"NaN"`) {
+			t.Fatalf("GET %s: %d %s", path, got.status, got.raw)
+		}
+	}
+}

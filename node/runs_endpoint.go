@@ -16,31 +16,31 @@ import (
 
 // runView is a run as /v1 shows it.
 type runView struct {
-	ID              string             `json:"id"`
-	Name            string             `json:"name"`
-	Experiment      string             `json:"experiment"`
-	ExperimentID    string             `json:"experiment_id"`
-	Status          string             `json:"status"`
-	LifecycleStage  string             `json:"lifecycle_stage"`
-	JobID           string             `json:"job_id,omitempty"`
-	Params          map[string]string  `json:"params"`
-	Metrics         map[string]float64 `json:"metrics"`
-	Tags            map[string]string  `json:"tags"`
-	Artifacts       []string           `json:"artifacts"`
-	StartTime       time.Time          `json:"start_time"`
-	EndTime         *time.Time         `json:"end_time,omitempty"`
-	DurationSeconds float64            `json:"duration_seconds"`
+	ID              string               `json:"id"`
+	Name            string               `json:"name"`
+	Experiment      string               `json:"experiment"`
+	ExperimentID    string               `json:"experiment_id"`
+	Status          string               `json:"status"`
+	LifecycleStage  string               `json:"lifecycle_stage"`
+	JobID           string               `json:"job_id,omitempty"`
+	Params          map[string]string    `json:"params"`
+	Metrics         map[string]jsonFloat `json:"metrics"`
+	Tags            map[string]string    `json:"tags"`
+	Artifacts       []string             `json:"artifacts"`
+	StartTime       time.Time            `json:"start_time"`
+	EndTime         *time.Time           `json:"end_time,omitempty"`
+	DurationSeconds float64              `json:"duration_seconds"`
 }
 
 func viewRun(txn *raftfsm.Txn, r *structs.Run, now time.Time) (*runView, error) {
 	v := &runView{ID: r.ID, Name: r.Name, ExperimentID: r.ExperimentID, Status: r.Status, LifecycleStage: r.Stage, JobID: r.JobID,
-		Params: orEmpty(r.Params), Tags: orEmpty(r.Tags), Metrics: map[string]float64{}, Artifacts: []string{},
+		Params: orEmpty(r.Params), Tags: orEmpty(r.Tags), Metrics: map[string]jsonFloat{}, Artifacts: []string{},
 		StartTime: time.UnixMilli(r.StartTime).UTC()}
 	if e, err := txn.Experiment(r.ExperimentID); err == nil {
 		v.Experiment = e.Name
 	}
 	for k, m := range r.Metrics {
-		v.Metrics[k] = m.Value
+		v.Metrics[k] = jsonFloat(m.Value)
 	}
 	arts, err := txn.RunArtifacts(r.ID)
 	if err != nil {
@@ -190,10 +190,11 @@ func (a *Agent) handleRunMetricHistory(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return nil, err
 		}
-		if points == nil {
-			points = []structs.MetricPoint{}
+		out := make([]mlflowMetric, len(points))
+		for i, p := range points {
+			out[i] = mlflowMetric{p.Key, jsonFloat(p.Value), p.Timestamp, p.Step}
 		}
-		return map[string]any{"run_id": id, "key": key, "points": points}, nil
+		return map[string]any{"run_id": id, "key": key, "points": out}, nil
 	})
 }
 

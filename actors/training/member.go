@@ -164,7 +164,7 @@ func (m *Member) finish(ctx context.Context, log *proc.Log, res *outcome) {
 	}
 	log.Note("succeeded")
 	u := m.update(structs.JobSucceeded)
-	u.Metrics, u.ModelVersion = res.metrics, res.modelVersion
+	u.Metrics, u.ModelVersion = finite(res.metrics), res.modelVersion
 	if err := m.Host.Report(context.WithoutCancel(ctx), u); err != nil {
 		m.Logger.Warn("reporting a job's success failed", "job", j.ID, "error", err)
 	}
@@ -388,4 +388,16 @@ func (l *metricsLog) close() {
 	if l.f != nil {
 		_ = l.f.Close()
 	}
+}
+
+// finite leaves out the metrics that are NaN or infinite: a job's record
+// is read as JSON, which has no such numbers (the run keeps every point).
+func finite(m map[string]float64) map[string]float64 {
+	out := make(map[string]float64, len(m))
+	for k, v := range m {
+		if !math.IsNaN(v) && !math.IsInf(v, 0) {
+			out[k] = v
+		}
+	}
+	return out
 }

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/kilnml/kiln/raftfsm/structs"
 )
 
 // simpleGet builds a client command that GETs a path and prints it.
@@ -55,26 +59,158 @@ func membersCommand() *command {
 		})
 }
 
+const nodesHelp = `Usage: kiln nodes [-v] [-address ADDR] [-format table|json]
+
+  Lists registered nodes and their resources.
+
+  -v              also list every GPU with what holds it: a training job
+                  (job ID (NAME)), a serving replica (replica DEPLOYMENT
+                  vVERSION (ALLOCATION)), or "-" when it is free; with
+                  -format json they come as "gpus" next to the nodes
+  -address ADDR   node HTTP address (env KILN_ADDR)
+  -format FMT     table or json`
+
 func nodesCommand() *command {
-	return simpleGet("nodes", "List registered nodes and their resources", "kiln nodes [-address ADDR] [-format table|json]", "/v1/nodes",
-		func(b map[string]any) ([]string, [][]string) {
-			var rows [][]string
-			for _, it := range items(b) {
-				res, _ := it["resources"].(map[string]any)
-				gpus, _ := res["gpus"].([]any)
-				var g []string
-				for _, x := range gpus {
-					gm, _ := x.(map[string]any)
-					g = append(g, fmt.Sprintf("%s:%s(%sMB)", str(gm["index"]), str(gm["model"]), str(gm["memory_mb"])))
-				}
-				gs := strings.Join(g, ",")
-				if gs == "" {
-					gs = "-"
-				}
-				rows = append(rows, []string{str(it["name"]), str(it["status"]), str(res["cpu_cores"]), str(res["memory_mb"]), gs, str(it["id"])})
+	return &command{synopsis: "List registered nodes and their resources", help: nodesHelp, run: func(args []string) int {
+		fs, cf := newClientFlags("nodes")
+		verbose := fs.Bool("v", false, "")
+		c, err := connect(fs, cf, args, 0, nodesHelp)
+		if err != nil {
+			return fail(err)
+		}
+		var body map[string]any
+		if err := c.do("GET", "/v1/nodes", nil, &body); err != nil {
+			return fail(err)
+		}
+		var gpus []gpuHolding
+		if *verbose {
+			holders, err := gpuHolders(c)
+			if err != nil {
+				return fail(fmt.Errorf("reading what holds the GPUs: %w", err))
 			}
-			return []string{"NAME", "STATUS", "CPU", "MEMORY_MB", "GPUS", "ID"}, rows
-		})
+			gpus = nodeGPUs(items(body), holders)
+		}
+		if cf.format == "json" {
+			if *verbose {
+				body["gpus"] = gpus
+			}
+			printJSON(body)
+			return 0
+		}
+		printTable(nodesTable(body))
+		if len(gpus) > 0 {
+			rows := make([][]string, len(gpus))
+			for i, g := range gpus {
+				rows[i] = []string{g.Node, strconv.Itoa(g.Index), dash(g.Model), formatBytes(float64(g.MemoryMB) * (1 << 20)), dash(g.HeldBy)}
+			}
+			fmt.Println()
+			printTable([]string{"NODE", "INDEX", "MODEL", "MEMORY", "HELD_BY"}, rows)
+		}
+		return 0
+	}}
+}
+
+func nodesTable(b map[string]any) ([]string, [][]string) {
+	var rows [][]string
+	for _, it := range items(b) {
+		res, _ := it["resources"].(map[string]any)
+		var g []string
+		for _, gm := range asMaps(res["gpus"]) {
+			g = append(g, fmt.Sprintf("%s:%s(%sMB)", str(gm["index"]), str(gm["model"]), str(gm["memory_mb"])))
+		}
+		rows = append(rows, []string{str(it["name"]), str(it["status"]), str(res["cpu_cores"]), str(res["memory_mb"]), dash(strings.Join(g, ",")), str(it["id"])})
+	}
+	return []string{"NAME", "STATUS", "CPU", "MEMORY_MB", "GPUS", "ID"}, rows
+}
+
+// gpuHolding is one GPU of a node and what holds it, as nodes -v shows it.
+type gpuHolding struct {
+	Node     string `json:"node"`
+	NodeID   string `json:"node_id"`
+	Index    int    `json:"index"`
+	Model    string `json:"model"`
+	MemoryMB int64  `json:"memory_mb"`
+	// HeldBy is "" for a free GPU.
+	HeldBy string `json:"held_by"`
+}
+
+// gpuKey names one GPU of the cluster.
+type gpuKey struct {
+	node  string // node ID
+	index int
+}
+
+// gpuHolders reads what holds each GPU, by the capacity ledger's rules:
+// the members of placed and running jobs, and the pending and running
+// replicas of deployments (a failed replica is being replaced and frees
+// its GPUs). A GPU held twice, which placement never does, shows both.
+func gpuHolders(c *client) (map[gpuKey]string, error) {
+	held := map[gpuKey]string{}
+	hold := func(node string, gpus []string, who string) {
+		for _, g := range gpus {
+			i, err := strconv.Atoi(g)
+			if err != nil {
+				continue
+			}
+			k := gpuKey{node, i}
+			if held[k] != "" {
+				held[k] += ", " + who
+			} else {
+				held[k] = who
+			}
+		}
+	}
+	jobs, err := listAll(c, "/v1/jobs")
+	if err != nil {
+		return nil, fmt.Errorf("jobs: %w", err)
+	}
+	for _, j := range jobs {
+		if s := str(j["state"]); s != structs.JobPlaced && s != structs.JobRunning {
+			continue
+		}
+		who := fmt.Sprintf("job %s (%s)", str(j["id"]), str(jobSpec(j)["name"]))
+		for _, a := range asMaps(j["allocations"]) {
+			hold(str(a["node_id"]), stringsOf(a["gpus"]), who)
+		}
+	}
+	deployments, err := listAll(c, "/v1/deployments")
+	if err != nil {
+		return nil, fmt.Errorf("deployments: %w", err)
+	}
+	for _, d := range deployments {
+		// Only a deployment's own read shows its replicas.
+		name := str(d["name"])
+		var full map[string]any
+		if err := c.do("GET", "/v1/deployments/"+url.PathEscape(name), nil, &full); err != nil {
+			return nil, fmt.Errorf("deployment %s: %w", name, err)
+		}
+		for _, r := range asMaps(full["replica_states"]) {
+			if s := str(r["state"]); s != structs.AllocPending && s != structs.AllocRunning {
+				continue
+			}
+			who := fmt.Sprintf("replica %s v%s (%s)", name, str(r["version"]), str(r["id"]))
+			hold(str(r["node_id"]), stringsOf(r["gpus"]), who)
+		}
+	}
+	return held, nil
+}
+
+// nodeGPUs lists every GPU of the nodes, in the nodes' order and by index,
+// with its holder.
+func nodeGPUs(nodes []map[string]any, held map[gpuKey]string) []gpuHolding {
+	out := []gpuHolding{}
+	for _, n := range nodes {
+		res, _ := n["resources"].(map[string]any)
+		gpus := asMaps(res["gpus"])
+		slices.SortStableFunc(gpus, func(a, b map[string]any) int { return cmp.Compare(num(a["index"]), num(b["index"])) })
+		for _, g := range gpus {
+			h := gpuHolding{Node: cmp.Or(str(n["name"]), str(n["id"])), NodeID: str(n["id"]), Index: int(num(g["index"])),
+				Model: str(g["model"]), MemoryMB: int64(num(g["memory_mb"]))}
+			h.HeldBy = held[gpuKey{h.NodeID, h.Index}]
+			out = append(out, h)
+		}
+	}
+	return out
 }
 
 func listPeersCommand() *command {

@@ -55,7 +55,7 @@ func run(args []string) int {
 		"bench baseline-serve":      factory(baselineServeCommand()),
 		"bench predict":             factory(benchPredictCommand()),
 	}
-	for _, group := range []map[string]*command{aclCommands(), keyringCommands(), datasetsCommands(), jobsCommands()} {
+	for _, group := range []map[string]*command{aclCommands(), keyringCommands(), datasetsCommands(), jobsCommands(), runsCommands(), tuneCommands()} {
 		for name, cmd := range group {
 			c.Commands[name] = factory(cmd)
 		}

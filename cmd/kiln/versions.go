@@ -383,17 +383,21 @@ func printList(c *client, cf *clientFlags, path string, headers []string, row fu
 	return 0
 }
 
-// listAll follows a collection's cursors and returns every item.
+// listAll follows a collection's cursors and returns every item. path may
+// carry query parameters of its own (a search's filter).
 func listAll(c *client, path string) ([]map[string]any, error) {
 	var all []map[string]any
-	cursor := ""
+	cursor, sep := "", "?"
+	if strings.Contains(path, "?") {
+		sep = "&"
+	}
 	for {
 		q := url.Values{"limit": {"1000"}}
 		if cursor != "" {
 			q.Set("cursor", cursor)
 		}
 		var page map[string]any
-		if err := c.do("GET", path+"?"+q.Encode(), nil, &page); err != nil {
+		if err := c.do("GET", path+sep+q.Encode(), nil, &page); err != nil {
 			return nil, err
 		}
 		all = append(all, items(page)...)
