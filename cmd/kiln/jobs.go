@@ -187,40 +187,53 @@ func jobTerminal(j map[string]any) bool {
 // refusal (4xx) ends it at once; other failures are retried
 // jobFollowFailures times in a row, since the job goes on without us.
 func followJob(c *client, id string, every time.Duration, first map[string]any, see func(map[string]any)) (map[string]any, error) {
-	j, failures := first, 0
+	return follow(c, "job", id, jobPath(id, ""), "kiln jobs status "+id, every, first, jobTerminal, see)
+}
+
+// follow polls path every interval until done says the resource (a job, a
+// tuning: what, id) ended, calling see with each state; first, when set,
+// is the state already read. A 4xx answer other than 429, or
+// jobFollowFailures failures in a row, stops it with an error saying the
+// resource goes on (status is the command that shows it).
+func follow(c *client, what, id, path, status string, every time.Duration, first map[string]any,
+	done func(map[string]any) bool, see func(map[string]any)) (map[string]any, error) {
+	cur, failures := first, 0
 	for {
-		if j != nil {
-			see(j)
-			if jobTerminal(j) {
-				return j, nil
+		if cur != nil {
+			see(cur)
+			if done(cur) {
+				return cur, nil
 			}
 		}
 		time.Sleep(every)
 		var next map[string]any
-		if err := c.do("GET", jobPath(id, ""), nil, &next); err != nil {
+		if err := c.do("GET", path, nil, &next); err != nil {
 			var ae *apiError
 			refused := errors.As(err, &ae) && ae.Status/100 == 4 && ae.Status != http.StatusTooManyRequests
 			if failures++; refused || failures == jobFollowFailures {
-				return nil, fmt.Errorf("following job %s: %w\nThe job goes on: see it with kiln jobs status %s", id, err, id)
+				return nil, fmt.Errorf("following %s %s: %w\nThe %s goes on: see it with %s", what, id, err, what, status)
 			}
-			j = nil
+			cur = nil
 			continue
 		}
-		j, failures = next, 0
+		cur, failures = next, 0
 	}
 }
 
-// printStateChanges returns a see function for followJob that writes a
-// timed line to w whenever the job's state line changes.
-func printStateChanges(w io.Writer) func(map[string]any) {
+// printChanges returns a see function for follow that writes a timed line
+// to w whenever line(state) changes.
+func printChanges(w io.Writer, line func(map[string]any) string) func(map[string]any) {
 	last := ""
-	return func(j map[string]any) {
-		if line := jobStateLine(j); line != last {
-			fmt.Fprintf(w, "%s %s\n", time.Now().Format("15:04:05"), line)
-			last = line
+	return func(v map[string]any) {
+		if l := line(v); l != last {
+			fmt.Fprintf(w, "%s %s\n", time.Now().Format("15:04:05"), l)
+			last = l
 		}
 	}
 }
+
+// printStateChanges writes a job's state line whenever it changes.
+func printStateChanges(w io.Writer) func(map[string]any) { return printChanges(w, jobStateLine) }
 
 // jobStateLine says where a job stands in one line: state, attempt, where
 // its members run, and why it waits or failed.

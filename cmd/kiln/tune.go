@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"os"
 	"slices"
@@ -186,40 +185,12 @@ func tuningSpec(tu map[string]any) map[string]any {
 // running, handing each read (first being the one already made) to see,
 // and returns the last. Failures are treated as followJob treats them.
 func followTuning(c *client, id string, every time.Duration, first map[string]any, see func(map[string]any)) (map[string]any, error) {
-	tu, failures := first, 0
-	for {
-		if tu != nil {
-			see(tu)
-			if str(tu["state"]) != structs.TuningRunning {
-				return tu, nil
-			}
-		}
-		time.Sleep(every)
-		var next map[string]any
-		if err := c.do("GET", tuningPath(id), nil, &next); err != nil {
-			var ae *apiError
-			refused := errors.As(err, &ae) && ae.Status/100 == 4 && ae.Status != http.StatusTooManyRequests
-			if failures++; refused || failures == jobFollowFailures {
-				return nil, fmt.Errorf("following tuning %s: %w\nThe tuning goes on: see it with kiln tune status %s", id, err, id)
-			}
-			tu = nil
-			continue
-		}
-		tu, failures = next, 0
-	}
+	return follow(c, "tuning", id, tuningPath(id), "kiln tune status "+id, every, first,
+		func(tu map[string]any) bool { return str(tu["state"]) != structs.TuningRunning }, see)
 }
 
-// printTuningChanges returns a see function for followTuning that writes a
-// timed line to w whenever the tuning's progress line changes.
-func printTuningChanges(w io.Writer) func(map[string]any) {
-	last := ""
-	return func(tu map[string]any) {
-		if line := tuningProgressLine(tu); line != last {
-			fmt.Fprintf(w, "%s %s\n", time.Now().Format("15:04:05"), line)
-			last = line
-		}
-	}
-}
+// printTuningChanges writes a tuning's progress line whenever it changes.
+func printTuningChanges(w io.Writer) func(map[string]any) { return printChanges(w, tuningProgressLine) }
 
 // tuningProgressLine says where a tuning stands in one line: its state,
 // trials started, running and stopped, the best so far and why it ended.
