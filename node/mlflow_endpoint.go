@@ -277,6 +277,18 @@ func (a *Agent) mlflowExperimentGetByName(w http.ResponseWriter, r *http.Request
 	return map[string]any{"experiment": toMLflowExperiment(e)}, nil
 }
 
+// searchMax is a search's max_results: MLflow's default 1,000 when unset,
+// at most 50,000.
+func searchMax(n flexInt) (int, error) {
+	switch {
+	case n <= 0:
+		return runsearch.DefaultMaxResults, nil
+	case n > runsearch.MaxResults:
+		return 0, structs.Errorf(structs.CodeInvalid, "max_results must be at most %d, not %d", runsearch.MaxResults, n)
+	}
+	return int(n), nil
+}
+
 // viewTypeAllows reports whether a lifecycle stage is in an MLflow view
 // type (ACTIVE_ONLY by default, DELETED_ONLY, ALL).
 func viewTypeAllows(view, stage string) (bool, error) {
@@ -310,12 +322,9 @@ func (a *Agent) mlflowExperimentSearch(w http.ResponseWriter, r *http.Request) (
 	if err != nil {
 		return nil, structs.Errorf(structs.CodeInvalid, "%v", err)
 	}
-	max := int(req.MaxResults)
-	if max <= 0 {
-		max = 1000
-	}
-	if max > 50000 {
-		return nil, structs.Errorf(structs.CodeInvalid, "max_results must be at most 50000, not %d", max)
+	max, err := searchMax(req.MaxResults)
+	if err != nil {
+		return nil, err
 	}
 	txn, err := a.readTxn(w, r)
 	if err != nil {
@@ -742,12 +751,9 @@ func (a *Agent) mlflowRunSearch(w http.ResponseWriter, r *http.Request) (any, er
 	if err != nil {
 		return nil, structs.Errorf(structs.CodeInvalid, "%v", err)
 	}
-	max := int(req.MaxResults)
-	if max <= 0 {
-		max = 1000
-	}
-	if max > 50000 {
-		return nil, structs.Errorf(structs.CodeInvalid, "max_results must be at most 50000, not %d", max)
+	max, err := searchMax(req.MaxResults)
+	if err != nil {
+		return nil, err
 	}
 	txn, err := a.readTxn(w, r)
 	if err != nil {
