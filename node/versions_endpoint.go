@@ -368,6 +368,49 @@ func (a *Agent) handleVersionDelete(w http.ResponseWriter, r *http.Request) {
 	a.serveDelete(w, r, structs.VersionDeleteType, &structs.VersionDeleteRequest{Model: name, Version: n}, "")
 }
 
+// handleVersionFile streams a version's model file, from this node's store
+// or fetched from a holder first; X-Kiln-Digest carries its sha256 so the
+// client can check what it got.
+func (a *Agent) handleVersionFile(w http.ResponseWriter, r *http.Request) {
+	name, n, err := versionPath(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	txn, err := a.readTxn(w, r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	v, err := txn.Version(name, n)
+	txn.Discard()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if v.Digest == "" {
+		writeError(w, structs.Errorf(structs.CodeNotFound, "version %d of model %q has no file (a process version uploaded without one)", n, name))
+		return
+	}
+	path, err := a.xfer.Ensure(r.Context(), v.Digest, v.Holders)
+	if err != nil {
+		writeError(w, structs.Errorf(structs.CodeUnavailable, "the file of version %d of model %q could not be fetched from its holders: %v", n, name, err))
+		return
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer f.Close()
+	w, _ = longRequest(w, r, a.cfg.Limits.UploadIdleTimeout)
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.FormatInt(v.Size, 10))
+	w.Header().Set("X-Kiln-Digest", v.Digest)
+	w.Header().Set("X-Kiln-Format", v.Format)
+	_, _ = io.Copy(w, f)
+}
+
 type aliasPutRequest struct {
 	Version uint64 `json:"version"`
 }
@@ -421,6 +464,7 @@ func (a *Agent) versionsEndpoint() endpoint {
 		{pattern: "POST /v1/models/{name}/versions", handler: a.handleVersionCreate, kind: m, need: needWrite, name: pathName},
 		{pattern: "GET /v1/models/{name}/versions", handler: a.handleVersionList, kind: m, need: needRead, name: pathName},
 		{pattern: "GET /v1/models/{name}/versions/{version}", handler: a.handleVersionGet, kind: m, need: needRead, name: pathName},
+		{pattern: "GET /v1/models/{name}/versions/{version}/file", handler: a.handleVersionFile, kind: m, need: needRead, name: pathName},
 		{pattern: "DELETE /v1/models/{name}/versions/{version}", handler: a.handleVersionDelete, kind: m, need: needWrite, name: pathName},
 		{pattern: "PUT /v1/models/{name}/aliases/{alias}", handler: a.handleAliasPut, kind: m, need: needWrite, name: pathName},
 		{pattern: "DELETE /v1/models/{name}/aliases/{alias}", handler: a.handleAliasDelete, kind: m, need: needWrite, name: pathName},

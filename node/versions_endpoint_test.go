@@ -486,3 +486,18 @@ func TestAgent_ConcurrentUploadsAndRestoresCapped(t *testing.T) {
 		})
 	}
 }
+
+func TestAgent_VersionFileDownload(t *testing.T) {
+	a := testNode(t)
+	waitLeader(t, a)
+	createModel(t, a, "m")
+	file := readTestdata(t, lgMulticlassFile)
+	uploadOK(t, a, "m", "", file)
+	r := call(t, a, "GET", "/v1/models/m/versions/1/file", "")
+	if r.status != 200 || r.raw != string(file) || r.header.Get("X-Kiln-Digest") != sha256Hex(file) || r.header.Get("X-Kiln-Format") != "lightgbm" {
+		t.Fatalf("download: %d, %d bytes (want %d), headers %v", r.status, len(r.raw), len(file), r.header)
+	}
+	if r := call(t, a, "GET", "/v1/models/m/versions/2/file", ""); r.status != 404 {
+		t.Fatalf("download of a missing version: %d", r.status)
+	}
+}

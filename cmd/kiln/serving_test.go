@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -716,5 +718,40 @@ func TestDeploy_WaitsForRunningReplicas(t *testing.T) {
 	_, errOut = captureOutput(t, func() { code = run([]string{"deploy", "-address", srv.URL, "-wait", "600ms", "-version", "3", "iris"}) })
 	if code != 1 || !strings.Contains(errOut, "1 replica(s) not running") {
 		t.Errorf("exit %d, stderr %q: want 1 and the count of replicas not running", code, errOut)
+	}
+}
+
+func TestModelsPull(t *testing.T) {
+	body := []byte("model bytes")
+	sum := sha256.Sum256(body)
+	digest := hex.EncodeToString(sum[:])
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/models/m":
+			w.Write([]byte(`{"name": "m", "latest_version": 3}`))
+		case "/v1/models/m/versions/3/file":
+			w.Header().Set("X-Kiln-Digest", digest)
+			w.Write(body)
+		case "/v1/models/m/versions/2/file":
+			w.Header().Set("X-Kiln-Digest", digest)
+			w.Write([]byte("corrupt"))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	out := filepath.Join(t.TempDir(), "model.txt")
+	if code := run([]string{"models", "pull", "-address", srv.URL, "m", out}); code != 0 {
+		t.Fatalf("pull exited %d", code)
+	}
+	if got, err := os.ReadFile(out); err != nil || string(got) != string(body) {
+		t.Fatalf("pulled %q, %v", got, err)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.txt")
+	if code := run([]string{"models", "pull", "-address", srv.URL, "m:2", bad}); code == 0 {
+		t.Fatal("a download whose digest does not match succeeded")
+	}
+	if _, err := os.Stat(bad); !os.IsNotExist(err) {
+		t.Fatalf("a corrupt download left %s: %v", bad, err)
 	}
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -501,4 +503,83 @@ func modelsMetricsCommand() *command {
 func num(v any) float64 {
 	f, _ := v.(float64)
 	return f
+}
+
+const modelsPullHelp = `Usage: kiln models pull [flags] NAME[:VERSION] FILE
+
+  Downloads the model file of a version (the latest without :VERSION) to
+  FILE (- for stdout), streamed, and checks its sha256 against the
+  registry's. A partial or corrupt download leaves no FILE behind.
+
+  -address ADDR           node HTTP address (env KILN_ADDR)`
+
+func modelsPullCommand() *command {
+	return &command{synopsis: "Download a version's model file", help: modelsPullHelp, run: runModelsPull}
+}
+
+func runModelsPull(args []string) int {
+	fs, cf := newClientFlags("models pull")
+	c, err := connect(fs, cf, args, 2, modelsPullHelp)
+	if err != nil {
+		return fail(err)
+	}
+	name, version, _ := strings.Cut(fs.Arg(0), ":")
+	if version == "" {
+		var m map[string]any
+		if err := c.do("GET", "/v1/models/"+url.PathEscape(name), nil, &m); err != nil {
+			return fail(err)
+		}
+		if version = str(m["latest_version"]); version == "" || version == "0" {
+			return fail(fmt.Errorf("model %s has no version", name))
+		}
+	}
+	c.http.Timeout = 0 // a large file takes as long as it takes
+	resp, err := c.raw("GET", "/v1/models/"+url.PathEscape(name)+"/versions/"+url.PathEscape(version)+"/file", nil)
+	if err != nil {
+		return fail(err)
+	}
+	defer resp.Body.Close()
+	if err := saveVerified(resp.Body, fs.Arg(1), resp.Header.Get("X-Kiln-Digest")); err != nil {
+		return fail(err)
+	}
+	if fs.Arg(1) != "-" {
+		fmt.Fprintf(os.Stderr, "%s version %s (%s) saved to %s\n", name, version, resp.Header.Get("X-Kiln-Format"), fs.Arg(1))
+	}
+	return 0
+}
+
+// saveVerified writes r to path (stdout for -) through a temporary file
+// in the same directory, renamed into place only once the sha256 of what
+// came matches digest.
+func saveVerified(r io.Reader, path, digest string) error {
+	h := sha256.New()
+	if path == "-" {
+		if _, err := io.Copy(io.MultiWriter(os.Stdout, h), r); err != nil {
+			return err
+		}
+		return checkDigest(h.Sum(nil), digest)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".kiln-pull-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := io.Copy(io.MultiWriter(tmp, h), r); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := checkDigest(h.Sum(nil), digest); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+func checkDigest(sum []byte, digest string) error {
+	if got := hex.EncodeToString(sum); digest != "" && got != digest {
+		return fmt.Errorf("the file's sha256 is %s, the registry says %s: not saved", got, digest)
+	}
+	return nil
 }
