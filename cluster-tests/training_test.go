@@ -635,3 +635,27 @@ done`
 		}
 	}
 }
+
+// A gang member that fails fails the attempt, and its node's peers stop
+// the members still running: nothing of the gang keeps a GPU or runs on.
+func TestCluster_GangMemberFailureStopsAll(t *testing.T) {
+	c := newCluster(t, 3, withHCL(execHCL))
+	nd := c.all()[0]
+	c.waitRegistered(nd, 3)
+	j := nd.submitJob(map[string]any{"name": "gang-fails", "nodes": 2, "resources": map[string]any{"cpu": 1},
+		"trainer": map[string]any{"kind": "process", "command": []string{"/bin/sh", "-c", `if [ "$RANK" = 1 ]; then sleep 1; exit 3; fi; echo waiting; sleep 120`}}})
+	j = nd.waitJobState(j.ID, 60*time.Second, "failed")
+	if j.ExitCode == nil || *j.ExitCode != 3 || !strings.Contains(j.Reason, "member 1") {
+		t.Fatalf("job %+v, want failed by member 1's exit code 3", j)
+	}
+	testutil.WaitFor(t, 30*time.Second, func() error {
+		r, err := nd.call("GET", "/v1/jobs/"+j.ID+"/logs?rank=0", nil)
+		if err != nil || r.status != 200 {
+			return fmt.Errorf("logs of rank 0: %v %v", r, err)
+		}
+		if !strings.Contains(string(r.body), "stopping") || !strings.Contains(string(r.body), "exited") {
+			return fmt.Errorf("rank 0 still runs: %s", r.body)
+		}
+		return nil
+	})
+}

@@ -263,3 +263,19 @@ func TestAgent_TuningRegistersTheBest(t *testing.T) {
 		t.Fatalf("a space the algorithm does not take: %d %v", r.status, r.body)
 	}
 }
+
+// A job past its timeout is stopped and failed, naming the timeout.
+func TestAgent_JobTimeout(t *testing.T) {
+	a := testNode(t, withExec)
+	waitLeader(t, a)
+	waitRegistered(t, a)
+	body := `{"name": "slow", "timeout": "1s", "trainer": {"kind": "process", "command": ["/bin/sh", "-c", "sleep 60"]}}`
+	r := call(t, a, "POST", "/v1/jobs", body)
+	if r.status != 201 {
+		t.Fatalf("submit: %d %v", r.status, r.body)
+	}
+	j := waitJob(t, a, r.body["id"].(string))
+	if j["state"] != "failed" || !strings.Contains(fmt.Sprint(j["reason"]), "timed out after 1s") {
+		t.Fatalf("job %v, want failed for its timeout", j)
+	}
+}
