@@ -89,7 +89,7 @@ func (a *Agent) handleDatasetVersionCreate(w http.ResponseWriter, r *http.Reques
 		writeError(w, structs.Errorf(structs.CodeInvalid, "request body is empty: send the dataset file"))
 		return
 	}
-	v := structs.DatasetVersion{Dataset: name, Format: up.format, Mode: up.mode, Digest: digest, Size: size}
+	v := structs.DatasetVersion{Dataset: name, Format: up.format, Mode: up.mode, NoHeader: up.noHeader, Digest: digest, Size: size}
 	q, err := a.scanDataset(&v, tmp, up.schema)
 	if q != nil {
 		temps = append(temps, q.tmp)
@@ -136,9 +136,10 @@ func (a *Agent) handleDatasetVersionCreate(w http.ResponseWriter, r *http.Reques
 
 // datasetUpload is what an upload's query asks.
 type datasetUpload struct {
-	format string
-	mode   string
-	schema []dataset.Column
+	format   string
+	mode     string
+	schema   []dataset.Column
+	noHeader bool
 }
 
 func datasetUploadFromQuery(r *http.Request) (datasetUpload, error) {
@@ -146,10 +147,17 @@ func datasetUploadFromQuery(r *http.Request) (datasetUpload, error) {
 	up := datasetUpload{format: q.Get("format"), mode: q.Get("mode")}
 	for key := range q {
 		switch key {
-		case "format", "mode", "schema":
+		case "format", "mode", "schema", "header":
 		default:
-			return up, structs.Errorf(structs.CodeInvalid, "unknown query parameter %q: use format, mode or schema", key)
+			return up, structs.Errorf(structs.CodeInvalid, "unknown query parameter %q: use format, mode, schema or header", key)
 		}
+	}
+	switch q.Get("header") {
+	case "", "true":
+	case "false":
+		up.noHeader = true
+	default:
+		return up, structs.Errorf(structs.CodeInvalid, "header must be true (the first line names the columns) or false (it is data; columns are c0, c1, ...), not %q", q.Get("header"))
 	}
 	if up.format != "" && !slices.Contains(structs.DatasetFormats, up.format) {
 		return up, structs.Errorf(structs.CodeInvalid, "format %q is unknown: use one of %s", up.format, strings.Join(structs.DatasetFormats, ", "))
@@ -212,7 +220,10 @@ func (a *Agent) scanDataset(v *structs.DatasetVersion, path string, schema []dat
 	var q *quarantine
 	var qw *quarantineWriter
 	var sample []structs.BadRow
-	opts := dataset.Options{Format: dataset.Format(v.Format), Schema: schema, Seed: digestSeed(v.Digest)}
+	if v.NoHeader && v.Format != structs.DatasetCSV && v.Format != structs.DatasetTSV {
+		return nil, structs.Errorf(structs.CodeInvalid, "header=false is only for csv and tsv files, not %s", v.Format)
+	}
+	opts := dataset.Options{Format: dataset.Format(v.Format), Schema: schema, Seed: digestSeed(v.Digest), NoHeader: v.NoHeader}
 	opts.OnBadRow = func(bad dataset.BadRow, raw []byte) error {
 		if len(sample) < structs.MaxBadRowSample {
 			sample = append(sample, structs.BadRow{Line: bad.Line, Reason: structs.TruncateUTF8(bad.Reason, structs.MaxBadRowReasonLen)})
@@ -382,6 +393,7 @@ type datasetVersionSummary struct {
 	Version    uint64              `json:"version"`
 	Format     string              `json:"format"`
 	Mode       string              `json:"mode"`
+	NoHeader   bool                `json:"no_header,omitempty"`
 	Digest     string              `json:"digest"`
 	Size       int64               `json:"size"`
 	Rows       int64               `json:"rows"`
@@ -392,7 +404,7 @@ type datasetVersionSummary struct {
 }
 
 func summarizeDatasetVersion(v *structs.DatasetVersion) datasetVersionSummary {
-	s := datasetVersionSummary{Dataset: v.Dataset, Version: v.Version, Format: v.Format, Mode: v.Mode, Digest: v.Digest,
+	s := datasetVersionSummary{Dataset: v.Dataset, Version: v.Version, Format: v.Format, Mode: v.Mode, NoHeader: v.NoHeader, Digest: v.Digest,
 		Size: v.Size, Rows: v.Rows, Columns: make([]dataset.Column, len(v.Columns)), CreatedAt: v.CreatedAt}
 	for i, c := range v.Columns {
 		s.Columns[i] = dataset.Column{Name: c.Name, Type: dataset.Type(c.Type)}
@@ -540,7 +552,7 @@ func previewRows(path string, v *structs.DatasetVersion, limit int) ([][]any, er
 		schema[i] = dataset.Column{Name: c.Name, Type: dataset.Type(c.Type)}
 	}
 	rows := [][]any{}
-	opts := dataset.Options{Format: dataset.Format(v.Format), Schema: schema,
+	opts := dataset.Options{Format: dataset.Format(v.Format), Schema: schema, NoHeader: v.NoHeader,
 		OnRow: func(_ int64, row []dataset.Value) error {
 			out := make([]any, len(schema))
 			for i := range schema {

@@ -224,3 +224,33 @@ func TestAgent_DatasetDelete(t *testing.T) {
 		t.Fatalf("after delete: %d %v", r.status, r.body)
 	}
 }
+
+// A headerless TSV (LightGBM's test files) is read with header=false: its
+// columns are c0, c1, ..., and a job trains on it by those names.
+func TestAgent_DatasetWithoutHeader(t *testing.T) {
+	a := testNode(t)
+	waitLeader(t, a)
+	waitRegistered(t, a)
+	file := readTestdata(t, "../../shared/testdata/datasets/lightgbm_regression.test.tsv")
+	if r := pushDataset(t, a, "reg", "", file); r.status != 400 {
+		t.Fatalf("the file read with a header: %d %v, want 400 (its first line is numbers)", r.status, r.body)
+	}
+	r := pushDataset(t, a, "reg", "header=false", file)
+	if r.status != 201 || r.body["rows"] != 500.0 || r.body["no_header"] != true || columnByName(t, r.body, "c1")["type"] != "float" {
+		t.Fatalf("upload: %d, rows %v, no_header %v", r.status, r.body["rows"], r.body["no_header"])
+	}
+	if p := call(t, a, "GET", "/v1/datasets/reg/versions/1/rows?limit=1", ""); p.status != 200 || len(p.body["rows"].([]any)) != 1 {
+		t.Fatalf("rows: %d %v", p.status, p.body)
+	}
+	if r := pushDataset(t, a, "x", "header=false&format=jsonl", []byte("{\"a\": 1}\n")); r.status != 400 {
+		t.Fatalf("header=false on JSON lines: %d %v", r.status, r.body)
+	}
+	job := `{"name": "reg", "trainer": {"kind": "builtin", "algorithm": "linear_regression"}, "dataset": "reg", "target": "c0", "validation": {"split": 0.2}}`
+	j := call(t, a, "POST", "/v1/jobs", job)
+	if j.status != 201 {
+		t.Fatalf("submit: %d %v", j.status, j.body)
+	}
+	if done := waitJob(t, a, j.body["id"].(string)); done["state"] != "succeeded" {
+		t.Fatalf("job %v", done)
+	}
+}

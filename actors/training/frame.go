@@ -120,7 +120,7 @@ func LoadFrame(ctx context.Context, spec FrameSpec) (*train.Frame, []string, err
 	}
 	var order []string = slices.Clone(spec.Classes)
 	rows := 0
-	opts := dataset.Options{Format: dataset.Format(v.Format), Schema: schema, OnRow: func(line int64, row []dataset.Value) error {
+	opts := dataset.Options{Format: dataset.Format(v.Format), Schema: schema, NoHeader: v.NoHeader, OnRow: func(line int64, row []dataset.Value) error {
 		if rows%4096 == 0 && ctx.Err() != nil {
 			return ctx.Err()
 		}

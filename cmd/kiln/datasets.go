@@ -51,7 +51,9 @@ const datasetsPushHelp = `Usage: kiln datasets push [flags] NAME FILE
   -schema COLUMNS       pin the columns' names and types, as
                         NAME:TYPE,NAME:TYPE... (age:int,income:float) or a
                         JSON array such as [{"name":"age","type":"int"}];
-                        TYPE is int, float, bool, timestamp or string` + datasetsConnUsage
+                        TYPE is int, float, bool, timestamp or string
+  -no-header            a CSV or TSV file whose first line is data, not
+                        column names: the columns are c0, c1, ...` + datasetsConnUsage
 
 func datasetsPushCommand() *command {
 	return &command{synopsis: "Upload a dataset file as a new version", help: datasetsPushHelp, run: runDatasetsPush}
@@ -62,6 +64,7 @@ func runDatasetsPush(args []string) int {
 	dataFormat := fs.String("data-format", "", "")
 	mode := fs.String("mode", "", "")
 	schema := fs.String("schema", "", "")
+	noHeader := fs.Bool("no-header", false, "")
 	c, err := connect(fs, cf, args, 2, datasetsPushHelp)
 	if err != nil {
 		return fail(err)
@@ -69,6 +72,9 @@ func runDatasetsPush(args []string) int {
 	q, err := datasetPushQuery(*dataFormat, *mode, *schema)
 	if err != nil {
 		return fail(err)
+	}
+	if *noHeader {
+		q.Set("header", "false")
 	}
 	path := "/v1/datasets/" + url.PathEscape(fs.Arg(0)) + "/versions"
 	if len(q) > 0 {

@@ -106,6 +106,9 @@ type Options struct {
 	OnRow func(line int64, row []Value) error
 	// Seed makes the quantile sketches repeatable.
 	Seed uint64
+	// NoHeader reads a CSV or TSV file whose first line is data: its
+	// columns are named c0, c1, ... (a pinned schema names them so too).
+	NoHeader bool
 }
 
 // ColumnStats is one column's type and statistics.
@@ -347,6 +350,14 @@ func (s *scan) delimited(r io.Reader, sep rune) error {
 	if err != nil {
 		return fmt.Errorf("%w: header: %v", ErrFormat, err)
 	}
+	var first []string // with NoHeader, the first line is the first row
+	if s.opts.NoHeader {
+		first = slices.Clone(header)
+		header = make([]string, len(first))
+		for i := range header {
+			header[i] = "c" + strconv.Itoa(i)
+		}
+	}
 	index := make([]int, len(header)) // file column -> column
 	for i, name := range header {
 		name = strings.TrimSpace(name)
@@ -367,7 +378,13 @@ func (s *scan) delimited(r io.Reader, sep rune) error {
 	}
 	fields := make([]Value, len(s.cols))
 	for {
-		rec, err := cr.Read()
+		var rec []string
+		var err error
+		if first != nil {
+			rec, first = first, nil // FieldPos still points at line 1
+		} else {
+			rec, err = cr.Read()
+		}
 		if err == io.EOF {
 			return nil
 		}

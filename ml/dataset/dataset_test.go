@@ -527,3 +527,23 @@ func FuzzScan(f *testing.F) {
 		}
 	})
 }
+
+func TestScan_NoHeader(t *testing.T) {
+	file := "1\t0.5\ta\n0\t1.5\tb\n1\t\tc\n"
+	var rows [][]Value
+	var lines []int64
+	res, err := Scan(strings.NewReader(file), Options{Format: TSV, NoHeader: true, OnRow: func(line int64, row []Value) error {
+		rows = append(rows, slices.Clone(row))
+		lines = append(lines, line)
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Rows != 3 || len(res.Columns) != 3 || res.Columns[0].Name != "c0" || res.Columns[1].Type != Float || res.Columns[2].Name != "c2" {
+		t.Fatalf("result %+v, want 3 rows of columns c0 (int), c1 (float), c2", res)
+	}
+	if len(rows) != 3 || rows[0][2].Text != "a" || rows[1][1].Num != 1.5 || rows[2][1].Kind != "" || !slices.Equal(lines, []int64{1, 2, 3}) {
+		t.Fatalf("rows %v at lines %v, want the first line as the first row", rows, lines)
+	}
+}

@@ -121,6 +121,9 @@ type DatasetVersion struct {
 	Version uint64 `msgpack:"version" json:"version"`
 	Format  string `msgpack:"format" json:"format"`
 	Mode    string `msgpack:"mode" json:"mode"`
+	// NoHeader: a CSV or TSV file whose first line is data; its columns
+	// are c0, c1, ...
+	NoHeader bool `msgpack:"no_header,omitempty" json:"no_header,omitempty"`
 	// Digest is the sha256 of the file and Size its length; Holders are the
 	// nodes that store it, as for a model version's artifact.
 	Digest  string          `msgpack:"digest" json:"digest"`
@@ -166,6 +169,9 @@ func (v *DatasetVersion) Validate() error {
 	}
 	if !slices.Contains(DatasetFormats, v.Format) {
 		return Errorf(CodeInvalid, "format %q is unknown: use one of %s", v.Format, strings.Join(DatasetFormats, ", "))
+	}
+	if v.NoHeader && v.Format != DatasetCSV && v.Format != DatasetTSV {
+		return Errorf(CodeInvalid, "no_header is only for csv and tsv files, not %s", v.Format)
 	}
 	if v.Mode != ModeStrict && v.Mode != ModeLenient {
 		return Errorf(CodeInvalid, "mode %q is unknown: use strict or lenient", v.Mode)
