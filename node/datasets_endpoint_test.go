@@ -231,7 +231,7 @@ func TestAgent_DatasetWithoutHeader(t *testing.T) {
 	a := testNode(t)
 	waitLeader(t, a)
 	waitRegistered(t, a)
-	file := readTestdata(t, "../../shared/testdata/datasets/lightgbm_regression.test.tsv")
+	file := readTestdata(t, "../ml/testdata/datasets/lightgbm_regression.test.tsv")
 	if r := pushDataset(t, a, "reg", "", file); r.status != 400 {
 		t.Fatalf("the file read with a header: %d %v, want 400 (its first line is numbers)", r.status, r.body)
 	}
