@@ -282,7 +282,7 @@ func (a *Agent) handleJobLogs(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	var offset int64
 	for {
-		node := a.memberNode(j, attempt, rank)
+		node := memberNode(j, attempt, rank)
 		if node == "" {
 			return
 		}
@@ -329,7 +329,7 @@ func (a *Agent) handleJobLogs(w http.ResponseWriter, r *http.Request) {
 // memberNode is the node of member rank of the job's attempt, "" when the
 // job has none (the log of an older attempt is on the node that ran it,
 // which the job record no longer names).
-func (a *Agent) memberNode(j *structs.Job, attempt, rank int) string {
+func memberNode(j *structs.Job, attempt, rank int) string {
 	if attempt != j.Attempt || rank >= len(j.Allocations) {
 		return ""
 	}

@@ -289,18 +289,21 @@ func searchMax(n flexInt) (int, error) {
 	return int(n), nil
 }
 
-// viewTypeAllows reports whether a lifecycle stage is in an MLflow view
-// type (ACTIVE_ONLY by default, DELETED_ONLY, ALL).
-func viewTypeAllows(view, stage string) (bool, error) {
+// runsearch's errors are already invalid_argument errors, returned as they
+// are by the searches below.
+
+// viewStages reads an MLflow view type (ACTIVE_ONLY by default,
+// DELETED_ONLY, ALL) as the test of a lifecycle stage it keeps.
+func viewStages(view string) (func(stage string) bool, error) {
 	switch view {
 	case "", "ACTIVE_ONLY", "1":
-		return stage == structs.StageActive, nil
+		return func(stage string) bool { return stage == structs.StageActive }, nil
 	case "DELETED_ONLY", "2":
-		return stage == structs.StageDeleted, nil
+		return func(stage string) bool { return stage == structs.StageDeleted }, nil
 	case "ALL", "3":
-		return true, nil
+		return func(string) bool { return true }, nil
 	}
-	return false, structs.Errorf(structs.CodeInvalid, "view type %q is not ACTIVE_ONLY, DELETED_ONLY or ALL", view)
+	return nil, structs.Errorf(structs.CodeInvalid, "view type %q is not ACTIVE_ONLY, DELETED_ONLY or ALL", view)
 }
 
 func (a *Agent) mlflowExperimentSearch(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -316,13 +319,17 @@ func (a *Agent) mlflowExperimentSearch(w http.ResponseWriter, r *http.Request) (
 	}
 	filter, err := runsearch.ParseExperimentFilter(req.Filter)
 	if err != nil {
-		return nil, structs.Errorf(structs.CodeInvalid, "%v", err)
+		return nil, err
 	}
 	order, err := runsearch.ParseExperimentOrderBy(req.OrderBy)
 	if err != nil {
-		return nil, structs.Errorf(structs.CodeInvalid, "%v", err)
+		return nil, err
 	}
 	max, err := searchMax(req.MaxResults)
+	if err != nil {
+		return nil, err
+	}
+	inView, err := viewStages(req.ViewType)
 	if err != nil {
 		return nil, err
 	}
@@ -337,18 +344,14 @@ func (a *Agent) mlflowExperimentSearch(w http.ResponseWriter, r *http.Request) (
 	}
 	var keep []*structs.Experiment
 	for _, e := range exps {
-		ok, err := viewTypeAllows(req.ViewType, e.Stage)
-		if err != nil {
-			return nil, err
-		}
-		if ok && filter.Match(e) && a.allowed(r, structs.KindExperiment, e.Name, structs.AccessRead) {
+		if inView(e.Stage) && filter.Match(e) && a.allowed(r, structs.KindExperiment, e.Name, structs.AccessRead) {
 			keep = append(keep, e)
 		}
 	}
 	runsearch.SortExperiments(keep, order)
 	page, next, err := runsearch.Page(keep, req.PageToken, max)
 	if err != nil {
-		return nil, structs.Errorf(structs.CodeInvalid, "%v", err)
+		return nil, err
 	}
 	out := make([]mlflowExperiment, len(page))
 	for i, e := range page {
@@ -745,13 +748,17 @@ func (a *Agent) mlflowRunSearch(w http.ResponseWriter, r *http.Request) (any, er
 	}
 	filter, err := runsearch.ParseRunFilter(req.Filter)
 	if err != nil {
-		return nil, structs.Errorf(structs.CodeInvalid, "%v", err)
+		return nil, err
 	}
 	order, err := runsearch.ParseOrderBy(req.OrderBy)
 	if err != nil {
-		return nil, structs.Errorf(structs.CodeInvalid, "%v", err)
+		return nil, err
 	}
 	max, err := searchMax(req.MaxResults)
+	if err != nil {
+		return nil, err
+	}
+	inView, err := viewStages(req.RunViewType)
 	if err != nil {
 		return nil, err
 	}
@@ -773,18 +780,14 @@ func (a *Agent) mlflowRunSearch(w http.ResponseWriter, r *http.Request) (any, er
 	filter = filter.WithArtifactURI(uri)
 	var keep []*structs.Run
 	for _, run := range runs {
-		ok, err := viewTypeAllows(req.RunViewType, run.Stage)
-		if err != nil {
-			return nil, err
-		}
-		if ok && slices.Contains(req.ExperimentIDs, run.ExperimentID) && filter.Match(run) {
+		if inView(run.Stage) && slices.Contains(req.ExperimentIDs, run.ExperimentID) && filter.Match(run) {
 			keep = append(keep, run)
 		}
 	}
 	runsearch.SortRunsWith(keep, order, uri)
 	page, next, err := runsearch.Page(keep, req.PageToken, max)
 	if err != nil {
-		return nil, structs.Errorf(structs.CodeInvalid, "%v", err)
+		return nil, err
 	}
 	if next == "" {
 		next = runsearch.FullPageToken(req.PageToken, len(page), max)
@@ -832,7 +835,7 @@ func (a *Agent) mlflowMetricHistory(w http.ResponseWriter, r *http.Request) (any
 	}
 	page, next, err := runsearch.Page(points, req.PageToken, max)
 	if err != nil {
-		return nil, structs.Errorf(structs.CodeInvalid, "%v", err)
+		return nil, err
 	}
 	out := make([]mlflowMetric, len(page))
 	for i, p := range page {

@@ -259,3 +259,15 @@ func TestMLflow_NaNMetric(t *testing.T) {
 		}
 	}
 }
+
+// A bad view type is refused even when no record would be filtered by it.
+func TestMLflow_BadViewType(t *testing.T) {
+	a := testNode(t)
+	waitLeader(t, a)
+	for _, path := range []string{"/api/2.0/mlflow/experiments/search", "/api/2.0/mlflow/runs/search"} {
+		r := call(t, a, "POST", path, `{"view_type": "SOME", "run_view_type": "SOME", "experiment_ids": []}`)
+		if r.status != 400 || r.body["error_code"] != "INVALID_PARAMETER_VALUE" {
+			t.Fatalf("%s with a bad view type: %d %v", path, r.status, r.body)
+		}
+	}
+}

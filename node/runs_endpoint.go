@@ -142,9 +142,14 @@ func (a *Agent) handleRunList(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return nil, err
 		}
+		readable := map[string]bool{} // experiment ID -> the token may read it
 		runs = slices.DeleteFunc(runs, func(run *structs.Run) bool {
-			return run.Stage != structs.StageActive || (expID != "" && run.ExperimentID != expID) || !filter.Match(run) ||
-				!a.allowed(r, structs.KindExperiment, experimentName(txn, run.ExperimentID), structs.AccessRead)
+			ok, seen := readable[run.ExperimentID]
+			if !seen {
+				ok = a.allowed(r, structs.KindExperiment, experimentName(txn, run.ExperimentID), structs.AccessRead)
+				readable[run.ExperimentID] = ok
+			}
+			return !ok || run.Stage != structs.StageActive || (expID != "" && run.ExperimentID != expID) || !filter.Match(run)
 		})
 		runsearch.SortRuns(runs, order)
 		page, next, err := runsearch.Page(runs, q.Get("cursor"), limit)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
@@ -421,7 +420,7 @@ func applyAllocStatus(tx *applyTxn, body []byte) (interface{}, error) {
 		}
 		// Compared after truncation, so that a node repeating a long message
 		// does not rewrite the record each time.
-		msg := truncateAllocMessage(u.Message)
+		msg := structs.TruncateUTF8(u.Message, structs.MaxAllocMessageLen)
 		if a.State == u.State && a.Message == msg {
 			continue
 		}
@@ -433,20 +432,6 @@ func applyAllocStatus(tx *applyTxn, body []byte) (interface{}, error) {
 		applied++
 	}
 	return applied, nil
-}
-
-// truncateAllocMessage cuts msg to at most structs.MaxAllocMessageLen bytes,
-// backing off to the start of a UTF-8 sequence so that a multi-byte character
-// is not split.
-func truncateAllocMessage(msg string) string {
-	n := structs.MaxAllocMessageLen
-	if len(msg) <= n {
-		return msg
-	}
-	for i := 1; i < utf8.UTFMax && n > 0 && !utf8.RuneStart(msg[n]); i++ {
-		n--
-	}
-	return msg[:n]
 }
 
 func versionKeyOf(raw []byte) (string, error) {

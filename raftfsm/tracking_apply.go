@@ -2,6 +2,7 @@ package raftfsm
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"net/url"
 	"slices"
@@ -54,7 +55,7 @@ func validateTrackingMap(field string, m map[string]string, maxValue int) error 
 	if len(m) > structs.MaxRunKeys {
 		return structs.Errorf(structs.CodeInvalid, "%s has %d keys, more than %d", field, len(m), structs.MaxRunKeys)
 	}
-	for _, k := range sortedMapKeys(m) {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		if err := structs.ValidateTrackingKey(field+" key", k); err != nil {
 			return err
 		}
@@ -385,15 +386,6 @@ func logToRun(tx *applyTxn, r *structs.Run, req *structs.RunLogRequest) error {
 	return nil
 }
 
-func sortedMapKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}
-
 func experimentKeyOf(raw []byte) (string, error) {
 	var e structs.Experiment
 	if err := structs.Decode(raw, &e); err != nil {
@@ -521,7 +513,7 @@ func (t *applyTxn) putJob(j *structs.Job) error {
 		r.EndTime = j.FinishedAt.UnixMilli()
 		if j.State == structs.JobSucceeded && len(j.Metrics) > 0 {
 			final := &structs.RunLogRequest{RunID: r.ID}
-			for _, k := range sortedFloatKeys(j.Metrics) {
+			for _, k := range slices.Sorted(maps.Keys(j.Metrics)) {
 				final.Metrics = append(final.Metrics, structs.MetricPoint{Key: k, Value: j.Metrics[k], Timestamp: r.EndTime})
 			}
 			if err := logToRun(t, r, final); err != nil {
@@ -531,15 +523,6 @@ func (t *applyTxn) putJob(j *structs.Job) error {
 	}
 	r.ModifyIndex = t.index
 	return t.put(runKey(r.ID), r)
-}
-
-func sortedFloatKeys(m map[string]float64) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 // createJobRun creates the run of a new job, in its experiment (created on

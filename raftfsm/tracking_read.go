@@ -27,7 +27,7 @@ func (t *Txn) Experiment(id string) (*structs.Experiment, error) {
 
 // ExperimentByName returns an experiment by name, or a not_found error.
 func (t *Txn) ExperimentByName(name string) (*structs.Experiment, error) {
-	n, err := readOne(t, experimentNameKey(name), func(n *structs.ExperimentName) *structs.ExperimentName { return n }, func() error {
+	n, err := readOne(t, experimentNameKey(name), asIs[structs.ExperimentName], func() error {
 		return structs.Errorf(structs.CodeNotFound, "experiment %q not found", name)
 	})
 	if structs.ErrorCode(err) == structs.CodeNotFound && name == structs.DefaultExperiment {
@@ -55,21 +55,21 @@ func (t *Txn) Experiments() ([]*structs.Experiment, error) {
 
 // Run returns a run by ID, or a not_found error.
 func (t *Txn) Run(id string) (*structs.Run, error) {
-	return readOne(t, runKey(id), func(r *structs.Run) *structs.Run { return r }, func() error {
+	return readOne(t, runKey(id), asIs[structs.Run], func() error {
 		return structs.Errorf(structs.CodeNotFound, "run %q not found", id)
 	})
 }
 
 // Runs returns every run; search filters and sorts them.
 func (t *Txn) Runs() ([]*structs.Run, error) {
-	out, _, err := readPage(t, prefixRun, "", 0, func(r *structs.Run) *structs.Run { return r }, nil)
+	out, _, err := readPage(t, prefixRun, "", 0, asIs[structs.Run], nil)
 	return out, err
 }
 
 // MetricHistory returns every point logged for one metric of a run, in the
 // order logged.
 func (t *Txn) MetricHistory(run, key string) ([]structs.MetricPoint, error) {
-	recs, _, err := readPage(t, metricPrefix(run, key), "", 0, func(m *structs.MetricRecord) *structs.MetricRecord { return m }, nil)
+	recs, _, err := readPage(t, metricPrefix(run, key), "", 0, asIs[structs.MetricRecord], nil)
 	if err != nil {
 		return nil, err
 	}
@@ -82,13 +82,13 @@ func (t *Txn) MetricHistory(run, key string) ([]structs.MetricPoint, error) {
 
 // RunArtifacts returns a run's files, in path order.
 func (t *Txn) RunArtifacts(run string) ([]*structs.RunArtifact, error) {
-	out, _, err := readPage(t, runArtifactPrefix(run), "", 0, func(a *structs.RunArtifact) *structs.RunArtifact { return a }, nil)
+	out, _, err := readPage(t, runArtifactPrefix(run), "", 0, asIs[structs.RunArtifact], nil)
 	return out, err
 }
 
 // RunArtifact returns one file of a run, or a not_found error.
 func (t *Txn) RunArtifact(run, path string) (*structs.RunArtifact, error) {
-	return readOne(t, runArtifactKey(run, path), func(a *structs.RunArtifact) *structs.RunArtifact { return a }, func() error {
+	return readOne(t, runArtifactKey(run, path), asIs[structs.RunArtifact], func() error {
 		return structs.Errorf(structs.CodeNotFound, "run %q has no artifact %q", run, path)
 	})
 }

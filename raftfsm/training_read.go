@@ -22,7 +22,7 @@ func (t *Txn) Jobs(cursor string, limit int) ([]*structs.Job, string, error) {
 // JobAllocations returns the members of every placed or running job: what
 // training holds of the capacity ledger.
 func (t *Txn) JobAllocations() ([]*structs.JobAllocation, error) {
-	out, _, err := readPage(t, prefixJobAlloc, "", 0, func(a *structs.JobAllocation) *structs.JobAllocation { return a }, nil)
+	out, _, err := readPage(t, prefixJobAlloc, "", 0, asIs[structs.JobAllocation], nil)
 	return out, err
 }
 

@@ -104,7 +104,7 @@ func applyTuningTrial(tx *applyTxn, body []byte) (interface{}, error) {
 	if spec.Params == nil {
 		spec.Params = map[string]any{}
 	}
-	for _, k := range sortedKeysAny(req.Params) {
+	for _, k := range slices.Sorted(maps.Keys(req.Params)) {
 		if _, ok := tu.Spec.Space[k]; !ok {
 			return nil, structs.Errorf(structs.CodeInvalid, "params.%s is not in the tuning's space", k)
 		}
@@ -124,15 +124,6 @@ func applyTuningTrial(tx *applyTxn, body []byte) (interface{}, error) {
 		return nil, err
 	}
 	return utcTuning(tu), nil
-}
-
-func sortedKeysAny(m map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 func applyTuningUpdate(tx *applyTxn, body []byte) (interface{}, error) {

@@ -76,6 +76,10 @@ func (t *Txn) scan(prefix, cursor string, limit int, fn func(val []byte) error, 
 	return nil
 }
 
+// asIs is readOne's and readPage's fix for records stored as they are
+// read (no time to turn to UTC).
+func asIs[T any](v *T) *T { return v }
+
 // readOne reads the record at key, fixed up by fix (times to UTC), or returns
 // notFound() when there is none.
 func readOne[T any](t *Txn, key string, fix func(*T) *T, notFound func() error) (*T, error) {

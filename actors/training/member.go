@@ -2,7 +2,6 @@ package training
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -14,7 +13,6 @@ import (
 	"runtime/debug"
 	"sort"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -214,12 +212,9 @@ func (m *Member) runBuiltin(ctx context.Context, log *proc.Log) (res *outcome) {
 		return &outcome{err: err}
 	}
 	in := &train.Input{Task: task, Params: params, Threads: threadsFor(spec.Resources.CPU), Seed: seedOf(m.Job.ID)}
-	metrics := newMetricsLog(filepath.Join(m.Dir, "metrics.jsonl"))
-	defer metrics.close()
 	fwd := newMetricForwarder(m.Host, m.Job.RunID)
 	defer fwd.close()
 	in.Report = func(p train.Point) {
-		metrics.add(p)
 		fwd.add(p)
 		log.Note("step %d %s=%.6g", p.Step, p.Name, p.Value)
 	}
@@ -354,40 +349,6 @@ func formatMetrics(m map[string]float64) string {
 		s += fmt.Sprintf("%s=%.6g", k, m[k])
 	}
 	return s
-}
-
-// metricsLog appends step metrics to a JSON-lines file, the same shape a
-// process writes to KILN_METRICS_FILE: {"step", "name", "value"}.
-type metricsLog struct {
-	mu  sync.Mutex
-	f   *os.File
-	enc *json.Encoder
-}
-
-func newMetricsLog(path string) *metricsLog {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
-	if err != nil {
-		return &metricsLog{}
-	}
-	return &metricsLog{f: f, enc: json.NewEncoder(f)}
-}
-
-func (l *metricsLog) add(p train.Point) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.enc != nil {
-		_ = l.enc.Encode(struct {
-			Step  int     `json:"step"`
-			Name  string  `json:"name"`
-			Value float64 `json:"value"`
-		}{p.Step, p.Name, p.Value})
-	}
-}
-
-func (l *metricsLog) close() {
-	if l.f != nil {
-		_ = l.f.Close()
-	}
 }
 
 // finite leaves out the metrics that are NaN or infinite: a job's record
