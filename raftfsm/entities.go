@@ -40,6 +40,11 @@ const (
 	frameMetric     frameType = 18
 	frameRunArt     frameType = 19
 	frameTuning     frameType = 20
+	frameSource     frameType = 21
+	frameEntity     frameType = 22
+	frameFeatView   frameType = 23
+	frameFeatSvc    frameType = 24
+	frameFeatValue  frameType = 25
 	frameFooter     frameType = 255
 )
 
@@ -87,6 +92,11 @@ var entities = []entity{
 	{name: "metric point", prefix: prefixMetric, table: TableMetrics, frame: frameMetric, keyOf: metricKeyOf, validate: validateMetricRecord},
 	{name: "run artifact", prefix: prefixRunArtifact, table: TableRunArtifacts, frame: frameRunArt, keyOf: runArtifactKeyOf, validate: validateRunArtifactRecord},
 	{name: "tuning", prefix: prefixTuning, table: TableTunings, frame: frameTuning, keyOf: tuningKeyOf, validate: validateTuningRecord},
+	{name: "source", prefix: prefixSource, table: TableSources, frame: frameSource, keyOf: sourceKeyOf, validate: validateSourceRecord},
+	{name: "entity", prefix: prefixEntity, table: TableEntities, frame: frameEntity, keyOf: entityKeyOf, validate: validateEntityRecord},
+	{name: "feature view", prefix: prefixFeatureView, table: TableFeatureViews, frame: frameFeatView, keyOf: featureViewKeyOf, validate: validateFeatureViewRecord},
+	{name: "feature service", prefix: prefixFeatureService, table: TableFeatureServices, frame: frameFeatSvc, keyOf: featureServiceKeyOf, validate: validateFeatureServiceRecord},
+	{name: "feature value", prefix: prefixFeatureValue, table: TableFeatureValues, frame: frameFeatValue, keyOf: featureValueKeyOf, validate: validateFeatureValueRecord},
 }
 
 func entityByFrame(t frameType) (entity, bool) {

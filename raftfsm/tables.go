@@ -41,6 +41,12 @@ const (
 	TableRunArtifacts    = "run_artifacts"
 	// TableTunings holds tuning runs.
 	TableTunings = "tunings"
+	// Sources, entities, feature views and services, and feature values.
+	TableSources         = "sources"
+	TableEntities        = "entities"
+	TableFeatureViews    = "feature_views"
+	TableFeatureServices = "feature_services"
+	TableFeatureValues   = "feature_values"
 )
 
 // derivedTables are the tables that no entity stores.

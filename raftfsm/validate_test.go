@@ -21,7 +21,8 @@ var (
 
 // fullSource gives f one or more records of every entity, as the API would
 // write them: models with aliases, versions, nodes, deployments, allocations
-// with IDs from structs.NewID, an ACL bootstrap, a policy and a token.
+// with IDs from structs.NewID, an ACL bootstrap, a policy and a token, and
+// a source with a feature view, a service and values.
 func fullSource(t testing.TB, f *FSM) {
 	t.Helper()
 	mustApply(t, f, 1, irisSetup(t,
@@ -43,6 +44,14 @@ func fullSource(t testing.TB, f *FSM) {
 		encode(t, structs.ACLTokenCreateType, &structs.ACLTokenCreateRequest{Token: structs.ACLToken{
 			AccessorID: readerAccessor, SecretHash: structs.HashSecret("reader"),
 			Policies: []string{"readers"}, CreatedAt: t0,
+		}}),
+		putSource(t, "txns", txnSchema),
+		putEntity(t, "user", "user_id"),
+		putView(t, txnView("24h")),
+		encode(t, structs.FeatureServicePutType, &structs.FeatureServicePutRequest{Service: structs.FeatureService{Name: "fraud", Features: []string{"txn_stats:*"}, UpdatedAt: t0}}),
+		ingest(t, structs.SourceIngestRequest{Source: "txns", Advance: map[string]string{"": "1"}, Rows: []structs.FeatureRow{
+			event{user: 1, ts: t0.UnixNano(), amount: 2.5, country: "fr"}.row(),
+			event{user: 2, ts: t0.UnixNano(), amount: nil, country: "de"}.row(),
 		}}),
 	)...)
 }

@@ -1,0 +1,136 @@
+package data
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/kilnml/kiln/raftfsm/structs"
+)
+
+// Record is one record read from a source: column name to value. Values are
+// nil, bool, int64, float64, string or time.Time; a reader that cannot tell
+// an integer from a float (JSON) gives int64 for integral numbers. Columns
+// are converted to the source's schema after reading, not by the reader.
+type Record map[string]any
+
+// Position says how far a source has been read. Its keys are what the kind
+// tracks: "" for a query's incremental column or an HTTP cursor, a file's
+// path for files, "<topic>/<partition>" for Kafka, the stream for NATS.
+// Values are text only the reader parses. The registry stores a source's
+// position and compares it on every commit, so two actors of one source can
+// never both advance it.
+type Position map[string]string
+
+// BadRecord is a record a reader could not decode. It goes to the run's
+// quarantine with its offset; it never stops the read.
+type BadRecord struct {
+	// Offset says where in the source: "line 12 of /data/a.csv",
+	// "orders/0@1234", "seq 88".
+	Offset string
+	Reason string
+	// Raw is the record's text, cut to MaxRawBytes.
+	Raw string
+}
+
+// MaxRawBytes bounds the raw text kept for a bad record.
+const MaxRawBytes = 1024
+
+// Batch is what a reader hands over at once: records in source order, the
+// bad ones among them, and the position after the last of them.
+type Batch struct {
+	Records []Record
+	Bad     []BadRecord
+	// Advance holds the keys of the position this batch moves, with their
+	// values after it. Keys it leaves out keep their values.
+	Advance Position
+}
+
+// Len is the number of records read, good and bad.
+func (b *Batch) Len() int { return len(b.Records) + len(b.Bad) }
+
+// Emit hands a batch to the ingestion actor. It returns nil only once the
+// batch and its position are committed to the registry; a reader
+// acknowledges to the source (a Kafka offset commit, a NATS ack) after
+// that, never before. An error means nothing of the batch was committed,
+// or that whether it was is unknown: the reader stops and returns it, and
+// the next read starts again from the registry's position.
+type Emit func(ctx context.Context, b Batch) error
+
+// Reader reads one source.
+type Reader interface {
+	// Read hands the records after from to emit, in order, in batches of at
+	// most maxBatch records (good and bad). A reader of a run (postgres,
+	// http, file) returns nil once it has read everything there is now; a
+	// stream (kafka, nats) reads until ctx ends and returns ctx.Err(). Any
+	// failure to reach or read the source is returned as an error that
+	// names the source's address (never a credential).
+	Read(ctx context.Context, from Position, maxBatch int, emit Emit) error
+	// Close releases connections. Read is not called after it.
+	Close() error
+}
+
+// Errors of this package.
+var (
+	// ErrSecret is returned when a credential's file or variable is
+	// missing or empty.
+	ErrSecret = errors.New("data: credential not found")
+)
+
+// Env is what a reader may take from the node it runs on.
+type Env struct {
+	// Getenv reads the agent's environment; nil means os.Getenv.
+	Getenv func(string) string
+	// ReadFile reads a local file; nil means os.ReadFile.
+	ReadFile func(string) ([]byte, error)
+}
+
+// Resolve reads a secret on this node: the file's contents or the
+// variable's value, without a trailing newline. An unset Secret resolves to
+// "". A named file or variable that is missing or empty is ErrSecret, with
+// field and the name in the message.
+func (e Env) Resolve(field string, s structs.Secret) (string, error) {
+	switch {
+	case s.File != "":
+		read := e.ReadFile
+		if read == nil {
+			read = os.ReadFile
+		}
+		b, err := read(s.File)
+		if err != nil {
+			return "", fmt.Errorf("%w: %s.file %s: %v", ErrSecret, field, s.File, err)
+		}
+		v := strings.TrimRight(string(b), "\r\n")
+		if v == "" {
+			return "", fmt.Errorf("%w: %s.file %s is empty", ErrSecret, field, s.File)
+		}
+		return v, nil
+	case s.Env != "":
+		get := e.Getenv
+		if get == nil {
+			get = os.Getenv
+		}
+		v := get(s.Env)
+		if v == "" {
+			return "", fmt.Errorf("%w: %s.env %s is not set on this node", ErrSecret, field, s.Env)
+		}
+		return v, nil
+	}
+	return "", nil
+}
+
+// CutRaw bounds a bad record's raw text to MaxRawBytes.
+func CutRaw(s string) string {
+	if len(s) <= MaxRawBytes {
+		return s
+	}
+	cut := MaxRawBytes
+	for cut > 0 && !utf8Start(s[cut]) {
+		cut--
+	}
+	return s[:cut]
+}
+
+func utf8Start(b byte) bool { return b&0xC0 != 0x80 }
