@@ -78,6 +78,8 @@ func (a *Agent) endpoints() []endpoint {
 		a.modelsEndpoint(),
 		a.versionsEndpoint(),
 		a.datasetsEndpoint(),
+		a.sourcesEndpoint(),
+		a.featuresEndpoint(),
 		a.jobsEndpoint(),
 		a.runsEndpoint(),
 		a.tuningEndpoint(),

@@ -71,6 +71,7 @@ var _ = registerCommands(structs.RangeData,
 	handler{structs.FeatureServicePutType, applyFeatureServicePut},
 	handler{structs.FeatureServiceDeleteType, applyFeatureServiceDelete},
 	handler{structs.FeatureCompactType, applyFeatureCompact},
+	handler{structs.SourcePauseType, applySourcePause},
 )
 
 // getNamed reads the record at key, or not_found naming what it is.
@@ -177,6 +178,24 @@ func applySourceDelete(tx *applyTxn, body []byte) (interface{}, error) {
 	}
 	tx.del(sourceKey(req.Name))
 	return nil, nil
+}
+
+func applySourcePause(tx *applyTxn, body []byte) (interface{}, error) {
+	var req structs.SourcePauseRequest
+	if err := decodeBody(structs.SourcePauseType, body, &req); err != nil {
+		return nil, err
+	}
+	s, err := getNamed[structs.Source](tx, sourceKey(req.Name), "source", req.Name)
+	if err != nil {
+		return nil, err
+	}
+	s.Paused = req.Paused
+	s.UpdatedAt = req.At
+	s.ModifyIndex = tx.index
+	if err := tx.put(sourceKey(req.Name), s); err != nil {
+		return nil, err
+	}
+	return utcSource(s), nil
 }
 
 // applySourceIngest commits one batch: the position moves from From to

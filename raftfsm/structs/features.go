@@ -36,6 +36,8 @@ const (
 	FeatureServiceDeleteType MessageType = 76
 	// FeatureCompactType deletes a view's values older than its retention.
 	FeatureCompactType MessageType = 77
+	// SourcePauseType pauses or resumes a source.
+	SourcePauseType MessageType = 78
 )
 
 var _ = registerTypes(RangeData,
@@ -49,6 +51,7 @@ var _ = registerTypes(RangeData,
 	TypeDef{FeatureServicePutType, "feature_service_put"},
 	TypeDef{FeatureServiceDeleteType, "feature_service_delete"},
 	TypeDef{FeatureCompactType, "feature_compact"},
+	TypeDef{SourcePauseType, "source_pause"},
 )
 
 // Limits of feature records.
@@ -491,4 +494,11 @@ type FeatureCompactRequest struct {
 type FeatureCompactResult struct {
 	Deleted int  `msgpack:"deleted"`
 	More    bool `msgpack:"more"`
+}
+
+// SourcePauseRequest pauses (Paused) or resumes a source.
+type SourcePauseRequest struct {
+	Name   string    `msgpack:"name"`
+	Paused bool      `msgpack:"paused"`
+	At     time.Time `msgpack:"at"`
 }

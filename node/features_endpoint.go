@@ -1,0 +1,382 @@
+package node
+
+import (
+	"encoding/json"
+	"maps"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/kilnml/kiln/actors/data"
+	"github.com/kilnml/kiln/raftfsm"
+	"github.com/kilnml/kiln/raftfsm/structs"
+)
+
+// Entities, feature views, feature services, and feature reads (DESIGN.md
+// §8). The three kinds of object are registry records under the ACL kind
+// "feature", named by their own names.
+
+type entityPutRequest struct {
+	JoinKeys    []string `json:"join_keys"`
+	Description string   `json:"description"`
+}
+
+func (a *Agent) handleEntityPut(w http.ResponseWriter, r *http.Request) {
+	var req entityPutRequest
+	if err := a.decodeBody(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	e := structs.Entity{Name: r.PathValue("name"), JoinKeys: req.JoinKeys, Description: req.Description, UpdatedAt: time.Now().UTC()}
+	if err := e.Validate(); err != nil {
+		writeError(w, err)
+		return
+	}
+	var stored structs.Entity
+	idx, err := a.propose(r.Context(), structs.EntityPutType, &structs.EntityPutRequest{Entity: e}, &stored)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeCommitted(w, http.StatusOK, idx, &stored)
+}
+
+type featureViewPutRequest struct {
+	Entity          string            `json:"entity"`
+	Source          string            `json:"source"`
+	TimestampColumn string            `json:"timestamp_column"`
+	Features        []structs.Feature `json:"features"`
+	TTL             string            `json:"ttl"`
+	Retain          string            `json:"retain"`
+	Description     string            `json:"description"`
+}
+
+// handleFeatureViewPut checks a view against its entity and its source as
+// this node sees them, compiling its expressions (which Apply cannot), then
+// proposes it; Apply checks it again against the state it applies to.
+func (a *Agent) handleFeatureViewPut(w http.ResponseWriter, r *http.Request) {
+	var req featureViewPutRequest
+	if err := a.decodeBody(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	v := structs.FeatureView{
+		Name: r.PathValue("name"), Entity: req.Entity, Source: req.Source, TimestampColumn: req.TimestampColumn,
+		Features: req.Features, TTL: req.TTL, Retain: req.Retain, Description: req.Description, UpdatedAt: time.Now().UTC(),
+	}
+	if err := a.checkFeatureView(r, &v); err != nil {
+		writeError(w, err)
+		return
+	}
+	var stored structs.FeatureView
+	idx, err := a.propose(r.Context(), structs.FeatureViewPutType, &structs.FeatureViewPutRequest{View: v}, &stored)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeCommitted(w, http.StatusOK, idx, &stored)
+}
+
+// checkFeatureView validates a view and compiles it against the local
+// registry's entity and source.
+func (a *Agent) checkFeatureView(r *http.Request, v *structs.FeatureView) error {
+	if err := v.Validate(); err != nil {
+		return err
+	}
+	txn := a.fsm.ReadTxn()
+	defer txn.Discard()
+	e, err := txn.Entity(v.Entity)
+	if err != nil {
+		return structs.Errorf(structs.ErrorCode(err), "entity: %v", err)
+	}
+	s, err := txn.Source(v.Source)
+	if err != nil {
+		return structs.Errorf(structs.ErrorCode(err), "source: %v", err)
+	}
+	_, err = data.CompileView(v, e, s.Spec.Schema)
+	return err
+}
+
+type featureServicePutRequest struct {
+	Features    []string `json:"features"`
+	Description string   `json:"description"`
+}
+
+func (a *Agent) handleFeatureServicePut(w http.ResponseWriter, r *http.Request) {
+	var req featureServicePutRequest
+	if err := a.decodeBody(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	s := structs.FeatureService{Name: r.PathValue("name"), Features: req.Features, Description: req.Description, UpdatedAt: time.Now().UTC()}
+	if err := s.Validate(); err != nil {
+		writeError(w, err)
+		return
+	}
+	var stored structs.FeatureService
+	idx, err := a.propose(r.Context(), structs.FeatureServicePutType, &structs.FeatureServicePutRequest{Service: s}, &stored)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeCommitted(w, http.StatusOK, idx, &stored)
+}
+
+// handleNamedGet answers GET of one named feature object.
+func handleNamedGet[T any](a *Agent, get func(*raftfsm.Txn) func(string) (*T, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("name")
+		if err := structs.ValidateName("name", name); err != nil {
+			writeError(w, err)
+			return
+		}
+		serveRead(a, w, r, func(txn *raftfsm.Txn) (*T, error) { return get(txn)(name) })
+	}
+}
+
+// handleNamedDelete answers DELETE of one named object with a NameRequest
+// command.
+func (a *Agent) handleNamedDelete(t structs.MessageType) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("name")
+		if err := structs.ValidateName("name", name); err != nil {
+			writeError(w, err)
+			return
+		}
+		a.serveDelete(w, r, t, &structs.NameRequest{Name: name}, "")
+	}
+}
+
+// onlineRequest is POST /v1/features/online. Entities maps each join key
+// to one value or a list of values; lists are zipped into rows.
+type onlineRequest struct {
+	FeatureService string                     `json:"feature_service"`
+	Features       []string                   `json:"features"`
+	Entities       map[string]json.RawMessage `json:"entities"`
+}
+
+// maxOnlineRows bounds the entity rows of one online request.
+const maxOnlineRows = 10000
+
+// entityRows zips {"user_id": [1, 2], "merchant": ["a", "b"]} (or single
+// values) into rows.
+func entityRows(entities map[string]json.RawMessage) ([]map[string]any, error) {
+	if len(entities) == 0 {
+		return nil, structs.Errorf(structs.CodeInvalid, "entities is required: a map of join key to a value or a list of values")
+	}
+	cols := make(map[string][]any, len(entities))
+	n := -1
+	for _, k := range slices.Sorted(maps.Keys(entities)) {
+		var list []any
+		if err := json.Unmarshal(entities[k], &list); err != nil {
+			var one any
+			if err := json.Unmarshal(entities[k], &one); err != nil {
+				return nil, structs.Errorf(structs.CodeInvalid, "entities.%s: %v", k, err)
+			}
+			list = []any{one}
+		}
+		if n >= 0 && len(list) != n {
+			return nil, structs.Errorf(structs.CodeInvalid, "entities.%s has %d values, but the other keys have %d", k, len(list), n)
+		}
+		n = len(list)
+		cols[k] = list
+	}
+	if n == 0 || n > maxOnlineRows {
+		return nil, structs.Errorf(structs.CodeInvalid, "entities must give 1 to %d rows, not %d", maxOnlineRows, n)
+	}
+	rows := make([]map[string]any, n)
+	for i := range rows {
+		rows[i] = make(map[string]any, len(cols))
+		for k, list := range cols {
+			rows[i][k] = list[i]
+		}
+	}
+	return rows, nil
+}
+
+// onlineRow is one row of the online answer: the entity's join keys, then
+// its values and their timestamps, keyed "view:feature".
+type onlineRow map[string]any
+
+func (a *Agent) authorizeFeatures(r *http.Request, service string, q *featureQuery) error {
+	if service != "" {
+		return a.authorize(r, structs.KindFeature, service, structs.AccessRead)
+	}
+	for _, vq := range q.views {
+		if err := a.authorize(r, structs.KindFeature, vq.view.Name, structs.AccessRead); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// handleFeaturesOnline answers the latest values of features for entities,
+// from this node's registry, as of now.
+func (a *Agent) handleFeaturesOnline(w http.ResponseWriter, r *http.Request) {
+	var req onlineRequest
+	if err := a.decodeBody(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	rows, err := entityRows(req.Entities)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	txn, err := a.readTxn(w, r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer txn.Discard()
+	q, err := resolveFeatures(txn, req.FeatureService, req.Features)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := a.authorizeFeatures(r, req.FeatureService, q); err != nil {
+		writeError(w, err)
+		return
+	}
+	now := time.Now()
+	times := make([]time.Time, len(rows))
+	for i := range times {
+		times[i] = now
+	}
+	fr, err := q.read(txn, rows, times)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out := make([]onlineRow, len(rows))
+	missing := 0
+	for i, row := range rows {
+		o := make(onlineRow, len(row)+2)
+		for k, v := range row {
+			o[k] = v
+		}
+		values := make(map[string]any, len(q.names))
+		stamps := make(map[string]any, len(q.names))
+		for j, name := range q.names {
+			values[name] = fr.values[i][j]
+			if !fr.times[i][j].IsZero() {
+				stamps[name] = fr.times[i][j]
+			}
+		}
+		o["values"], o["timestamps"] = values, stamps
+		if !fr.found[i] {
+			missing++
+		}
+		out[i] = o
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"features": q.names, "rows": out, "missing": missing})
+}
+
+// historicalRequest is POST /v1/features/historical with the entity rows
+// in the body; each row has the join keys and a timestamp.
+type historicalRequest struct {
+	FeatureService  string           `json:"feature_service"`
+	Features        []string         `json:"features"`
+	EntityRows      []map[string]any `json:"entity_rows"`
+	TimestampColumn string           `json:"timestamp_column"`
+}
+
+// handleFeaturesHistorical answers every feature as of each entity row's
+// timestamp: the latest value at or before it, never one from after it.
+func (a *Agent) handleFeaturesHistorical(w http.ResponseWriter, r *http.Request) {
+	var req historicalRequest
+	if err := a.decodeBody(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if req.TimestampColumn == "" {
+		req.TimestampColumn = "ts"
+	}
+	if len(req.EntityRows) == 0 {
+		writeError(w, structs.Errorf(structs.CodeInvalid, "entity_rows is required: rows of join keys and a %q timestamp", req.TimestampColumn))
+		return
+	}
+	times := make([]time.Time, len(req.EntityRows))
+	for i, row := range req.EntityRows {
+		v, err := data.ConvertValue("timestamp", row[req.TimestampColumn])
+		if err != nil || v == nil {
+			writeError(w, structs.Errorf(structs.CodeInvalid, "entity_rows[%d].%s must be a timestamp (RFC 3339, or Unix seconds), not %v", i, req.TimestampColumn, row[req.TimestampColumn]))
+			return
+		}
+		times[i] = v.(time.Time)
+	}
+	txn, err := a.readTxn(w, r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer txn.Discard()
+	q, err := resolveFeatures(txn, req.FeatureService, req.Features)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := a.authorizeFeatures(r, req.FeatureService, q); err != nil {
+		writeError(w, err)
+		return
+	}
+	fr, err := q.read(txn, req.EntityRows, times)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out := make([]map[string]any, len(req.EntityRows))
+	for i, row := range req.EntityRows {
+		o := make(map[string]any, len(row)+1)
+		for k, v := range row {
+			o[k] = v
+		}
+		values := make(map[string]any, len(q.names))
+		for j, name := range q.names {
+			values[name] = fr.values[i][j]
+		}
+		o["values"] = values
+		out[i] = o
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"features": q.names, "rows": out})
+}
+
+// featuresEndpoint: entities, feature views and services, and feature
+// reads.
+func (a *Agent) featuresEndpoint() endpoint {
+	f := structs.KindFeature
+	return endpoint{routes: []route{
+		{pattern: "PUT /v1/entities/{name}", handler: a.handleEntityPut, kind: f, need: needWrite, name: pathName},
+		{pattern: "GET /v1/entities", handler: a.handleEntityList, kind: f, need: needList},
+		{pattern: "GET /v1/entities/{name}", handler: handleNamedGet(a, func(t *raftfsm.Txn) func(string) (*structs.Entity, error) { return t.Entity }), kind: f, need: needRead, name: pathName},
+		{pattern: "DELETE /v1/entities/{name}", handler: a.handleNamedDelete(structs.EntityDeleteType), kind: f, need: needWrite, name: pathName},
+		{pattern: "PUT /v1/feature-views/{name}", handler: a.handleFeatureViewPut, kind: f, need: needWrite, name: pathName},
+		{pattern: "GET /v1/feature-views", handler: a.handleFeatureViewList, kind: f, need: needList},
+		{pattern: "GET /v1/feature-views/{name}", handler: handleNamedGet(a, func(t *raftfsm.Txn) func(string) (*structs.FeatureView, error) { return t.FeatureView }), kind: f, need: needRead, name: pathName},
+		{pattern: "DELETE /v1/feature-views/{name}", handler: a.handleNamedDelete(structs.FeatureViewDeleteType), kind: f, need: needWrite, name: pathName},
+		{pattern: "PUT /v1/feature-services/{name}", handler: a.handleFeatureServicePut, kind: f, need: needWrite, name: pathName},
+		{pattern: "GET /v1/feature-services", handler: a.handleFeatureServiceList, kind: f, need: needList},
+		{pattern: "GET /v1/feature-services/{name}", handler: handleNamedGet(a, func(t *raftfsm.Txn) func(string) (*structs.FeatureService, error) { return t.FeatureService }), kind: f, need: needRead, name: pathName},
+		{pattern: "DELETE /v1/feature-services/{name}", handler: a.handleNamedDelete(structs.FeatureServiceDeleteType), kind: f, need: needWrite, name: pathName},
+		{pattern: "POST /v1/features/online", handler: a.handleFeaturesOnline, kind: f, need: needBody},
+		{pattern: "POST /v1/features/historical", handler: a.handleFeaturesHistorical, kind: f, need: needBody},
+	}}
+}
+
+func (a *Agent) handleEntityList(w http.ResponseWriter, r *http.Request) {
+	serveList(a, w, r, structs.KindFeature,
+		func(txn *raftfsm.Txn) func(string, int) ([]*structs.Entity, string, error) { return txn.Entities },
+		func(e *structs.Entity) string { return e.Name }, func(e *structs.Entity) *structs.Entity { return e })
+}
+
+func (a *Agent) handleFeatureViewList(w http.ResponseWriter, r *http.Request) {
+	serveList(a, w, r, structs.KindFeature,
+		func(txn *raftfsm.Txn) func(string, int) ([]*structs.FeatureView, string, error) { return txn.FeatureViews },
+		func(v *structs.FeatureView) string { return v.Name }, func(v *structs.FeatureView) *structs.FeatureView { return v })
+}
+
+func (a *Agent) handleFeatureServiceList(w http.ResponseWriter, r *http.Request) {
+	serveList(a, w, r, structs.KindFeature,
+		func(txn *raftfsm.Txn) func(string, int) ([]*structs.FeatureService, string, error) { return txn.FeatureServices },
+		func(s *structs.FeatureService) string { return s.Name }, func(s *structs.FeatureService) *structs.FeatureService { return s })
+}
