@@ -371,12 +371,16 @@ func (a *Agent) handleEntityList(w http.ResponseWriter, r *http.Request) {
 
 func (a *Agent) handleFeatureViewList(w http.ResponseWriter, r *http.Request) {
 	serveList(a, w, r, structs.KindFeature,
-		func(txn *raftfsm.Txn) func(string, int) ([]*structs.FeatureView, string, error) { return txn.FeatureViews },
+		func(txn *raftfsm.Txn) func(string, int) ([]*structs.FeatureView, string, error) {
+			return txn.FeatureViews
+		},
 		func(v *structs.FeatureView) string { return v.Name }, func(v *structs.FeatureView) *structs.FeatureView { return v })
 }
 
 func (a *Agent) handleFeatureServiceList(w http.ResponseWriter, r *http.Request) {
 	serveList(a, w, r, structs.KindFeature,
-		func(txn *raftfsm.Txn) func(string, int) ([]*structs.FeatureService, string, error) { return txn.FeatureServices },
+		func(txn *raftfsm.Txn) func(string, int) ([]*structs.FeatureService, string, error) {
+			return txn.FeatureServices
+		},
 		func(s *structs.FeatureService) string { return s.Name }, func(s *structs.FeatureService) *structs.FeatureService { return s })
 }
