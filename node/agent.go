@@ -23,6 +23,7 @@ import (
 	raftwal "github.com/hashicorp/raft-wal"
 
 	"github.com/kilnml/kiln/actors"
+	"github.com/kilnml/kiln/actors/data"
 	"github.com/kilnml/kiln/actors/training"
 	"github.com/kilnml/kiln/node/internal/acl"
 	"github.com/kilnml/kiln/node/internal/blobs"
@@ -56,6 +57,7 @@ type Agent struct {
 	xfer      *blobs.Transfers
 	serving   *servingParts
 	jobs      *training.Reconciler
+	sources   *data.Reconciler
 	runLog    *runLogger
 	http      *http.Server
 	httpLn    net.Listener
@@ -166,6 +168,7 @@ func New(cfg Config, logger hclog.Logger) (a *Agent, err error) {
 	}
 	a.setupServing()
 	a.setupTraining()
+	a.setupSources()
 	a.registerRPC()
 
 	meta := memberMeta{
@@ -212,6 +215,7 @@ func New(cfg Config, logger hclog.Logger) (a *Agent, err error) {
 	a.goFunc(a.blobGCLoop)
 	a.goFunc(func() { a.serving.reconciler.Run(a.ctx) })
 	a.goFunc(func() { a.jobs.Run(a.ctx) })
+	a.goFunc(func() { a.sources.Run(a.ctx) })
 	a.logger.Info("agent started", "node_id", a.id, "name", cfg.NodeName,
 		"http", a.httpLn.Addr().String(), "rpc", a.trans.Addr(), "gossip_port", cfg.GossipPort)
 	return a, nil

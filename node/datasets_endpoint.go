@@ -2,6 +2,7 @@ package node
 
 import (
 	"bufio"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -78,42 +79,46 @@ func (a *Agent) handleDatasetVersionCreate(w http.ResponseWriter, r *http.Reques
 		writeError(w, structs.Errorf(structs.CodeInvalid, "reading the dataset file: %v", err))
 		return
 	}
-	var temps []string
-	temps = append(temps, tmp)
-	defer func() {
-		for _, t := range temps {
-			_ = os.Remove(t) // committed ones were moved away
-		}
-	}()
+	defer os.Remove(tmp) // moved away when committed
 	if size == 0 {
 		writeError(w, structs.Errorf(structs.CodeInvalid, "request body is empty: send the dataset file"))
 		return
 	}
 	v := structs.DatasetVersion{Dataset: name, Format: up.format, Mode: up.mode, NoHeader: up.noHeader, Digest: digest, Size: size}
-	q, err := a.scanDataset(&v, tmp, up.schema)
-	if q != nil {
-		temps = append(temps, q.tmp)
-	}
+	stored, idx, err := a.storeDatasetFile(r.Context(), &v, tmp, up.schema)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	digests := []string{digest}
-	if err := a.blobs.Commit(tmp, digest); err != nil {
-		writeError(w, err)
-		return
+	writeCommitted(w, http.StatusCreated, idx, datasetVersionJSON(stored))
+}
+
+// storeDatasetFile records a dataset file, held in tmp with v's digest and
+// size set, as the dataset's next version: it scans it (schema,
+// statistics, bad rows), stores it and its quarantine, copies them to other
+// nodes, and only then proposes the version. tmp is moved into the store
+// when committed; the caller removes it otherwise.
+func (a *Agent) storeDatasetFile(ctx context.Context, v *structs.DatasetVersion, tmp string, schema []dataset.Column) (*structs.DatasetVersion, uint64, error) {
+	q, err := a.scanDataset(v, tmp, schema)
+	if q != nil {
+		defer os.Remove(q.tmp)
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	digests := []string{v.Digest}
+	if err := a.blobs.Commit(tmp, v.Digest); err != nil {
+		return nil, 0, err
 	}
 	if q != nil {
 		if err := a.blobs.Commit(q.tmp, q.rec.Digest); err != nil {
-			writeError(w, err)
-			return
+			return nil, 0, err
 		}
 		digests = append(digests, q.rec.Digest)
 	}
-	holders, err := a.replicateBlobs(r.Context(), digests...)
+	holders, err := a.replicateBlobs(ctx, digests...)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, 0, err
 	}
 	v.Holders = holders
 	if q != nil {
@@ -122,16 +127,14 @@ func (a *Agent) handleDatasetVersionCreate(w http.ResponseWriter, r *http.Reques
 	}
 	v.CreatedAt = time.Now().UTC()
 	if err := v.Validate(); err != nil {
-		writeError(w, err)
-		return
+		return nil, 0, err
 	}
 	var stored structs.DatasetVersion
-	idx, err := a.propose(r.Context(), structs.DatasetVersionCreateType, &structs.DatasetVersionCreateRequest{Version: v}, &stored)
+	idx, err := a.propose(ctx, structs.DatasetVersionCreateType, &structs.DatasetVersionCreateRequest{Version: *v}, &stored)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, 0, err
 	}
-	writeCommitted(w, http.StatusCreated, idx, datasetVersionJSON(&stored))
+	return &stored, idx, nil
 }
 
 // datasetUpload is what an upload's query asks.

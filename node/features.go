@@ -1,8 +1,12 @@
 package node
 
 import (
+	"encoding/json"
 	"fmt"
+	"math"
 	"slices"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/kilnml/kiln/raftfsm"
@@ -156,26 +160,101 @@ func (q *featureQuery) read(txn *raftfsm.Txn, rows []map[string]any, times []tim
 			}
 			return times[a].Compare(times[b])
 		})
-		cur, err := txn.FeatureCursor(vq.view.Name)
-		if err != nil {
-			return nil, err
+		// Two halves of the order on two cursors: reads of a read-only
+		// transaction may run side by side.
+		parts := 1
+		if len(order) >= parallelReadRows {
+			parts = 2
 		}
-		var vr *raftfsm.ViewRead
-		for _, i := range order {
-			vr, err = cur.Read(vq.view, vq.features, keys[i], times[i], vr)
+		errs := make([]error, parts)
+		var wg sync.WaitGroup
+		for p := range parts {
+			lo, hi := p*len(order)/parts, (p+1)*len(order)/parts
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[p] = q.readRows(txn, vq, keys, times, order[lo:hi], fr)
+			}()
+		}
+		wg.Wait()
+		for _, err := range errs {
 			if err != nil {
-				cur.Close()
 				return nil, err
 			}
-			for j, col := range vq.cols {
-				fr.values[i][col] = vr.Values[j]
-				fr.times[i][col] = vr.Times[j]
-				if !vr.Times[j].IsZero() {
-					fr.found[i] = true
-				}
-			}
 		}
-		cur.Close()
 	}
 	return fr, nil
+}
+
+// parallelReadRows is the frame size from which a view is read on two
+// goroutines.
+const parallelReadRows = 4096
+
+// readRows reads one view for the rows in order (their indexes), into fr.
+// Each row's slots of fr belong to one goroutine.
+func (q *featureQuery) readRows(txn *raftfsm.Txn, vq *viewQuery, keys []structs.EntityKey, times []time.Time, order []int, fr *featureFrame) error {
+	cur, err := txn.FeatureCursor(vq.view.Name)
+	if err != nil {
+		return err
+	}
+	defer cur.Close()
+	var vr *raftfsm.ViewRead
+	for _, i := range order {
+		vr, err = cur.Read(vq.view, vq.features, keys[i], times[i], vr)
+		if err != nil {
+			return err
+		}
+		for j, col := range vq.cols {
+			fr.values[i][col] = vr.Values[j]
+			fr.times[i][col] = vr.Times[j]
+			if !vr.Times[j].IsZero() {
+				fr.found[i] = true
+			}
+		}
+	}
+	return nil
+}
+
+// appendJSONValue appends a feature value as JSON: the types features
+// carry are written directly (a frame has millions of them), anything else
+// through encoding/json. NaN and infinities, which JSON lacks, are null.
+func appendJSONValue(b []byte, v any) []byte {
+	switch x := v.(type) {
+	case nil:
+		return append(b, "null"...)
+	case bool:
+		return strconv.AppendBool(b, x)
+	case int64:
+		return strconv.AppendInt(b, x, 10)
+	case float64:
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return append(b, "null"...)
+		}
+		return strconv.AppendFloat(b, x, 'g', -1, 64)
+	case string:
+		return appendJSONString(b, x)
+	case time.Time:
+		b = append(b, '"')
+		b = x.UTC().AppendFormat(b, time.RFC3339Nano)
+		return append(b, '"')
+	}
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return append(b, "null"...)
+	}
+	return append(b, raw...)
+}
+
+// appendJSONString appends s quoted; strings without characters JSON
+// escapes (the common case) are copied as they are.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
+			raw, _ := json.Marshal(s)
+			return append(b, raw...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }

@@ -2,12 +2,17 @@ package node
 
 import (
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/kilnml/kiln/cluster-tests/testutil"
 )
 
 // txnSourceJSON is a push source of card transactions.
@@ -167,5 +172,81 @@ func TestAgent_FeaturesBadInput(t *testing.T) {
 	}
 	if strings.Contains(strings.ReplaceAll(res.raw, secretFile, ""), `"pw"`) {
 		t.Fatalf("the answer holds the password: %s", res.raw)
+	}
+}
+
+// TestAgent_SourceRunHTTP reads an HTTP source in runs: a run asked for
+// commits the records with the cursor, writes a dataset version, and a
+// second run reads only what came after.
+func TestAgent_SourceRunHTTP(t *testing.T) {
+	pages := map[string]string{
+		"":   `{"items": [{"user_id": 1, "ts": "2026-01-01T10:00:00Z", "amount": 5}, {"user_id": 2, "ts": "2026-01-01T10:00:00Z", "amount": 6}], "next": "p2"}`,
+		"p2": `{"items": [{"user_id": 1, "ts": "2026-01-01T11:00:00Z", "amount": 7}], "next": null}`,
+		"p3": `{"items": [{"user_id": 3, "ts": "2026-01-01T12:00:00Z", "amount": 8}], "next": null}`,
+	}
+	var mu sync.Mutex
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		body, ok := pages[r.URL.Query().Get("cursor")]
+		if !ok {
+			http.Error(w, "no such page", http.StatusNotFound)
+			return
+		}
+		_, _ = io.WriteString(w, body)
+	}))
+	defer srv.Close()
+	a := testNode(t)
+	waitLeader(t, a)
+	src := fmt.Sprintf(`{"name": "txns", "kind": "http", "schema": {"user_id": "int", "ts": "timestamp", "amount": "float"},
+		"http": {"url": %q, "records_field": "items", "pagination": {"type": "cursor", "param": "cursor", "cursor_field": "next"}}}`, srv.URL)
+	for _, c := range []struct{ method, path, body string }{
+		{"POST", "/v1/sources", src},
+		{"PUT", "/v1/entities/user", `{"join_keys": ["user_id"]}`},
+		{"PUT", "/v1/feature-views/spend", `{"entity": "user", "source": "txns", "timestamp_column": "ts", "features": [{"name": "amount"}, {"name": "n_1d", "expr": "count()", "window": "1d"}]}`},
+		{"POST", "/v1/sources/txns/run", ""},
+	} {
+		if res := call(t, a, c.method, c.path, c.body); res.status/100 != 2 {
+			t.Fatalf("%s %s = %d %s", c.method, c.path, res.status, res.raw)
+		}
+	}
+	lastRun := func() map[string]any {
+		res := call(t, a, "GET", "/v1/sources/txns", "")
+		run, _ := res.body["last_run"].(map[string]any)
+		return run
+	}
+	ended := func(seq float64) func() bool {
+		return func() bool {
+			run := lastRun()
+			return run != nil && run["seq"] == seq && run["state"] != "running"
+		}
+	}
+	testutil.Until(t, 20*time.Second, "the first run to end", ended(1))
+	if run := lastRun(); run["state"] != "succeeded" || run["read"] != 3.0 || run["accepted"] != 3.0 || run["dataset"] != "txns:1" {
+		t.Fatalf("run 1 = %v; want 3 records read and accepted into txns:1", run)
+	}
+	hist := call(t, a, "POST", "/v1/features/historical", `{"features": ["spend:*"], "entity_rows": [{"user_id": 1, "ts": "2026-01-01T11:30:00Z"}]}`)
+	vals := hist.body["rows"].([]any)[0].(map[string]any)["values"].(map[string]any)
+	if vals["spend:amount"] != 7.0 || vals["spend:n_1d"] != 2.0 {
+		t.Fatalf("historical = %s; want user 1's amount 7 from 2 records", hist.raw)
+	}
+	dv := call(t, a, "GET", "/v1/datasets/txns/versions/1", "")
+	if dv.status != http.StatusOK || dv.body["rows"] != 3.0 || dv.body["source"] != "txns" {
+		t.Fatalf("dataset version = %d %s; want 3 rows from source txns", dv.status, dv.raw)
+	}
+	// The cursor was kept: the next run asks for the page after it.
+	mu.Lock()
+	pages["p2"] = `{"items": [], "next": "p3"}`
+	mu.Unlock()
+	if res := call(t, a, "POST", "/v1/sources/txns/run", ""); res.status != http.StatusAccepted {
+		t.Fatalf("run = %d %s", res.status, res.raw)
+	}
+	testutil.Until(t, 20*time.Second, "the second run to end", ended(2))
+	if run := lastRun(); run["state"] != "succeeded" || run["read"] != 1.0 {
+		t.Fatalf("run 2 = %v; want the one record after the cursor", run)
+	}
+	runs := call(t, a, "GET", "/v1/sources/txns/runs", "")
+	if items := runs.body["items"].([]any); len(items) != 2 {
+		t.Fatalf("runs = %s; want 2", runs.raw)
 	}
 }

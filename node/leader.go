@@ -23,6 +23,7 @@ func (a *Agent) leaderTasks() []leaderTask {
 		{name: "artifacts", run: a.artifactsLoop},
 		{name: "scheduling", run: a.schedulingLoop},
 		{name: "tuning", run: a.tuningLoop},
+		{name: "sources", run: a.sourcesLoop},
 	}
 }
 

@@ -102,6 +102,45 @@ func (a *Agent) handleSourcePause(paused bool) http.HandlerFunc {
 	}
 }
 
+// handleSourceRun asks for a run of the source now (kiln sources run).
+func (a *Agent) handleSourceRun(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := structs.ValidateName("name", name); err != nil {
+		writeError(w, err)
+		return
+	}
+	var stored structs.Source
+	idx, err := a.propose(r.Context(), structs.SourceTriggerType, &structs.SourceTriggerRequest{Name: name, At: time.Now().UTC()}, &stored)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeCommitted(w, http.StatusAccepted, idx, map[string]any{"source": name, "trigger": stored.Triggers})
+}
+
+func (a *Agent) handleSourceRuns(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := structs.ValidateName("name", name); err != nil {
+		writeError(w, err)
+		return
+	}
+	cursor, limit, err := listParams(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	serveRead(a, w, r, func(txn *raftfsm.Txn) (any, error) {
+		if _, err := txn.Source(name); err != nil {
+			return nil, err
+		}
+		items, next, err := txn.SourceRuns(name, cursor, limit)
+		if err != nil {
+			return nil, err
+		}
+		return map[string]any{"items": items, "next_cursor": next}, nil
+	})
+}
+
 // Push ingestion.
 const (
 	// pushBatchRecords is how many records of a push go into one commit at
@@ -245,37 +284,46 @@ func (a *Agent) pushPreparer(name string) (*data.Preparer, error) {
 // sourcePreparer builds a source's Preparer with the feature views that
 // read it.
 func sourcePreparer(txn *raftfsm.Txn, s *structs.Source) (*data.Preparer, error) {
-	var views []*structs.FeatureView
-	entities := make(map[string]*structs.Entity)
-	cursor := ""
-	for {
-		page, next, err := txn.FeatureViews(cursor, 1000)
-		if err != nil {
-			return nil, err
-		}
-		for _, v := range page {
-			if v.Source != s.Spec.Name {
-				continue
-			}
-			views = append(views, v)
-			if entities[v.Entity] == nil {
-				e, err := txn.Entity(v.Entity)
-				if err != nil {
-					return nil, err
-				}
-				entities[v.Entity] = e
-			}
-		}
-		if next == "" {
-			break
-		}
-		cursor = next
+	views, entities, err := sourceViews(txn, s.Spec.Name)
+	if err != nil {
+		return nil, err
 	}
 	p, err := data.NewPreparer(&s.Spec, views, entities)
 	if err != nil {
 		return nil, structs.Errorf(structs.CodeConflict, "%v", err)
 	}
 	return p, nil
+}
+
+// sourceViews lists the feature views that read a source, with their
+// entities.
+func sourceViews(txn *raftfsm.Txn, source string) ([]*structs.FeatureView, map[string]*structs.Entity, error) {
+	var views []*structs.FeatureView
+	entities := make(map[string]*structs.Entity)
+	cursor := ""
+	for {
+		page, next, err := txn.FeatureViews(cursor, 1000)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, v := range page {
+			if v.Source != source {
+				continue
+			}
+			views = append(views, v)
+			if entities[v.Entity] == nil {
+				e, err := txn.Entity(v.Entity)
+				if err != nil {
+					return nil, nil, err
+				}
+				entities[v.Entity] = e
+			}
+		}
+		if next == "" {
+			return views, entities, nil
+		}
+		cursor = next
+	}
 }
 
 // commitPushed commits a prepared batch of a push, in as many commands as
@@ -327,5 +375,7 @@ func (a *Agent) sourcesEndpoint() endpoint {
 		{pattern: "POST /v1/sources/{name}/pause", handler: a.handleSourcePause(true), kind: s, need: needWrite, name: pathName},
 		{pattern: "POST /v1/sources/{name}/resume", handler: a.handleSourcePause(false), kind: s, need: needWrite, name: pathName},
 		{pattern: "POST /v1/sources/{name}/records", handler: a.handleSourcePush, kind: s, need: needWrite, name: pathName},
+		{pattern: "POST /v1/sources/{name}/run", handler: a.handleSourceRun, kind: s, need: needWrite, name: pathName},
+		{pattern: "GET /v1/sources/{name}/runs", handler: a.handleSourceRuns, kind: s, need: needRead, name: pathName},
 	}}
 }

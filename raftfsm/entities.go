@@ -45,6 +45,7 @@ const (
 	frameFeatView   frameType = 23
 	frameFeatSvc    frameType = 24
 	frameFeatValue  frameType = 25
+	frameSourceRun  frameType = 26
 	frameFooter     frameType = 255
 )
 
@@ -93,6 +94,7 @@ var entities = []entity{
 	{name: "run artifact", prefix: prefixRunArtifact, table: TableRunArtifacts, frame: frameRunArt, keyOf: runArtifactKeyOf, validate: validateRunArtifactRecord},
 	{name: "tuning", prefix: prefixTuning, table: TableTunings, frame: frameTuning, keyOf: tuningKeyOf, validate: validateTuningRecord},
 	{name: "source", prefix: prefixSource, table: TableSources, frame: frameSource, keyOf: sourceKeyOf, validate: validateSourceRecord},
+	{name: "source run", prefix: prefixSourceRun, table: TableSourceRuns, frame: frameSourceRun, keyOf: sourceRunKeyOf, validate: validateSourceRunRecord},
 	{name: "entity", prefix: prefixEntity, table: TableEntities, frame: frameEntity, keyOf: entityKeyOf, validate: validateEntityRecord},
 	{name: "feature view", prefix: prefixFeatureView, table: TableFeatureViews, frame: frameFeatView, keyOf: featureViewKeyOf, validate: validateFeatureViewRecord},
 	{name: "feature service", prefix: prefixFeatureService, table: TableFeatureServices, frame: frameFeatSvc, keyOf: featureServiceKeyOf, validate: validateFeatureServiceRecord},

@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/vmihailenco/msgpack/v5"
@@ -18,6 +19,7 @@ import (
 // feature views, feature services, and the feature values themselves.
 const (
 	prefixSource         = "src/" // src/<name>  -> structs.Source
+	prefixSourceRun      = "sr/"  // sr/<name>/<seq, 20 digits> -> structs.SourceRun
 	prefixEntity         = "fe/"  // fe/<name>   -> structs.Entity
 	prefixFeatureView    = "fw/"  // fw/<name>   -> structs.FeatureView
 	prefixFeatureService = "fs/"  // fs/<name>   -> structs.FeatureService
@@ -29,7 +31,11 @@ const (
 	prefixFeatureValue = "fv/"
 )
 
-func sourceKey(name string) string         { return prefixSource + name }
+func sourceKey(name string) string       { return prefixSource + name }
+func sourceRunPrefix(name string) string { return prefixSourceRun + name + "/" }
+func sourceRunKey(name string, seq uint64) string {
+	return fmt.Sprintf("%s%020d", sourceRunPrefix(name), seq)
+}
 func entityKey(name string) string         { return prefixEntity + name }
 func featureViewKey(name string) string    { return prefixFeatureView + name }
 func featureServiceKey(name string) string { return prefixFeatureService + name }
@@ -72,7 +78,129 @@ var _ = registerCommands(structs.RangeData,
 	handler{structs.FeatureServiceDeleteType, applyFeatureServiceDelete},
 	handler{structs.FeatureCompactType, applyFeatureCompact},
 	handler{structs.SourcePauseType, applySourcePause},
+	handler{structs.SourceAssignType, applySourceAssign},
+	handler{structs.SourceTriggerType, applySourceTrigger},
+	handler{structs.SourceRunType, applySourceRun},
 )
+
+// maxSourceRunsKept is how many runs of a source the registry keeps; a new
+// run deletes the one this many before it.
+const maxSourceRunsKept = 100
+
+func applySourceAssign(tx *applyTxn, body []byte) (interface{}, error) {
+	var req structs.SourceAssignRequest
+	if err := decodeBody(structs.SourceAssignType, body, &req); err != nil {
+		return nil, err
+	}
+	s, err := getNamed[structs.Source](tx, sourceKey(req.Name), "source", req.Name)
+	if err != nil {
+		return nil, err
+	}
+	if s.Node != req.Expect {
+		return nil, structs.Errorf(structs.CodeConflict, "source %q is on node %q now, not %q", req.Name, s.Node, req.Expect)
+	}
+	s.Node, s.AssignIndex = req.Node, tx.index
+	s.UpdatedAt = req.At
+	s.ModifyIndex = tx.index
+	if err := tx.put(sourceKey(req.Name), s); err != nil {
+		return nil, err
+	}
+	return utcSource(s), nil
+}
+
+func applySourceTrigger(tx *applyTxn, body []byte) (interface{}, error) {
+	var req structs.SourceTriggerRequest
+	if err := decodeBody(structs.SourceTriggerType, body, &req); err != nil {
+		return nil, err
+	}
+	s, err := getNamed[structs.Source](tx, sourceKey(req.Name), "source", req.Name)
+	if err != nil {
+		return nil, err
+	}
+	if structs.StreamingKind(s.Spec.Kind) {
+		return nil, structs.Errorf(structs.CodeInvalid, "source %q is a %s source, read continuously: it has no runs to start", req.Name, s.Spec.Kind)
+	}
+	if s.Paused {
+		return nil, structs.Errorf(structs.CodeConflict, "source %q is paused; resume it first", req.Name)
+	}
+	if !req.Tick.IsZero() {
+		if !req.Tick.After(s.LastScheduledAt) {
+			return nil, structs.Errorf(structs.CodeConflict, "source %q: the tick of %s has fired already", req.Name, req.Tick.UTC().Format(time.RFC3339))
+		}
+		s.LastScheduledAt = req.Tick
+	}
+	s.Triggers++
+	s.ModifyIndex = tx.index
+	if err := tx.put(sourceKey(req.Name), s); err != nil {
+		return nil, err
+	}
+	return utcSource(s), nil
+}
+
+// applySourceRun records a new run (Seq 0), or a report on one. Only the
+// actor of the source's current placement may report.
+func applySourceRun(tx *applyTxn, body []byte) (interface{}, error) {
+	var req structs.SourceRunRequest
+	if err := decodeBody(structs.SourceRunType, body, &req); err != nil {
+		return nil, err
+	}
+	run := req.Run
+	s, err := getNamed[structs.Source](tx, sourceKey(run.Source), "source", run.Source)
+	if err != nil {
+		return nil, err
+	}
+	if req.Gen != s.AssignIndex {
+		return nil, structs.Errorf(structs.CodeConflict, "source %q was placed again at index %d; the report of generation %d is stale", run.Source, s.AssignIndex, req.Gen)
+	}
+	if len(run.Quarantine) > structs.MaxRunQuarantineSample {
+		run.Quarantine = run.Quarantine[:structs.MaxRunQuarantineSample]
+	}
+	if run.Seq == 0 {
+		s.Runs++
+		run.Seq = s.Runs
+		if s.Runs > maxSourceRunsKept {
+			tx.del(sourceRunKey(run.Source, s.Runs-maxSourceRunsKept))
+		}
+	} else {
+		var old structs.SourceRun
+		found, err := tx.get(sourceRunKey(run.Source, run.Seq), &old)
+		if err != nil {
+			return nil, err
+		}
+		if !found {
+			return nil, structs.Errorf(structs.CodeNotFound, "source %q has no run %d", run.Source, run.Seq)
+		}
+		if old.Terminal() {
+			return nil, structs.Errorf(structs.CodeConflict, "run %d of source %q has ended (%s)", run.Seq, run.Source, old.State)
+		}
+	}
+	switch run.State {
+	case structs.SourceRunSucceeded, structs.SourceRunFailedValidation:
+		s.Failures, s.LastError = 0, ""
+	case structs.SourceRunFailed:
+		s.Failures++
+		s.LastError, s.LastErrorAt = run.Error, run.FinishedAt
+	case structs.SourceRunRunning:
+	default:
+		return nil, structs.Errorf(structs.CodeInvalid, "run state %q is unknown", run.State)
+	}
+	if err := tx.put(sourceRunKey(run.Source, run.Seq), &run); err != nil {
+		return nil, err
+	}
+	last := run
+	last.Quarantine = nil
+	s.LastRun = &last
+	s.ModifyIndex = tx.index
+	if err := tx.put(sourceKey(run.Source), s); err != nil {
+		return nil, err
+	}
+	return utcSourceRun(&run), nil
+}
+
+func utcSourceRun(r *structs.SourceRun) *structs.SourceRun {
+	r.StartedAt, r.FinishedAt = r.StartedAt.UTC(), r.FinishedAt.UTC()
+	return r
+}
 
 // getNamed reads the record at key, or not_found naming what it is.
 func getNamed[T any](tx *applyTxn, key, what, name string) (*T, error) {
@@ -158,6 +286,7 @@ func applySourcePut(tx *applyTxn, body []byte) (interface{}, error) {
 
 func utcSource(s *structs.Source) *structs.Source {
 	s.CreatedAt, s.UpdatedAt, s.LastIngestAt = s.CreatedAt.UTC(), s.UpdatedAt.UTC(), s.LastIngestAt.UTC()
+	s.LastScheduledAt, s.LastErrorAt = s.LastScheduledAt.UTC(), s.LastErrorAt.UTC()
 	return s
 }
 
@@ -175,6 +304,9 @@ func applySourceDelete(tx *applyTxn, body []byte) (interface{}, error) {
 	}
 	if len(views) > 0 {
 		return nil, structs.Errorf(structs.CodeConflict, "source %q feeds feature views %s; delete them first", req.Name, viewNames(views))
+	}
+	for _, k := range tx.keysUnder(sourceRunPrefix(req.Name)) {
+		tx.del(k)
 	}
 	tx.del(sourceKey(req.Name))
 	return nil, nil
@@ -545,6 +677,31 @@ func sourceKeyOf(raw []byte) (string, error) {
 		return "", fmt.Errorf("source record without name")
 	}
 	return sourceKey(s.Spec.Name), nil
+}
+
+func sourceRunKeyOf(raw []byte) (string, error) {
+	var r structs.SourceRun
+	if err := structs.Decode(raw, &r); err != nil {
+		return "", err
+	}
+	if r.Source == "" || r.Seq == 0 {
+		return "", fmt.Errorf("source run without source or number")
+	}
+	return sourceRunKey(r.Source, r.Seq), nil
+}
+
+func validateSourceRunRecord(raw []byte) error {
+	var r structs.SourceRun
+	if err := structs.Decode(raw, &r); err != nil {
+		return err
+	}
+	if err := structs.ValidateName("source", r.Source); err != nil {
+		return recordError(r.Source, err)
+	}
+	if r.Seq == 0 {
+		return recordError(r.Source, fmt.Errorf("a run needs a number"))
+	}
+	return nil
 }
 
 func entityKeyOf(raw []byte) (string, error) {

@@ -2,6 +2,7 @@ package raftfsm
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"time"
 
@@ -21,6 +22,12 @@ func (t *Txn) Source(name string) (*structs.Source, error) {
 // Sources returns a page of sources in name order.
 func (t *Txn) Sources(cursor string, limit int) ([]*structs.Source, string, error) {
 	return readPage(t, prefixSource, cursor, limit, utcSource, func(s *structs.Source) string { return s.Spec.Name })
+}
+
+// SourceRuns returns a page of a source's runs (the last 100 are kept), in
+// run order.
+func (t *Txn) SourceRuns(name, cursor string, limit int) ([]*structs.SourceRun, string, error) {
+	return readPage(t, sourceRunPrefix(name), cursor, limit, utcSourceRun, func(r *structs.SourceRun) string { return fmt.Sprintf("%020d", r.Seq) })
 }
 
 func utcEntity(e *structs.Entity) *structs.Entity {
@@ -341,4 +348,39 @@ func (t *Txn) FeatureValueCount(view string) (int, error) {
 		n++
 	}
 	return n, nil
+}
+
+// OrphanFeatureValues lists the views whose values remain after the view
+// was deleted (a deletion removes a bounded number at once), for the
+// leader's compaction to finish. It seeks from one view's values to the
+// next: the cost is the number of views with values.
+func (t *Txn) OrphanFeatureValues() ([]string, error) {
+	if t.err != nil {
+		return nil, t.err
+	}
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = []byte(prefixFeatureValue)
+	opts.PrefetchValues = false
+	it := t.txn.NewIterator(opts)
+	defer it.Close()
+	var out []string
+	for it.Rewind(); it.Valid(); {
+		k := it.Item().Key()
+		rest := k[len(prefixFeatureValue):]
+		i := bytes.IndexByte(rest, '/')
+		if i <= 0 {
+			it.Next()
+			continue
+		}
+		view := string(rest[:i])
+		found, err := getRecord(t.txn, featureViewKey(view), &structs.FeatureView{})
+		if err != nil {
+			return nil, err
+		}
+		if !found {
+			out = append(out, view)
+		}
+		it.Seek([]byte(prefixFeatureValue + view + "0")) // '0' sorts right after '/'
+	}
+	return out, nil
 }

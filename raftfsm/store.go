@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -100,7 +101,7 @@ func removeOpenMarker(dir string) error {
 const (
 	badgerMemTableSize   = 16 << 20
 	badgerNumMemtables   = 2
-	badgerBlockCacheSize = 8 << 20
+	badgerBlockCacheSize = 128 << 20
 	badgerValueLogSize   = 256 << 20
 )
 
@@ -231,6 +232,7 @@ func openHandle(dir string, inMemory bool, log hclog.Logger, badgerLevel hclog.L
 		// default of five waiting to flush would hold ~100 MiB after a burst.
 		WithNumMemtables(badgerNumMemtables).
 		WithBlockCacheSize(badgerBlockCacheSize).
+		WithCompression(options.None).
 		WithValueLogFileSize(badgerValueLogSize).
 		WithNumCompactors(2).
 		WithMetricsEnabled(false)

@@ -43,6 +43,7 @@ const (
 	TableTunings = "tunings"
 	// Sources, entities, feature views and services, and feature values.
 	TableSources         = "sources"
+	TableSourceRuns      = "source_runs"
 	TableEntities        = "entities"
 	TableFeatureViews    = "feature_views"
 	TableFeatureServices = "feature_services"

@@ -147,6 +147,9 @@ func (t *applyTxn) pinDataset(field string, ref *string) (*structs.DatasetVersio
 	if !found {
 		return nil, structs.Errorf(structs.CodeInvalid, "%s: dataset %q has no version %d", field, name, n)
 	}
+	if len(v.FailedValidation) > 0 {
+		return nil, structs.Errorf(structs.CodeInvalid, "%s: dataset %s failed its source's validation (%s); name a version that passed", field, v.Ref(), strings.Join(v.FailedValidation, "; "))
+	}
 	*ref = v.Ref()
 	return &v, nil
 }

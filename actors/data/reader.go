@@ -51,7 +51,9 @@ type Batch struct {
 // Len is the number of records read, good and bad.
 func (b *Batch) Len() int { return len(b.Records) + len(b.Bad) }
 
-// Emit hands a batch to the ingestion actor. It returns nil only once the
+// Emit hands a batch to the ingestion actor. A batch may hold no records
+// and only move the position (an empty file, an empty page). It returns
+// nil only once the
 // batch and its position are committed to the registry; a reader
 // acknowledges to the source (a Kafka offset commit, a NATS ack) after
 // that, never before. An error means nothing of the batch was committed,
@@ -62,7 +64,9 @@ type Emit func(ctx context.Context, b Batch) error
 // Reader reads one source.
 type Reader interface {
 	// Read hands the records after from to emit, in order, in batches of at
-	// most maxBatch records (good and bad). A reader of a run (postgres,
+	// most maxBatch records (good and bad); the one exception is a run of
+	// rows of PostgreSQL sharing one incremental value, which goes whole in
+	// one batch, since the position cannot fall inside it. A reader of a run (postgres,
 	// http, file) returns nil once it has read everything there is now; a
 	// stream (kafka, nats) reads until ctx ends and returns ctx.Err(). Any
 	// failure to reach or read the source is returned as an error that

@@ -132,9 +132,14 @@ type DatasetVersion struct {
 	Rows    int64           `msgpack:"rows" json:"rows"`
 	Columns []DatasetColumn `msgpack:"columns" json:"columns"`
 	// Quarantine holds a lenient upload's bad rows; nil when it had none.
-	Quarantine  *Quarantine `msgpack:"quarantine,omitempty" json:"quarantine,omitempty"`
-	CreatedAt   time.Time   `msgpack:"created_at" json:"created_at"`
-	CreateIndex uint64      `msgpack:"create_index" json:"create_index"`
+	Quarantine *Quarantine `msgpack:"quarantine,omitempty" json:"quarantine,omitempty"`
+	// Source is the source whose run wrote the version, if one did, and
+	// FailedValidation the batch expectations the run failed: such a
+	// version is kept for inspection, but no job may read it.
+	Source           string    `msgpack:"source,omitempty" json:"source,omitempty"`
+	FailedValidation []string  `msgpack:"failed_validation,omitempty" json:"failed_validation,omitempty"`
+	CreatedAt        time.Time `msgpack:"created_at" json:"created_at"`
+	CreateIndex      uint64    `msgpack:"create_index" json:"create_index"`
 }
 
 // Ref is the version's name:version form, as lineage records it.

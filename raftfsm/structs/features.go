@@ -38,6 +38,12 @@ const (
 	FeatureCompactType MessageType = 77
 	// SourcePauseType pauses or resumes a source.
 	SourcePauseType MessageType = 78
+	// SourceAssignType places a source's ingestion actor on a node.
+	SourceAssignType MessageType = 79
+	// SourceTriggerType asks for a run of a source read in runs.
+	SourceTriggerType MessageType = 80
+	// SourceRunType records a run's start, progress or end.
+	SourceRunType MessageType = 81
 )
 
 var _ = registerTypes(RangeData,
@@ -52,6 +58,9 @@ var _ = registerTypes(RangeData,
 	TypeDef{FeatureServiceDeleteType, "feature_service_delete"},
 	TypeDef{FeatureCompactType, "feature_compact"},
 	TypeDef{SourcePauseType, "source_pause"},
+	TypeDef{SourceAssignType, "source_assign"},
+	TypeDef{SourceTriggerType, "source_trigger"},
+	TypeDef{SourceRunType, "source_run"},
 )
 
 // Limits of feature records.

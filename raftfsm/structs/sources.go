@@ -583,10 +583,34 @@ type Source struct {
 	Quarantined int64 `msgpack:"quarantined" json:"quarantined"`
 	// LastIngestAt is the time of the last committed batch.
 	LastIngestAt time.Time `msgpack:"last_ingest_at" json:"last_ingest_at"`
-	CreatedAt    time.Time `msgpack:"created_at" json:"created_at"`
-	UpdatedAt    time.Time `msgpack:"updated_at" json:"updated_at"`
-	CreateIndex  uint64    `msgpack:"create_index" json:"create_index"`
-	ModifyIndex  uint64    `msgpack:"modify_index" json:"modify_index"`
+	// Node runs the source's ingestion actor (not for push sources);
+	// AssignIndex is the index it was placed at, the actor's generation.
+	Node        string `msgpack:"node,omitempty" json:"node,omitempty"`
+	AssignIndex uint64 `msgpack:"assign_index,omitempty" json:"assign_index,omitempty"`
+	// Triggers counts the runs asked for (by the schedule, by a user, by a
+	// retry); a run records the count it answers, and an actor that finds
+	// Triggers past its last run's runs again. Several triggers while a run
+	// goes on make one more run, not several.
+	Triggers uint64 `msgpack:"triggers" json:"triggers"`
+	// LastScheduledAt is the schedule's last tick that triggered a run:
+	// the leader fires the next tick after it, so that a new leader
+	// neither repeats nor skips one.
+	LastScheduledAt time.Time `msgpack:"last_scheduled_at,omitempty" json:"last_scheduled_at,omitempty"`
+	// Runs counts the runs started; a run's number is its ordinal.
+	Runs uint64 `msgpack:"runs" json:"runs"`
+	// LastRun is the latest run's record, as of its last report.
+	LastRun *SourceRun `msgpack:"last_run,omitempty" json:"last_run,omitempty"`
+	// Failures counts the runs that failed in a row, for the backoff; 0
+	// after a success.
+	Failures int `msgpack:"failures" json:"failures"`
+	// LastError is the error of the last failed run, kept until a run
+	// succeeds.
+	LastError   string    `msgpack:"last_error,omitempty" json:"last_error,omitempty"`
+	LastErrorAt time.Time `msgpack:"last_error_at,omitempty" json:"last_error_at,omitempty"`
+	CreatedAt   time.Time `msgpack:"created_at" json:"created_at"`
+	UpdatedAt   time.Time `msgpack:"updated_at" json:"updated_at"`
+	CreateIndex uint64    `msgpack:"create_index" json:"create_index"`
+	ModifyIndex uint64    `msgpack:"modify_index" json:"modify_index"`
 }
 
 // SourcePutRequest creates a source or replaces its spec.
@@ -609,4 +633,83 @@ type SourceIngestRequest struct {
 	Quarantined int64             `msgpack:"quarantined"`
 	Rows        []FeatureRow      `msgpack:"rows,omitempty"`
 	At          time.Time         `msgpack:"at"`
+}
+
+// Source run states.
+const (
+	SourceRunRunning          = "running"
+	SourceRunSucceeded        = "succeeded"
+	SourceRunFailed           = "failed"
+	SourceRunFailedValidation = "failed_validation"
+)
+
+// SourceRun is one run of a source: a pass over what a source has now (a
+// query, an API, files), or a session of a stream from its actor's start
+// to its end.
+type SourceRun struct {
+	Source string `msgpack:"source" json:"source"`
+	Seq    uint64 `msgpack:"seq" json:"seq"`
+	// Trigger is the source's trigger count the run answers; 0 for a
+	// stream's session.
+	Trigger     uint64    `msgpack:"trigger" json:"trigger"`
+	Node        string    `msgpack:"node" json:"node"`
+	State       string    `msgpack:"state" json:"state"`
+	StartedAt   time.Time `msgpack:"started_at" json:"started_at"`
+	FinishedAt  time.Time `msgpack:"finished_at,omitempty" json:"finished_at,omitempty"`
+	Read        int64     `msgpack:"read" json:"read"`
+	Accepted    int64     `msgpack:"accepted" json:"accepted"`
+	Quarantined int64     `msgpack:"quarantined" json:"quarantined"`
+	// DurationMS is the run's length, when it ended.
+	DurationMS int64  `msgpack:"duration_ms" json:"duration_ms"`
+	Error      string `msgpack:"error,omitempty" json:"error,omitempty"`
+	// Failed lists the batch expectations the run failed: its data are
+	// stored, but marked failed_validation so that nothing downstream
+	// takes them.
+	Failed []string `msgpack:"failed,omitempty" json:"failed,omitempty"`
+	// Dataset is the dataset version the run wrote, name:version.
+	Dataset string `msgpack:"dataset,omitempty" json:"dataset,omitempty"`
+	// Quarantine samples the run's quarantined records.
+	Quarantine []QuarantinedRecord `msgpack:"quarantine,omitempty" json:"quarantine,omitempty"`
+}
+
+// QuarantinedRecord is a record kept out of a source's data, with where it
+// came from, the rule it failed and why.
+type QuarantinedRecord struct {
+	Offset string `msgpack:"offset" json:"offset"`
+	Rule   string `msgpack:"rule" json:"rule"`
+	Reason string `msgpack:"reason" json:"reason"`
+	Raw    string `msgpack:"raw" json:"raw"`
+}
+
+// MaxRunQuarantineSample bounds the quarantined records a run lists.
+const MaxRunQuarantineSample = 20
+
+// Terminal reports whether the run has ended.
+func (r *SourceRun) Terminal() bool { return r.State != SourceRunRunning }
+
+// SourceAssignRequest places a source on a node (empty: nowhere).
+type SourceAssignRequest struct {
+	Name string `msgpack:"name"`
+	Node string `msgpack:"node"`
+	// Expect is the node the proposer saw, so that two leaders' passes do
+	// not undo each other.
+	Expect string    `msgpack:"expect"`
+	At     time.Time `msgpack:"at"`
+}
+
+// SourceTriggerRequest asks for a run. A trigger of the schedule names
+// the tick it fires for (Tick); Apply refuses a tick at or before the last
+// one, so two leaders never fire one tick twice.
+type SourceTriggerRequest struct {
+	Name string    `msgpack:"name"`
+	Tick time.Time `msgpack:"tick,omitempty"`
+	At   time.Time `msgpack:"at"`
+}
+
+// SourceRunRequest records a run. A run with Seq 0 is a new one: Apply
+// numbers it. Gen is the actor's generation (the source's AssignIndex):
+// a report from an actor the source has moved away from is refused.
+type SourceRunRequest struct {
+	Run SourceRun `msgpack:"run"`
+	Gen uint64    `msgpack:"gen"`
 }

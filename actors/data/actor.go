@@ -1,0 +1,266 @@
+package data
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/kilnml/kiln/raftfsm/structs"
+)
+
+// Host is what a source's actor needs of its node.
+type Host interface {
+	// Source reads a source with the feature views that read it and their
+	// entities, as this node's registry has them.
+	Source(name string) (*structs.Source, []*structs.FeatureView, map[string]*structs.Entity, error)
+	// Ingest commits a batch. already_exists means the position moved
+	// under it: another actor committed it.
+	Ingest(ctx context.Context, req *structs.SourceIngestRequest) error
+	// ReportRun records a run (Seq 0: a new run) and returns it stored.
+	ReportRun(ctx context.Context, req *structs.SourceRunRequest) (*structs.SourceRun, error)
+	// OpenReader connects to the source.
+	OpenReader(s *structs.Source) (Reader, error)
+	// Output receives a run's accepted records as it goes, and ends with
+	// the run: it may store them as a dataset version (nil: nothing kept).
+	Output(s *structs.Source, run *structs.SourceRun) (Output, error)
+	// Changed fires when the registry changes.
+	Changed() <-chan struct{}
+}
+
+// Output keeps a run's accepted records, for the source's dataset.
+type Output interface {
+	// Write takes records committed to the registry, in order.
+	Write(recs []Record) error
+	// Close ends the output with the run: keep says whether to store what
+	// it holds, failed lists the batch expectations the run failed. It
+	// returns the dataset version written ("name:version"), "" for none.
+	Close(ctx context.Context, keep bool, failed []string) (string, error)
+}
+
+// Backoff of a failing source: the wait before a retry doubles from
+// minBackoff with each failure in a row, up to maxBackoff.
+const (
+	minBackoff = time.Second
+	maxBackoff = 5 * time.Minute
+)
+
+// Backoff is the wait after failures failed runs in a row.
+func Backoff(failures int) time.Duration {
+	d := minBackoff
+	for i := 1; i < failures && d < maxBackoff; i++ {
+		d *= 2
+	}
+	return min(d, maxBackoff)
+}
+
+// maxBatchRecords bounds a reader's batch so that its rows fit one commit:
+// rowsPerCommit spread over the source's views.
+const rowsPerCommit = 4000
+
+func batchSize(views int) int { return max(100, rowsPerCommit/max(1, views)) }
+
+// Actor runs one source on the node it is placed on: it reads in runs
+// when asked (or for a stream, continuously), commits each batch with its
+// position, records every run, and retries a failed one with backoff. It
+// never runs two reads of its source at once; two actors of one source (a
+// placement that moved while the old node still ran) cannot both commit,
+// because each batch's position is compared in Apply.
+type Actor struct {
+	Name   string
+	NodeID string
+	// Gen is the source's AssignIndex when the actor was started.
+	Gen  uint64
+	Host Host
+	Log  hclog.Logger
+	// now is time.Now, replaced by tests.
+	now func() time.Time
+}
+
+// Run works until ctx ends, or until the source is no longer this actor's
+// to read (moved, paused, deleted).
+func (a *Actor) Run(ctx context.Context) {
+	if a.now == nil {
+		a.now = time.Now
+	}
+	for ctx.Err() == nil {
+		s, _, _, err := a.Host.Source(a.Name)
+		if err != nil || s.Node != a.NodeID || s.AssignIndex != a.Gen || s.Paused {
+			return // the reconciler stops this actor
+		}
+		last := s.LastRun
+		if last != nil && !last.Terminal() {
+			// A run this actor did not finish: its node died, or this
+			// node restarted. Its batches are committed with their
+			// position; what it had not committed is read again.
+			a.finishInterrupted(ctx, last)
+			continue
+		}
+		stream := structs.StreamingKind(s.Spec.Kind)
+		triggered := s.Triggers > 0 && (last == nil || last.Trigger < s.Triggers)
+		failed := last != nil && last.State == structs.SourceRunFailed
+		var wake time.Duration
+		switch {
+		case failed && (stream || triggered || last.Trigger > 0):
+			// Retried (or run anew) once the backoff has passed.
+			if wake = last.FinishedAt.Add(Backoff(s.Failures)).Sub(a.now()); wake <= 0 {
+				a.runOnce(ctx, s, max(s.Triggers, last.Trigger)*boolInt(!stream))
+				continue
+			}
+		case stream || triggered:
+			a.runOnce(ctx, s, s.Triggers*boolInt(!stream))
+			continue
+		}
+		var timer <-chan time.Time
+		if wake > 0 {
+			timer = time.After(wake) // collected when not fired (Go 1.23 timers)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.Host.Changed():
+		case <-timer:
+		}
+	}
+}
+
+func boolInt(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (a *Actor) wait(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+func (a *Actor) finishInterrupted(ctx context.Context, r *structs.SourceRun) {
+	done := *r
+	done.State = structs.SourceRunFailed
+	done.Error = "interrupted: the node running it stopped before it ended"
+	done.FinishedAt = a.now().UTC()
+	if _, err := a.Host.ReportRun(ctx, &structs.SourceRunRequest{Run: done, Gen: a.Gen}); err != nil && ctx.Err() == nil {
+		a.Log.Warn("closing an interrupted run failed", "source", a.Name, "run", r.Seq, "error", err)
+		a.wait(ctx, time.Second)
+	}
+}
+
+// runOnce makes one run: a pass for a source read in runs, a session for a
+// stream. Its record says what came of it.
+func (a *Actor) runOnce(ctx context.Context, s *structs.Source, trigger uint64) {
+	start := a.now().UTC()
+	run, err := a.Host.ReportRun(ctx, &structs.SourceRunRequest{Gen: a.Gen, Run: structs.SourceRun{
+		Source: a.Name, Trigger: trigger, Node: a.NodeID, State: structs.SourceRunRunning, StartedAt: start,
+	}})
+	if err != nil {
+		if ctx.Err() == nil {
+			a.Log.Warn("starting a run failed", "source", a.Name, "error", err)
+			a.wait(ctx, time.Second)
+		}
+		return
+	}
+	a.Log.Info("source run started", "source", a.Name, "run", run.Seq, "trigger", trigger)
+	out, failed, err := a.read(ctx, s, run)
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		// Stopped (the node shuts down, the source moved or was paused):
+		// the next actor closes the run as interrupted.
+		return
+	}
+	run.FinishedAt = a.now().UTC()
+	run.DurationMS = run.FinishedAt.Sub(start).Milliseconds()
+	switch {
+	case err != nil:
+		run.State, run.Error = structs.SourceRunFailed, err.Error()
+	case len(failed) > 0:
+		run.State, run.Failed = structs.SourceRunFailedValidation, failed
+	default:
+		run.State = structs.SourceRunSucceeded
+	}
+	if out != "" {
+		run.Dataset = out
+	}
+	if _, rerr := a.Host.ReportRun(context.WithoutCancel(ctx), &structs.SourceRunRequest{Run: *run, Gen: a.Gen}); rerr != nil {
+		a.Log.Warn("recording the end of a run failed", "source", a.Name, "run", run.Seq, "error", rerr)
+	}
+	if err != nil {
+		a.Log.Warn("source run failed", "source", a.Name, "run", run.Seq, "error", err)
+	} else {
+		a.Log.Info("source run ended", "source", a.Name, "run", run.Seq, "state", run.State, "read", run.Read, "accepted", run.Accepted, "quarantined", run.Quarantined)
+	}
+}
+
+// read reads the source from its committed position to its end (or, for a
+// stream, until ctx ends), committing batch by batch.
+func (a *Actor) read(ctx context.Context, s *structs.Source, run *structs.SourceRun) (dataset string, failed []string, err error) {
+	s, views, entities, err := a.Host.Source(a.Name)
+	if err != nil {
+		return "", nil, err
+	}
+	prep, err := NewPreparer(&s.Spec, views, entities)
+	if err != nil {
+		return "", nil, err
+	}
+	rd, err := a.Host.OpenReader(s)
+	if err != nil {
+		return "", nil, err
+	}
+	defer rd.Close()
+	out, err := a.Host.Output(s, run)
+	if err != nil {
+		return "", nil, err
+	}
+	pos := maps.Clone(s.Position)
+	if pos == nil {
+		pos = Position{}
+	}
+	batchNo := 0
+	emit := func(ctx context.Context, b Batch) error {
+		batchNo++
+		n := batchNo
+		p := prep.Prepare(&b, func(i int) string { return fmt.Sprintf("record %d of batch %d", i+1, n) })
+		req := &structs.SourceIngestRequest{
+			Source: a.Name, From: make(map[string]string, len(b.Advance)), Advance: b.Advance,
+			Read: int64(b.Len()), Accepted: int64(len(p.Accepted)), Quarantined: int64(len(p.Quarantined)),
+			Rows: p.Rows, At: a.now().UTC(),
+		}
+		for k := range b.Advance {
+			req.From[k] = pos[k]
+		}
+		if err := a.Host.Ingest(ctx, req); err != nil {
+			return err
+		}
+		maps.Copy(pos, b.Advance)
+		run.Read += req.Read
+		run.Accepted += req.Accepted
+		run.Quarantined += req.Quarantined
+		for _, q := range p.Quarantined {
+			if len(run.Quarantine) < structs.MaxRunQuarantineSample {
+				run.Quarantine = append(run.Quarantine, structs.QuarantinedRecord(q))
+			}
+		}
+		if out != nil {
+			return out.Write(p.Accepted)
+		}
+		return nil
+	}
+	err = rd.Read(ctx, pos, batchSize(len(views)), emit)
+	failed = prep.Checker().Finish()
+	if out != nil {
+		keep := err == nil || run.Accepted > 0
+		ds, cerr := out.Close(context.WithoutCancel(ctx), keep, failed)
+		if cerr != nil && err == nil {
+			err = fmt.Errorf("storing the run's dataset: %w", cerr)
+		}
+		dataset = ds
+	}
+	return dataset, failed, err
+}

@@ -1,0 +1,144 @@
+package node
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"hash"
+	"io"
+	"maps"
+	"net/http"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/kilnml/kiln/actors/data"
+	"github.com/kilnml/kiln/ml/dataset"
+	"github.com/kilnml/kiln/raftfsm"
+	"github.com/kilnml/kiln/raftfsm/structs"
+)
+
+// setupSources builds this node's source reconciler (DESIGN.md §8); New
+// starts it with the others.
+func (a *Agent) setupSources() {
+	a.sources = data.NewReconciler(data.ReconcilerConfig{
+		NodeID: a.id,
+		System: a.actors,
+		View: func() (data.Registry, func()) {
+			txn := a.fsm.ReadTxn()
+			return txn, txn.Discard
+		},
+		Changed: a.fsm.Changed,
+		Index:   a.fsm.IndexFunc(raftfsm.TableSources),
+		Host:    sourcesHost{a},
+		Logger:  a.logger,
+	})
+}
+
+// sourcesHost is what ingestion actors need of the node.
+type sourcesHost struct{ a *Agent }
+
+func (h sourcesHost) Source(name string) (*structs.Source, []*structs.FeatureView, map[string]*structs.Entity, error) {
+	txn := h.a.fsm.ReadTxn()
+	defer txn.Discard()
+	s, err := txn.Source(name)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	views, entities, err := sourceViews(txn, name)
+	return s, views, entities, err
+}
+
+func (h sourcesHost) Ingest(ctx context.Context, req *structs.SourceIngestRequest) error {
+	_, err := h.a.propose(ctx, structs.SourceIngestType, req, nil)
+	return err
+}
+
+func (h sourcesHost) ReportRun(ctx context.Context, req *structs.SourceRunRequest) (*structs.SourceRun, error) {
+	var run structs.SourceRun
+	if _, err := h.a.propose(ctx, structs.SourceRunType, req, &run); err != nil {
+		return nil, err
+	}
+	return &run, nil
+}
+
+// sourceHTTPClient reads HTTP sources: no overall timeout (a large answer
+// may take long), but one for the headers.
+var sourceHTTPClient = &http.Client{Transport: &http.Transport{
+	Proxy:                 http.ProxyFromEnvironment,
+	ResponseHeaderTimeout: time.Minute,
+	IdleConnTimeout:       time.Minute,
+}}
+
+func (h sourcesHost) OpenReader(s *structs.Source) (data.Reader, error) {
+	return data.Open(s, data.Env{}, sourceHTTPClient)
+}
+
+func (h sourcesHost) Changed() <-chan struct{} { return h.a.fsm.Changed() }
+
+// Output writes a run's accepted records as JSON lines into a temporary
+// file of the blob store, and at the run's end stores the file as the
+// source's dataset's next version, with the source's schema pinned.
+func (h sourcesHost) Output(s *structs.Source, run *structs.SourceRun) (data.Output, error) {
+	f, err := h.a.blobs.TempFile()
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.New()
+	return &datasetOutput{a: h.a, source: s, f: f, sum: sum, w: bufio.NewWriterSize(io.MultiWriter(f, sum), 256<<10)}, nil
+}
+
+// datasetOutput is a run's dataset file in the making.
+type datasetOutput struct {
+	a      *Agent
+	source *structs.Source
+	f      *os.File
+	sum    hash.Hash
+	w      *bufio.Writer
+	size   int64
+	rows   int64
+}
+
+func (o *datasetOutput) Write(recs []data.Record) error {
+	for _, r := range recs {
+		b, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		n, err := o.w.Write(append(b, '\n'))
+		if err != nil {
+			return err
+		}
+		o.size += int64(n)
+		o.rows++
+	}
+	return nil
+}
+
+func (o *datasetOutput) Close(ctx context.Context, keep bool, failed []string) (string, error) {
+	defer os.Remove(o.f.Name()) // moved away when committed
+	err := o.w.Flush()
+	if cerr := o.f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil || !keep || o.rows == 0 {
+		return "", err
+	}
+	spec := &o.source.Spec
+	var schema []dataset.Column
+	for _, name := range slices.Sorted(maps.Keys(spec.Schema)) {
+		schema = append(schema, dataset.Column{Name: name, Type: dataset.Type(spec.Schema[name])})
+	}
+	v := structs.DatasetVersion{
+		Dataset: spec.Dataset, Format: structs.DatasetJSONL, Mode: structs.ModeStrict,
+		Digest: hex.EncodeToString(o.sum.Sum(nil)), Size: o.size,
+		Source: spec.Name, FailedValidation: failed,
+	}
+	stored, _, err := o.a.storeDatasetFile(ctx, &v, o.f.Name(), schema)
+	if err != nil {
+		return "", err
+	}
+	return stored.Ref(), nil
+}
