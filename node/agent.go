@@ -58,6 +58,7 @@ type Agent struct {
 	serving   *servingParts
 	jobs      *training.Reconciler
 	sources   *data.Reconciler
+	features  *queryCache
 	runLog    *runLogger
 	http      *http.Server
 	httpLn    net.Listener
@@ -169,6 +170,7 @@ func New(cfg Config, logger hclog.Logger) (a *Agent, err error) {
 	a.setupServing()
 	a.setupTraining()
 	a.setupSources()
+	a.features = newQueryCache(a.fsm)
 	a.registerRPC()
 
 	meta := memberMeta{

@@ -6,6 +6,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -193,7 +194,13 @@ const parallelReadRows = 4096
 // readRows reads one view for the rows in order (their indexes), into fr.
 // Each row's slots of fr belong to one goroutine.
 func (q *featureQuery) readRows(txn *raftfsm.Txn, vq *viewQuery, keys []structs.EntityKey, times []time.Time, order []int, fr *featureFrame) error {
-	cur, err := txn.FeatureCursor(vq.view.Name)
+	var cur *raftfsm.FeatureCursor
+	var err error
+	if len(order) == 1 {
+		cur, err = txn.EntityCursor(vq.view.Name, keys[order[0]])
+	} else {
+		cur, err = txn.FeatureCursor(vq.view.Name)
+	}
 	if err != nil {
 		return err
 	}
@@ -257,4 +264,57 @@ func appendJSONString(b []byte, s string) []byte {
 	b = append(b, '"')
 	b = append(b, s...)
 	return append(b, '"')
+}
+
+// queryCache keeps resolved feature queries while the feature tables do
+// not change: an online lookup then reads no registry record but the
+// values. Entries are keyed by the service name, or by the feature list.
+type queryCache struct {
+	index func() uint64 // of the entity, view and service tables
+
+	mu      sync.Mutex
+	at      uint64                   // guarded by mu: the index entries belong to
+	entries map[string]*featureQuery // guarded by mu
+}
+
+// maxCachedQueries bounds the cache; past it, it starts again empty.
+const maxCachedQueries = 1024
+
+func newQueryCache(f *raftfsm.FSM) *queryCache {
+	return &queryCache{index: f.IndexFunc(raftfsm.TableEntities, raftfsm.TableFeatureViews, raftfsm.TableFeatureServices)}
+}
+
+// resolve returns the query for a service or a feature list, resolved
+// from txn when the cache does not hold it for txn's state. A query is
+// read-only once built, so callers share it.
+func (c *queryCache) resolve(txn *raftfsm.Txn, service string, refs []string) (*featureQuery, error) {
+	idx := c.index()
+	key := "s:" + service
+	if service == "" {
+		key = "f:" + strings.Join(refs, ",")
+	}
+	// The cache is only good for views at or after the tables' index; a
+	// txn older than that (a stale read) resolves on its own.
+	usable := txn.Index() >= idx
+	if usable {
+		c.mu.Lock()
+		if c.at == idx {
+			if q, ok := c.entries[key]; ok {
+				c.mu.Unlock()
+				return q, nil
+			}
+		}
+		c.mu.Unlock()
+	}
+	q, err := resolveFeatures(txn, service, refs)
+	if err != nil || !usable {
+		return q, err
+	}
+	c.mu.Lock()
+	if c.at != idx || len(c.entries) >= maxCachedQueries {
+		c.at, c.entries = idx, make(map[string]*featureQuery)
+	}
+	c.entries[key] = q
+	c.mu.Unlock()
+	return q, nil
 }

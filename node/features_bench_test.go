@@ -146,6 +146,7 @@ func BenchmarkFeaturesOnline(b *testing.B) {
 		b.ReportMetric(maxRate, "max-req/s")
 		b.ReportMetric(rate, "req/s")
 		b.ReportMetric(float64(lat[n/2].Microseconds())/1000, "p50-ms")
+		b.ReportMetric(float64(lat[n*90/100].Microseconds())/1000, "p90-ms")
 		b.ReportMetric(float64(lat[n*99/100].Microseconds())/1000, "p99-ms")
 	}
 }

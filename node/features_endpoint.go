@@ -195,10 +195,6 @@ func entityRows(entities map[string]json.RawMessage) ([]map[string]any, error) {
 	return rows, nil
 }
 
-// onlineRow is one row of the online answer: the entity's join keys, then
-// its values and their timestamps, keyed "view:feature".
-type onlineRow map[string]any
-
 func (a *Agent) authorizeFeatures(r *http.Request, service string, q *featureQuery) error {
 	if service != "" {
 		return a.authorize(r, structs.KindFeature, service, structs.AccessRead)
@@ -230,7 +226,7 @@ func (a *Agent) handleFeaturesOnline(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer txn.Discard()
-	q, err := resolveFeatures(txn, req.FeatureService, req.Features)
+	q, err := a.features.resolve(txn, req.FeatureService, req.Features)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -249,28 +245,76 @@ func (a *Agent) handleFeaturesOnline(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	out := make([]onlineRow, len(rows))
+	writeOnline(w, q.names, rows, fr)
+}
+
+// writeOnline answers an online lookup: {"features": [...], "rows":
+// [{<join keys>, "values": {...}, "timestamps": {...}}], "missing": n},
+// written directly, as writeFrame is.
+func writeOnline(w http.ResponseWriter, names []string, rows []map[string]any, fr *featureFrame) {
+	b := make([]byte, 0, 128+len(rows)*(96+48*len(names)))
+	b = append(b, `{"features":[`...)
+	for j, name := range names {
+		if j > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, name)
+	}
+	b = append(b, `],"rows":[`...)
 	missing := 0
+	keys := make([]string, 0, 4)
 	for i, row := range rows {
-		o := make(onlineRow, len(row)+2)
-		for k, v := range row {
-			o[k] = v
+		if i > 0 {
+			b = append(b, ',')
 		}
-		values := make(map[string]any, len(q.names))
-		stamps := make(map[string]any, len(q.names))
-		for j, name := range q.names {
-			values[name] = fr.values[i][j]
-			if !fr.times[i][j].IsZero() {
-				stamps[name] = fr.times[i][j]
+		b = append(b, '{')
+		keys = keys[:0]
+		for k := range row {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			b = appendJSONString(b, k)
+			b = append(b, ':')
+			b = appendJSONValue(b, row[k])
+			b = append(b, ',')
+		}
+		b = append(b, `"values":{`...)
+		for j, name := range names {
+			if j > 0 {
+				b = append(b, ',')
 			}
+			b = appendJSONString(b, name)
+			b = append(b, ':')
+			b = appendJSONValue(b, fr.values[i][j])
 		}
-		o["values"], o["timestamps"] = values, stamps
+		b = append(b, `},"timestamps":{`...)
+		first := true
+		for j, name := range names {
+			if fr.times[i][j].IsZero() {
+				continue
+			}
+			if !first {
+				b = append(b, ',')
+			}
+			first = false
+			b = appendJSONString(b, name)
+			b = append(b, ':')
+			b = appendJSONValue(b, fr.times[i][j])
+		}
+		b = append(b, "}}"...)
 		if !fr.found[i] {
 			missing++
 		}
-		out[i] = o
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"features": q.names, "rows": out, "missing": missing})
+	b = append(b, `],"missing":`...)
+	b = strconv.AppendInt(b, int64(missing), 10)
+	b = append(b, "}\n"...)
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
 }
 
 // historicalRequest is POST /v1/features/historical with the entity rows
@@ -312,7 +356,7 @@ func (a *Agent) handleFeaturesHistorical(w http.ResponseWriter, r *http.Request)
 		return
 	}
 	defer txn.Discard()
-	q, err := resolveFeatures(txn, req.FeatureService, req.Features)
+	q, err := a.features.resolve(txn, req.FeatureService, req.Features)
 	if err != nil {
 		writeError(w, err)
 		return

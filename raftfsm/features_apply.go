@@ -1,6 +1,7 @@
 package raftfsm
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"maps"
@@ -355,6 +356,10 @@ func applySourceIngest(tx *applyTxn, body []byte) (interface{}, error) {
 		}
 	}
 	views := make(map[string]*structs.FeatureView)
+	var seen map[string]bool // rows of this command, for Dedupe
+	if req.Dedupe {
+		seen = make(map[string]bool)
+	}
 	for i := range req.Rows {
 		r := &req.Rows[i]
 		v, ok := views[r.View]
@@ -370,6 +375,15 @@ func applySourceIngest(tx *applyTxn, body []byte) (interface{}, error) {
 		}
 		if r.Entity == "" {
 			return nil, structs.Errorf(structs.CodeInvalid, "rows[%d]: no entity key", i)
+		}
+		if req.Dedupe {
+			dup, err := tx.duplicateRow(r, seen)
+			if err != nil {
+				return nil, err
+			}
+			if dup {
+				continue
+			}
 		}
 		v.Rows++
 		r.Seq = v.Rows
@@ -395,6 +409,49 @@ func applySourceIngest(tx *applyTxn, body []byte) (interface{}, error) {
 		return nil, err
 	}
 	return utcSource(s), nil
+}
+
+// duplicateRow reports whether the store (or this command, in seen) holds
+// a row of r's view, entity and timestamp with r's values.
+func (t *applyTxn) duplicateRow(r *structs.FeatureRow, seen map[string]bool) (bool, error) {
+	vals, err := encodeRecord(r.Values)
+	if err != nil {
+		return false, err
+	}
+	id := string(featureSeekKey(r.View, r.Entity, r.TS, 0)) + string(vals)
+	if seen[id] {
+		return true, nil
+	}
+	seen[id] = true
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = featureEntityPrefix(r.View, r.Entity)
+	it := t.txn.NewIterator(opts)
+	defer it.Close()
+	tsBytes := invertTS(r.TS)
+	for it.Seek(featureSeekKey(r.View, r.Entity, r.TS, math.MaxUint64)); it.Valid(); it.Next() {
+		k := it.Item().Key()
+		if len(k) < 16 || binary.BigEndian.Uint64(k[len(k)-16:]) != tsBytes {
+			return false, nil
+		}
+		var old structs.FeatureRow
+		err := it.Item().Value(func(b []byte) error {
+			dec := msgpack.NewDecoder(bytes.NewReader(b))
+			dec.UseLooseInterfaceDecoding(true) // as the row was encoded: int64, float64
+			return dec.Decode(&old)
+		})
+		if err != nil {
+			return false, err
+		}
+		normalizeValues(old.Values)
+		oldVals, err := encodeRecord(old.Values)
+		if err != nil {
+			return false, err
+		}
+		if bytes.Equal(oldVals, vals) {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func applyEntityPut(tx *applyTxn, body []byte) (interface{}, error) {

@@ -95,11 +95,22 @@ type FeatureCursor struct {
 
 // FeatureCursor opens a cursor over a view's values.
 func (t *Txn) FeatureCursor(view string) (*FeatureCursor, error) {
+	return t.featureCursor(view, []byte(featureValuePrefix(view)))
+}
+
+// EntityCursor opens a cursor over one entity's values of a view: for a
+// single lookup, the iterator then leaves out the tables that cannot hold
+// the entity. Reading another entity with it finds nothing.
+func (t *Txn) EntityCursor(view string, e structs.EntityKey) (*FeatureCursor, error) {
+	return t.featureCursor(view, featureEntityPrefix(view, e))
+}
+
+func (t *Txn) featureCursor(view string, prefix []byte) (*FeatureCursor, error) {
 	if t.err != nil {
 		return nil, t.err
 	}
 	opts := badger.DefaultIteratorOptions
-	opts.Prefix = []byte(featureValuePrefix(view))
+	opts.Prefix = prefix
 	opts.PrefetchValues = false // a lookup reads one value
 	c := &FeatureCursor{view: view, it: t.txn.NewIterator(opts)}
 	c.dec = msgpack.NewDecoder(&c.rd)

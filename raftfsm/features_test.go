@@ -376,3 +376,30 @@ func TestFSM_FeatureCompact(t *testing.T) {
 		t.Fatalf("%d values left after the view's deletion, want 0", n)
 	}
 }
+
+// TestFSM_SourceIngestDedupe: a source read whole on every run sends its
+// unchanged records again; with Dedupe they are stored once, and a changed
+// value at the same time is a new row.
+func TestFSM_SourceIngestDedupe(t *testing.T) {
+	f := testFSM(t)
+	idx := featureSetup(t, f, "")
+	rows := func(amount float64) []structs.FeatureRow {
+		return []structs.FeatureRow{
+			event{user: 1, ts: t0.UnixNano(), amount: 2.5, n: 3, country: "fr"}.row(),
+			event{user: 2, ts: t0.UnixNano(), amount: amount, n: -7, country: "de"}.row(),
+			event{user: 2, ts: t0.UnixNano(), amount: amount, n: -7, country: "de"}.row(), // twice in one batch
+		}
+	}
+	mustApply(t, f, idx,
+		ingest(t, structs.SourceIngestRequest{Source: "txns", Rows: rows(1), Dedupe: true}),
+		ingest(t, structs.SourceIngestRequest{Source: "txns", Rows: rows(1), Dedupe: true}),
+		ingest(t, structs.SourceIngestRequest{Source: "txns", Rows: rows(9), Dedupe: true}),
+		ingest(t, structs.SourceIngestRequest{Source: "txns", Rows: rows(9)}),
+	)
+	txn := f.ReadTxn()
+	defer txn.Discard()
+	n, err := txn.FeatureValueCount("txn_stats")
+	if err != nil || n != 3+3 {
+		t.Fatalf("%d values (%v); want 2 from the first batch, 1 changed, and all 3 of the batch without dedupe", n, err)
+	}
+}

@@ -231,6 +231,9 @@ func (a *Actor) read(ctx context.Context, s *structs.Source, run *structs.Source
 			Source: a.Name, From: make(map[string]string, len(b.Advance)), Advance: b.Advance,
 			Read: int64(b.Len()), Accepted: int64(len(p.Accepted)), Quarantined: int64(len(p.Quarantined)),
 			Rows: p.Rows, At: a.now().UTC(),
+			// Sources read whole on every run send unchanged records
+			// again.
+			Dedupe: s.Spec.Kind == structs.SourceHTTP || s.Spec.Kind == structs.SourceFile,
 		}
 		for k := range b.Advance {
 			req.From[k] = pos[k]

@@ -51,12 +51,13 @@ func run(args []string) int {
 		"snapshot":                  factory(groupCommand("Save or restore the registry", "kiln snapshot <save|restore> FILE")),
 		"snapshot save":             factory(snapshotSaveCommand()),
 		"snapshot restore":          factory(snapshotRestoreCommand()),
-		"bench":                     factory(groupCommand("Benchmarks against a running cluster", "kiln bench <registry|predict> [flags]")),
+		"bench":                     factory(groupCommand("Benchmarks against a running cluster", "kiln bench <registry|predict|features> [flags]")),
 		"bench registry":            factory(benchRegistryCommand()),
 		"bench baseline-serve":      factory(baselineServeCommand()),
 		"bench predict":             factory(benchPredictCommand()),
+		"bench features":            factory(benchFeaturesCommand()),
 	}
-	for _, group := range []map[string]*command{aclCommands(), keyringCommands(), datasetsCommands(), jobsCommands(), runsCommands(), tuneCommands()} {
+	for _, group := range []map[string]*command{aclCommands(), keyringCommands(), datasetsCommands(), jobsCommands(), runsCommands(), tuneCommands(), sourcesCommands(), featuresCommands()} {
 		for name, cmd := range group {
 			c.Commands[name] = factory(cmd)
 		}

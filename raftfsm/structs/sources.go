@@ -632,7 +632,12 @@ type SourceIngestRequest struct {
 	Accepted    int64             `msgpack:"accepted"`
 	Quarantined int64             `msgpack:"quarantined"`
 	Rows        []FeatureRow      `msgpack:"rows,omitempty"`
-	At          time.Time         `msgpack:"at"`
+	// Dedupe stores a row only if its view holds no row of the same
+	// entity and timestamp with the same values: for sources read whole on
+	// every run (an HTTP snapshot, a file rewritten), whose unchanged
+	// records come again.
+	Dedupe bool      `msgpack:"dedupe,omitempty"`
+	At     time.Time `msgpack:"at"`
 }
 
 // Source run states.
