@@ -59,9 +59,12 @@ type Agent struct {
 	jobs      *training.Reconciler
 	sources   *data.Reconciler
 	features  *queryCache
-	runLog    *runLogger
-	http      *http.Server
-	httpLn    net.Listener
+	// redis mirrors the latest feature values (feature_store { online =
+	// "redis" }); nil with the embedded store.
+	redis  *redisOnline
+	runLog *runLogger
+	http   *http.Server
+	httpLn net.Listener
 	// acl resolves request tokens; nil while ACLs are disabled.
 	acl *acl.Resolver
 	// audit is the audit log (acl { audit_file }); nil without one.
@@ -171,6 +174,9 @@ func New(cfg Config, logger hclog.Logger) (a *Agent, err error) {
 	a.setupTraining()
 	a.setupSources()
 	a.features = newQueryCache(a.fsm)
+	if err := a.setupRedis(); err != nil {
+		return nil, err
+	}
 	a.registerRPC()
 
 	meta := memberMeta{
@@ -552,6 +558,9 @@ func (a *Agent) Shutdown() error {
 		}
 		if a.audit != nil {
 			errs = append(errs, a.audit.Close()) // after HTTP: no request records any more
+		}
+		if a.redis != nil {
+			errs = append(errs, a.redis.client.Close())
 		}
 		if a.fsm != nil {
 			errs = append(errs, a.fsm.Close())

@@ -83,6 +83,10 @@ type Config struct {
 	// Limits bounds the uploads and restores a node takes at once (limits {}).
 	Limits LimitsConfig
 
+	// FeatureStore says where online feature lookups read the latest
+	// values (feature_store {}).
+	FeatureStore FeatureStoreConfig
+
 	// ACL is access control for the HTTP API (acl {}).
 	ACL ACLConfig
 	// Exec says which commands this node may run as processes (exec {}).
@@ -92,6 +96,28 @@ type Config struct {
 	// Insecure lets a non-dev agent with ACLs enabled start without gossip
 	// encryption or transport TLS: the operator says they know what is open.
 	Insecure bool
+}
+
+// Online feature stores.
+const (
+	OnlineEmbedded = "embedded"
+	OnlineRedis    = "redis"
+)
+
+// FeatureStoreConfig is the feature_store {} block. With online = "redis"
+// the latest value of every entity is mirrored into Redis (or Redis
+// Cluster, when redis_addrs lists several nodes of one) and online lookups
+// of row features read it there; history, windowed aggregations and
+// point-in-time reads stay in Kiln.
+type FeatureStoreConfig struct {
+	Online     string
+	RedisAddrs []string
+	// RedisPasswordEnv and RedisPasswordFile name where the password is;
+	// the config file never holds it.
+	RedisPasswordEnv  string
+	RedisPasswordFile string
+	// RedisResync is how often the leader rewrites Redis from the store.
+	RedisResync time.Duration
 }
 
 // LimitsConfig is the limits {} block: how much long-running work one node
@@ -194,6 +220,7 @@ func DefaultConfig() Config {
 		BlobGCInterval:      5 * time.Minute,
 		BlobGCGrace:         time.Hour,
 		PredictTimeout:      30 * time.Second,
+		FeatureStore:        FeatureStoreConfig{Online: OnlineEmbedded, RedisResync: 10 * time.Minute},
 		Limits: LimitsConfig{
 			MaxConcurrentUploads:  4,
 			MaxConcurrentRestores: 1,
@@ -280,6 +307,9 @@ func (c *Config) Validate() error {
 	if c.BlobGCInterval < time.Second {
 		return fmt.Errorf("node: serving.blob_gc_interval must be at least 1s, got %s", c.BlobGCInterval)
 	}
+	if err := c.FeatureStore.validate(); err != nil {
+		return err
+	}
 	if err := c.validateLimits(); err != nil {
 		return err
 	}
@@ -299,6 +329,33 @@ func (c *Config) Validate() error {
 		if g.Count < 1 {
 			return fmt.Errorf("node: resources.gpu[%d].count must be >= 1", i)
 		}
+	}
+	return nil
+}
+
+func (f FeatureStoreConfig) validate() error {
+	switch f.Online {
+	case OnlineEmbedded:
+		if len(f.RedisAddrs) > 0 {
+			return fmt.Errorf("node: feature_store.redis_addrs is set but online is %q; set online = \"redis\"", f.Online)
+		}
+	case OnlineRedis:
+		if len(f.RedisAddrs) == 0 {
+			return fmt.Errorf("node: feature_store.redis_addrs is required with online = \"redis\"")
+		}
+		for _, a := range f.RedisAddrs {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				return fmt.Errorf("node: feature_store.redis_addrs: %q is not host:port", a)
+			}
+		}
+		if f.RedisPasswordEnv != "" && f.RedisPasswordFile != "" {
+			return fmt.Errorf("node: feature_store: give redis_password_env or redis_password_file, not both")
+		}
+		if f.RedisResync <= 0 {
+			return fmt.Errorf("node: feature_store.redis_resync must be positive")
+		}
+	default:
+		return fmt.Errorf("node: feature_store.online %q: use embedded or redis", f.Online)
 	}
 	return nil
 }
@@ -456,6 +513,15 @@ type fileConfig struct {
 	Resources       *fileResources `hcl:"resources,block"`
 	Serving         *fileServing   `hcl:"serving,block"`
 	Limits          *fileLimits    `hcl:"limits,block"`
+	FeatureStore    *fileFeatures  `hcl:"feature_store,block"`
+}
+
+type fileFeatures struct {
+	Online            *string  `hcl:"online,optional"`
+	RedisAddrs        []string `hcl:"redis_addrs,optional"`
+	RedisPasswordEnv  *string  `hcl:"redis_password_env,optional"`
+	RedisPasswordFile *string  `hcl:"redis_password_file,optional"`
+	RedisResync       *string  `hcl:"redis_resync,optional"`
 }
 
 type fileLimits struct {
@@ -707,6 +773,19 @@ func (fc *fileConfig) applyTo(c *Config, body hcl.Body) error {
 		}
 		if fc.Limits.MaxDatasetBytes != nil {
 			c.Limits.MaxDatasetBytes = *fc.Limits.MaxDatasetBytes
+		}
+	}
+	if f := fc.FeatureStore; f != nil {
+		durations = append(durations, durationKey{"feature_store.redis_resync", f.RedisResync, &c.FeatureStore.RedisResync})
+		if f.Online != nil {
+			c.FeatureStore.Online = *f.Online
+		}
+		c.FeatureStore.RedisAddrs = f.RedisAddrs
+		if f.RedisPasswordEnv != nil {
+			c.FeatureStore.RedisPasswordEnv = *f.RedisPasswordEnv
+		}
+		if f.RedisPasswordFile != nil {
+			c.FeatureStore.RedisPasswordFile = *f.RedisPasswordFile
 		}
 	}
 	if fc.ACL != nil {

@@ -99,6 +99,10 @@ func resolveFeatures(txn *raftfsm.Txn, service string, refs []string) (*featureQ
 	return q, nil
 }
 
+// latestRows gives the latest rows of entities of a view, nil where there
+// is none.
+type latestRows func(view string, keys []structs.EntityKey) ([]*structs.FeatureRow, error)
+
 // joinKeys lists the join keys the query's views need, in first-use order.
 func (q *featureQuery) joinKeys() []string {
 	var keys []string
@@ -124,7 +128,11 @@ type featureFrame struct {
 // read computes the query for entity rows (each a map from join key to
 // value) at times (one per row). A row without one of a view's join keys,
 // or with a value that is no key, is an error naming the row and the key.
-func (q *featureQuery) read(txn *raftfsm.Txn, rows []map[string]any, times []time.Time) (*featureFrame, error) {
+//
+// latest, when not nil, gives the entities' latest rows of a view (the
+// Redis mirror, for online reads at now); windowed features still read the
+// store.
+func (q *featureQuery) read(txn *raftfsm.Txn, rows []map[string]any, times []time.Time, latest latestRows) (*featureFrame, error) {
 	fr := &featureFrame{values: make([][]any, len(rows)), times: make([][]time.Time, len(rows)), found: make([]bool, len(rows))}
 	for i := range rows {
 		fr.values[i] = make([]any, len(q.names))
@@ -174,7 +182,7 @@ func (q *featureQuery) read(txn *raftfsm.Txn, rows []map[string]any, times []tim
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				errs[p] = q.readRows(txn, vq, keys, times, order[lo:hi], fr)
+				errs[p] = q.readRows(txn, vq, keys, times, order[lo:hi], fr, latest)
 			}()
 		}
 		wg.Wait()
@@ -193,7 +201,18 @@ const parallelReadRows = 4096
 
 // readRows reads one view for the rows in order (their indexes), into fr.
 // Each row's slots of fr belong to one goroutine.
-func (q *featureQuery) readRows(txn *raftfsm.Txn, vq *viewQuery, keys []structs.EntityKey, times []time.Time, order []int, fr *featureFrame) error {
+func (q *featureQuery) readRows(txn *raftfsm.Txn, vq *viewQuery, keys []structs.EntityKey, times []time.Time, order []int, fr *featureFrame, latest latestRows) error {
+	var mirrored []*structs.FeatureRow
+	if latest != nil {
+		want := make([]structs.EntityKey, len(order))
+		for n, i := range order {
+			want[n] = keys[i]
+		}
+		var err error
+		if mirrored, err = latest(vq.view.Name, want); err != nil {
+			return err
+		}
+	}
 	var cur *raftfsm.FeatureCursor
 	var err error
 	if len(order) == 1 {
@@ -206,8 +225,12 @@ func (q *featureQuery) readRows(txn *raftfsm.Txn, vq *viewQuery, keys []structs.
 	}
 	defer cur.Close()
 	var vr *raftfsm.ViewRead
-	for _, i := range order {
-		vr, err = cur.Read(vq.view, vq.features, keys[i], times[i], vr)
+	for n, i := range order {
+		if mirrored != nil {
+			vr, err = cur.ReadWithLatest(vq.view, vq.features, keys[i], times[i], mirrored[n], vr)
+		} else {
+			vr, err = cur.Read(vq.view, vq.features, keys[i], times[i], vr)
+		}
 		if err != nil {
 			return err
 		}

@@ -240,7 +240,17 @@ func (a *Agent) handleFeaturesOnline(w http.ResponseWriter, r *http.Request) {
 	for i := range times {
 		times[i] = now
 	}
-	fr, err := q.read(txn, rows, times)
+	var latest latestRows
+	if a.redis != nil {
+		latest = func(view string, keys []structs.EntityKey) ([]*structs.FeatureRow, error) {
+			rows, err := a.redis.latest(r.Context(), view, keys)
+			if err != nil {
+				return nil, structs.Errorf(structs.CodeUnavailable, "the Redis online store: %v", err)
+			}
+			return rows, nil
+		}
+	}
+	fr, err := q.read(txn, rows, times, latest)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -365,7 +375,7 @@ func (a *Agent) handleFeaturesHistorical(w http.ResponseWriter, r *http.Request)
 		writeError(w, err)
 		return
 	}
-	fr, err := q.read(txn, req.EntityRows, times)
+	fr, err := q.read(txn, req.EntityRows, times, nil)
 	if err != nil {
 		writeError(w, err)
 		return

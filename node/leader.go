@@ -24,6 +24,7 @@ func (a *Agent) leaderTasks() []leaderTask {
 		{name: "scheduling", run: a.schedulingLoop},
 		{name: "tuning", run: a.tuningLoop},
 		{name: "sources", run: a.sourcesLoop},
+		{name: "redis_resync", run: a.redisResyncLoop},
 	}
 }
 

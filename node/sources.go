@@ -52,8 +52,23 @@ func (h sourcesHost) Source(name string) (*structs.Source, []*structs.FeatureVie
 }
 
 func (h sourcesHost) Ingest(ctx context.Context, req *structs.SourceIngestRequest) error {
-	_, err := h.a.propose(ctx, structs.SourceIngestType, req, nil)
-	return err
+	return h.a.ingest(ctx, req)
+}
+
+// ingest commits a batch of a source and mirrors its rows to the Redis
+// online store when there is one. A failed mirror write fails nothing: the
+// batch is committed, and the leader's resync brings Redis up to date.
+func (a *Agent) ingest(ctx context.Context, req *structs.SourceIngestRequest) error {
+	var res structs.SourceIngestResult
+	if _, err := a.propose(ctx, structs.SourceIngestType, req, &res); err != nil {
+		return err
+	}
+	if a.redis != nil && len(req.Rows) > 0 {
+		if err := a.redis.write(ctx, req.Rows, res.Seqs); err != nil {
+			a.logger.Warn("writing the latest feature values to Redis failed; the next resync repairs it", "source", req.Source, "error", err)
+		}
+	}
+	return nil
 }
 
 func (h sourcesHost) ReportRun(ctx context.Context, req *structs.SourceRunRequest) (*structs.SourceRun, error) {
@@ -73,7 +88,7 @@ var sourceHTTPClient = &http.Client{Transport: &http.Transport{
 }}
 
 func (h sourcesHost) OpenReader(s *structs.Source) (data.Reader, error) {
-	return data.Open(s, data.Env{}, sourceHTTPClient)
+	return data.Open(s, data.Env{Logger: h.a.logger.Named("sources")}, sourceHTTPClient)
 }
 
 func (h sourcesHost) Changed() <-chan struct{} { return h.a.fsm.Changed() }

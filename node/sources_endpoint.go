@@ -351,7 +351,7 @@ func (a *Agent) commitPushed(r *http.Request, source string, read int64, p *data
 			}
 			continue
 		}
-		if _, err := a.propose(r.Context(), structs.SourceIngestType, &req, nil); err != nil {
+		if err := a.ingest(r.Context(), &req); err != nil {
 			return err
 		}
 		rows = rows[len(req.Rows):]

@@ -360,6 +360,7 @@ func applySourceIngest(tx *applyTxn, body []byte) (interface{}, error) {
 	if req.Dedupe {
 		seen = make(map[string]bool)
 	}
+	seqs := make([]uint64, len(req.Rows))
 	for i := range req.Rows {
 		r := &req.Rows[i]
 		v, ok := views[r.View]
@@ -387,6 +388,7 @@ func applySourceIngest(tx *applyTxn, body []byte) (interface{}, error) {
 		}
 		v.Rows++
 		r.Seq = v.Rows
+		seqs[i] = r.Seq
 		if err := tx.put(featureValueKey(r), r); err != nil {
 			return nil, err
 		}
@@ -408,7 +410,7 @@ func applySourceIngest(tx *applyTxn, body []byte) (interface{}, error) {
 	if err := tx.put(sourceKey(req.Source), s); err != nil {
 		return nil, err
 	}
-	return utcSource(s), nil
+	return &structs.SourceIngestResult{Source: utcSource(s), Seqs: seqs}, nil
 }
 
 // duplicateRow reports whether the store (or this command, in seen) holds
@@ -442,7 +444,7 @@ func (t *applyTxn) duplicateRow(r *structs.FeatureRow, seen map[string]bool) (bo
 		if err != nil {
 			return false, err
 		}
-		normalizeValues(old.Values)
+		NormalizeValues(old.Values)
 		oldVals, err := encodeRecord(old.Values)
 		if err != nil {
 			return false, err

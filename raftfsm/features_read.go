@@ -142,7 +142,7 @@ func (c *FeatureCursor) walk(e structs.EntityKey, at int64, fn func(*structs.Fea
 		if err != nil {
 			return err
 		}
-		normalizeValues(c.row.Values)
+		NormalizeValues(c.row.Values)
 		if !fn(&c.row) {
 			return nil
 		}
@@ -161,9 +161,9 @@ func (c *FeatureCursor) Latest(e structs.EntityKey, at int64) (*structs.FeatureR
 	return found, err
 }
 
-// normalizeValues turns the unsigned integers msgpack may decode into int64,
-// the one integer type features carry.
-func normalizeValues(m map[string]any) {
+// NormalizeValues turns the unsigned integers msgpack may decode into
+// int64, the one integer type features carry.
+func NormalizeValues(m map[string]any) {
 	for k, v := range m {
 		if u, ok := v.(uint64); ok && u <= math.MaxInt64 {
 			m[k] = int64(u)
@@ -188,6 +188,17 @@ type ViewRead struct {
 //
 // out is filled and returned; pass one to reuse its slices.
 func (c *FeatureCursor) Read(v *structs.FeatureView, features []*structs.Feature, e structs.EntityKey, at time.Time, out *ViewRead) (*ViewRead, error) {
+	return c.read(v, features, e, at, func() (*structs.FeatureRow, error) { return c.Latest(e, at.UnixNano()) }, out)
+}
+
+// ReadWithLatest is Read with the entity's latest row given (nil: none),
+// as a mirror of the latest values (Redis) has it; only windowed features
+// read the store. The row must be the latest at or before at.
+func (c *FeatureCursor) ReadWithLatest(v *structs.FeatureView, features []*structs.Feature, e structs.EntityKey, at time.Time, latest *structs.FeatureRow, out *ViewRead) (*ViewRead, error) {
+	return c.read(v, features, e, at, func() (*structs.FeatureRow, error) { return latest, nil }, out)
+}
+
+func (c *FeatureCursor) read(v *structs.FeatureView, features []*structs.Feature, e structs.EntityKey, at time.Time, latest func() (*structs.FeatureRow, error), out *ViewRead) (*ViewRead, error) {
 	if out == nil {
 		out = &ViewRead{}
 	}
@@ -206,7 +217,7 @@ func (c *FeatureCursor) Read(v *structs.FeatureView, features []*structs.Feature
 		}
 	}
 	if rowFeatures {
-		r, err := c.Latest(e, atNS)
+		r, err := latest()
 		if err != nil {
 			return nil, err
 		}
@@ -394,4 +405,38 @@ func (t *Txn) OrphanFeatureValues() ([]string, error) {
 		it.Seek([]byte(prefixFeatureValue + view + "0")) // '0' sorts right after '/'
 	}
 	return out, nil
+}
+
+// LatestRows calls fn with each entity's latest row of a view (the first
+// key of each entity), skipping the rest of the entity with a seek. The row
+// passed is the caller's to keep.
+func (t *Txn) LatestRows(view string, fn func(*structs.FeatureRow) error) error {
+	c, err := t.FeatureCursor(view)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	skip := bytes.Repeat([]byte{0xff}, 17)
+	for c.it.Rewind(); c.it.Valid(); {
+		item := c.it.Item()
+		k := item.KeyCopy(nil)
+		if len(k) < 16 {
+			c.it.Next()
+			continue
+		}
+		var row structs.FeatureRow
+		err := item.Value(func(val []byte) error {
+			c.rd.Reset(val)
+			return c.dec.Decode(&row)
+		})
+		if err != nil {
+			return err
+		}
+		NormalizeValues(row.Values)
+		if err := fn(&row); err != nil {
+			return err
+		}
+		c.it.Seek(append(k[:len(k)-16], skip...))
+	}
+	return nil
 }

@@ -127,6 +127,21 @@ func (a *Actor) Run(ctx context.Context) {
 	}
 }
 
+// snapshotSource reports whether a source is read whole on every run (an
+// HTTP API without a cursor) or may be (a file that changed): its unchanged
+// records come again, and the registry keeps one copy of identical rows.
+// A cursor feed or a query resumes where it stopped, so a row that comes
+// twice from it is a second record and is kept.
+func snapshotSource(spec *structs.SourceSpec) bool {
+	switch spec.Kind {
+	case structs.SourceFile:
+		return true
+	case structs.SourceHTTP:
+		return spec.HTTP == nil || spec.HTTP.Pagination == nil || spec.HTTP.Pagination.Type != structs.PaginationCursor
+	}
+	return false
+}
+
 func boolInt(b bool) uint64 {
 	if b {
 		return 1
@@ -231,9 +246,7 @@ func (a *Actor) read(ctx context.Context, s *structs.Source, run *structs.Source
 			Source: a.Name, From: make(map[string]string, len(b.Advance)), Advance: b.Advance,
 			Read: int64(b.Len()), Accepted: int64(len(p.Accepted)), Quarantined: int64(len(p.Quarantined)),
 			Rows: p.Rows, At: a.now().UTC(),
-			// Sources read whole on every run send unchanged records
-			// again.
-			Dedupe: s.Spec.Kind == structs.SourceHTTP || s.Spec.Kind == structs.SourceFile,
+			Dedupe: snapshotSource(&s.Spec),
 		}
 		for k := range b.Advance {
 			req.From[k] = pos[k]

@@ -19,9 +19,10 @@ import (
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
 
-// fileReader reads the files a glob matches, each whole, once per content:
-// its position maps each file read to the SHA-256 of what was read, and a
-// file whose checksum has not changed since is skipped.
+// fileReader reads the files a glob matches, each once per content: its
+// position maps each file read to the SHA-256 of what was read, and a file
+// whose checksum has not changed since is skipped. A file being read maps
+// to "<sha256>@<n>", n being its records (good and bad) committed so far.
 type fileReader struct {
 	name string
 	spec structs.FileSource
@@ -38,17 +39,22 @@ func NewFile(name string, spec *structs.FileSource, env Env) (Reader, error) {
 	return &fileReader{name: name, spec: *spec}, nil
 }
 
-// Read reads, in name order, every file the glob matches that is new or
-// whose checksum differs from the one in from.
+// Read reads, in name order, every file the glob matches that is new, whose
+// checksum differs from the one in from, or whose read stopped part-way.
 //
-// A file is emitted in batches, and only its last batch carries the file's
-// checksum. A read stopped between two batches of one file (a crash, a lost
-// leader) therefore reads that file whole again next time, and the records
-// of its batches already committed are committed twice. Deduplicating them
-// needs a position inside a file (a line number with the checksum), which
-// this reader does not keep yet.
+// A file is emitted in batches. Each batch but the last moves the file's
+// position to "<sha256>@<n>", n counting the file's records (good and bad)
+// handed over with it and before it; the last moves it to "<sha256>". A
+// read stopped between two batches of a file (a crash, a lost leader)
+// resumes that file after its first n records, which come in the same
+// order every time the same content is read. A file whose checksum differs
+// from the one its position holds, even one stopped part-way, changed: it
+// is read again whole, which repeats the records of the batches committed
+// before. Files are expected to be written once and then replaced by a
+// rename, never changed in place.
 func (r *fileReader) Read(ctx context.Context, from Position, maxBatch int, emit Emit) error {
-	b, err := newBatcher(ctx, maxBatch, emit)
+	u := &unitEmit{emit: emit}
+	b, err := newBatcher(ctx, maxBatch, u.Emit)
 	if err != nil {
 		return err
 	}
@@ -61,19 +67,20 @@ func (r *fileReader) Read(ctx context.Context, from Position, maxBatch int, emit
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := r.readFile(b, path, from[path]); err != nil {
+		if err := r.readFile(b, u, path, from[path]); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// readFile reads one file unless its checksum is seen. The file is opened
-// once, and its checksum, its columns and its records are all read from the
-// same open file within the size it had then, so that a file replaced
-// meanwhile (renamed over) cannot mix two contents. A file written in place
-// while it is read is not guarded against.
-func (r *fileReader) readFile(b *batcher, path, seen string) error {
+// readFile reads one file unless seen, its position, says it is read whole
+// with the checksum it has now. The file is opened once, and its checksum,
+// its columns and its records are all read from the same open file within
+// the size it had then, so that a file replaced meanwhile (renamed over)
+// cannot mix two contents. A file written in place while it is read is not
+// guarded against.
+func (r *fileReader) readFile(b *batcher, u *unitEmit, path, seen string) error {
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil // removed since the glob: nothing to read now
@@ -102,9 +109,21 @@ func (r *fileReader) readFile(b *batcher, path, seen string) error {
 	if size == 0 {
 		return b.end(done)
 	}
+	// A read stopped part-way resumes after the records it committed. A
+	// position of another checksum is another content, read again whole,
+	// which can repeat records: files are expected to be written once,
+	// then replaced by a rename.
+	skip := 0
+	if prefix, n, ok := strings.Cut(seen, "@"); ok && prefix == sum {
+		if v, err := strconv.Atoi(n); err == nil && v > 0 {
+			skip = v
+		}
+	}
+	u.begin(skip, func(n int) Position { return Position{path: sum + "@" + strconv.Itoa(n)} })
+	out := &fileRecords{b: b, skip: skip}
 	format, err := r.format(f, path)
 	if err == nil {
-		err = r.scanFile(b, f, size, path, format)
+		err = r.scanFile(out, f, size, path, format)
 	}
 	var whole *badFileError
 	switch {
@@ -112,13 +131,43 @@ func (r *fileReader) readFile(b *batcher, path, seen string) error {
 		// The file, or the rest of it, cannot be read as its format (no
 		// header, not a Parquet file): it is quarantined once, and not
 		// read again until it changes.
-		if err := b.addBad(BadRecord{Offset: path, Reason: whole.reason}); err != nil {
+		if err := out.addBad(BadRecord{Offset: path, Reason: whole.reason}); err != nil {
 			return err
 		}
 	case err != nil:
 		return err
 	}
 	return b.end(done)
+}
+
+// fileRecords hands a file's records, good and bad, to the batcher, but
+// for the first skip, which an earlier read committed.
+type fileRecords struct {
+	b    *batcher
+	skip int
+}
+
+// skipped reports whether the next record is one to skip, and counts it.
+func (o *fileRecords) skipped() bool {
+	if o.skip == 0 {
+		return false
+	}
+	o.skip--
+	return true
+}
+
+func (o *fileRecords) add(rec Record) error {
+	if o.skipped() {
+		return nil
+	}
+	return o.b.add(rec)
+}
+
+func (o *fileRecords) addBad(bad BadRecord) error {
+	if o.skipped() {
+		return nil
+	}
+	return o.b.addBad(bad)
 }
 
 // badFileError says that a file, or what is left of it, cannot be read as
@@ -159,7 +208,7 @@ func (r *fileReader) format(f *os.File, path string) (dataset.Format, error) {
 // columns (names and types, as dataset would for a dataset upload), the
 // second pins them and hands each row over typed by its column, so that a
 // column holds one type through the whole file.
-func (r *fileReader) scanFile(b *batcher, f *os.File, size int64, path string, format dataset.Format) error {
+func (r *fileReader) scanFile(out *fileRecords, f *os.File, size int64, path string, format dataset.Format) error {
 	scan := func(opts dataset.Options) (*dataset.Result, error) {
 		if format == dataset.Parquet {
 			return dataset.ScanParquet(f, size, opts)
@@ -199,19 +248,22 @@ func (r *fileReader) scanFile(b *batcher, f *os.File, size int64, path string, f
 	_, err = scan(dataset.Options{
 		Schema: schema,
 		OnRow: func(line int64, row []dataset.Value) error {
+			if out.skipped() {
+				return nil // committed by an earlier read; not decoded again
+			}
 			rec := make(Record, len(schema))
 			for i, v := range row {
 				val, err := fileValue(schema[i].Type, v)
 				if err != nil {
 					// Only a file changed between the passes gets here.
-					return keep(b.addBad(BadRecord{Offset: offset(line), Reason: fmt.Sprintf("column %s: %v", schema[i].Name, err)}))
+					return keep(out.b.addBad(BadRecord{Offset: offset(line), Reason: fmt.Sprintf("column %s: %v", schema[i].Name, err)}))
 				}
 				rec[schema[i].Name] = val
 			}
-			return keep(b.add(rec))
+			return keep(out.b.add(rec))
 		},
 		OnBadRow: func(bad dataset.BadRow, raw []byte) error {
-			return keep(b.addBad(BadRecord{Offset: offset(bad.Line), Reason: bad.Reason, Raw: string(raw)}))
+			return keep(out.addBad(BadRecord{Offset: offset(bad.Line), Reason: bad.Reason, Raw: string(raw)}))
 		},
 	})
 	switch {

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -124,8 +125,9 @@ func TestFile_Formats(t *testing.T) {
 func replacePath(s, path string) string { return strings.ReplaceAll(s, "<path>", path) }
 
 // Runs over a glob read new and changed files, in name order, and skip
-// files whose checksum is in the position. A file is split into batches,
-// and only its last batch moves the position.
+// files whose checksum is in the position. A file is split into batches:
+// each but the last moves its position to "<sha256>@<records so far>",
+// the last to its checksum.
 func TestFile_Positions(t *testing.T) {
 	dir := t.TempDir()
 	csv := func(ids ...string) []byte {
@@ -135,8 +137,10 @@ func TestFile_Positions(t *testing.T) {
 		}
 		return b
 	}
-	writeFile(t, filepath.Join(dir, "b.csv"), csv("b1", "b2", "b3"))
-	writeFile(t, filepath.Join(dir, "a.csv"), csv("a1", "a2"))
+	sums := map[string]string{
+		filepath.Join(dir, "b.csv"): writeFile(t, filepath.Join(dir, "b.csv"), csv("b1", "b2", "b3")),
+		filepath.Join(dir, "a.csv"): writeFile(t, filepath.Join(dir, "a.csv"), csv("a1", "a2")),
+	}
 	writeFile(t, filepath.Join(dir, "ignored.json"), []byte("{}"))
 	r := newFile(t, &structs.FileSource{Path: filepath.Join(dir, "*.csv")})
 	pos := Position{}
@@ -161,16 +165,19 @@ func TestFile_Positions(t *testing.T) {
 	if got := ids(first); !reflect.DeepEqual(got, []string{"a1", "a2", "b1", "b2", "b3"}) {
 		t.Fatalf("first run read %v", got)
 	}
-	var moved []int
+	var moved []Position
 	for _, b := range first.batches {
 		if b.Len() > 2 {
 			t.Errorf("a batch of %d records, max 2", b.Len())
 		}
-		moved = append(moved, len(b.Advance))
+		moved = append(moved, b.Advance)
 	}
-	// a.csv fits one batch; b.csv takes two, and only the second moves.
-	if !reflect.DeepEqual(moved, []int{1, 0, 1}) {
-		t.Errorf("batches moved %v position keys, want [1 0 1]", moved)
+	// a.csv fits one batch; b.csv takes two, the first moving its position
+	// inside it.
+	a, b := filepath.Join(dir, "a.csv"), filepath.Join(dir, "b.csv")
+	want := []Position{{a: sums[a]}, {b: sums[b] + "@2"}, {b: sums[b]}}
+	if !reflect.DeepEqual(moved, want) {
+		t.Errorf("batches moved the position\n got %v\nwant %v", moved, want)
 	}
 
 	if again := read(); len(again.batches) != 0 {
@@ -188,27 +195,112 @@ func TestFile_Positions(t *testing.T) {
 	}
 }
 
-// A read stopped by a failed commit inside a file reads that file whole
-// again: its batches committed before are read twice. This is the known
-// limit of a position that holds only a file's checksum (see Read).
+// A read stopped by a failed commit inside a file resumes it after the
+// records committed; a file replaced since is read again whole.
 func TestFile_StoppedMidFile(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "a.csv")
-	writeFile(t, path, []byte("id\n1\n2\n3\n"))
+	sum := writeFile(t, path, []byte("id\n1\n2\n3\n"))
 	r := newFile(t, &structs.FileSource{Path: filepath.Join(dir, "*.csv")})
 	c := newCollector(nil)
 	c.failAt = 2
 	if err := r.Read(context.Background(), Position{}, 2, c.emit); !errors.Is(err, errNotCommitted) {
 		t.Fatalf("Read with a failing commit: %v, want the commit's error", err)
 	}
-	if len(c.pos) != 0 || len(c.records()) != 2 {
-		t.Fatalf("before the failure: %d records committed, position %v; want 2 and none", len(c.records()), c.pos)
+	if want := (Position{path: sum + "@2"}); !reflect.DeepEqual(c.pos, want) || len(c.records()) != 2 {
+		t.Fatalf("before the failure: %d records committed, position %v; want 2 and %v", len(c.records()), c.pos, want)
 	}
 	again := newCollector(c.pos)
 	if err := r.Read(context.Background(), c.pos, 2, again.emit); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(again.records()); n != 3 {
-		t.Fatalf("the next run read %d records, want the whole file's 3", n)
+	if got := again.records(); !reflect.DeepEqual(got, []Record{{"id": int64(3)}}) {
+		t.Fatalf("the next run read %v, want only the record not committed, 3", got)
+	}
+	if want := (Position{path: sum}); !reflect.DeepEqual(again.pos, want) {
+		t.Fatalf("position after the file %v, want %v", again.pos, want)
+	}
+
+	// A file replaced after part of it was read is another content: read
+	// whole, the price of a file changed rather than written once.
+	tmp := filepath.Join(dir, "a.tmp")
+	newSum := writeFile(t, tmp, []byte("id\n1\n2\n3\n4\n"))
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+	replaced := newCollector(c.pos)
+	if err := r.Read(context.Background(), c.pos, 2, replaced.emit); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(replaced.records()); n != 4 || replaced.pos[path] != newSum {
+		t.Fatalf("after the file was replaced: read %d records to position %v; want the whole file's 4 and %s", n, replaced.pos, newSum)
+	}
+}
+
+// A run stopped after any batch, then run again from the position
+// committed, reads every record of every file exactly once, good and bad,
+// in the order of one uninterrupted run; a third run reads nothing.
+func TestFile_ResumesAfterEachBatch(t *testing.T) {
+	dir := t.TempDir()
+	when := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	var events []parquetEvent
+	for i := range 5 {
+		events = append(events, parquetEvent{ID: int64(i), Name: fmt.Sprint("p", i), When: when})
+	}
+	writeFile(t, filepath.Join(dir, "a.csv"), []byte("id,name\n1,a\n2\n3,c\n4,d,extra\n5,e\n"))
+	writeFile(t, filepath.Join(dir, "b.jsonl"), []byte("{\"id\": 6}\nnot json\n{\"id\": 7}\n"))
+	writeFile(t, filepath.Join(dir, "c.parquet"), parquetBytes(t, events))
+	writeFile(t, filepath.Join(dir, "d.csv"), nil)
+	writeFile(t, filepath.Join(dir, "e.bin"), []byte("\x00\x01\x02"))
+	r := newFile(t, &structs.FileSource{Path: filepath.Join(dir, "*")})
+	const maxBatch = 2
+
+	// seen is what collectors committed, in order: the records as their
+	// text, then the bad records as their offsets. (A batch does not keep
+	// the order of its good and bad records among each other.)
+	seen := func(cs ...*collector) []string {
+		var good, bad []string
+		for _, c := range cs {
+			for _, b := range c.batches {
+				for _, rec := range b.Records {
+					good = append(good, fmt.Sprint(rec))
+				}
+				for _, br := range b.Bad {
+					bad = append(bad, "bad "+br.Offset)
+				}
+			}
+		}
+		return append(good, bad...)
+	}
+	whole := newCollector(nil)
+	if err := r.Read(context.Background(), Position{}, maxBatch, whole.emit); err != nil {
+		t.Fatal(err)
+	}
+	want := seen(whole)
+	if len(want) != 14 { // 3+2 in a.csv, 2+1 in b.jsonl, 5 in c.parquet, e.bin whole
+		t.Fatalf("an uninterrupted run read %d records, good and bad, want 14: %q", len(want), want)
+	}
+	for stop := 1; stop < len(whole.batches); stop++ {
+		t.Run(fmt.Sprintf("after batch %d", stop), func(t *testing.T) {
+			first := newCollector(nil)
+			first.failAt = stop + 1
+			if err := r.Read(context.Background(), Position{}, maxBatch, first.emit); !errors.Is(err, errNotCommitted) {
+				t.Fatalf("Read with commit %d failing: %v, want the commit's error", stop+1, err)
+			}
+			second := newCollector(first.pos)
+			if err := r.Read(context.Background(), first.pos, maxBatch, second.emit); err != nil {
+				t.Fatal(err)
+			}
+			if got := seen(first, second); !reflect.DeepEqual(got, want) {
+				t.Fatalf("the two runs read\n%q\nwant\n%q", got, want)
+			}
+			if !reflect.DeepEqual(second.pos, whole.pos) {
+				t.Fatalf("position after the runs %v, want %v", second.pos, whole.pos)
+			}
+			third := newCollector(second.pos)
+			if err := r.Read(context.Background(), second.pos, maxBatch, third.emit); err != nil || len(third.batches) != 0 {
+				t.Fatalf("a third run emitted %d batches, %v; want none", len(third.batches), err)
+			}
+		})
 	}
 }

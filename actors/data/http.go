@@ -107,11 +107,18 @@ func (p *page) addBad(offset, reason, raw string) {
 	p.entries = append(p.entries, entry{bad: &BadRecord{Offset: offset, Reason: reason, Raw: raw}})
 }
 
-// Read GETs the URL, or its pages in turn. Only cursor pagination moves the
-// position: page numbers start again at every run, and an answer without
-// pagination is read whole every time.
+// Read GETs the URL, or its pages in turn.
+//
+// Only cursor pagination moves the position (see readCursor). Without
+// pagination, and with page pagination, the API is a snapshot: page
+// numbers start again at every run, and every run reads everything the API
+// answers, records read by earlier runs included. The registry stores the
+// rows of such a source deduplicated (a row identical to one stored for
+// the same entity and timestamp is stored once), so a snapshot read again
+// adds only what changed.
 func (r *httpReader) Read(ctx context.Context, from Position, maxBatch int, emit Emit) error {
-	b, err := newBatcher(ctx, maxBatch, emit)
+	u := &unitEmit{emit: emit}
+	b, err := newBatcher(ctx, maxBatch, u.Emit)
 	if err != nil {
 		return err
 	}
@@ -122,7 +129,7 @@ func (r *httpReader) Read(ctx context.Context, from Position, maxBatch int, emit
 		if err != nil {
 			return err
 		}
-		return r.hand(b, pg, nil)
+		return r.hand(b, pg.entries, nil)
 	case p.Type == structs.PaginationPage:
 		for n := range p.MaxPages {
 			number := p.Start + n
@@ -133,50 +140,85 @@ func (r *httpReader) Read(ctx context.Context, from Position, maxBatch int, emit
 			if pg.len() == 0 {
 				break
 			}
-			if err := r.hand(b, pg, nil); err != nil {
+			if err := r.hand(b, pg.entries, nil); err != nil {
 				return err
 			}
 		}
 		return nil
 	case p.Type == structs.PaginationCursor:
-		return r.readCursor(ctx, b, from[""])
+		return r.readCursor(ctx, b, u, from)
 	}
 	return fmt.Errorf("data: http source %q: pagination type %q: use page or cursor", r.name, p.Type)
 }
 
-// readCursor follows cursors from cursor ("" asks for the first page)
-// until an answer gives none. Each page's last batch moves the position to
-// the next page's cursor, so a later run starts after the pages read. The
-// last page's answer gives no cursor, so the position stays the cursor that
-// asked for it, and the next run asks for that page again: its records are
-// read twice, the price of not missing records an API adds to it later.
-func (r *httpReader) readCursor(ctx context.Context, b *batcher, cursor string) error {
+// Position keys of cursor pagination.
+const (
+	// httpCursorKey holds the cursor that fetches the page being read; ""
+	// (or no key) is the first page, fetched without a cursor.
+	httpCursorKey = ""
+	// httpSkipKey holds how many of that page's records, good and bad,
+	// are handed over; no key is 0.
+	httpSkipKey = "skip"
+)
+
+// readCursor follows cursors from the page of from's cursor until an
+// answer gives none.
+//
+// The position is the cursor that fetched the page being read and the
+// number of its records handed over: every batch moves both, and the batch
+// that ends a page moves them to the next page's cursor and 0. A read
+// resumes by fetching its cursor's page again and skipping that many
+// records, so a read stopped inside a page reads none of it twice. The last
+// page, which gives no next cursor, stays the position once read: the next
+// run fetches it again and hands over only the records past those read, so
+// an append-only feed whose last page grows yields its new records once. A
+// page answering with fewer records than the position skips (an API that
+// is not append-only) yields nothing until it grows past them.
+func (r *httpReader) readCursor(ctx context.Context, b *batcher, u *unitEmit, from Position) error {
 	p := r.spec.Pagination
-	for n := range p.MaxPages {
-		u := r.url
-		if cursor != "" {
-			u = r.withParam(p.Param, cursor)
+	cursor := from[httpCursorKey]
+	skip := 0
+	if v, ok := from[httpSkipKey]; ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return fmt.Errorf("data: http source %q: position %s = %q is not a count of records", r.name, httpSkipKey, v)
 		}
-		pg, err := r.get(ctx, u, n+1)
+		skip = n
+	}
+	for n := range p.MaxPages {
+		pageURL := r.url
+		if cursor != "" {
+			pageURL = r.withParam(p.Param, cursor)
+		}
+		pg, err := r.get(ctx, pageURL, n+1)
 		if err != nil {
 			return err
 		}
-		if pg.cursor == "" || (pg.cursor == cursor && pg.len() == 0) {
-			// The last page, or an API that answers "nothing new" with
-			// the cursor it was given.
-			return r.hand(b, pg, nil)
+		at := cursor
+		u.begin(skip, func(k int) Position {
+			return Position{httpCursorKey: at, httpSkipKey: strconv.Itoa(k)}
+		})
+		fresh := pg.entries[min(skip, pg.len()):]
+		if pg.cursor == "" || pg.cursor == cursor {
+			// The last page, or an API that gives back the cursor it
+			// was given ("nothing new yet"): following it would read
+			// the page again.
+			if len(fresh) == 0 {
+				return nil // nothing new; the position stays
+			}
+			return r.hand(b, fresh, Position{httpCursorKey: cursor, httpSkipKey: strconv.Itoa(skip + len(fresh))})
 		}
-		if err := r.hand(b, pg, Position{"": pg.cursor}); err != nil {
+		if err := r.hand(b, fresh, Position{httpCursorKey: pg.cursor, httpSkipKey: "0"}); err != nil {
 			return err
 		}
-		cursor = pg.cursor
+		cursor, skip = pg.cursor, 0
 	}
 	return nil
 }
 
-// hand emits a page's records; advance goes with the page's last batch.
-func (r *httpReader) hand(b *batcher, pg *page, advance Position) error {
-	for _, e := range pg.entries {
+// hand emits a page's entries; advance goes with the page's last batch.
+func (r *httpReader) hand(b *batcher, entries []entry, advance Position) error {
+	for _, e := range entries {
 		var err error
 		if e.bad != nil {
 			err = b.addBad(*e.bad)
@@ -251,6 +293,9 @@ func (r *httpReader) get(ctx context.Context, u *url.URL, n int) (*page, error) 
 		text := strings.TrimSpace(strings.ToValidUTF8(string(head), "?"))
 		if r.token != "" {
 			text = strings.ReplaceAll(text, r.token, "xxx") // an API that echoes the request
+		}
+		if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+			return nil, fmt.Errorf("data: http source %q: GET %s: %s: %s: %w", r.name, r.shown(u), resp.Status, text, ErrAuth)
 		}
 		return nil, fmt.Errorf("data: http source %q: GET %s: %s: %s", r.name, r.shown(u), resp.Status, text)
 	}

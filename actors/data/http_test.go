@@ -171,32 +171,75 @@ func TestHTTP_PagePagination(t *testing.T) {
 	}
 }
 
-// Cursor pagination follows the answers' cursors; the position is the
-// cursor of the next page, moved only by a page's last batch, so that a
-// later run resumes there.
-func TestHTTP_CursorPagination(t *testing.T) {
-	// cursor -> (records, next cursor); "" is the first page.
-	var mu sync.Mutex
-	chain := map[string]struct {
-		ids  []int
-		next any
-	}{
-		"":   {[]int{1, 2, 3}, "c1"},
-		"c1": {[]int{4, 5, 6}, 2},
-		"2":  {[]int{7}, nil},
-	}
-	s := serve(t, func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		page := chain[r.URL.Query().Get("cursor")]
-		mu.Unlock()
-		recs := []map[string]int{}
-		for _, id := range page.ids {
-			recs = append(recs, map[string]int{"id": id})
+// cursorFeed is a test API of cursor pagination: each cursor ("" the
+// first) answers a page of records and the next page's cursor.
+type cursorFeed struct {
+	mu    sync.Mutex // guards pages
+	pages map[string]feedPage
+}
+
+type feedPage struct {
+	ids  []int
+	next any // a string, a number, or nil for none
+}
+
+func (f *cursorFeed) set(cursor string, ids []int, next any) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.pages[cursor] = feedPage{ids, next}
+}
+
+func (f *cursorFeed) serve(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	page := f.pages[r.URL.Query().Get("cursor")]
+	f.mu.Unlock()
+	recs := []any{}
+	for _, id := range page.ids {
+		if id < 0 {
+			recs = append(recs, id) // not an object: a bad record
+			continue
 		}
-		json.NewEncoder(w).Encode(map[string]any{"items": recs, "next": page.next})
-	})
+		recs = append(recs, map[string]int{"id": id})
+	}
+	json.NewEncoder(w).Encode(map[string]any{"items": recs, "next": page.next})
+}
+
+func newCursorFeed(t *testing.T) (*cursorFeed, *answerServer, Reader) {
+	t.Helper()
+	f := &cursorFeed{pages: map[string]feedPage{}}
+	s := serve(t, f.serve)
 	r := newHTTP(t, &structs.HTTPSource{URL: s.URL + "/feed?cursor=", Format: "json", RecordsField: "items",
 		Pagination: &structs.HTTPPagination{Type: structs.PaginationCursor, Param: "cursor", CursorField: "next"}}, Env{})
+	return f, s, r
+}
+
+// feedIDs are the ids of the records collectors committed, in order, with
+// a bad record as -1.
+func feedIDs(cs ...*collector) []int64 {
+	var out []int64
+	for _, c := range cs {
+		for _, b := range c.batches {
+			for _, rec := range b.Records {
+				out = append(out, rec["id"].(int64))
+			}
+			for range b.Bad {
+				out = append(out, -1)
+			}
+		}
+	}
+	return out
+}
+
+// Cursor pagination follows the answers' cursors. Every batch moves the
+// position to the cursor of its page and the page's records handed over;
+// the batch that ends a page moves it to the next page's cursor. The last
+// page stays the position: a later run asks for it again and reads only
+// the records it has gained, then follows on.
+func TestHTTP_CursorPagination(t *testing.T) {
+	feed, s, r := newCursorFeed(t)
+	feed.set("", []int{1, 2, 3}, "c1")
+	feed.set("c1", []int{4, 5, 6}, 2)
+	feed.set("2", []int{7}, nil)
 	read := func(from Position) *collector {
 		t.Helper()
 		c := newCollector(from)
@@ -205,63 +248,139 @@ func TestHTTP_CursorPagination(t *testing.T) {
 		}
 		return c
 	}
-	ids := func(c *collector) []int64 {
-		var out []int64
-		for _, rec := range c.records() {
-			out = append(out, rec["id"].(int64))
-		}
-		return out
-	}
 
 	first := read(Position{})
-	if got := ids(first); !reflect.DeepEqual(got, []int64{1, 2, 3, 4, 5, 6, 7}) {
+	if got := feedIDs(first); !reflect.DeepEqual(got, []int64{1, 2, 3, 4, 5, 6, 7}) {
 		t.Fatalf("first run read %v", got)
 	}
 	var advances []Position
 	for _, b := range first.batches {
 		advances = append(advances, b.Advance)
 	}
-	// Pages of 3 in batches of 2: the second batch of a page moves the
-	// position; the last page, which gives no cursor, moves nothing.
-	want := []Position{nil, {"": "c1"}, nil, {"": "2"}, nil}
-	if !reflect.DeepEqual(advances, want) {
-		t.Fatalf("batches moved the position %v, want %v", advances, want)
+	// Pages of 3 in batches of 2.
+	want := []Position{
+		{"": "", "skip": "2"}, {"": "c1", "skip": "0"},
+		{"": "c1", "skip": "2"}, {"": "2", "skip": "0"},
+		{"": "2", "skip": "1"},
 	}
-	if first.pos[""] != "2" {
-		t.Fatalf("position after the first run %v, want the last cursor 2", first.pos)
+	if !reflect.DeepEqual(advances, want) {
+		t.Fatalf("batches moved the position\n got %v\nwant %v", advances, want)
 	}
 
-	// New records behind the last page: the next run asks for it again
-	// from the position, and follows on.
-	mu.Lock()
-	chain["2"] = struct {
-		ids  []int
-		next any
-	}{[]int{7}, "c3"}
-	chain["c3"] = struct {
-		ids  []int
-		next any
-	}{[]int{8}, ""}
-	mu.Unlock()
+	// Nothing new: the last page is asked for again, and nothing emitted.
 	before := len(s.requests())
+	if again := read(first.pos); len(again.batches) != 0 {
+		t.Fatalf("a run with nothing new emitted %v", again.batches)
+	}
+	if got := s.requests()[before:]; !reflect.DeepEqual(got, []string{"cursor=2"}) {
+		t.Fatalf("a run with nothing new asked %q, want the last page again", got)
+	}
+
+	// The last page grows and gains a next page: the next run reads the
+	// new record of the page, and the next page.
+	feed.set("2", []int{7, 8}, "c3")
+	feed.set("c3", []int{9}, "")
 	second := read(first.pos)
-	if got := ids(second); !reflect.DeepEqual(got, []int64{7, 8}) {
-		t.Fatalf("second run read %v, want the last page again and the new one", got)
+	if got := feedIDs(second); !reflect.DeepEqual(got, []int64{8, 9}) {
+		t.Fatalf("second run read %v, want the last page's new record and the new page's", got)
 	}
-	if got := s.requests()[before]; got != "cursor=2" {
-		t.Fatalf("second run's first request %q, want cursor=2", got)
+	if want := (Position{"": "c3", "skip": "1"}); !reflect.DeepEqual(second.pos, want) {
+		t.Fatalf("position after the second run %v, want %v", second.pos, want)
 	}
-	if second.pos[""] != "c3" {
-		t.Fatalf("position after the second run %v, want c3", second.pos)
+
+	// The last page grows again, with no next page yet.
+	feed.set("c3", []int{9, 10, 11}, nil)
+	if got := feedIDs(read(second.pos)); !reflect.DeepEqual(got, []int64{10, 11}) {
+		t.Fatalf("third run read %v, want the last page's new records 10, 11", got)
+	}
+
+	// A position from before skip counts: the cursor of the next page.
+	if got := feedIDs(read(Position{"": "c1"})); !reflect.DeepEqual(got, []int64{4, 5, 6, 7, 8, 9, 10, 11}) {
+		t.Fatalf("a run from cursor c1 alone read %v", got)
+	}
+	c := newCollector(nil)
+	if err := r.Read(context.Background(), Position{"": "c1", "skip": "x"}, 2, c.emit); err == nil || !strings.Contains(err.Error(), "skip") {
+		t.Fatalf("Read from a bad skip: %v, want an error naming it", err)
 	}
 }
 
-// A token is sent as a Bearer header; without it the server's refusal is an
-// error naming the status; the token never shows in an error, nor do the
-// URL's query values.
+// A run stopped after any batch, then run again from the position
+// committed, reads every record once, good and bad, in order; so does a
+// run stopped once more after the last page has grown.
+func TestHTTP_CursorResumesAfterEachBatch(t *testing.T) {
+	feed, _, r := newCursorFeed(t)
+	const maxBatch = 2
+	setFirst := func() {
+		feed.set("", []int{1, -1, 3, 4, 5}, "a")
+		feed.set("a", []int{6}, "b")
+		feed.set("b", nil, "c") // an empty page in the chain
+		feed.set("c", []int{7, 8, -1}, nil)
+	}
+	grow := func() {
+		feed.set("c", []int{7, 8, -1, 9, 10, 11}, "d")
+		feed.set("d", []int{12, 13, 14}, nil)
+	}
+	read := func(t *testing.T, from Position, failAt int) *collector {
+		t.Helper()
+		c := newCollector(from)
+		c.failAt = failAt
+		err := r.Read(context.Background(), from, maxBatch, c.emit)
+		if failAt > 0 && !errors.Is(err, errNotCommitted) {
+			t.Fatalf("Read with commit %d failing: %v, want the commit's error", failAt, err)
+		}
+		if failAt == 0 && err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	setFirst()
+	whole := read(t, Position{}, 0)
+	want := []int64{1, -1, 3, 4, 5, 6, 7, 8, -1}
+	if got := feedIDs(whole); !reflect.DeepEqual(got, want) {
+		t.Fatalf("an uninterrupted run read %v, want %v", got, want)
+	}
+	grow()
+	wantGrown := append(append([]int64{}, want...), 9, 10, 11, 12, 13, 14)
+	grown := read(t, whole.pos, 0)
+	if got := feedIDs(whole, grown); !reflect.DeepEqual(got, wantGrown) {
+		t.Fatalf("the runs before and after the feed grew read %v, want %v", got, wantGrown)
+	}
+	for stop := 1; stop < len(whole.batches); stop++ {
+		t.Run(fmt.Sprintf("after batch %d", stop), func(t *testing.T) {
+			setFirst()
+			first := read(t, Position{}, stop+1)
+			second := read(t, first.pos, 0)
+			if got := feedIDs(first, second); !reflect.DeepEqual(got, want) {
+				t.Fatalf("the two runs read %v, want %v", got, want)
+			}
+			if !reflect.DeepEqual(second.pos, whole.pos) {
+				t.Fatalf("position after the runs %v, want %v", second.pos, whole.pos)
+			}
+		})
+	}
+	for stop := 1; stop < len(grown.batches); stop++ {
+		t.Run(fmt.Sprintf("grown, after batch %d", stop), func(t *testing.T) {
+			grow()
+			third := read(t, whole.pos, stop+1)
+			fourth := read(t, third.pos, 0)
+			if got := feedIDs(whole, third, fourth); !reflect.DeepEqual(got, wantGrown) {
+				t.Fatalf("the runs read %v, want %v", got, wantGrown)
+			}
+		})
+	}
+}
+
+// A token is sent as a Bearer header; without it the server's refusal (401
+// or 403) is ErrAuth, naming the status; the token never shows in an
+// error, nor do the URL's query values.
 func TestHTTP_BearerToken(t *testing.T) {
 	const token = "s3cret-token"
 	s := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") == "Bearer "+token+"-readonly" {
+			w.WriteHeader(http.StatusForbidden)
+			fmt.Fprint(w, `{"error": "this token may not read records"}`)
+			return
+		}
 		if r.Header.Get("Authorization") != "Bearer "+token {
 			w.WriteHeader(http.StatusUnauthorized)
 			fmt.Fprintf(w, `{"error": "bad token %q"}`, r.Header.Get("Authorization"))
@@ -273,6 +392,8 @@ func TestHTTP_BearerToken(t *testing.T) {
 	os.WriteFile(tokenFile, []byte(token+"\n"), 0o600)
 	wrongFile := filepath.Join(t.TempDir(), "wrong")
 	os.WriteFile(wrongFile, []byte(token+"-old"), 0o600)
+	readonlyFile := filepath.Join(t.TempDir(), "readonly")
+	os.WriteFile(readonlyFile, []byte(token+"-readonly"), 0o600)
 	url := s.URL + "/v1/records?api_key=querysecret"
 	cases := []struct {
 		name    string
@@ -282,6 +403,7 @@ func TestHTTP_BearerToken(t *testing.T) {
 		{"token", structs.Secret{File: tokenFile}, ""},
 		{"no token", structs.Secret{}, "401 Unauthorized"},
 		{"wrong token", structs.Secret{File: wrongFile}, "401 Unauthorized"},
+		{"token without the right", structs.Secret{File: readonlyFile}, "403 Forbidden"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -294,8 +416,8 @@ func TestHTTP_BearerToken(t *testing.T) {
 				}
 				return
 			}
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), "/v1/records") {
-				t.Fatalf("Read: %v, want an error naming the URL and %s", err, tc.wantErr)
+			if !errors.Is(err, ErrAuth) || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), "/v1/records") {
+				t.Fatalf("Read: %v, want ErrAuth naming the URL and %s", err, tc.wantErr)
 			}
 			for _, secret := range []string{token, "querysecret"} {
 				if strings.Contains(err.Error(), secret) {
@@ -345,6 +467,9 @@ func TestHTTP_Errors(t *testing.T) {
 			err := r.Read(context.Background(), Position{}, 10, c.emit)
 			if err == nil {
 				t.Fatal("Read succeeded")
+			}
+			if errors.Is(err, ErrAuth) {
+				t.Errorf("error %q is ErrAuth: no credential was refused", err)
 			}
 			for _, w := range tc.want {
 				if !strings.Contains(err.Error(), w) {

@@ -62,8 +62,8 @@ type kafkaReader struct {
 }
 
 // NewKafka returns a Reader of a Kafka source. spec must be normalized
-// (Group and StartOffset set). It does not connect; Read does. env is not
-// used yet: a Kafka source has no credentials.
+// (Group and StartOffset set). It does not connect; Read does. Of env it
+// takes only the Logger: a Kafka source has no credentials.
 func NewKafka(name string, spec *structs.KafkaSource, env Env) (Reader, error) {
 	if spec == nil {
 		return nil, errors.New("data: kafka source has no kafka block")
@@ -75,8 +75,7 @@ func NewKafka(name string, spec *structs.KafkaSource, env Env) (Reader, error) {
 		name:    name,
 		brokers: strings.Join(spec.Brokers, ","),
 		spec:    *spec,
-		// Env carries no logger; until it does, the process's default.
-		logger: hclog.Default().Named("data.kafka").With("source", name),
+		logger:  env.logger().Named("kafka").With("source", name),
 	}
 	switch spec.StartOffset {
 	case "earliest":

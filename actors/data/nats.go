@@ -55,8 +55,8 @@ const (
 //     means a delivery went elsewhere: another reader of the durable (a
 //     node that has not yet noticed it lost the source) or a fetch whose
 //     reply never arrived. That message is pending where this reader
-//     cannot see it, so Read stops with an error, and the next Read resets
-//     the consumer again.
+//     cannot see it, so Read stops with ErrDeliveryGap, and the next Read
+//     resets the consumer again.
 //
 // What is left are redeliveries of messages this reader has committed,
 // after an ack that was lost or came after the ack wait. Their stream
@@ -106,8 +106,7 @@ func NewNATS(name string, spec *structs.NATSSource, env Env) (Reader, error) {
 		token:   token,
 		ackWait: natsAckWait,
 		ack:     jetstream.Msg.Ack,
-		// Env carries no logger; until it does, the process's default.
-		logger: hclog.Default().Named("data.nats").With("source", name),
+		logger:  env.logger().Named("nats").With("source", name),
 	}, nil
 }
 
@@ -148,8 +147,8 @@ func (r *natsReader) Read(ctx context.Context, from Position, maxBatch int, emit
 				return r.fail(ctx, err)
 			}
 			if md.Sequence.Consumer != next {
-				return fmt.Errorf("data: nats %s: consumer %s made delivery %d while this reader expected %d: another reader took deliveries, or a fetch reply was lost; reading again resets the consumer",
-					r.addr, r.spec.Durable, md.Sequence.Consumer, next)
+				return fmt.Errorf("data: nats %s: consumer %s made delivery %d while this reader expected %d: %w: another reader took deliveries, or a fetch reply was lost; reading again resets the consumer",
+					r.addr, r.spec.Durable, md.Sequence.Consumer, next, ErrDeliveryGap)
 			}
 			next++
 			if md.Sequence.Stream <= last {
@@ -221,6 +220,9 @@ func (r *natsReader) connect() (*nats.Conn, error) {
 		opts = append(opts, nats.Token(r.token))
 	}
 	nc, err := nats.Connect(r.spec.URL, opts...)
+	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
+		return nil, fmt.Errorf("data: nats %s: %w: %w", r.addr, ErrAuth, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("data: nats %s: %w", r.addr, err)
 	}

@@ -337,7 +337,7 @@ func TestNATS_StopsWhenAnotherReaderTakesDeliveries(t *testing.T) {
 	close(taken)
 
 	err = read.wait(t, 20*time.Second)
-	if err == nil || !strings.Contains(err.Error(), "another reader took deliveries") {
+	if !errors.Is(err, ErrDeliveryGap) || !strings.Contains(err.Error(), "another reader took deliveries") {
 		t.Fatalf("Read = %v, want the error of a delivery gap", err)
 	}
 	// Had the reader gone on, the taken message would come back after
@@ -382,14 +382,14 @@ func TestNATS_Token(t *testing.T) {
 			}},
 		{"no token is an authorization error", structs.Secret{}, env(""),
 			func(t *testing.T, _, readErr error, _ *streamSink) {
-				if !errors.Is(readErr, nats.ErrAuthorization) || !strings.Contains(readErr.Error(), n.url) {
-					t.Fatalf("Read = %v, want an authorization error naming %s", readErr, n.url)
+				if !errors.Is(readErr, ErrAuth) || !errors.Is(readErr, nats.ErrAuthorization) || !strings.Contains(readErr.Error(), n.url) {
+					t.Fatalf("Read = %v, want ErrAuth, an authorization error naming %s", readErr, n.url)
 				}
 			}},
 		{"a wrong token is an authorization error", structs.Secret{Env: "NATS_TOKEN"}, env("wrong-token"),
 			func(t *testing.T, _, readErr error, _ *streamSink) {
-				if !errors.Is(readErr, nats.ErrAuthorization) || !strings.Contains(readErr.Error(), n.url) {
-					t.Fatalf("Read = %v, want an authorization error naming %s", readErr, n.url)
+				if !errors.Is(readErr, ErrAuth) || !errors.Is(readErr, nats.ErrAuthorization) || !strings.Contains(readErr.Error(), n.url) {
+					t.Fatalf("Read = %v, want ErrAuth, an authorization error naming %s", readErr, n.url)
 				}
 				if strings.Contains(readErr.Error(), "wrong-token") {
 					t.Fatalf("Read error %q shows the token", readErr)

@@ -7,7 +7,6 @@ import (
 	"math/big"
 	"net"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -326,14 +325,14 @@ func (r *postgresReader) failLocked(what string, err error) error {
 }
 
 // describe names the source and its address in err. pgx's errors carry the
-// host, user and database, never the password. A refused login says
-// "authentication failed" (the server's message for a wrong password does
-// already), which tells the operator what to fix; the caller retries with
-// backoff.
+// host, user and database, never the password. A refused login
+// (invalid_password 28P01, invalid_authorization_specification 28000: no
+// pg_hba.conf entry, a role that may not log in) wraps ErrAuth, which tells
+// the operator what to fix; the caller retries with backoff.
 func (r *postgresReader) describe(what string, err error) error {
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && (pgErr.Code == "28P01" || pgErr.Code == "28000") && !strings.Contains(err.Error(), "authentication failed") {
-		return fmt.Errorf("data: postgres source %q at %s: %s: authentication failed: %w", r.name, r.addr, what, err)
+	if errors.As(err, &pgErr) && (pgErr.Code == "28P01" || pgErr.Code == "28000") {
+		return fmt.Errorf("data: postgres source %q at %s: %s: %w: %w", r.name, r.addr, what, ErrAuth, err)
 	}
 	return fmt.Errorf("data: postgres source %q at %s: %s: %w", r.name, r.addr, what, err)
 }

@@ -274,8 +274,8 @@ func TestPostgres_Types(t *testing.T) {
 }
 
 // A credential that cannot be read fails the reader at once; a wrong
-// password fails each Read, saying authentication failed and never showing
-// a password, until the password is right, without a new reader.
+// password fails each Read with ErrAuth, never showing a password, until
+// the password is right, without a new reader.
 func TestPostgres_Credentials(t *testing.T) {
 	p := startPostgres(t)
 	p.pg.Exec(t, "CREATE TABLE creds (id int)")
@@ -328,8 +328,8 @@ func TestPostgres_Credentials(t *testing.T) {
 	}
 	wantAuthFailed := func(t *testing.T, err error) {
 		t.Helper()
-		if err == nil || !strings.Contains(err.Error(), "authentication failed") {
-			t.Fatalf("Read with a wrong password: %v, want an error saying authentication failed", err)
+		if !errors.Is(err, ErrAuth) || !strings.Contains(err.Error(), "authentication failed") {
+			t.Fatalf("Read with a wrong password: %v, want ErrAuth saying authentication failed", err)
 		}
 	}
 
@@ -372,6 +372,16 @@ func TestPostgres_Credentials(t *testing.T) {
 		os.WriteFile(p.passwordFile, []byte(rotated), 0o600)
 		if n, err := read(t, r, rotated); err != nil || n != 2 {
 			t.Fatalf("Read after the file got the new password: %d rows, %v; want 2 rows", n, err)
+		}
+	})
+
+	t.Run("role may not log in", func(t *testing.T) {
+		// SQLSTATE 28000, not 28P01: the server refuses the role itself.
+		p.pg.Exec(t, "ALTER ROLE "+p.pg.User+" NOLOGIN")
+		t.Cleanup(func() { p.pg.Exec(t, "ALTER ROLE "+p.pg.User+" LOGIN") })
+		r := p.reader(t, query, "id")
+		if _, err := read(t, r, p.pg.Password); !errors.Is(err, ErrAuth) {
+			t.Fatalf("Read as a role without LOGIN: %v, want ErrAuth", err)
 		}
 	})
 }

@@ -7,6 +7,8 @@ import (
 	"os"
 	"strings"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
 
@@ -17,11 +19,20 @@ import (
 type Record map[string]any
 
 // Position says how far a source has been read. Its keys are what the kind
-// tracks: "" for a query's incremental column or an HTTP cursor, a file's
-// path for files, "<topic>/<partition>" for Kafka, the stream for NATS.
-// Values are text only the reader parses. The registry stores a source's
-// position and compares it on every commit, so two actors of one source can
-// never both advance it.
+// tracks, and its values text only the reader parses:
+//
+//   - postgres: "" is the incremental column's last value read.
+//   - http with cursor pagination: "" is the cursor that fetched the page
+//     being read ("" for the first page), and "skip" the number of that
+//     page's records, good and bad, already handed over.
+//   - file: each file's path maps to "<sha256>" once the file is read
+//     whole, or "<sha256>@<n>" while its first n records, good and bad,
+//     are.
+//   - kafka: "<topic>/<partition>" is the offset of the next record.
+//   - nats: the stream's name is the last stream sequence read.
+//
+// The registry stores a source's position and compares it on every commit,
+// so two actors of one source can never both advance it.
 type Position map[string]string
 
 // BadRecord is a record a reader could not decode. It goes to the run's
@@ -81,6 +92,19 @@ var (
 	// ErrSecret is returned when a credential's file or variable is
 	// missing or empty.
 	ErrSecret = errors.New("data: credential not found")
+
+	// ErrAuth is returned when a source refuses the credentials it was
+	// given: PostgreSQL's authentication failed (SQLSTATE 28P01, 28000),
+	// an HTTP 401 or 403, a NATS authorization violation. Retrying does
+	// not help until the operator fixes the credential.
+	ErrAuth = errors.New("data: source refused the credentials")
+
+	// ErrDeliveryGap is returned by a NATS reader whose consumer skipped
+	// a delivery: another reader of the durable consumer took it, or a
+	// fetch reply was lost. The message is pending where the reader cannot
+	// see it; the next Read resets the consumer to the position and reads
+	// it.
+	ErrDeliveryGap = errors.New("data: a delivery of the consumer went elsewhere")
 )
 
 // Env is what a reader may take from the node it runs on.
@@ -89,6 +113,18 @@ type Env struct {
 	Getenv func(string) string
 	// ReadFile reads a local file; nil means os.ReadFile.
 	ReadFile func(string) ([]byte, error)
+	// Logger is where readers that run on (kafka, nats) log what they do
+	// not return as an error, each under a name of its own; nil means
+	// hclog.NewNullLogger().
+	Logger hclog.Logger
+}
+
+// logger is the Logger, or a null one when none is set.
+func (e Env) logger() hclog.Logger {
+	if e.Logger == nil {
+		return hclog.NewNullLogger()
+	}
+	return e.Logger
 }
 
 // Resolve reads a secret on this node: the file's contents or the
@@ -138,3 +174,39 @@ func CutRaw(s string) string {
 }
 
 func utf8Start(b byte) bool { return b&0xC0 != 0x80 }
+
+// unitEmit is the Emit of a reader whose units of the source (a file, an
+// HTTP page) may take several batches. The batcher hands over a full batch
+// without a position; unitEmit gives it mid(n), n being the records of the
+// unit, good and bad, handed over with that batch and before it, so that a
+// read stopped between two batches of a unit resumes after the last one
+// committed instead of reading the unit again. A batch that carries a
+// position (the one that ends a unit) is passed on as it is.
+type unitEmit struct {
+	emit Emit
+	// mid is the position inside the current unit after its first n
+	// records; nil for a unit read whole every time.
+	mid func(n int) Position
+	// handed counts the records of the current unit handed over: those an
+	// earlier read committed, then those of this read's committed batches.
+	handed int
+}
+
+// begin starts a unit whose first handed records an earlier read
+// committed.
+func (u *unitEmit) begin(handed int, mid func(n int) Position) {
+	u.handed, u.mid = handed, mid
+}
+
+// Emit hands b to the reader's Emit, with a position inside the unit when
+// it carries none.
+func (u *unitEmit) Emit(ctx context.Context, b Batch) error {
+	if b.Advance == nil && u.mid != nil {
+		b.Advance = u.mid(u.handed + b.Len())
+	}
+	if err := u.emit(ctx, b); err != nil {
+		return err
+	}
+	u.handed += b.Len()
+	return nil
+}

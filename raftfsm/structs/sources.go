@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Source kinds (DESIGN.md §8, "Data and features").
@@ -443,7 +444,30 @@ func (n *NATSSource) validate() error {
 	if len(n.Subjects) > maxSourceListElements {
 		return Errorf(CodeInvalid, "nats.subjects has %d entries, more than %d", len(n.Subjects), maxSourceListElements)
 	}
+	if err := validateNATSDurable(n.Durable); err != nil {
+		return err
+	}
 	return n.Token.validate("nats.token")
+}
+
+// maxNATSDurableLen bounds a durable consumer's name: the server keeps a
+// consumer in a directory of that name.
+const maxNATSDurableLen = 255
+
+// validateNATSDurable checks a durable consumer's name as the server would
+// take it: not empty (Normalize sets a default), and none of the subject
+// tokens '.', '*', '>', no whitespace or control character, and no '/' or
+// '\\', which would make the server's directory of it a path.
+func validateNATSDurable(d string) error {
+	if d == "" || len(d) > maxNATSDurableLen {
+		return Errorf(CodeInvalid, "nats.durable %q must be 1-%d bytes", d, maxNATSDurableLen)
+	}
+	for _, r := range d {
+		if strings.ContainsRune(".*>/\\", r) || unicode.IsSpace(r) || unicode.IsControl(r) {
+			return Errorf(CodeInvalid, "nats.durable %q holds %q: a consumer name may not hold '.', '*', '>', '/', '\\', whitespace or control characters", d, r)
+		}
+	}
+	return nil
 }
 
 func validateList(field string, xs []string) error {
@@ -717,4 +741,13 @@ type SourceTriggerRequest struct {
 type SourceRunRequest struct {
 	Run SourceRun `msgpack:"run"`
 	Gen uint64    `msgpack:"gen"`
+}
+
+// SourceIngestResult is what a committed batch did: the source after it,
+// and the sequence number each row was stored with, in the order of the
+// request's rows (0 for a row Dedupe left out). A mirror of the latest
+// values (Redis) orders rows of one timestamp by it, as the store does.
+type SourceIngestResult struct {
+	Source *Source  `msgpack:"source"`
+	Seqs   []uint64 `msgpack:"seqs"`
 }
