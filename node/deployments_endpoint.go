@@ -19,6 +19,8 @@ type deploymentPutRequest struct {
 	Batching  *structs.Batching         `json:"batching"`
 	Resources *structs.ReplicaResources `json:"resources"`
 	TimeoutMS int64                     `json:"timeout_ms"`
+	// FeatureService lets :predict take entities (DESIGN.md §7a).
+	FeatureService string `json:"feature_service"`
 }
 
 func (a *Agent) handleDeploymentPut(w http.ResponseWriter, r *http.Request) {
@@ -35,7 +37,7 @@ func (a *Agent) handleDeploymentPut(w http.ResponseWriter, r *http.Request) {
 	now := time.Now().UTC()
 	d := structs.Deployment{
 		Name: name, Traffic: structs.Traffic{Versions: req.Versions, Shadow: req.Shadow},
-		Replicas: 1, TimeoutMS: req.TimeoutMS, CreatedAt: now, UpdatedAt: now,
+		Replicas: 1, TimeoutMS: req.TimeoutMS, FeatureService: req.FeatureService, CreatedAt: now, UpdatedAt: now,
 	}
 	if req.Replicas != nil {
 		d.Replicas = *req.Replicas

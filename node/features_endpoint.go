@@ -240,17 +240,7 @@ func (a *Agent) handleFeaturesOnline(w http.ResponseWriter, r *http.Request) {
 	for i := range times {
 		times[i] = now
 	}
-	var latest latestRows
-	if a.redis != nil {
-		latest = func(view string, keys []structs.EntityKey) ([]*structs.FeatureRow, error) {
-			rows, err := a.redis.latest(r.Context(), view, keys)
-			if err != nil {
-				return nil, structs.Errorf(structs.CodeUnavailable, "the Redis online store: %v", err)
-			}
-			return rows, nil
-		}
-	}
-	fr, err := q.read(txn, rows, times, latest)
+	fr, err := q.read(txn, rows, times, a.redisLatest(r))
 	if err != nil {
 		writeError(w, err)
 		return

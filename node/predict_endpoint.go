@@ -29,13 +29,24 @@ func (a *Agent) handleModelAction(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	var req tensorjson.Request
+	var req predictBody
 	if err := a.decodeBody(w, r, &req); err != nil {
 		writeError(w, err)
 		return
 	}
-	if (req.Instances == nil) == (req.Inputs == nil) {
-		writeError(w, structs.Errorf(structs.CodeInvalid, "give exactly one of instances or inputs"))
+	withEntities := req.Entities != nil
+	given := 0
+	for _, set := range []bool{req.Instances != nil, req.Inputs != nil, withEntities} {
+		if set {
+			given++
+		}
+	}
+	if given != 1 {
+		writeError(w, structs.Errorf(structs.CodeInvalid, "give exactly one of instances, inputs or entities"))
+		return
+	}
+	if !withEntities && (req.Features != nil || req.ReturnFeatures) {
+		writeError(w, structs.Errorf(structs.CodeInvalid, "features and return_features go with entities"))
 		return
 	}
 	id := requestID(r, req.ID)
@@ -44,7 +55,13 @@ func (a *Agent) handleModelAction(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	inputs, err := req.Tensors(&target.Version.Schema)
+	var inputs []ml.Tensor
+	var used []map[string]any
+	if withEntities {
+		inputs, used, err = a.featureInput(r, target, &req.featureRequest)
+	} else {
+		inputs, err = req.Tensors(&target.Version.Schema)
+	}
 	if err != nil {
 		writeError(w, err)
 		return
@@ -53,7 +70,18 @@ func (a *Agent) handleModelAction(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if req.ReturnFeatures {
+		writePredictionsWithFeatures(w, name, target.Version.Version, id, out, used)
+		return
+	}
 	writePredictions(w, name, target.Version.Version, id, out)
+}
+
+// predictBody is a :predict request: instances or inputs (tensorjson), or
+// the entities whose features make the input.
+type predictBody struct {
+	tensorjson.Request
+	featureRequest
 }
 
 // predict runs inputs through target's version, the shared end of v1 and v2

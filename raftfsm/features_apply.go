@@ -701,6 +701,23 @@ func applyFeatureServiceDelete(tx *applyTxn, body []byte) (interface{}, error) {
 	if _, err := getNamed[structs.FeatureService](tx, featureServiceKey(req.Name), "feature service", req.Name); err != nil {
 		return nil, err
 	}
+	var users []string
+	err := tx.scanValues(prefixDeployment, func(val []byte) (bool, error) {
+		var d structs.Deployment
+		if err := msgpack.Unmarshal(val, &d); err != nil {
+			return false, err
+		}
+		if d.FeatureService == req.Name {
+			users = append(users, d.Name)
+		}
+		return true, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(users) > 0 {
+		return nil, structs.Errorf(structs.CodeConflict, "feature service %q feeds deployments %s; change them first", req.Name, strings.Join(users, ", "))
+	}
 	tx.del(featureServiceKey(req.Name))
 	return nil, nil
 }

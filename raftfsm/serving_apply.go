@@ -223,6 +223,11 @@ func applyDeploymentPut(tx *applyTxn, body []byte) (interface{}, error) {
 	if err := checkServedVersions(tx, d.Name, &d.Traffic); err != nil {
 		return nil, err
 	}
+	if d.FeatureService != "" {
+		if _, err := getNamed[structs.FeatureService](tx, featureServiceKey(d.FeatureService), "feature service", d.FeatureService); err != nil {
+			return nil, structs.Errorf(structs.CodeInvalid, "feature_service: %v", err)
+		}
+	}
 	var old structs.Deployment
 	found, err := tx.get(deploymentKey(d.Name), &old)
 	if err != nil {

@@ -358,6 +358,10 @@ type Deployment struct {
 	// TimeoutMS bounds one prediction on the server, in milliseconds; 0
 	// means the node's serving.predict_timeout.
 	TimeoutMS int64 `msgpack:"timeout_ms,omitempty" json:"timeout_ms"`
+	// FeatureService, when set, lets :predict take entities instead of
+	// inputs: the node that takes the request looks their features up and
+	// builds the model's input from them.
+	FeatureService string `msgpack:"feature_service,omitempty" json:"feature_service,omitempty"`
 	// History holds earlier traffic configs, the most recent last; rollback
 	// pops it.
 	History     []Traffic `msgpack:"history" json:"history"`
@@ -374,6 +378,11 @@ func (d *Deployment) Validate() error {
 	}
 	if err := d.Traffic.Validate(); err != nil {
 		return err
+	}
+	if d.FeatureService != "" {
+		if err := ValidateName("feature_service", d.FeatureService); err != nil {
+			return err
+		}
 	}
 	if d.Replicas < 1 || d.Replicas > MaxReplicas {
 		return Errorf(CodeInvalid, "replicas %d is out of range 1..%d", d.Replicas, MaxReplicas)
