@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/kilnml/kiln/actors/data"
@@ -319,10 +320,16 @@ func writeOnline(w http.ResponseWriter, names []string, rows []map[string]any, f
 
 // historicalRequest is POST /v1/features/historical with the entity rows
 // in the body; each row has the join keys and a timestamp.
+//
+// For a large frame the entity rows are a dataset version instead
+// (entity_dataset, "name:version"), and the frame is written as the next
+// version of the dataset output: the answer is that version, 201.
 type historicalRequest struct {
 	FeatureService  string           `json:"feature_service"`
 	Features        []string         `json:"features"`
 	EntityRows      []map[string]any `json:"entity_rows"`
+	EntityDataset   string           `json:"entity_dataset"`
+	Output          string           `json:"output"`
 	TimestampColumn string           `json:"timestamp_column"`
 }
 
@@ -336,6 +343,14 @@ func (a *Agent) handleFeaturesHistorical(w http.ResponseWriter, r *http.Request)
 	}
 	if req.TimestampColumn == "" {
 		req.TimestampColumn = "ts"
+	}
+	if req.EntityDataset != "" {
+		a.handleFrameToDataset(w, r, &req)
+		return
+	}
+	if req.Output != "" {
+		writeError(w, structs.Errorf(structs.CodeInvalid, "output goes with entity_dataset: a frame of entity_rows is answered in the body"))
+		return
 	}
 	if len(req.EntityRows) == 0 {
 		writeError(w, structs.Errorf(structs.CodeInvalid, "entity_rows is required: rows of join keys and a %q timestamp", req.TimestampColumn))
@@ -371,6 +386,48 @@ func (a *Agent) handleFeaturesHistorical(w http.ResponseWriter, r *http.Request)
 		return
 	}
 	writeFrame(w, q.names, req.EntityRows, fr)
+}
+
+// handleFrameToDataset builds a frame from a dataset version of entity
+// rows into a new version of the output dataset.
+func (a *Agent) handleFrameToDataset(w http.ResponseWriter, r *http.Request, req *historicalRequest) {
+	if len(req.EntityRows) > 0 {
+		writeError(w, structs.Errorf(structs.CodeInvalid, "give entity_rows or entity_dataset, not both"))
+		return
+	}
+	if req.Output == "" {
+		writeError(w, structs.Errorf(structs.CodeInvalid, "output is required with entity_dataset: the dataset that receives the frame"))
+		return
+	}
+	txn := a.fsm.ReadTxn()
+	q, err := a.features.resolve(txn, req.FeatureService, req.Features)
+	txn.Discard()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := a.authorizeFeatures(r, req.FeatureService, q); err != nil {
+		writeError(w, err)
+		return
+	}
+	name, _, _ := strings.Cut(req.EntityDataset, ":")
+	for _, check := range []struct {
+		name   string
+		access structs.ACLAccess
+	}{{name, structs.AccessRead}, {req.Output, structs.AccessWrite}} {
+		if err := a.authorize(r, structs.KindDataset, check.name, check.access); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	w, _ = longRequest(w, r, a.cfg.Limits.UploadIdleTimeout)
+	v, err := a.buildFeatureFrame(r.Context(), frameSpec{Service: req.FeatureService, Features: req.Features,
+		EntityRows: req.EntityDataset, TimestampColumn: req.TimestampColumn, Output: req.Output})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeCommitted(w, http.StatusCreated, v.CreateIndex, datasetVersionJSON(v))
 }
 
 // writeFrame answers a point-in-time frame: {"features": [...], "rows":

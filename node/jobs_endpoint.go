@@ -51,6 +51,10 @@ func (a *Agent) handleJobSubmit(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if err := a.buildJobFrame(r, &spec); err != nil {
+		writeError(w, err)
+		return
+	}
 	if err := a.checkJobData(r.Context(), &spec); err != nil {
 		writeError(w, err)
 		return
@@ -63,6 +67,40 @@ func (a *Agent) handleJobSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeCommitted(w, http.StatusCreated, idx, jobJSON(&j, now))
+}
+
+// buildJobFrame builds the point-in-time frame a job asks for instead of a
+// dataset, and names it as the job's dataset; the frame's features become
+// the job's features unless the spec lists them. The frame's version
+// records its lineage (the views' states), and the model's lineage names
+// the version.
+func (a *Agent) buildJobFrame(r *http.Request, spec *structs.JobSpec) error {
+	f := spec.FeatureFrame
+	if f == nil {
+		return nil
+	}
+	if spec.Dataset != "" {
+		return structs.Errorf(structs.CodeInvalid, "give dataset or feature_frame, not both")
+	}
+	entityName, _, _ := strings.Cut(f.EntityRows, ":")
+	for _, c := range []struct {
+		kind   structs.ACLKind
+		name   string
+		access structs.ACLAccess
+	}{{structs.KindFeature, f.Service, structs.AccessRead}, {structs.KindDataset, entityName, structs.AccessRead}, {structs.KindDataset, f.Output, structs.AccessWrite}} {
+		if err := a.authorize(r, c.kind, c.name, c.access); err != nil {
+			return err
+		}
+	}
+	v, err := a.buildFeatureFrame(r.Context(), frameSpec{Service: f.Service, EntityRows: f.EntityRows, TimestampColumn: f.TimestampColumn, Output: f.Output})
+	if err != nil {
+		return structs.Errorf(structs.ErrorCode(err), "feature_frame: %v", err)
+	}
+	spec.Dataset = v.Ref()
+	if len(spec.Features) == 0 {
+		spec.Features = v.Features.Features
+	}
+	return nil
 }
 
 // checkJobData checks what a builtin job asks of its algorithm and data:

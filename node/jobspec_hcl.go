@@ -38,7 +38,17 @@ type jobBlock struct {
 	Retries    int              `hcl:"retries,optional"`
 	Timeout    string           `hcl:"timeout,optional"`
 	RegisterAs string           `hcl:"register_as,optional"`
-	DefRange   hcl.Range        `hcl:",def_range"`
+	// FeatureFrame trains from a point-in-time frame of features instead
+	// of a dataset.
+	FeatureFrame *featureFrameBlock `hcl:"feature_frame,block"`
+	DefRange     hcl.Range          `hcl:",def_range"`
+}
+
+type featureFrameBlock struct {
+	Service         string `hcl:"service"`
+	EntityRows      string `hcl:"entity_rows"`
+	TimestampColumn string `hcl:"timestamp_column,optional"`
+	Output          string `hcl:"output,optional"`
 }
 
 type trainerBlock struct {
@@ -105,6 +115,9 @@ func (b *jobBlock) spec() (*structs.JobSpec, error) {
 		Retries:    b.Retries,
 		Timeout:    b.Timeout,
 		RegisterAs: b.RegisterAs,
+	}
+	if f := b.FeatureFrame; f != nil {
+		spec.FeatureFrame = &structs.FeatureFrame{Service: f.Service, EntityRows: f.EntityRows, TimestampColumn: f.TimestampColumn, Output: f.Output}
 	}
 	if v := b.Validation; v != nil {
 		spec.Validation = structs.ValidationSpec{Split: v.Split, KFold: v.KFold, Dataset: v.Dataset}

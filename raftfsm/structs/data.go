@@ -136,10 +136,13 @@ type DatasetVersion struct {
 	// Source is the source whose run wrote the version, if one did, and
 	// FailedValidation the batch expectations the run failed: such a
 	// version is kept for inspection, but no job may read it.
-	Source           string    `msgpack:"source,omitempty" json:"source,omitempty"`
-	FailedValidation []string  `msgpack:"failed_validation,omitempty" json:"failed_validation,omitempty"`
-	CreatedAt        time.Time `msgpack:"created_at" json:"created_at"`
-	CreateIndex      uint64    `msgpack:"create_index" json:"create_index"`
+	Source           string   `msgpack:"source,omitempty" json:"source,omitempty"`
+	FailedValidation []string `msgpack:"failed_validation,omitempty" json:"failed_validation,omitempty"`
+	// Features is the lineage of a point-in-time frame: what it was
+	// built from, exactly.
+	Features    *FeatureLineage `msgpack:"features,omitempty" json:"features,omitempty"`
+	CreatedAt   time.Time       `msgpack:"created_at" json:"created_at"`
+	CreateIndex uint64          `msgpack:"create_index" json:"create_index"`
 }
 
 // Ref is the version's name:version form, as lineage records it.
@@ -309,4 +312,25 @@ func (r *DatasetHoldersRequest) Validate() error {
 		return err
 	}
 	return ValidateHolders("holders", r.Holders)
+}
+
+// FeatureLineage says what a point-in-time frame was built from: the
+// service (or the list) of features, the dataset version of entity rows
+// and its timestamp column, and each feature view's state at the registry
+// index the values were read at.
+type FeatureLineage struct {
+	Service         string      `msgpack:"service,omitempty" json:"service,omitempty"`
+	Features        []string    `msgpack:"features" json:"features"`
+	EntityRows      string      `msgpack:"entity_rows" json:"entity_rows"`
+	TimestampColumn string      `msgpack:"timestamp_column" json:"timestamp_column"`
+	Views           []ViewState `msgpack:"views" json:"views"`
+	Index           uint64      `msgpack:"index" json:"index"`
+}
+
+// ViewState is a feature view as a frame read it: its definition (modify
+// index) and how many values had been written to it (its write counter).
+type ViewState struct {
+	Name        string `msgpack:"name" json:"name"`
+	ModifyIndex uint64 `msgpack:"modify_index" json:"modify_index"`
+	Rows        uint64 `msgpack:"rows" json:"rows"`
 }

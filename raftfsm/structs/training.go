@@ -115,6 +115,22 @@ type JobSpec struct {
 	// Timeout bounds one attempt's run ("1h"); empty is none.
 	Timeout    string `msgpack:"timeout,omitempty" json:"timeout,omitempty"`
 	RegisterAs string `msgpack:"register_as,omitempty" json:"register_as,omitempty"`
+	// FeatureFrame trains from features instead of a dataset: the node
+	// that takes the job builds the point-in-time frame and names it as the
+	// job's dataset (and its features as the job's features, unless given).
+	FeatureFrame *FeatureFrame `msgpack:"feature_frame,omitempty" json:"feature_frame,omitempty"`
+}
+
+// FeatureFrame asks for a job's data as a point-in-time frame: the
+// features of a service, as of each entity row's timestamp. The entity
+// rows are a dataset version holding the join keys, the timestamp and the
+// target; the frame is written as the next version of Output (default
+// "<job name>-frame").
+type FeatureFrame struct {
+	Service         string `msgpack:"service" json:"service"`
+	EntityRows      string `msgpack:"entity_rows" json:"entity_rows"`
+	TimestampColumn string `msgpack:"timestamp_column,omitempty" json:"timestamp_column,omitempty"`
+	Output          string `msgpack:"output,omitempty" json:"output,omitempty"`
 }
 
 // Normalize fills the defaults a spec leaves out.
@@ -127,6 +143,14 @@ func (s *JobSpec) Normalize() {
 	}
 	if s.Experiment == "" {
 		s.Experiment = DefaultExperiment
+	}
+	if f := s.FeatureFrame; f != nil {
+		if f.TimestampColumn == "" {
+			f.TimestampColumn = "ts"
+		}
+		if f.Output == "" {
+			f.Output = s.Name + "-frame"
+		}
 	}
 }
 
@@ -149,8 +173,8 @@ func (s *JobSpec) Validate() error {
 		if len(t.Command) > 0 || len(t.Args) > 0 || len(t.Env) > 0 {
 			return Errorf(CodeInvalid, "trainer.command, args and env are for a process trainer, not builtin")
 		}
-		if s.Dataset == "" || s.Target == "" {
-			return Errorf(CodeInvalid, "dataset and target are required for a builtin trainer")
+		if (s.Dataset == "" && s.FeatureFrame == nil) || s.Target == "" {
+			return Errorf(CodeInvalid, "dataset (or feature_frame) and target are required for a builtin trainer")
 		}
 		if s.Nodes != 1 {
 			return Errorf(CodeInvalid, "nodes is %d: a builtin trainer runs on one node", s.Nodes)
@@ -171,6 +195,17 @@ func (s *JobSpec) Validate() error {
 	}
 	if s.Dataset != "" {
 		if _, _, err := ParseDatasetRef("dataset", s.Dataset); err != nil {
+			return err
+		}
+	}
+	if f := s.FeatureFrame; f != nil {
+		if err := ValidateName("feature_frame.service", f.Service); err != nil {
+			return err
+		}
+		if _, _, err := ParseDatasetRef("feature_frame.entity_rows", f.EntityRows); err != nil {
+			return err
+		}
+		if err := ValidateName("feature_frame.output", f.Output); err != nil {
 			return err
 		}
 	}
@@ -205,7 +240,7 @@ func (s *JobSpec) Validate() error {
 	if set > 1 {
 		return Errorf(CodeInvalid, "validation takes one of split, k_fold or dataset")
 	}
-	if set > 0 && s.Dataset == "" {
+	if set > 0 && s.Dataset == "" && s.FeatureFrame == nil {
 		return Errorf(CodeInvalid, "validation needs a dataset")
 	}
 	if len(s.Params) > MaxJobParams {

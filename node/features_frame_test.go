@@ -1,0 +1,95 @@
+package node
+
+import (
+	"encoding/csv"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+)
+
+// TestAgent_TrainFromFeatures measures each iris plant twice: truly at
+// 10:00, and misleadingly (another species' measures) at 12:00. The entity
+// rows ask for the features as of 11:00. A frame that leaked the 12:00
+// values would teach nonsense; the point-in-time frame teaches the true
+// measures, and the model is as accurate as one trained on iris itself.
+func TestAgent_TrainFromFeatures(t *testing.T) {
+	a := testNode(t)
+	waitLeader(t, a)
+	waitRegistered(t, a)
+	for _, c := range []struct{ method, path, body string }{
+		{"POST", "/v1/sources", `{"name": "measures", "kind": "push", "schema": {"plant_id": "int", "ts": "timestamp", "sepal_length": "float", "sepal_width": "float", "petal_length": "float", "petal_width": "float"}}`},
+		{"PUT", "/v1/entities/plant", `{"join_keys": ["plant_id"]}`},
+		{"PUT", "/v1/feature-views/flower", `{"entity": "plant", "source": "measures", "timestamp_column": "ts", "features": [{"name": "sepal_length"}, {"name": "sepal_width"}, {"name": "petal_length"}, {"name": "petal_width"}]}`},
+		{"PUT", "/v1/feature-services/iris", `{"features": ["flower:*"]}`},
+	} {
+		if res := call(t, a, c.method, c.path, c.body); res.status != http.StatusOK {
+			t.Fatalf("%s %s = %d %s", c.method, c.path, res.status, res.raw)
+		}
+	}
+	f, err := os.Open(irisCSV)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := csv.NewReader(f).ReadAll()
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs = recs[1:] // _index_, 4 measures, Species
+	var push, rows strings.Builder
+	rows.WriteString("plant_id,ts,species\n")
+	for i, r := range recs {
+		m := recs[(i+75)%len(recs)] // another plant's measures, often another species'
+		fmt.Fprintf(&push, `{"plant_id": %d, "ts": "2026-03-01T10:00:00Z", "sepal_length": %s, "sepal_width": %s, "petal_length": %s, "petal_width": %s}`+"\n", i, r[1], r[2], r[3], r[4])
+		fmt.Fprintf(&push, `{"plant_id": %d, "ts": "2026-03-01T12:00:00Z", "sepal_length": %s, "sepal_width": %s, "petal_length": %s, "petal_width": %s}`+"\n", i, m[1], m[2], m[3], m[4])
+		fmt.Fprintf(&rows, "%d,2026-03-01T11:00:00Z,%s\n", i, r[5])
+	}
+	if res := call(t, a, "POST", "/v1/sources/measures/records", push.String()); res.status != http.StatusOK || res.body["accepted"] != 300.0 {
+		t.Fatalf("push = %d %s", res.status, res.raw)
+	}
+	if r := pushDataset(t, a, "labels", "", []byte(rows.String())); r.status != 201 {
+		t.Fatalf("push labels: %d %v", r.status, r.body)
+	}
+
+	// The frame as a dataset version, with its lineage.
+	frame := call(t, a, "POST", "/v1/features/historical", `{"feature_service": "iris", "entity_dataset": "labels:1", "output": "iris-frame"}`)
+	if frame.status != http.StatusCreated || frame.body["rows"] != 150.0 {
+		t.Fatalf("frame = %d %s", frame.status, frame.raw)
+	}
+	lineage, _ := frame.body["features"].(map[string]any)
+	views, _ := lineage["views"].([]any)
+	if lineage["service"] != "iris" || lineage["entity_rows"] != "labels:1" || len(views) != 1 || views[0].(map[string]any)["rows"] != 300.0 {
+		t.Fatalf("frame lineage = %v", lineage)
+	}
+	preview := call(t, a, "GET", "/v1/datasets/iris-frame/versions/1/rows?limit=1", "")
+	if !strings.Contains(preview.raw, "flower:petal_length") || !strings.Contains(preview.raw, "1.4") {
+		t.Fatalf("frame rows = %s; want plant 0's 10:00 petal length 1.4", preview.raw)
+	}
+
+	// A job trained from the features.
+	spec := `{"name": "iris-ff", "trainer": {"kind": "builtin", "algorithm": "softmax_regression"},
+		"feature_frame": {"service": "iris", "entity_rows": "labels:1"}, "target": "species",
+		"validation": {"split": 0.3}, "resources": {"cpu": 1}, "register_as": "iris-ff"}`
+	r := call(t, a, "POST", "/v1/jobs", spec)
+	if r.status != 201 {
+		t.Fatalf("submit: %d %v", r.status, r.raw)
+	}
+	j := waitJob(t, a, r.body["id"].(string))
+	js := j["spec"].(map[string]any)
+	if j["state"] != "succeeded" || js["dataset"] != "iris-ff-frame:1" || fmt.Sprint(js["features"]) != "[flower:sepal_length flower:sepal_width flower:petal_length flower:petal_width]" {
+		t.Fatalf("job = %v", j)
+	}
+	if acc, _ := j["metrics"].(map[string]any)["accuracy"].(float64); acc < 0.85 {
+		t.Fatalf("accuracy %v: the frame leaked the later, misleading measures", j["metrics"])
+	}
+	v := call(t, a, "GET", "/v1/models/iris-ff/versions/1", "")
+	if v.body["lineage"].(map[string]any)["dataset"] != "iris-ff-frame:1" {
+		t.Fatalf("model lineage = %v", v.body["lineage"])
+	}
+	dv := call(t, a, "GET", "/v1/datasets/iris-ff-frame/versions/1", "")
+	if dv.body["features"].(map[string]any)["service"] != "iris" {
+		t.Fatalf("the frame's version records no feature lineage: %s", dv.raw)
+	}
+}
