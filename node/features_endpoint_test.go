@@ -60,7 +60,8 @@ func TestAgent_FeaturesPushOnlineHistorical(t *testing.T) {
 	if res.status != http.StatusOK || res.body["read"] != 8.0 || res.body["accepted"] != 4.0 || res.body["quarantined"] != 4.0 {
 		t.Fatalf("push = %d %s; want 8 read, 4 accepted, 4 quarantined", res.status, res.raw)
 	}
-	for _, want := range []string{`"line 5"`, `"rule":"decode"`, `"line 6"`, `"rule":"schema"`, `"line 7"`, `"rule":"range"`, `"line 8"`, `"rule":"feature_view"`} {
+	for _, want := range []string{`"line 5"`, `"rule":"decode"`, `"line 6"`, `"rule":"schema"`, `"line 7"`, `"rule":"range"`, `"line 8"`, `"rule":"feature_view"`,
+		`"raw":"{\"user_id\": 3, \"ts\": \"2026-01-01T10:00:00Z\", \"amount\": -5}"`} {
 		if !strings.Contains(res.raw, want) {
 			t.Errorf("push answer lacks %s: %s", want, res.raw)
 		}
@@ -248,5 +249,11 @@ func TestAgent_SourceRunHTTP(t *testing.T) {
 	runs := call(t, a, "GET", "/v1/sources/txns/runs", "")
 	if items := runs.body["items"].([]any); len(items) != 2 {
 		t.Fatalf("runs = %s; want 2", runs.raw)
+	}
+	if one := call(t, a, "GET", "/v1/sources/txns/runs/1", ""); one.status != http.StatusOK || one.body["seq"] != 1.0 || one.body["dataset"] != "txns:1" {
+		t.Fatalf("run 1 = %d %s", one.status, one.raw)
+	}
+	if none := call(t, a, "GET", "/v1/sources/txns/runs/9", ""); none.status != http.StatusNotFound {
+		t.Fatalf("run 9 = %d %s; want 404", none.status, none.raw)
 	}
 }

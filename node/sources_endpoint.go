@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/kilnml/kiln/actors/data"
@@ -141,6 +142,20 @@ func (a *Agent) handleSourceRuns(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+func (a *Agent) handleSourceRunGet(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := structs.ValidateName("name", name); err != nil {
+		writeError(w, err)
+		return
+	}
+	seq, err := strconv.ParseUint(r.PathValue("seq"), 10, 64)
+	if err != nil || seq == 0 {
+		writeError(w, structs.Errorf(structs.CodeInvalid, "run number %q is not a number from 1", r.PathValue("seq")))
+		return
+	}
+	serveRead(a, w, r, func(txn *raftfsm.Txn) (*structs.SourceRun, error) { return txn.SourceRun(name, seq) })
+}
+
 // Push ingestion.
 const (
 	// pushBatchRecords is how many records of a push go into one commit at
@@ -190,13 +205,14 @@ func (a *Agent) handleSourcePush(w http.ResponseWriter, r *http.Request) {
 	sc := bufio.NewScanner(r.Body)
 	sc.Buffer(make([]byte, 64<<10), maxPushLine)
 	var batch data.Batch
-	var lines []int64 // line number of each record in batch.Records
+	var lines []int64  // line number of each record in batch.Records
+	var texts []string // and its text
 	line := int64(0)
 	flush := func() error {
 		if batch.Len() == 0 {
 			return nil
 		}
-		p := prep.Prepare(&batch, func(i int) string { return fmt.Sprintf("line %d", lines[i]) })
+		p := prep.Prepare(&batch, func(i int) string { return fmt.Sprintf("line %d", lines[i]) }, func(i int) string { return texts[i] })
 		if err := a.commitPushed(r, name, int64(batch.Len()), p); err != nil {
 			return err
 		}
@@ -209,7 +225,7 @@ func (a *Agent) handleSourcePush(w http.ResponseWriter, r *http.Request) {
 				res.Quarantine = append(res.Quarantine, q)
 			}
 		}
-		batch, lines = data.Batch{}, lines[:0]
+		batch, lines, texts = data.Batch{}, lines[:0], texts[:0]
 		return nil
 	}
 	fail := func(err error) {
@@ -232,6 +248,7 @@ func (a *Agent) handleSourcePush(w http.ResponseWriter, r *http.Request) {
 		} else {
 			batch.Records = append(batch.Records, rec)
 			lines = append(lines, line)
+			texts = append(texts, data.CutRaw(string(text)))
 		}
 		if batch.Len() >= pushBatchRecords {
 			if err := flush(); err != nil {
@@ -377,5 +394,6 @@ func (a *Agent) sourcesEndpoint() endpoint {
 		{pattern: "POST /v1/sources/{name}/records", handler: a.handleSourcePush, kind: s, need: needWrite, name: pathName},
 		{pattern: "POST /v1/sources/{name}/run", handler: a.handleSourceRun, kind: s, need: needWrite, name: pathName},
 		{pattern: "GET /v1/sources/{name}/runs", handler: a.handleSourceRuns, kind: s, need: needRead, name: pathName},
+		{pattern: "GET /v1/sources/{name}/runs/{seq}", handler: a.handleSourceRunGet, kind: s, need: needRead, name: pathName},
 	}}
 }

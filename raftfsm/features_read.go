@@ -30,6 +30,13 @@ func (t *Txn) SourceRuns(name, cursor string, limit int) ([]*structs.SourceRun, 
 	return readPage(t, sourceRunPrefix(name), cursor, limit, utcSourceRun, func(r *structs.SourceRun) string { return fmt.Sprintf("%020d", r.Seq) })
 }
 
+// SourceRun returns one run of a source.
+func (t *Txn) SourceRun(name string, seq uint64) (*structs.SourceRun, error) {
+	return readOne(t, sourceRunKey(name, seq), utcSourceRun, func() error {
+		return structs.Errorf(structs.CodeNotFound, "source %q has no run %d (the last %d runs are kept)", name, seq, maxSourceRunsKept)
+	})
+}
+
 func utcEntity(e *structs.Entity) *structs.Entity {
 	e.CreatedAt, e.UpdatedAt = e.CreatedAt.UTC(), e.UpdatedAt.UTC()
 	return e

@@ -57,8 +57,14 @@ func Backoff(failures int) time.Duration {
 	return min(d, maxBackoff)
 }
 
-// maxBatchRecords bounds a reader's batch so that its rows fit one commit:
-// rowsPerCommit spread over the source's views.
+// Segments of a stream's dataset (see read).
+const (
+	segmentRows = 1_000_000
+	segmentAge  = time.Hour
+)
+
+// rowsPerCommit bounds the rows of one commit; a reader's batch is sized so
+// that its records' rows, one per view, stay within it.
 const rowsPerCommit = 4000
 
 func batchSize(views int) int { return max(100, rowsPerCommit/max(1, views)) }
@@ -233,6 +239,26 @@ func (a *Actor) read(ctx context.Context, s *structs.Source, run *structs.Source
 	if err != nil {
 		return "", nil, err
 	}
+	// A stream's records go out in segments: each one becomes a dataset
+	// version once it holds segmentRows records or is segmentAge old, so
+	// that a stream that runs for months still yields versions to train on.
+	stream := structs.StreamingKind(s.Spec.Kind)
+	segRows, segStart := int64(0), a.now()
+	seal := func(ctx context.Context) error {
+		if out == nil || segRows == 0 {
+			return nil
+		}
+		ds, err := out.Close(context.WithoutCancel(ctx), true, nil)
+		if err != nil {
+			return fmt.Errorf("storing a segment of the stream: %w", err)
+		}
+		if ds != "" {
+			run.Dataset = ds
+		}
+		out, err = a.Host.Output(s, run)
+		segRows, segStart = 0, a.now()
+		return err
+	}
 	pos := maps.Clone(s.Position)
 	if pos == nil {
 		pos = Position{}
@@ -241,7 +267,7 @@ func (a *Actor) read(ctx context.Context, s *structs.Source, run *structs.Source
 	emit := func(ctx context.Context, b Batch) error {
 		batchNo++
 		n := batchNo
-		p := prep.Prepare(&b, func(i int) string { return fmt.Sprintf("record %d of batch %d", i+1, n) })
+		p := prep.Prepare(&b, func(i int) string { return fmt.Sprintf("record %d of batch %d", i+1, n) }, nil)
 		req := &structs.SourceIngestRequest{
 			Source: a.Name, From: make(map[string]string, len(b.Advance)), Advance: b.Advance,
 			Read: int64(b.Len()), Accepted: int64(len(p.Accepted)), Quarantined: int64(len(p.Quarantined)),
@@ -263,8 +289,15 @@ func (a *Actor) read(ctx context.Context, s *structs.Source, run *structs.Source
 				run.Quarantine = append(run.Quarantine, structs.QuarantinedRecord(q))
 			}
 		}
-		if out != nil {
-			return out.Write(p.Accepted)
+		if out == nil {
+			return nil
+		}
+		if err := out.Write(p.Accepted); err != nil {
+			return err
+		}
+		segRows += int64(len(p.Accepted))
+		if stream && (segRows >= segmentRows || a.now().Sub(segStart) >= segmentAge) {
+			return seal(ctx)
 		}
 		return nil
 	}
@@ -276,7 +309,10 @@ func (a *Actor) read(ctx context.Context, s *structs.Source, run *structs.Source
 		if cerr != nil && err == nil {
 			err = fmt.Errorf("storing the run's dataset: %w", cerr)
 		}
-		dataset = ds
+		dataset = run.Dataset // a stream's last sealed segment, if any
+		if ds != "" {
+			dataset = ds
+		}
 	}
 	return dataset, failed, err
 }

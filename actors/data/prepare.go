@@ -61,15 +61,22 @@ func NewPreparer(spec *structs.SourceSpec, views []*structs.FeatureView, entitie
 func (p *Preparer) Checker() *Checker { return p.checker }
 
 // Prepare converts, checks and computes one batch. offset names where
-// record i came from, for the quarantine.
-func (p *Preparer) Prepare(b *Batch, offset func(i int) string) *Prepared {
+// record i came from, for the quarantine, and raw gives its text as the
+// source sent it (nil: the record as read, in JSON).
+func (p *Preparer) Prepare(b *Batch, offset func(i int) string, raw func(i int) string) *Prepared {
 	out := &Prepared{Accepted: make([]Record, 0, len(b.Records))}
 	for _, bad := range b.Bad {
 		out.Quarantined = append(out.Quarantined, Quarantined{Offset: bad.Offset, Rule: "decode", Reason: bad.Reason, Raw: CutRaw(bad.Raw)})
 	}
 	quarantine := func(i int, rec Record, rule, reason string) {
-		raw, _ := json.Marshal(rec)
-		out.Quarantined = append(out.Quarantined, Quarantined{Offset: offset(i), Rule: rule, Reason: reason, Raw: CutRaw(string(raw))})
+		text := ""
+		if raw != nil {
+			text = raw(i)
+		} else {
+			b, _ := json.Marshal(b.Records[i])
+			text = string(b)
+		}
+		out.Quarantined = append(out.Quarantined, Quarantined{Offset: offset(i), Rule: rule, Reason: reason, Raw: CutRaw(text)})
 	}
 	rows := make([]structs.FeatureRow, len(p.views))
 	for i, rec := range b.Records {
