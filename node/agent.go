@@ -59,6 +59,8 @@ type Agent struct {
 	jobs      *training.Reconciler
 	sources   *data.Reconciler
 	features  *queryCache
+	// pushes holds this node's open segments of push sources' datasets.
+	pushes *pushSegments
 	// redis mirrors the latest feature values (feature_store { online =
 	// "redis" }); nil with the embedded store.
 	redis  *redisOnline
@@ -174,6 +176,7 @@ func New(cfg Config, logger hclog.Logger) (a *Agent, err error) {
 	a.setupTraining()
 	a.setupSources()
 	a.features = newQueryCache(a.fsm)
+	a.pushes = newPushSegments(a)
 	if err := a.setupRedis(); err != nil {
 		return nil, err
 	}
@@ -224,6 +227,7 @@ func New(cfg Config, logger hclog.Logger) (a *Agent, err error) {
 	a.goFunc(func() { a.serving.reconciler.Run(a.ctx) })
 	a.goFunc(func() { a.jobs.Run(a.ctx) })
 	a.goFunc(func() { a.sources.Run(a.ctx) })
+	a.goFunc(func() { a.pushes.run(a.ctx) })
 	a.logger.Info("agent started", "node_id", a.id, "name", cfg.NodeName,
 		"http", a.httpLn.Addr().String(), "rpc", a.trans.Addr(), "gossip_port", cfg.GossipPort)
 	return a, nil
@@ -520,6 +524,13 @@ func (a *Agent) Leave() {
 // Shutdown stops everything the agent owns. It is idempotent and waits.
 func (a *Agent) Shutdown() error {
 	a.shutdownOnce.Do(func() {
+		if a.pushes != nil && a.raft != nil {
+			// First, while Raft runs: what this node took of push sources
+			// becomes dataset versions, not lost with the process.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			a.pushes.seal(ctx, 0)
+			cancel()
+		}
 		a.cancel()
 		var errs []error
 		if a.http != nil {

@@ -85,7 +85,7 @@ func (a *Agent) handleDatasetVersionCreate(w http.ResponseWriter, r *http.Reques
 		return
 	}
 	v := structs.DatasetVersion{Dataset: name, Format: up.format, Mode: up.mode, NoHeader: up.noHeader, Digest: digest, Size: size}
-	stored, idx, err := a.storeDatasetFile(r.Context(), &v, tmp, up.schema)
+	stored, idx, err := a.storeDatasetFile(r.Context(), &v, tmp, up.schema, nil)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -97,9 +97,13 @@ func (a *Agent) handleDatasetVersionCreate(w http.ResponseWriter, r *http.Reques
 // size set, as the dataset's next version: it scans it (schema,
 // statistics, bad rows), stores it and its quarantine, copies them to other
 // nodes, and only then proposes the version. tmp is moved into the store
-// when committed; the caller removes it otherwise.
-func (a *Agent) storeDatasetFile(ctx context.Context, v *structs.DatasetVersion, tmp string, schema []dataset.Column) (*structs.DatasetVersion, uint64, error) {
+// when committed; the caller removes it otherwise. extra is a quarantine
+// the caller wrote (a source run's), for a file that has none of its own.
+func (a *Agent) storeDatasetFile(ctx context.Context, v *structs.DatasetVersion, tmp string, schema []dataset.Column, extra *quarantine) (*structs.DatasetVersion, uint64, error) {
 	q, err := a.scanDataset(v, tmp, schema)
+	if q == nil && err == nil {
+		q = extra
+	}
 	if q != nil {
 		defer os.Remove(q.tmp)
 	}

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -69,6 +70,14 @@ func TestAgent_FeaturesPushOnlineHistorical(t *testing.T) {
 	src := call(t, a, "GET", "/v1/sources/txns", "")
 	if src.body["read"] != 8.0 || src.body["accepted"] != 4.0 || src.body["quarantined"] != 4.0 {
 		t.Fatalf("source = %s; want the push's counts", src.raw)
+	}
+	// What the node took becomes a dataset version, its bad records the
+	// version's quarantine.
+	a.pushes.seal(context.Background(), 0)
+	dv := call(t, a, "GET", "/v1/datasets/txns/versions/1", "")
+	q, _ := dv.body["quarantine"].(map[string]any)
+	if dv.status != http.StatusOK || dv.body["rows"] != 4.0 || dv.body["source"] != "txns" || q == nil || q["rows"] != 4.0 {
+		t.Fatalf("push dataset = %d %s; want 4 rows and 4 quarantined", dv.status, dv.raw)
 	}
 
 	// Point in time: as of each row's time, never a later value.

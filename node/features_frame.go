@@ -169,7 +169,7 @@ func (a *Agent) buildFeatureFrame(ctx context.Context, spec frameSpec) (*structs
 	}
 	v := structs.DatasetVersion{Dataset: spec.Output, Format: structs.DatasetJSONL, Mode: structs.ModeStrict,
 		Digest: hex.EncodeToString(sum.Sum(nil)), Size: w.size, Features: lineage}
-	stored, _, err := a.storeDatasetFile(ctx, &v, out.Name(), outSchema)
+	stored, _, err := a.storeDatasetFile(ctx, &v, out.Name(), outSchema, nil)
 	return stored, err
 }
 

@@ -94,15 +94,20 @@ func (h sourcesHost) OpenReader(s *structs.Source) (data.Reader, error) {
 func (h sourcesHost) Changed() <-chan struct{} { return h.a.fsm.Changed() }
 
 // Output writes a run's accepted records as JSON lines into a temporary
-// file of the blob store, and at the run's end stores the file as the
-// source's dataset's next version, with the source's schema pinned.
+// file of the blob store, and its quarantined ones into another; at the
+// run's end the first is stored as the source's dataset's next version,
+// with the source's schema pinned and the second as its quarantine.
 func (h sourcesHost) Output(s *structs.Source, run *structs.SourceRun) (data.Output, error) {
-	f, err := h.a.blobs.TempFile()
+	return h.a.newDatasetOutput(s)
+}
+
+func (a *Agent) newDatasetOutput(s *structs.Source) (*datasetOutput, error) {
+	f, err := a.blobs.TempFile()
 	if err != nil {
 		return nil, err
 	}
 	sum := sha256.New()
-	return &datasetOutput{a: h.a, source: s, f: f, sum: sum, w: bufio.NewWriterSize(io.MultiWriter(f, sum), 256<<10)}, nil
+	return &datasetOutput{a: a, source: s, f: f, sum: sum, w: bufio.NewWriterSize(io.MultiWriter(f, sum), 256<<10)}, nil
 }
 
 // datasetOutput is a run's dataset file in the making.
@@ -114,6 +119,10 @@ type datasetOutput struct {
 	w      *bufio.Writer
 	size   int64
 	rows   int64
+	// q holds the quarantined records, from the first one on.
+	q       *quarantineWriter
+	qRows   int64
+	qSample []structs.BadRow
 }
 
 func (o *datasetOutput) Write(recs []data.Record) error {
@@ -132,11 +141,58 @@ func (o *datasetOutput) Write(recs []data.Record) error {
 	return nil
 }
 
+// sourceQuarantineRow is one line of a source run's quarantine blob.
+type sourceQuarantineRow struct {
+	Offset string `json:"offset"`
+	Rule   string `json:"rule"`
+	Reason string `json:"reason"`
+	Raw    string `json:"raw"`
+}
+
+func (o *datasetOutput) Quarantine(recs []data.Quarantined) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	if o.q == nil {
+		f, err := o.a.blobs.TempFile()
+		if err != nil {
+			return err
+		}
+		o.q = newQuarantineWriter(f)
+	}
+	for _, r := range recs {
+		if err := o.q.enc.Encode(sourceQuarantineRow(r)); err != nil {
+			return err
+		}
+		o.qRows++
+		if len(o.qSample) < structs.MaxBadRowSample {
+			o.qSample = append(o.qSample, structs.BadRow{Line: o.qRows, Reason: truncateReason(r.Rule + ": " + r.Reason + " (" + r.Offset + ")")})
+		}
+	}
+	return nil
+}
+
+func truncateReason(s string) string {
+	if len(s) <= structs.MaxBadRowReasonLen {
+		return s
+	}
+	return data.CutRaw(s[:structs.MaxBadRowReasonLen])
+}
+
 func (o *datasetOutput) Close(ctx context.Context, keep bool, failed []string) (string, error) {
 	defer os.Remove(o.f.Name()) // moved away when committed
 	err := o.w.Flush()
 	if cerr := o.f.Close(); err == nil {
 		err = cerr
+	}
+	var extra *quarantine
+	if o.q != nil {
+		defer os.Remove(o.q.f.Name())
+		size, digest, qerr := o.q.close()
+		if err == nil {
+			err = qerr
+		}
+		extra = &quarantine{tmp: o.q.f.Name(), rec: structs.Quarantine{Digest: digest, Size: size, Rows: o.qRows, Sample: o.qSample}}
 	}
 	if err != nil || !keep || o.rows == 0 {
 		return "", err
@@ -146,12 +202,16 @@ func (o *datasetOutput) Close(ctx context.Context, keep bool, failed []string) (
 	for _, name := range slices.Sorted(maps.Keys(spec.Schema)) {
 		schema = append(schema, dataset.Column{Name: name, Type: dataset.Type(spec.Schema[name])})
 	}
+	mode := structs.ModeStrict
+	if extra != nil {
+		mode = structs.ModeLenient // the version lists its quarantine
+	}
 	v := structs.DatasetVersion{
-		Dataset: spec.Dataset, Format: structs.DatasetJSONL, Mode: structs.ModeStrict,
+		Dataset: spec.Dataset, Format: structs.DatasetJSONL, Mode: mode,
 		Digest: hex.EncodeToString(o.sum.Sum(nil)), Size: o.size,
 		Source: spec.Name, FailedValidation: failed,
 	}
-	stored, _, err := o.a.storeDatasetFile(ctx, &v, o.f.Name(), schema)
+	stored, _, err := o.a.storeDatasetFile(ctx, &v, o.f.Name(), schema, extra)
 	if err != nil {
 		return "", err
 	}

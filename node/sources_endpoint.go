@@ -196,7 +196,7 @@ func (a *Agent) handleSourcePush(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	prep, err := a.pushPreparer(name)
+	src, prep, err := a.pushPreparer(name)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -215,6 +215,9 @@ func (a *Agent) handleSourcePush(w http.ResponseWriter, r *http.Request) {
 		p := prep.Prepare(&batch, func(i int) string { return fmt.Sprintf("line %d", lines[i]) }, func(i int) string { return texts[i] })
 		if err := a.commitPushed(r, name, int64(batch.Len()), p); err != nil {
 			return err
+		}
+		if err := a.pushes.write(r.Context(), src, p); err != nil {
+			a.logger.Warn("keeping pushed records for the dataset failed", "source", name, "error", err)
 		}
 		res.Read += int64(batch.Len())
 		res.Accepted += int64(len(p.Accepted))
@@ -282,20 +285,21 @@ func (a *Agent) handleSourcePush(w http.ResponseWriter, r *http.Request) {
 
 // pushPreparer compiles what a push source's records go through, from this
 // node's registry.
-func (a *Agent) pushPreparer(name string) (*data.Preparer, error) {
+func (a *Agent) pushPreparer(name string) (*structs.Source, *data.Preparer, error) {
 	txn := a.fsm.ReadTxn()
 	defer txn.Discard()
 	s, err := txn.Source(name)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if s.Spec.Kind != structs.SourcePush {
-		return nil, structs.Errorf(structs.CodeConflict, "source %q is a %s source; only a push source takes records", name, s.Spec.Kind)
+		return nil, nil, structs.Errorf(structs.CodeConflict, "source %q is a %s source; only a push source takes records", name, s.Spec.Kind)
 	}
 	if s.Paused {
-		return nil, structs.Errorf(structs.CodeConflict, "source %q is paused; resume it first", name)
+		return nil, nil, structs.Errorf(structs.CodeConflict, "source %q is paused; resume it first", name)
 	}
-	return sourcePreparer(txn, s)
+	p, err := sourcePreparer(txn, s)
+	return s, p, err
 }
 
 // sourcePreparer builds a source's Preparer with the feature views that

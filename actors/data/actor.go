@@ -35,6 +35,8 @@ type Host interface {
 type Output interface {
 	// Write takes records committed to the registry, in order.
 	Write(recs []Record) error
+	// Quarantine takes the records kept out of them, with why.
+	Quarantine(recs []Quarantined) error
 	// Close ends the output with the run: keep says whether to store what
 	// it holds, failed lists the batch expectations the run failed. It
 	// returns the dataset version written ("name:version"), "" for none.
@@ -57,10 +59,12 @@ func Backoff(failures int) time.Duration {
 	return min(d, maxBackoff)
 }
 
-// Segments of a stream's dataset (see read).
+// Segments of a stream's dataset (see read): a segment becomes a dataset
+// version once it holds SegmentRows records or is SegmentAge old. Push
+// sources, whose records come to the node's endpoint, use the same bounds.
 const (
-	segmentRows = 1_000_000
-	segmentAge  = time.Hour
+	SegmentRows = 1_000_000
+	SegmentAge  = time.Hour
 )
 
 // rowsPerCommit bounds the rows of one commit; a reader's batch is sized so
@@ -295,8 +299,11 @@ func (a *Actor) read(ctx context.Context, s *structs.Source, run *structs.Source
 		if err := out.Write(p.Accepted); err != nil {
 			return err
 		}
+		if err := out.Quarantine(p.Quarantined); err != nil {
+			return err
+		}
 		segRows += int64(len(p.Accepted))
-		if stream && (segRows >= segmentRows || a.now().Sub(segStart) >= segmentAge) {
+		if stream && (segRows >= SegmentRows || a.now().Sub(segStart) >= SegmentAge) {
 			return seal(ctx)
 		}
 		return nil
