@@ -59,6 +59,9 @@ type Agent struct {
 	jobs      *training.Reconciler
 	sources   *data.Reconciler
 	features  *queryCache
+	// sourceTablesIndex is the index of the last change to sources, views
+	// or entities, which a running ingestion checks.
+	sourceTablesIndex func() uint64
 	// pushes holds this node's open segments of push sources' datasets.
 	pushes *pushSegments
 	// redis mirrors the latest feature values (feature_store { online =
@@ -177,6 +180,7 @@ func New(cfg Config, logger hclog.Logger) (a *Agent, err error) {
 	a.setupSources()
 	a.features = newQueryCache(a.fsm)
 	a.pushes = newPushSegments(a)
+	a.sourceTablesIndex = a.fsm.IndexFunc(raftfsm.TableSources, raftfsm.TableFeatureViews, raftfsm.TableEntities)
 	if err := a.setupRedis(); err != nil {
 		return nil, err
 	}

@@ -44,8 +44,12 @@ func (a *Agent) handleEntityPut(w http.ResponseWriter, r *http.Request) {
 }
 
 type featureViewPutRequest struct {
-	Entity          string            `json:"entity"`
-	Source          string            `json:"source"`
+	Entity string `json:"entity"`
+	Source string `json:"source"`
+	// Dataset defines the view on a registered dataset instead of a
+	// source: its values come from the dataset's versions, through a
+	// dataset source of the same name (created if missing).
+	Dataset         string            `json:"dataset"`
 	TimestampColumn string            `json:"timestamp_column"`
 	Features        []structs.Feature `json:"features"`
 	TTL             string            `json:"ttl"`
@@ -62,21 +66,103 @@ func (a *Agent) handleFeatureViewPut(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	createdSource := false
+	if req.Dataset != "" {
+		if req.Source != "" {
+			writeError(w, structs.Errorf(structs.CodeInvalid, "give source or dataset, not both"))
+			return
+		}
+		var err error
+		if createdSource, err = a.ensureDatasetSource(r, req.Dataset); err != nil {
+			writeError(w, err)
+			return
+		}
+		req.Source = req.Dataset
+	}
 	v := structs.FeatureView{
 		Name: r.PathValue("name"), Entity: req.Entity, Source: req.Source, TimestampColumn: req.TimestampColumn,
 		Features: req.Features, TTL: req.TTL, Retain: req.Retain, Description: req.Description, UpdatedAt: time.Now().UTC(),
 	}
-	if err := a.checkFeatureView(r, &v); err != nil {
-		writeError(w, err)
-		return
-	}
+	err := a.checkFeatureView(r, &v)
 	var stored structs.FeatureView
-	idx, err := a.propose(r.Context(), structs.FeatureViewPutType, &structs.FeatureViewPutRequest{View: v}, &stored)
+	idx := uint64(0)
+	if err == nil {
+		idx, err = a.propose(r.Context(), structs.FeatureViewPutType, &structs.FeatureViewPutRequest{View: v}, &stored)
+	}
+	if req.Dataset != "" {
+		// The dataset source was created paused, so that no version is
+		// read before the view exists; now it starts. One that existed
+		// reads its versions again, so that the new view gets them all
+		// (the other views' rows are stored once: dataset sources
+		// dedupe).
+		if ferr := a.finishDatasetSource(r, req.Dataset, createdSource, err == nil); err == nil {
+			err = ferr
+		}
+	}
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	writeCommitted(w, http.StatusOK, idx, &stored)
+}
+
+// ensureDatasetSource makes sure a dataset source named after a dataset
+// reads it, creating one, paused, when no source has the name (created).
+func (a *Agent) ensureDatasetSource(r *http.Request, name string) (created bool, err error) {
+	if err := structs.ValidateName("dataset", name); err != nil {
+		return false, err
+	}
+	if err := a.authorize(r, structs.KindSource, name, structs.AccessWrite); err != nil {
+		return false, err
+	}
+	txn := a.fsm.ReadTxn()
+	s, err := txn.Source(name)
+	txn.Discard()
+	switch {
+	case err == nil && s.Spec.Kind == structs.SourceDataset && s.Spec.FromDataset.Name == name:
+		return false, nil
+	case err == nil:
+		return false, structs.Errorf(structs.CodeConflict, "dataset %s: a %s source has that name; define the view on it with source = %q", name, s.Spec.Kind, name)
+	case structs.ErrorCode(err) != structs.CodeNotFound:
+		return false, err
+	}
+	spec := structs.SourceSpec{Name: name, Kind: structs.SourceDataset, FromDataset: &structs.DatasetSource{Name: name},
+		Description: "reads the versions of dataset " + name + " for feature views"}
+	if err := a.fillDatasetSchema(&spec); err != nil {
+		return false, structs.Errorf(structs.CodeInvalid, "dataset %s: %v", name, err)
+	}
+	spec.Normalize()
+	if err := spec.Validate(); err != nil {
+		return false, err
+	}
+	now := time.Now().UTC()
+	if _, err := a.propose(r.Context(), structs.SourcePutType, &structs.SourcePutRequest{Spec: spec, At: now}, nil); err != nil {
+		return false, err
+	}
+	idx, err := a.propose(r.Context(), structs.SourcePauseType, &structs.SourcePauseRequest{Name: name, Paused: true, At: now}, nil)
+	if err != nil {
+		return true, err
+	}
+	// The view is checked against this node's registry next.
+	return true, a.fsm.WaitForIndex(r.Context(), idx)
+}
+
+// finishDatasetSource starts a dataset source after its view was put (ok)
+// or not: one created for the view is resumed, or deleted if the view was
+// refused; one that existed is reset, so that the new view reads every
+// version.
+func (a *Agent) finishDatasetSource(r *http.Request, name string, created, ok bool) error {
+	now := time.Now().UTC()
+	var err error
+	switch {
+	case created && ok:
+		_, err = a.propose(r.Context(), structs.SourcePauseType, &structs.SourcePauseRequest{Name: name, Paused: false, At: now}, nil)
+	case created:
+		_, err = a.propose(r.Context(), structs.SourceDeleteType, &structs.NameRequest{Name: name}, nil)
+	case ok:
+		_, err = a.propose(r.Context(), structs.SourceResetType, &structs.SourceTriggerRequest{Name: name, At: now}, nil)
+	}
+	return err
 }
 
 // checkFeatureView validates a view and compiles it against the local

@@ -7,6 +7,9 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/kilnml/kiln/cluster-tests/testutil"
 )
 
 // TestAgent_TrainFromFeatures measures each iris plant twice: truly at
@@ -91,5 +94,59 @@ func TestAgent_TrainFromFeatures(t *testing.T) {
 	dv := call(t, a, "GET", "/v1/datasets/iris-ff-frame/versions/1", "")
 	if dv.body["features"].(map[string]any)["service"] != "iris" {
 		t.Fatalf("the frame's version records no feature lineage: %s", dv.raw)
+	}
+}
+
+// TestAgent_FeatureViewOnDataset defines a view on a registered dataset:
+// a dataset source of the same name reads each version as it is pushed,
+// and the view's values follow.
+func TestAgent_FeatureViewOnDataset(t *testing.T) {
+	a := testNode(t)
+	waitLeader(t, a)
+	waitRegistered(t, a)
+	v1 := "user_id,ts,amount\n1,2026-02-01T10:00:00Z,5\n2,2026-02-01T10:00:00Z,6\n1,2026-02-01T11:00:00Z,7\n"
+	if r := pushDataset(t, a, "spend", "", []byte(v1)); r.status != 201 {
+		t.Fatalf("push: %d %v", r.status, r.body)
+	}
+	for _, c := range []struct{ method, path, body string }{
+		{"PUT", "/v1/entities/user", `{"join_keys": ["user_id"]}`},
+		{"PUT", "/v1/feature-views/spend_stats", `{"entity": "user", "dataset": "spend", "timestamp_column": "ts", "features": [{"name": "amount"}, {"name": "n", "expr": "count()", "window": "7d"}]}`},
+	} {
+		if res := call(t, a, c.method, c.path, c.body); res.status != http.StatusOK {
+			t.Fatalf("%s %s = %d %s", c.method, c.path, res.status, res.raw)
+		}
+	}
+	asOf := func() map[string]any {
+		h := call(t, a, "POST", "/v1/features/historical", `{"features": ["spend_stats:*"], "entity_rows": [{"user_id": 1, "ts": "2026-02-02T00:00:00Z"}]}`)
+		return h.body["rows"].([]any)[0].(map[string]any)["values"].(map[string]any)
+	}
+	testutil.Until(t, 20*time.Second, "version 1 in the view", func() bool { return asOf()["spend_stats:n"] == 2.0 })
+	if v := asOf(); v["spend_stats:amount"] != 7.0 {
+		t.Fatalf("user 1 = %v; want amount 7 from 2 rows", v)
+	}
+	v2 := "user_id,ts,amount\n1,2026-02-01T12:00:00Z,9\n"
+	if r := pushDataset(t, a, "spend", "", []byte(v2)); r.status != 201 {
+		t.Fatalf("push: %d %v", r.status, r.body)
+	}
+	testutil.Until(t, 20*time.Second, "version 2 in the view", func() bool { return asOf()["spend_stats:n"] == 3.0 })
+	src := call(t, a, "GET", "/v1/sources/spend", "")
+	if pos, _ := src.body["position"].(map[string]any); src.body["accepted"] != 4.0 || pos["version"] != "2" || src.body["paused"] != false {
+		t.Fatalf("source = %s; want both versions read, 4 records", src.raw)
+	}
+	// A second view on the dataset reads every version again; the first
+	// view's rows are not doubled.
+	if r := call(t, a, "PUT", "/v1/feature-views/spend_max", `{"entity": "user", "dataset": "spend", "timestamp_column": "ts", "features": [{"name": "top", "expr": "max(amount)", "window": "7d"}]}`); r.status != http.StatusOK {
+		t.Fatalf("second view = %d %s", r.status, r.raw)
+	}
+	top := func() any {
+		h := call(t, a, "POST", "/v1/features/historical", `{"features": ["spend_max:top"], "entity_rows": [{"user_id": 1, "ts": "2026-02-02T00:00:00Z"}]}`)
+		return h.body["rows"].([]any)[0].(map[string]any)["values"].(map[string]any)["spend_max:top"]
+	}
+	testutil.Until(t, 20*time.Second, "the second view filled", func() bool { return top() == 9.0 })
+	if v := asOf(); v["spend_stats:n"] != 3.0 {
+		t.Fatalf("user 1 = %v after the re-read; want still 3 rows", v)
+	}
+	if r := call(t, a, "PUT", "/v1/feature-views/other", `{"entity": "user", "dataset": "nope", "timestamp_column": "ts", "features": [{"name": "amount"}]}`); r.status != 400 || !strings.Contains(r.raw, "nope") {
+		t.Fatalf("view on a missing dataset = %d %s", r.status, r.raw)
 	}
 }

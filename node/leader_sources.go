@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/robfig/cron/v3"
@@ -106,6 +107,11 @@ func (a *Agent) sourcesPass(ctx context.Context) error {
 				a.logger.Info("source placed", "source", s.Spec.Name, "node", to, "from", s.Node)
 			}
 		}
+		if s.Spec.Kind == structs.SourceDataset && !s.Paused {
+			if err := a.triggerOnNewVersion(ctx, s, now); err != nil {
+				return err
+			}
+		}
 		if s.Spec.Schedule == "" || s.Paused || structs.StreamingKind(s.Spec.Kind) {
 			continue
 		}
@@ -136,6 +142,30 @@ func (a *Agent) sourcesPass(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// triggerOnNewVersion asks for a run of a dataset source when its dataset
+// has a version past the source's position and no run is under way or
+// asked for.
+func (a *Agent) triggerOnNewVersion(ctx context.Context, s *structs.Source, now time.Time) error {
+	if s.LastRun != nil && (!s.LastRun.Terminal() || s.LastRun.State == structs.SourceRunFailed) {
+		return nil // running, or failed: the actor retries with backoff
+	}
+	if s.Triggers > 0 && (s.LastRun == nil || s.LastRun.Trigger < s.Triggers) {
+		return nil // a run is asked for already
+	}
+	txn := a.fsm.ReadTxn()
+	d, err := txn.Dataset(s.Spec.FromDataset.Name)
+	txn.Discard()
+	if err != nil {
+		return nil // not there (yet, or any more)
+	}
+	done, _ := strconv.ParseUint(s.Position["version"], 10, 64)
+	if d.LatestVersion <= done {
+		return nil
+	}
+	_, err = a.propose(ctx, structs.SourceTriggerType, &structs.SourceTriggerRequest{Name: s.Spec.Name, At: now}, nil)
+	return err
 }
 
 // placeSource chooses the node for a source's actor: the node a file

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"hash"
 	"io"
 	"maps"
@@ -52,23 +53,25 @@ func (h sourcesHost) Source(name string) (*structs.Source, []*structs.FeatureVie
 }
 
 func (h sourcesHost) Ingest(ctx context.Context, req *structs.SourceIngestRequest) error {
-	return h.a.ingest(ctx, req)
+	_, err := h.a.ingest(ctx, req)
+	return err
 }
 
 // ingest commits a batch of a source and mirrors its rows to the Redis
 // online store when there is one. A failed mirror write fails nothing: the
 // batch is committed, and the leader's resync brings Redis up to date.
-func (a *Agent) ingest(ctx context.Context, req *structs.SourceIngestRequest) error {
+func (a *Agent) ingest(ctx context.Context, req *structs.SourceIngestRequest) (uint64, error) {
 	var res structs.SourceIngestResult
-	if _, err := a.propose(ctx, structs.SourceIngestType, req, &res); err != nil {
-		return err
+	idx, err := a.propose(ctx, structs.SourceIngestType, req, &res)
+	if err != nil {
+		return 0, err
 	}
 	if a.redis != nil && len(req.Rows) > 0 {
 		if err := a.redis.write(ctx, req.Rows, res.Seqs); err != nil {
 			a.logger.Warn("writing the latest feature values to Redis failed; the next resync repairs it", "source", req.Source, "error", err)
 		}
 	}
-	return nil
+	return idx, nil
 }
 
 func (h sourcesHost) ReportRun(ctx context.Context, req *structs.SourceRunRequest) (*structs.SourceRun, error) {
@@ -88,17 +91,60 @@ var sourceHTTPClient = &http.Client{Transport: &http.Transport{
 }}
 
 func (h sourcesHost) OpenReader(s *structs.Source) (data.Reader, error) {
-	return data.Open(s, data.Env{Logger: h.a.logger.Named("sources")}, sourceHTTPClient)
+	return data.Open(s, data.Env{Logger: h.a.logger.Named("sources"), Datasets: h.a.datasetFiles}, sourceHTTPClient)
 }
 
 func (h sourcesHost) Changed() <-chan struct{} { return h.a.fsm.Changed() }
+
+func (h sourcesHost) FeatureIndex() uint64 { return h.a.sourceTablesIndex() }
 
 // Output writes a run's accepted records as JSON lines into a temporary
 // file of the blob store, and its quarantined ones into another; at the
 // run's end the first is stored as the source's dataset's next version,
 // with the source's schema pinned and the second as its quarantine.
 func (h sourcesHost) Output(s *structs.Source, run *structs.SourceRun) (data.Output, error) {
+	if s.Spec.Kind == structs.SourceDataset {
+		return nil, nil // its records are a dataset's already
+	}
 	return h.a.newDatasetOutput(s)
+}
+
+// datasetFiles lists a dataset's versions after a number, fetched to local
+// files, for a dataset source.
+func (a *Agent) datasetFiles(ctx context.Context, name string, after uint64) ([]data.DatasetFile, error) {
+	txn := a.fsm.ReadTxn()
+	var versions []*structs.DatasetVersion
+	cursor := ""
+	for {
+		page, next, err := txn.DatasetVersions(name, cursor, 1000)
+		if err != nil {
+			txn.Discard()
+			return nil, err
+		}
+		for _, v := range page {
+			if v.Version > after {
+				versions = append(versions, v)
+			}
+		}
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
+	txn.Discard()
+	out := make([]data.DatasetFile, 0, len(versions))
+	for _, v := range versions {
+		path, err := a.xfer.Ensure(ctx, v.Digest, v.Holders)
+		if err != nil {
+			return nil, fmt.Errorf("fetching %s: %w", v.Ref(), err)
+		}
+		cols := make([]dataset.Column, len(v.Columns))
+		for i, c := range v.Columns {
+			cols[i] = dataset.Column{Name: c.Name, Type: dataset.Type(c.Type)}
+		}
+		out = append(out, data.DatasetFile{Version: v.Version, Path: path, Format: v.Format, Size: v.Size, NoHeader: v.NoHeader, Columns: cols, Failed: v.FailedValidation})
+	}
+	return out, nil
 }
 
 func (a *Agent) newDatasetOutput(s *structs.Source) (*datasetOutput, error) {

@@ -58,6 +58,10 @@ func (a *Agent) handleSourcePut(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	if err := a.fillDatasetSchema(&spec); err != nil {
+		writeError(w, err)
+		return
+	}
 	spec.Normalize()
 	if err := spec.Validate(); err != nil {
 		writeError(w, err)
@@ -78,6 +82,25 @@ func (a *Agent) handleSourcePut(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeCommitted(w, http.StatusOK, idx, &stored)
+}
+
+// fillDatasetSchema gives a dataset source without a schema its dataset's
+// columns, as the latest version has them.
+func (a *Agent) fillDatasetSchema(spec *structs.SourceSpec) error {
+	if spec.Kind != structs.SourceDataset || spec.FromDataset == nil || len(spec.Schema) > 0 {
+		return nil
+	}
+	txn := a.fsm.ReadTxn()
+	defer txn.Discard()
+	v, err := txn.DatasetVersion(spec.FromDataset.Name, 0)
+	if err != nil {
+		return structs.Errorf(structs.CodeInvalid, "from_dataset: %v", err)
+	}
+	spec.Schema = make(map[string]string, len(v.Columns))
+	for _, c := range v.Columns {
+		spec.Schema[c.Name] = c.Type
+	}
+	return nil
 }
 
 func (a *Agent) handleSourceList(w http.ResponseWriter, r *http.Request) {
@@ -117,6 +140,23 @@ func (a *Agent) handleSourceRun(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeCommitted(w, http.StatusAccepted, idx, map[string]any{"source": name, "trigger": stored.Triggers})
+}
+
+// handleSourceReset clears a rereadable source's position (kiln sources
+// reset): its next run reads everything again.
+func (a *Agent) handleSourceReset(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := structs.ValidateName("name", name); err != nil {
+		writeError(w, err)
+		return
+	}
+	var stored structs.Source
+	idx, err := a.propose(r.Context(), structs.SourceResetType, &structs.SourceTriggerRequest{Name: name, At: time.Now().UTC()}, &stored)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeCommitted(w, http.StatusOK, idx, &stored)
 }
 
 func (a *Agent) handleSourceRuns(w http.ResponseWriter, r *http.Request) {
@@ -208,14 +248,17 @@ func (a *Agent) handleSourcePush(w http.ResponseWriter, r *http.Request) {
 	var lines []int64  // line number of each record in batch.Records
 	var texts []string // and its text
 	line := int64(0)
+	lastIndex := uint64(0) // of the last commit: the answer's X-Kiln-Index
 	flush := func() error {
 		if batch.Len() == 0 {
 			return nil
 		}
 		p := prep.Prepare(&batch, func(i int) string { return fmt.Sprintf("line %d", lines[i]) }, func(i int) string { return texts[i] })
-		if err := a.commitPushed(r, name, int64(batch.Len()), p); err != nil {
+		idx, err := a.commitPushed(r, name, int64(batch.Len()), p)
+		if err != nil {
 			return err
 		}
+		lastIndex = idx
 		if err := a.pushes.write(r.Context(), src, p); err != nil {
 			a.logger.Warn("keeping pushed records for the dataset failed", "source", name, "error", err)
 		}
@@ -237,6 +280,9 @@ func (a *Agent) handleSourcePush(w http.ResponseWriter, r *http.Request) {
 			ce = &structs.CodedError{Code: structs.CodeInternal, Message: err.Error()}
 		}
 		res.Error, res.Code = ce.Message, ce.Code
+		if lastIndex > 0 {
+			w.Header().Set("X-Kiln-Index", strconv.FormatUint(lastIndex, 10))
+		}
 		writeJSON(w, httpStatus(ce.Code), &res)
 	}
 	for sc.Scan() {
@@ -280,7 +326,7 @@ func (a *Agent) handleSourcePush(w http.ResponseWriter, r *http.Request) {
 		fail(structs.Errorf(structs.CodeInvalid, "the body holds no records: send NDJSON, one JSON object a line"))
 		return
 	}
-	writeJSON(w, http.StatusOK, &res)
+	writeCommitted(w, http.StatusOK, lastIndex, &res)
 }
 
 // pushPreparer compiles what a push source's records go through, from this
@@ -350,7 +396,7 @@ func sourceViews(txn *raftfsm.Txn, source string) ([]*structs.FeatureView, map[s
 // commitPushed commits a prepared batch of a push, in as many commands as
 // its size needs (a push has no position to keep in step, so splitting it
 // loses nothing: each command is whole or absent).
-func (a *Agent) commitPushed(r *http.Request, source string, read int64, p *data.Prepared) error {
+func (a *Agent) commitPushed(r *http.Request, source string, read int64, p *data.Prepared) (uint64, error) {
 	rows := p.Rows
 	perRecord := 0
 	if len(p.Accepted) > 0 {
@@ -362,7 +408,7 @@ func (a *Agent) commitPushed(r *http.Request, source string, read int64, p *data
 		req.Rows = rows[:min(n, structs.MaxIngestRows)]
 		enc, err := structs.Encode(structs.SourceIngestType, &req)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		if len(enc) > maxIngestBytes && len(req.Rows) > 1 {
 			n = len(req.Rows) / 2
@@ -372,12 +418,13 @@ func (a *Agent) commitPushed(r *http.Request, source string, read int64, p *data
 			}
 			continue
 		}
-		if err := a.ingest(r.Context(), &req); err != nil {
-			return err
+		idx, err := a.ingest(r.Context(), &req)
+		if err != nil {
+			return 0, err
 		}
 		rows = rows[len(req.Rows):]
 		if len(rows) == 0 {
-			return nil
+			return idx, nil
 		}
 		// The counts went with the first command.
 		req.Read, req.Accepted, req.Quarantined = 0, 0, 0
@@ -397,6 +444,7 @@ func (a *Agent) sourcesEndpoint() endpoint {
 		{pattern: "POST /v1/sources/{name}/resume", handler: a.handleSourcePause(false), kind: s, need: needWrite, name: pathName},
 		{pattern: "POST /v1/sources/{name}/records", handler: a.handleSourcePush, kind: s, need: needWrite, name: pathName},
 		{pattern: "POST /v1/sources/{name}/run", handler: a.handleSourceRun, kind: s, need: needWrite, name: pathName},
+		{pattern: "POST /v1/sources/{name}/reset", handler: a.handleSourceReset, kind: s, need: needWrite, name: pathName},
 		{pattern: "GET /v1/sources/{name}/runs", handler: a.handleSourceRuns, kind: s, need: needRead, name: pathName},
 		{pattern: "GET /v1/sources/{name}/runs/{seq}", handler: a.handleSourceRunGet, kind: s, need: needRead, name: pathName},
 	}}

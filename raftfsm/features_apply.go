@@ -82,7 +82,31 @@ var _ = registerCommands(structs.RangeData,
 	handler{structs.SourceAssignType, applySourceAssign},
 	handler{structs.SourceTriggerType, applySourceTrigger},
 	handler{structs.SourceRunType, applySourceRun},
+	handler{structs.SourceResetType, applySourceReset},
 )
+
+// applySourceReset clears a rereadable source's position: its next run
+// reads everything again, its identical rows stored once.
+func applySourceReset(tx *applyTxn, body []byte) (interface{}, error) {
+	var req structs.SourceTriggerRequest
+	if err := decodeBody(structs.SourceResetType, body, &req); err != nil {
+		return nil, err
+	}
+	s, err := getNamed[structs.Source](tx, sourceKey(req.Name), "source", req.Name)
+	if err != nil {
+		return nil, err
+	}
+	if !s.Spec.Rereadable() {
+		return nil, structs.Errorf(structs.CodeInvalid, "source %q is a %s source whose records would be counted twice if read again; only file, dataset and HTTP sources without a cursor can be reset", req.Name, s.Spec.Kind)
+	}
+	s.Position = nil
+	s.UpdatedAt = req.At
+	s.ModifyIndex = tx.index
+	if err := tx.put(sourceKey(req.Name), s); err != nil {
+		return nil, err
+	}
+	return utcSource(s), nil
+}
 
 // maxSourceRunsKept is how many runs of a source the registry keeps; a new
 // run deletes the one this many before it.
@@ -179,8 +203,10 @@ func applySourceRun(tx *applyTxn, body []byte) (interface{}, error) {
 	case structs.SourceRunSucceeded, structs.SourceRunFailedValidation:
 		s.Failures, s.LastError = 0, ""
 	case structs.SourceRunFailed:
-		s.Failures++
-		s.LastError, s.LastErrorAt = run.Error, run.FinishedAt
+		if !run.Interrupted {
+			s.Failures++
+			s.LastError, s.LastErrorAt = run.Error, run.FinishedAt
+		}
 	case structs.SourceRunRunning:
 	default:
 		return nil, structs.Errorf(structs.CodeInvalid, "run state %q is unknown", run.State)

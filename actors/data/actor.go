@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"reflect"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -29,6 +30,10 @@ type Host interface {
 	Output(s *structs.Source, run *structs.SourceRun) (Output, error)
 	// Changed fires when the registry changes.
 	Changed() <-chan struct{}
+	// FeatureIndex is the index of the last change to sources, feature
+	// views or entities: a running read checks it before each commit, so
+	// that a view declared while a stream runs gets its records.
+	FeatureIndex() uint64
 }
 
 // Output keeps a run's accepted records, for the source's dataset.
@@ -42,6 +47,10 @@ type Output interface {
 	// returns the dataset version written ("name:version"), "" for none.
 	Close(ctx context.Context, keep bool, failed []string) (string, error)
 }
+
+// errRestart ends a read whose source changed under it (its spec, or
+// views that make its batches too large): the next read starts at once.
+var errRestart = errors.New("data: the source changed; reading again")
 
 // Backoff of a failing source: the wait before a retry doubles from
 // minBackoff with each failure in a row, up to maxBackoff.
@@ -114,6 +123,10 @@ func (a *Actor) Run(ctx context.Context) {
 		failed := last != nil && last.State == structs.SourceRunFailed
 		var wake time.Duration
 		switch {
+		case failed && last.Interrupted && (stream || triggered || last.Trigger > 0):
+			// Cut short, not failing: again at once.
+			a.runOnce(ctx, s, max(s.Triggers, last.Trigger)*boolInt(!stream))
+			continue
 		case failed && (stream || triggered || last.Trigger > 0):
 			// Retried (or run anew) once the backoff has passed.
 			if wake = last.FinishedAt.Add(Backoff(s.Failures)).Sub(a.now()); wake <= 0 {
@@ -137,21 +150,6 @@ func (a *Actor) Run(ctx context.Context) {
 	}
 }
 
-// snapshotSource reports whether a source is read whole on every run (an
-// HTTP API without a cursor) or may be (a file that changed): its unchanged
-// records come again, and the registry keeps one copy of identical rows.
-// A cursor feed or a query resumes where it stopped, so a row that comes
-// twice from it is a second record and is kept.
-func snapshotSource(spec *structs.SourceSpec) bool {
-	switch spec.Kind {
-	case structs.SourceFile:
-		return true
-	case structs.SourceHTTP:
-		return spec.HTTP == nil || spec.HTTP.Pagination == nil || spec.HTTP.Pagination.Type != structs.PaginationCursor
-	}
-	return false
-}
-
 func boolInt(b bool) uint64 {
 	if b {
 		return 1
@@ -172,6 +170,7 @@ func (a *Actor) finishInterrupted(ctx context.Context, r *structs.SourceRun) {
 	done := *r
 	done.State = structs.SourceRunFailed
 	done.Error = "interrupted: the node running it stopped before it ended"
+	done.Interrupted = true
 	done.FinishedAt = a.now().UTC()
 	if _, err := a.Host.ReportRun(ctx, &structs.SourceRunRequest{Run: done, Gen: a.Gen}); err != nil && ctx.Err() == nil {
 		a.Log.Warn("closing an interrupted run failed", "source", a.Name, "run", r.Seq, "error", err)
@@ -195,14 +194,18 @@ func (a *Actor) runOnce(ctx context.Context, s *structs.Source, trigger uint64) 
 	}
 	a.Log.Info("source run started", "source", a.Name, "run", run.Seq, "trigger", trigger)
 	out, failed, err := a.read(ctx, s, run)
-	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
-		// Stopped (the node shuts down, the source moved or was paused):
-		// the next actor closes the run as interrupted.
-		return
-	}
+	stopped := (ctx.Err() != nil && errors.Is(err, context.Canceled)) || errors.Is(err, errRestart)
 	run.FinishedAt = a.now().UTC()
 	run.DurationMS = run.FinishedAt.Sub(start).Milliseconds()
 	switch {
+	case stopped && structs.StreamingKind(s.Spec.Kind):
+		// A stream's session ends when its actor stops (a pause, a move,
+		// the node shutting down): everything read is committed.
+		run.State = structs.SourceRunSucceeded
+	case stopped:
+		// A run cut short: what it committed stays, the rest is read
+		// again by the next run, at once.
+		run.State, run.Error, run.Interrupted = structs.SourceRunFailed, "interrupted: its actor stopped (pause, move, shutdown, or a change of the source)", true
 	case err != nil:
 		run.State, run.Error = structs.SourceRunFailed, err.Error()
 	case len(failed) > 0:
@@ -268,15 +271,33 @@ func (a *Actor) read(ctx context.Context, s *structs.Source, run *structs.Source
 		pos = Position{}
 	}
 	batchNo := 0
+	maxBatch := batchSize(len(views))
+	seen := a.Host.FeatureIndex()
 	emit := func(ctx context.Context, b Batch) error {
 		batchNo++
+		if idx := a.Host.FeatureIndex(); idx != seen {
+			seen = idx
+			now, views, entities, err := a.Host.Source(a.Name)
+			if err != nil {
+				return err
+			}
+			if !reflect.DeepEqual(now.Spec, s.Spec) || batchSize(len(views)) < maxBatch {
+				// How to read changed, or a batch would now make too many
+				// rows: this read ends, the batch uncommitted, and the
+				// next starts anew, at once.
+				return errRestart
+			}
+			if err := prep.SetViews(&s.Spec, views, entities); err != nil {
+				return err
+			}
+		}
 		n := batchNo
 		p := prep.Prepare(&b, func(i int) string { return fmt.Sprintf("record %d of batch %d", i+1, n) }, nil)
 		req := &structs.SourceIngestRequest{
 			Source: a.Name, From: make(map[string]string, len(b.Advance)), Advance: b.Advance,
 			Read: int64(b.Len()), Accepted: int64(len(p.Accepted)), Quarantined: int64(len(p.Quarantined)),
 			Rows: p.Rows, At: a.now().UTC(),
-			Dedupe: snapshotSource(&s.Spec),
+			Dedupe: s.Spec.Rereadable(),
 		}
 		for k := range b.Advance {
 			req.From[k] = pos[k]
@@ -308,7 +329,7 @@ func (a *Actor) read(ctx context.Context, s *structs.Source, run *structs.Source
 		}
 		return nil
 	}
-	err = rd.Read(ctx, pos, batchSize(len(views)), emit)
+	err = rd.Read(ctx, pos, maxBatch, emit)
 	failed = prep.Checker().Finish()
 	if out != nil {
 		keep := err == nil || run.Accepted > 0

@@ -23,6 +23,8 @@ func Open(s *structs.Source, env Env, client *http.Client) (Reader, error) {
 		return NewKafka(spec.Name, spec.Kafka, env)
 	case structs.SourceNATS:
 		return NewNATS(spec.Name, spec.NATS, env)
+	case structs.SourceDataset:
+		return NewDatasetSource(spec.Name, spec.FromDataset, env)
 	}
 	return nil, fmt.Errorf("data: a %s source is not read by an actor", spec.Kind)
 }

@@ -43,18 +43,29 @@ type Preparer struct {
 // compile is an error naming it.
 func NewPreparer(spec *structs.SourceSpec, views []*structs.FeatureView, entities map[string]*structs.Entity) (*Preparer, error) {
 	p := &Preparer{schema: NewSchema(spec.Schema), checker: NewChecker(spec)}
+	if err := p.SetViews(spec, views, entities); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// SetViews replaces the feature views the records feed (a view declared
+// or changed while a stream runs), keeping the run's expectation state.
+func (p *Preparer) SetViews(spec *structs.SourceSpec, views []*structs.FeatureView, entities map[string]*structs.Entity) error {
+	var compiled []*View
 	for _, v := range views {
 		e, ok := entities[v.Entity]
 		if !ok {
-			return nil, fmt.Errorf("data: feature view %s: entity %q not found", v.Name, v.Entity)
+			return fmt.Errorf("data: feature view %s: entity %q not found", v.Name, v.Entity)
 		}
 		cv, err := CompileView(v, e, spec.Schema)
 		if err != nil {
-			return nil, fmt.Errorf("data: feature view %s: %w", v.Name, err)
+			return fmt.Errorf("data: feature view %s: %w", v.Name, err)
 		}
-		p.views = append(p.views, cv)
+		compiled = append(compiled, cv)
 	}
-	return p, nil
+	p.views = compiled
+	return nil
 }
 
 // Checker is the run's expectations.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/kilnml/kiln/ml/dataset"
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
 
@@ -117,6 +118,23 @@ type Env struct {
 	// not return as an error, each under a name of its own; nil means
 	// hclog.NewNullLogger().
 	Logger hclog.Logger
+	// Datasets lists the versions of a dataset after a version number,
+	// in order, each fetched to a local file (dataset sources); nil: this
+	// node reads none.
+	Datasets func(ctx context.Context, name string, after uint64) ([]DatasetFile, error)
+}
+
+// DatasetFile is one version of a dataset, on local disk.
+type DatasetFile struct {
+	Version  uint64
+	Path     string
+	Format   string
+	Size     int64
+	NoHeader bool
+	Columns  []dataset.Column
+	// Failed lists the batch expectations its source's run failed: such a
+	// version is skipped.
+	Failed []string
 }
 
 // logger is the Logger, or a null one when none is set.

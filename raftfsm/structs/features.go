@@ -44,6 +44,10 @@ const (
 	SourceTriggerType MessageType = 80
 	// SourceRunType records a run's start, progress or end.
 	SourceRunType MessageType = 81
+	// SourceResetType clears the position of a source whose records can
+	// be read again without doubling (Rereadable), so that its next run
+	// reads everything: the way to fill a view declared after the fact.
+	SourceResetType MessageType = 82
 )
 
 var _ = registerTypes(RangeData,
@@ -61,6 +65,7 @@ var _ = registerTypes(RangeData,
 	TypeDef{SourceAssignType, "source_assign"},
 	TypeDef{SourceTriggerType, "source_trigger"},
 	TypeDef{SourceRunType, "source_run"},
+	TypeDef{SourceResetType, "source_reset"},
 )
 
 // Limits of feature records.

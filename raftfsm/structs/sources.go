@@ -20,15 +20,33 @@ const (
 	SourceKafka    = "kafka"
 	SourceNATS     = "nats"
 	SourcePush     = "push"
+	// SourceDataset reads the versions of a registered dataset, so that a
+	// feature view can be defined on a dataset as on any source.
+	SourceDataset = "dataset"
 )
 
 // SourceKinds lists the source kinds, in the order errors name them.
-var SourceKinds = []string{SourcePostgres, SourceHTTP, SourceFile, SourceKafka, SourceNATS, SourcePush}
+var SourceKinds = []string{SourcePostgres, SourceHTTP, SourceFile, SourceKafka, SourceNATS, SourcePush, SourceDataset}
 
 // Streaming reports whether a kind reads continuously rather than on a
 // schedule.
 func StreamingKind(kind string) bool {
 	return kind == SourceKafka || kind == SourceNATS || kind == SourcePush
+}
+
+// Rereadable reports whether the source's records can be read again
+// without counting twice: a source read whole on every run (an HTTP API
+// without a cursor, a file that changed) or a dataset's versions. Its
+// batches are committed with Dedupe (identical rows of one entity and time
+// are stored once), and its position may be reset.
+func (s *SourceSpec) Rereadable() bool {
+	switch s.Kind {
+	case SourceFile, SourceDataset:
+		return true
+	case SourceHTTP:
+		return s.HTTP == nil || s.HTTP.Pagination == nil || s.HTTP.Pagination.Type != PaginationCursor
+	}
+	return false
 }
 
 // Secret says where a credential comes from on the node that reads the
@@ -69,6 +87,12 @@ type PostgresSource struct {
 	Query string `msgpack:"query" json:"query" hcl:"query"`
 	// IncrementalColumn is the column whose values only grow (updated_at, id).
 	IncrementalColumn string `msgpack:"incremental_column" json:"incremental_column" hcl:"incremental_column"`
+}
+
+// DatasetSource reads every version of a dataset, in order, as it is
+// registered: a version that failed its source's validation is skipped.
+type DatasetSource struct {
+	Name string `msgpack:"name" json:"name" hcl:"name"`
 }
 
 // HTTPSource GETs a URL that answers with records.
@@ -205,6 +229,8 @@ type SourceSpec struct {
 	File     *FileSource     `msgpack:"file,omitempty" json:"file,omitempty"`
 	Kafka    *KafkaSource    `msgpack:"kafka,omitempty" json:"kafka,omitempty"`
 	NATS     *NATSSource     `msgpack:"nats,omitempty" json:"nats,omitempty"`
+	// FromDataset is the dataset a dataset source reads.
+	FromDataset *DatasetSource `msgpack:"from_dataset,omitempty" json:"from_dataset,omitempty"`
 }
 
 // Limits of a source spec.
@@ -289,7 +315,7 @@ func (s *SourceSpec) Validate() error {
 func (s *SourceSpec) validateKind() error {
 	set := map[string]bool{
 		SourcePostgres: s.Postgres != nil, SourceHTTP: s.HTTP != nil, SourceFile: s.File != nil,
-		SourceKafka: s.Kafka != nil, SourceNATS: s.NATS != nil,
+		SourceKafka: s.Kafka != nil, SourceNATS: s.NATS != nil, SourceDataset: s.FromDataset != nil,
 	}
 	for _, k := range SourceKinds {
 		if set[k] && k != s.Kind {
@@ -310,6 +336,8 @@ func (s *SourceSpec) validateKind() error {
 		return s.Kafka.validate()
 	case SourceNATS:
 		return s.NATS.validate()
+	case SourceDataset:
+		return ValidateName("from_dataset.name", s.FromDataset.Name)
 	}
 	return nil
 }
@@ -697,6 +725,11 @@ type SourceRun struct {
 	Failed []string `msgpack:"failed,omitempty" json:"failed,omitempty"`
 	// Dataset is the dataset version the run wrote, name:version.
 	Dataset string `msgpack:"dataset,omitempty" json:"dataset,omitempty"`
+	// Interrupted: the run ended because its actor stopped (its node died
+	// or shut down, the source was paused or moved), not because reading
+	// failed. It does not count toward the backoff, and the next actor
+	// runs again at once.
+	Interrupted bool `msgpack:"interrupted,omitempty" json:"interrupted,omitempty"`
 	// Quarantine samples the run's quarantined records.
 	Quarantine []QuarantinedRecord `msgpack:"quarantine,omitempty" json:"quarantine,omitempty"`
 }
