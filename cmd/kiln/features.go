@@ -659,6 +659,7 @@ func featureCell(v any, null string) string {
 
 const featuresHistoricalHelp = `Usage: kiln features historical [flags] -service NAME -entities ROWS.csv
        kiln features historical [flags] -features VIEW:FEATURE,... -entities ROWS.csv
+       kiln features historical [flags] -service NAME -entity-dataset NAME[:V] -output NAME
 
   Reads features as of points in time, for training sets: for each row of
   ROWS.csv, every feature's latest value at or before the row's time,
@@ -672,7 +673,14 @@ const featuresHistoricalHelp = `Usage: kiln features historical [flags] -service
   -features LIST            VIEW:FEATURE or VIEW:* names, comma-separated
   -entities FILE            the CSV of entity rows
   -timestamp-column NAME    the rows' time column (default ts)
-  -out FILE                 write the CSV to FILE instead of stdout` + featuresConnUsage
+  -out FILE                 write the CSV to FILE instead of stdout
+
+  For a large frame, the entity rows are a dataset version and the frame
+  is written by the node as the next version of a dataset, with its
+  lineage (the views' states), for a training job to read:
+
+  -entity-dataset NAME[:V]  the dataset version of entity rows
+  -output NAME              the dataset that receives the frame` + featuresConnUsage
 
 func featuresHistoricalCommand() *command {
 	return &command{synopsis: "Read feature values as of points in time into a CSV", help: featuresHistoricalHelp, run: runFeaturesHistorical}
@@ -685,6 +693,8 @@ func runFeaturesHistorical(args []string) int {
 	entitiesFile := fs.String("entities", "", "")
 	tsColumn := fs.String("timestamp-column", "ts", "")
 	outFile := fs.String("out", "", "")
+	entityDataset := fs.String("entity-dataset", "", "")
+	output := fs.String("output", "", "")
 	c, err := connect(fs, cf, args, 0, featuresHistoricalHelp)
 	if err != nil {
 		return fail(err)
@@ -692,6 +702,31 @@ func runFeaturesHistorical(args []string) int {
 	req, err := featureSelection(*service, *features)
 	if err != nil {
 		return fail(err)
+	}
+	if *entityDataset != "" || *output != "" {
+		if *entityDataset == "" || *output == "" || *entitiesFile != "" {
+			return fail(errors.New("a frame into a dataset takes -entity-dataset NAME[:V] and -output NAME, and no -entities"))
+		}
+		req["entity_dataset"], req["output"], req["timestamp_column"] = *entityDataset, *output, *tsColumn
+		var v struct {
+			Dataset  string `json:"dataset"`
+			Version  uint64 `json:"version"`
+			Rows     int64  `json:"rows"`
+			Features struct {
+				Features []string `json:"features"`
+				Index    uint64   `json:"index"`
+			} `json:"features"`
+		}
+		raw, err := postExact(c, "/v1/features/historical", req, &v)
+		if err != nil {
+			return fail(err)
+		}
+		if cf.format == "json" {
+			fmt.Println(string(raw))
+			return 0
+		}
+		fmt.Printf("Wrote %s:%d: %d rows, features %s (as of registry index %d)\n", v.Dataset, v.Version, v.Rows, strings.Join(v.Features.Features, ", "), v.Features.Index)
+		return 0
 	}
 	if *entitiesFile == "" {
 		return fail(errors.New("give the entity rows with -entities ROWS.csv: a header naming the join keys and " + *tsColumn))

@@ -267,6 +267,15 @@ func TestFeaturesCLI_ApplyPlanPushGetHistorical(t *testing.T) {
 		t.Errorf("historical -format json = %d\n%s", code, out)
 	}
 
+	// The same frame, written by the node as a dataset version.
+	if code, _, errOut := kiln("datasets", "push", "labels", rows); code != 0 {
+		t.Fatalf("datasets push: %q", errOut)
+	}
+	code, out, errOut = kiln("features", "historical", "-service", "fraud", "-entity-dataset", "labels:1", "-output", "train")
+	if code != 0 || !strings.Contains(out, "Wrote train:1: 3 rows, features txn_stats:amount, txn_stats:amount_sum_1h") {
+		t.Errorf("historical into a dataset = %d %q %q", code, out, errOut)
+	}
+
 	// A push source has no runs; the node says so.
 	if code, _, errOut := kiln("sources", "run", "txns"); code != 1 || !strings.Contains(errOut, "no runs") {
 		t.Errorf("run of a push source = %d %q", code, errOut)

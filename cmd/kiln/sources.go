@@ -37,13 +37,14 @@ const sourceErrorWidth = 60
 
 func sourcesCommands() map[string]*command {
 	return map[string]*command{
-		"sources":        groupCommand("Declare data sources, run them, push records", "kiln sources <apply|list|get|run|pause|resume|runs|push>"),
+		"sources":        groupCommand("Declare data sources, run them, push records", "kiln sources <apply|list|get|run|pause|resume|reset|runs|push>"),
 		"sources apply":  sourcesApplyCommand(),
 		"sources list":   sourcesListCommand(),
 		"sources get":    sourcesGetCommand(),
 		"sources run":    sourcesRunCommand(),
-		"sources pause":  sourcesPauseCommand(true),
-		"sources resume": sourcesPauseCommand(false),
+		"sources pause":  sourcesStateCommand("pause", "Paused", "Pause a source: it is not read and refuses pushes"),
+		"sources resume": sourcesStateCommand("resume", "Resumed", "Resume a paused source"),
+		"sources reset":  sourcesStateCommand("reset", "Reset", "Reset a file, dataset or snapshot HTTP source: its next run reads everything again, identical rows stored once (fills a view declared after the fact)"),
 		"sources runs":   sourcesRunsCommand(),
 		"sources push":   sourcesPushCommand(),
 	}
@@ -480,11 +481,8 @@ func sourceRunRow(r map[string]any) []string {
 	}
 }
 
-func sourcesPauseCommand(pause bool) *command {
-	verb, done, what := "pause", "Paused", "Pause a source: it is not read and refuses pushes"
-	if !pause {
-		verb, done, what = "resume", "Resumed", "Resume a paused source"
-	}
+// sourcesStateCommand is pause, resume or reset: a POST to the verb.
+func sourcesStateCommand(verb, done, what string) *command {
 	usage := "Usage: kiln sources " + verb + " [flags] NAME\n\n  " + what + "." + sourcesConnUsage
 	return &command{synopsis: what, help: usage, run: func(args []string) int {
 		fs, cf := newClientFlags("sources " + verb)
