@@ -118,6 +118,9 @@ type FeatureStoreConfig struct {
 	RedisPasswordFile string
 	// RedisResync is how often the leader rewrites Redis from the store.
 	RedisResync time.Duration
+	// CompactInterval is how often the leader deletes feature values past
+	// their views' retention.
+	CompactInterval time.Duration
 }
 
 // LimitsConfig is the limits {} block: how much long-running work one node
@@ -220,7 +223,7 @@ func DefaultConfig() Config {
 		BlobGCInterval:      5 * time.Minute,
 		BlobGCGrace:         time.Hour,
 		PredictTimeout:      30 * time.Second,
-		FeatureStore:        FeatureStoreConfig{Online: OnlineEmbedded, RedisResync: 10 * time.Minute},
+		FeatureStore:        FeatureStoreConfig{Online: OnlineEmbedded, RedisResync: 10 * time.Minute, CompactInterval: time.Minute},
 		Limits: LimitsConfig{
 			MaxConcurrentUploads:  4,
 			MaxConcurrentRestores: 1,
@@ -334,6 +337,9 @@ func (c *Config) Validate() error {
 }
 
 func (f FeatureStoreConfig) validate() error {
+	if f.CompactInterval <= 0 {
+		return fmt.Errorf("node: feature_store.compact_interval must be positive")
+	}
 	switch f.Online {
 	case OnlineEmbedded:
 		if len(f.RedisAddrs) > 0 {
@@ -522,6 +528,7 @@ type fileFeatures struct {
 	RedisPasswordEnv  *string  `hcl:"redis_password_env,optional"`
 	RedisPasswordFile *string  `hcl:"redis_password_file,optional"`
 	RedisResync       *string  `hcl:"redis_resync,optional"`
+	CompactInterval   *string  `hcl:"compact_interval,optional"`
 }
 
 type fileLimits struct {
@@ -776,7 +783,8 @@ func (fc *fileConfig) applyTo(c *Config, body hcl.Body) error {
 		}
 	}
 	if f := fc.FeatureStore; f != nil {
-		durations = append(durations, durationKey{"feature_store.redis_resync", f.RedisResync, &c.FeatureStore.RedisResync})
+		durations = append(durations, durationKey{"feature_store.redis_resync", f.RedisResync, &c.FeatureStore.RedisResync},
+			durationKey{"feature_store.compact_interval", f.CompactInterval, &c.FeatureStore.CompactInterval})
 		if f.Online != nil {
 			c.FeatureStore.Online = *f.Online
 		}

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"encoding/csv"
 	"fmt"
 	"net/http"
@@ -148,5 +149,94 @@ func TestAgent_FeatureViewOnDataset(t *testing.T) {
 	}
 	if r := call(t, a, "PUT", "/v1/feature-views/other", `{"entity": "user", "dataset": "nope", "timestamp_column": "ts", "features": [{"name": "amount"}]}`); r.status != 400 || !strings.Contains(r.raw, "nope") {
 		t.Fatalf("view on a missing dataset = %d %s", r.status, r.raw)
+	}
+}
+
+// TestAgent_FileSourceRun reads files of a directory (the iris file of the
+// repo's test data) in runs: each file once, by name and checksum, a new
+// file on the next run, into dataset versions and a view.
+func TestAgent_FileSourceRun(t *testing.T) {
+	a := testNode(t)
+	waitLeader(t, a)
+	waitRegistered(t, a)
+	dir := t.TempDir()
+	iris := readTestdata(t, irisCSV)
+	if err := os.WriteFile(dir+"/a.csv", iris, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	src := fmt.Sprintf(`{"name": "flowers", "kind": "file", "file": {"path": %q},
+		"schema": {"_index_": "int", "Sepal_Length": "float", "Sepal_Width": "float", "Petal_Length": "float", "Petal_Width": "float", "Species": "string"},
+		"expectations": [{"rule": "allowed", "column": "Species", "values": ["setosa", "versicolor"]}]}`, dir+"/*.csv")
+	if r := call(t, a, "POST", "/v1/sources", src); r.status != http.StatusOK {
+		t.Fatalf("source = %d %s", r.status, r.raw)
+	}
+	runAndWait := func(seq float64) map[string]any {
+		t.Helper()
+		if r := call(t, a, "POST", "/v1/sources/flowers/run", ""); r.status != http.StatusAccepted {
+			t.Fatalf("run = %d %s", r.status, r.raw)
+		}
+		var run map[string]any
+		testutil.Until(t, 20*time.Second, "the run to end", func() bool {
+			run, _ = call(t, a, "GET", "/v1/sources/flowers", "").body["last_run"].(map[string]any)
+			return run != nil && run["seq"] == seq && run["state"] != "running"
+		})
+		return run
+	}
+	run := runAndWait(1)
+	if run["state"] != "succeeded" || run["read"] != 150.0 || run["accepted"] != 100.0 || run["quarantined"] != 50.0 || run["dataset"] != "flowers:1" {
+		t.Fatalf("run 1 = %v; want 150 read, the 50 virginica quarantined by the allowed rule", run)
+	}
+	dv := call(t, a, "GET", "/v1/datasets/flowers/versions/1", "")
+	if q, _ := dv.body["quarantine"].(map[string]any); dv.body["rows"] != 100.0 || q == nil || q["rows"] != 50.0 {
+		t.Fatalf("dataset = %s; want 100 rows and a quarantine of 50", dv.raw)
+	}
+	// Nothing new: the file is skipped by its checksum.
+	if run := runAndWait(2); run["read"] != 0.0 {
+		t.Fatalf("run 2 = %v; want nothing read", run)
+	}
+	if err := os.WriteFile(dir+"/b.csv", iris[:bytes.IndexByte(iris, '\n')+1+len("\"1\",5.1,3.5,1.4,0.2,\"setosa\"\n")], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if run := runAndWait(3); run["read"] != 1.0 || run["accepted"] != 1.0 {
+		t.Fatalf("run 3 = %v; want only the new file's one row", run)
+	}
+}
+
+// TestAgent_FeatureRetention: the leader deletes values older than a
+// view's retain, keeping what its TTL and windows still read.
+func TestAgent_FeatureRetention(t *testing.T) {
+	a := testNode(t, func(c *Config) { c.FeatureStore.CompactInterval = 100 * time.Millisecond })
+	waitLeader(t, a)
+	for _, c := range []struct{ method, path, body string }{
+		{"POST", "/v1/sources", `{"name": "ev", "kind": "push", "schema": {"user_id": "int", "ts": "timestamp", "x": "float"}}`},
+		{"PUT", "/v1/entities/user", `{"join_keys": ["user_id"]}`},
+		{"PUT", "/v1/feature-views/ev_stats", `{"entity": "user", "source": "ev", "timestamp_column": "ts", "retain": "2h", "features": [{"name": "x"}, {"name": "n", "expr": "count()", "window": "3h"}]}`},
+	} {
+		if res := call(t, a, c.method, c.path, c.body); res.status != http.StatusOK {
+			t.Fatalf("%s %s = %d %s", c.method, c.path, res.status, res.raw)
+		}
+	}
+	now := time.Now().UTC()
+	var push strings.Builder
+	for h := range 6 { // 0h, 1h, ... 5h old
+		fmt.Fprintf(&push, `{"user_id": 1, "ts": %q, "x": %d}`+"\n", now.Add(-time.Duration(h)*time.Hour-time.Minute).Format(time.RFC3339), h)
+	}
+	if r := call(t, a, "POST", "/v1/sources/ev/records", push.String()); r.status != http.StatusOK {
+		t.Fatalf("push = %d %s", r.status, r.raw)
+	}
+	count := func() int {
+		txn := a.fsm.ReadTxn()
+		defer txn.Discard()
+		n, err := txn.FeatureValueCount("ev_stats")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// retain 2h, but the 3h window still reads 3h back: rows 0-2h stay.
+	testutil.Until(t, 10*time.Second, "the values past 3h to go", func() bool { return count() == 3 })
+	h := call(t, a, "POST", "/v1/features/online", `{"features": ["ev_stats:n", "ev_stats:x"], "entities": {"user_id": 1}}`)
+	if v := h.body["rows"].([]any)[0].(map[string]any)["values"].(map[string]any); v["ev_stats:n"] != 3.0 || v["ev_stats:x"] != 0.0 {
+		t.Fatalf("online after compaction = %s", h.raw)
 	}
 }

@@ -19,7 +19,7 @@ import (
 func TestAgent_FeaturesOnlineFromRedis(t *testing.T) {
 	addr := testutil.StartRedis(t)
 	a := testNode(t, func(c *Config) {
-		c.FeatureStore = FeatureStoreConfig{Online: OnlineRedis, RedisAddrs: []string{addr}, RedisResync: 200 * time.Millisecond}
+		c.FeatureStore.Online, c.FeatureStore.RedisAddrs, c.FeatureStore.RedisResync = OnlineRedis, []string{addr}, 200*time.Millisecond
 	})
 	waitLeader(t, a)
 	featureSetup(t, a)

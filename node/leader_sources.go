@@ -30,7 +30,7 @@ func (a *Agent) sourcesLoop(ctx context.Context) {
 				a.logger.Warn("source placement failed", "error", err)
 			}
 		}
-		if time.Since(lastCompact) >= compactEvery {
+		if time.Since(lastCompact) >= a.cfg.FeatureStore.CompactInterval {
 			lastCompact = time.Now()
 			if err := a.compactFeatures(ctx); err != nil && ctx.Err() == nil {
 				a.logger.Warn("feature compaction failed", "error", err)
@@ -46,9 +46,6 @@ func (a *Agent) sourcesLoop(ctx context.Context) {
 		}
 	}
 }
-
-// compactEvery is how often the leader compacts feature values.
-const compactEvery = time.Minute
 
 // cronParser reads the 5-field cron expressions of schedules, and the
 // @hourly kind of descriptor.
