@@ -34,13 +34,19 @@ func (a *Agent) handleEntityPut(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	var stored structs.Entity
-	idx, err := a.propose(r.Context(), structs.EntityPutType, &structs.EntityPutRequest{Entity: e}, &stored)
+	serveWrite[structs.Entity](a, w, r, structs.EntityPutType, &structs.EntityPutRequest{Entity: e}, http.StatusOK)
+}
+
+// serveWrite proposes a command and answers with the record it stored, T,
+// and the index it committed at.
+func serveWrite[T any](a *Agent, w http.ResponseWriter, r *http.Request, t structs.MessageType, cmd any, status int) {
+	var stored T
+	idx, err := a.propose(r.Context(), t, cmd, &stored)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	writeCommitted(w, http.StatusOK, idx, &stored)
+	writeCommitted(w, status, idx, &stored)
 }
 
 type featureViewPutRequest struct {
@@ -201,13 +207,7 @@ func (a *Agent) handleFeatureServicePut(w http.ResponseWriter, r *http.Request) 
 		writeError(w, err)
 		return
 	}
-	var stored structs.FeatureService
-	idx, err := a.propose(r.Context(), structs.FeatureServicePutType, &structs.FeatureServicePutRequest{Service: s}, &stored)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeCommitted(w, http.StatusOK, idx, &stored)
+	serveWrite[structs.FeatureService](a, w, r, structs.FeatureServicePutType, &structs.FeatureServicePutRequest{Service: s}, http.StatusOK)
 }
 
 // handleNamedGet answers GET of one named feature object.

@@ -75,13 +75,7 @@ func (a *Agent) handleSourcePut(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	var stored structs.Source
-	idx, err := a.propose(r.Context(), structs.SourcePutType, &structs.SourcePutRequest{Spec: spec, At: time.Now().UTC()}, &stored)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeCommitted(w, http.StatusOK, idx, &stored)
+	serveWrite[structs.Source](a, w, r, structs.SourcePutType, &structs.SourcePutRequest{Spec: spec, At: time.Now().UTC()}, http.StatusOK)
 }
 
 // fillDatasetSchema gives a dataset source without a schema its dataset's
@@ -116,13 +110,7 @@ func (a *Agent) handleSourcePause(paused bool) http.HandlerFunc {
 			writeError(w, err)
 			return
 		}
-		var stored structs.Source
-		idx, err := a.propose(r.Context(), structs.SourcePauseType, &structs.SourcePauseRequest{Name: name, Paused: paused, At: time.Now().UTC()}, &stored)
-		if err != nil {
-			writeError(w, err)
-			return
-		}
-		writeCommitted(w, http.StatusOK, idx, &stored)
+		serveWrite[structs.Source](a, w, r, structs.SourcePauseType, &structs.SourcePauseRequest{Name: name, Paused: paused, At: time.Now().UTC()}, http.StatusOK)
 	}
 }
 
@@ -150,13 +138,7 @@ func (a *Agent) handleSourceReset(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	var stored structs.Source
-	idx, err := a.propose(r.Context(), structs.SourceResetType, &structs.SourceTriggerRequest{Name: name, At: time.Now().UTC()}, &stored)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeCommitted(w, http.StatusOK, idx, &stored)
+	serveWrite[structs.Source](a, w, r, structs.SourceResetType, &structs.SourceTriggerRequest{Name: name, At: time.Now().UTC()}, http.StatusOK)
 }
 
 func (a *Agent) handleSourceRuns(w http.ResponseWriter, r *http.Request) {

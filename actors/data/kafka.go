@@ -55,10 +55,7 @@ type kafkaReader struct {
 	reset   kgo.Offset // where a partition without a position starts
 	logger  hclog.Logger
 
-	// mu guards client and closed.
-	mu     sync.Mutex
-	client *kgo.Client // the client of the Read in progress, or nil
-	closed bool
+	client inflight[*kgo.Client]
 }
 
 // NewKafka returns a Reader of a Kafka source. spec must be normalized
@@ -104,7 +101,7 @@ func (r *kafkaReader) Read(ctx context.Context, from Position, maxBatch int, emi
 	if err != nil {
 		return err
 	}
-	defer r.release(cl)
+	defer r.client.release(cl)
 	for {
 		fetches := cl.PollRecords(ctx, maxBatch)
 		err := r.handle(ctx, cl, fetches, pos, emit)
@@ -134,28 +131,10 @@ func (r *kafkaReader) open(pos *kafkaPosition) (*kgo.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("data: kafka %s: %w", r.brokers, err)
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		cl.Close()
-		return nil, fmt.Errorf("data: kafka %s: reader is closed", r.brokers)
+	if err := r.client.set(cl); err != nil {
+		return nil, fmt.Errorf("data: kafka %s: %w", r.brokers, err)
 	}
-	r.client = cl
 	return cl, nil
-}
-
-// release closes the client of a Read that returns, unless Close has taken
-// it to close it.
-func (r *kafkaReader) release(cl *kgo.Client) {
-	r.mu.Lock()
-	own := r.client == cl
-	if own {
-		r.client = nil
-	}
-	r.mu.Unlock()
-	if own {
-		cl.Close()
-	}
 }
 
 // handle emits one poll's records and commits them to the group.
@@ -224,13 +203,7 @@ func (r *kafkaReader) fetchError(fetches kgo.Fetches) error {
 // Close closes the client of a Read in progress, which then returns an
 // error; Read is not called after it.
 func (r *kafkaReader) Close() error {
-	r.mu.Lock()
-	cl := r.client
-	r.client, r.closed = nil, true
-	r.mu.Unlock()
-	if cl != nil {
-		cl.Close()
-	}
+	r.client.close()
 	return nil
 }
 

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -72,10 +71,7 @@ type natsReader struct {
 	ack    func(jetstream.Msg) error
 	logger hclog.Logger
 
-	// mu guards conn and closed.
-	mu     sync.Mutex
-	conn   *nats.Conn // the connection of the Read in progress, or nil
-	closed bool
+	conn inflight[*nats.Conn]
 }
 
 // NewNATS returns a Reader of a NATS JetStream source. spec must be
@@ -125,7 +121,7 @@ func (r *natsReader) Read(ctx context.Context, from Position, maxBatch int, emit
 	if err != nil {
 		return err
 	}
-	defer r.release(nc)
+	defer r.conn.release(nc)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return r.fail(ctx, err)
@@ -226,28 +222,10 @@ func (r *natsReader) connect() (*nats.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("data: nats %s: %w", r.addr, err)
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		nc.Close()
-		return nil, fmt.Errorf("data: nats %s: reader is closed", r.addr)
+	if err := r.conn.set(nc); err != nil {
+		return nil, fmt.Errorf("data: nats %s: %w", r.addr, err)
 	}
-	r.conn = nc
 	return nc, nil
-}
-
-// release closes the connection of a Read that returns, unless Close has
-// taken it to close it.
-func (r *natsReader) release(nc *nats.Conn) {
-	r.mu.Lock()
-	own := r.conn == nc
-	if own {
-		r.conn = nil
-	}
-	r.mu.Unlock()
-	if own {
-		nc.Close()
-	}
 }
 
 // consumer creates or updates the durable consumer and resets it to the
@@ -333,12 +311,6 @@ func (r *natsReader) fail(ctx context.Context, err error) error {
 // Close closes the connection of a Read in progress, which then returns
 // an error; Read is not called after it.
 func (r *natsReader) Close() error {
-	r.mu.Lock()
-	nc := r.conn
-	r.conn, r.closed = nil, true
-	r.mu.Unlock()
-	if nc != nil {
-		nc.Close()
-	}
+	r.conn.close()
 	return nil
 }
