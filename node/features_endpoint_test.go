@@ -149,6 +149,7 @@ func TestAgent_FeaturesBadInput(t *testing.T) {
 		{"missing env", "POST", "/v1/sources", `{"name": "s", "kind": "http", "http": {"url": "http://x/y", "token": {"env": "KILN_TEST_NO_SUCH_VAR"}}}`, 400, "KILN_TEST_NO_SUCH_VAR"},
 		{"schedule on a stream", "POST", "/v1/sources", `{"name": "s", "kind": "push", "schema": {"a": "int"}, "schedule": "1m"}`, 400, "schedule"},
 		{"bad cron", "POST", "/v1/sources", `{"name": "s", "kind": "http", "http": {"url": "http://x/y"}, "schedule": "every tuesday"}`, 400, "schedule"},
+		{"cron out of range", "POST", "/v1/sources", `{"name": "s", "kind": "http", "http": {"url": "http://x/y"}, "schedule": "99 * * * *"}`, 400, "schedule \"99 * * * *\""},
 		{"view on a missing column", "PUT", "/v1/feature-views/v2", `{"entity": "user", "source": "txns", "timestamp_column": "ts", "features": [{"name": "price"}]}`, 400, "(price) is not a column"},
 		{"view with a wrong type", "PUT", "/v1/feature-views/v2", `{"entity": "user", "source": "txns", "timestamp_column": "ts", "features": [{"name": "country", "type": "float"}]}`, 400, "declared float"},
 		{"expr of the wrong type", "PUT", "/v1/feature-views/v2", `{"entity": "user", "source": "txns", "timestamp_column": "ts", "features": [{"name": "c2", "type": "float", "expr": "country + 'x'"}]}`, 400, "gives a string"},
@@ -264,5 +265,34 @@ func TestAgent_SourceRunHTTP(t *testing.T) {
 	}
 	if none := call(t, a, "GET", "/v1/sources/txns/runs/9", ""); none.status != http.StatusNotFound {
 		t.Fatalf("run 9 = %d %s; want 404", none.status, none.raw)
+	}
+}
+
+// TestAgent_SourceSchedule: an interval schedule fires a run per tick,
+// each for its own tick, with no run asked for by hand.
+func TestAgent_SourceSchedule(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, `[{"id": 1}]`)
+	}))
+	defer srv.Close()
+	a := testNode(t)
+	waitLeader(t, a)
+	src := fmt.Sprintf(`{"name": "ticks", "kind": "http", "schedule": "1s", "schema": {"id": "int"}, "http": {"url": %q}}`, srv.URL)
+	if r := call(t, a, "POST", "/v1/sources", src); r.status != http.StatusOK {
+		t.Fatalf("source = %d %s", r.status, r.raw)
+	}
+	var s map[string]any
+	testutil.Until(t, 20*time.Second, "three scheduled runs", func() bool {
+		s = call(t, a, "GET", "/v1/sources/ticks", "").body
+		return s["runs"] != nil && s["runs"].(float64) >= 3
+	})
+	runs := call(t, a, "GET", "/v1/sources/ticks/runs", "").body["items"].([]any)
+	for i, r := range runs {
+		if tr := r.(map[string]any)["trigger"]; tr != float64(i+1) {
+			t.Fatalf("run %d answered trigger %v: %v", i+1, tr, runs)
+		}
+	}
+	if s["last_scheduled_at"] == nil || s["triggers"].(float64) < 3 {
+		t.Fatalf("source = %v; want the schedule's ticks recorded", s)
 	}
 }

@@ -71,6 +71,12 @@ func (a *Agent) handleSourcePut(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	if sched, err := structs.ParseSchedule(spec.Schedule); err == nil && sched.Cron != "" {
+		if _, err := cronParser.Parse(sched.Cron); err != nil {
+			writeError(w, structs.Errorf(structs.CodeInvalid, "schedule %q: %v", spec.Schedule, err))
+			return
+		}
+	}
 	if err := checkSecretsHere(&spec); err != nil {
 		writeError(w, err)
 		return

@@ -241,6 +241,11 @@ func (c *FeatureCursor) read(v *structs.FeatureView, features []*structs.Feature
 		return out, nil
 	}
 	aggs := make([]aggregate, len(features))
+	for i, f := range features {
+		if f.Windowed() {
+			aggs[i].fn, aggs[i].col, _ = structs.ParseAggregation(f.Expr)
+		}
+	}
 	err := c.walk(e, atNS, func(r *structs.FeatureRow) bool {
 		age := atNS - r.TS
 		if age >= int64(longest) {
@@ -248,7 +253,7 @@ func (c *FeatureCursor) read(v *structs.FeatureView, features []*structs.Feature
 		}
 		for i, f := range features {
 			if f.Windowed() && age < int64(f.WindowDuration()) {
-				aggs[i].add(f, r)
+				aggs[i].add(r)
 			}
 		}
 		return true
@@ -276,26 +281,27 @@ func resize[T any](s []T, n int) []T {
 
 // aggregate accumulates one windowed feature over rows met newest first.
 type aggregate struct {
-	rows   int64 // rows in the window
-	n      int64 // non-null values
-	sum    float64
-	isum   int64
-	min    float64
-	max    float64
-	last   any
-	newest int64
+	fn, col string // the aggregation, parsed once per read
+	rows    int64  // rows in the window
+	n       int64  // non-null values
+	sum     float64
+	isum    int64
+	min     float64
+	max     float64
+	last    any
+	newest  int64
 }
 
-func (a *aggregate) add(f *structs.Feature, r *structs.FeatureRow) {
+func (a *aggregate) add(r *structs.FeatureRow) {
 	if a.rows == 0 {
 		a.newest = r.TS
 	}
 	a.rows++
-	fn, col, _ := structs.ParseAggregation(f.Expr)
-	if col == "" {
+	fn := a.fn
+	if a.col == "" {
 		return // count()
 	}
-	x, ok := r.Values[col]
+	x, ok := r.Values[a.col]
 	if !ok || x == nil {
 		return
 	}
@@ -326,10 +332,10 @@ func (a *aggregate) add(f *structs.Feature, r *structs.FeatureRow) {
 }
 
 func (a *aggregate) result(f *structs.Feature) any {
-	fn, col, _ := structs.ParseAggregation(f.Expr)
+	fn := a.fn
 	switch fn {
 	case "count":
-		if col == "" {
+		if a.col == "" {
 			return a.rows
 		}
 		return a.n
