@@ -1,0 +1,528 @@
+package structs
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Pipeline step types (DESIGN.md §8, "Pipelines").
+const (
+	StepIngest   = "ingest"
+	StepFeatures = "features"
+	StepTrain    = "train"
+	StepTune     = "tune"
+	StepEvaluate = "evaluate"
+	StepDeploy   = "deploy"
+	StepCommand  = "command"
+	StepWaitFor  = "wait_for"
+)
+
+// StepTypes lists the step types, in the order errors name them.
+var StepTypes = []string{StepIngest, StepFeatures, StepTrain, StepTune, StepEvaluate, StepDeploy, StepCommand, StepWaitFor}
+
+// StepOutputs lists what each step type gives later steps, as
+// steps.<name>.<output>. "metrics" stands for metrics.<any name>.
+var StepOutputs = map[string][]string{
+	StepIngest:   {"run", "dataset"},
+	StepFeatures: {"dataset"},
+	StepTrain:    {"job_id", "run_id", "model", "model_version", "dataset", "metrics"},
+	StepTune:     {"tuning_id", "best_job", "model", "model_version", "metrics"},
+	StepEvaluate: {"passed", "metrics"},
+	StepDeploy:   {"model", "version", "promoted"},
+	StepCommand:  {"job_id", "exit_code"},
+	StepWaitFor:  {"dataset"},
+}
+
+// Limits of a pipeline.
+const (
+	MaxPipelineSteps  = 256
+	MaxPipelineParams = 64
+	MaxMaxParallel    = 256
+	MaxStepRetries    = 10
+	MaxGateLen        = 4096
+)
+
+// Catch-up policies: what a schedule does about ticks missed while no
+// leader ran.
+const (
+	CatchUpLatest = "latest" // one run, for the latest missed tick (default)
+	CatchUpNone   = "none"   // no run for missed ticks; the next tick fires
+	CatchUpAll    = "all"    // a run for every missed tick, at most 100
+)
+
+// PipelineSpec is a pipeline as a user declares it.
+type PipelineSpec struct {
+	Name        string `msgpack:"name" json:"name"`
+	Description string `msgpack:"description,omitempty" json:"description,omitempty"`
+	// Schedule is a cron expression (or an interval) that starts runs.
+	Schedule string `msgpack:"schedule,omitempty" json:"schedule,omitempty"`
+	CatchUp  string `msgpack:"catch_up,omitempty" json:"catch_up,omitempty"`
+	// MaxParallel bounds the steps of one run that run at once.
+	MaxParallel int `msgpack:"max_parallel" json:"max_parallel"`
+	// Params are the parameters and their defaults; a run may override
+	// them, and steps refer to them as ${params.name}.
+	Params map[string]any `msgpack:"params,omitempty" json:"params,omitempty"`
+	Steps  []StepSpec     `msgpack:"steps" json:"steps"`
+}
+
+// StepSpec is one step of a pipeline. Its type says which of the type
+// fields it takes. Text fields may hold references, ${params.lr} or
+// ${steps.train.model_version}, resolved when the step starts.
+type StepSpec struct {
+	Name      string   `msgpack:"name" json:"name"`
+	Type      string   `msgpack:"type" json:"type"`
+	DependsOn []string `msgpack:"depends_on,omitempty" json:"depends_on,omitempty"`
+	Retries   int      `msgpack:"retries,omitempty" json:"retries,omitempty"`
+	Timeout   string   `msgpack:"timeout,omitempty" json:"timeout,omitempty"`
+	// Cache reuses the outputs of an earlier attempt of the step whose
+	// inputs (its resolved spec and the digests of what it reads) were the
+	// same.
+	Cache bool `msgpack:"cache,omitempty" json:"cache,omitempty"`
+
+	// ingest: the source to run.
+	Source string `msgpack:"source,omitempty" json:"source,omitempty"`
+	// features: a frame of a feature service for a dataset of entity rows.
+	Features *FeatureFrame `msgpack:"features,omitempty" json:"features,omitempty"`
+	// train: a job spec; command: a process job's trainer is built from
+	// Command and Env.
+	Job *JobSpec `msgpack:"job,omitempty" json:"job,omitempty"`
+	// tune: a tuning spec.
+	Tuning *TuningSpec `msgpack:"tuning,omitempty" json:"tuning,omitempty"`
+	// evaluate: a model version scored on a dataset version, and a gate.
+	Evaluate *EvaluateStep `msgpack:"evaluate,omitempty" json:"evaluate,omitempty"`
+	// deploy: a canary and its watch.
+	Deploy *DeployStep `msgpack:"deploy,omitempty" json:"deploy,omitempty"`
+	// command: a process.
+	Command []string          `msgpack:"command,omitempty" json:"command,omitempty"`
+	Env     map[string]string `msgpack:"env,omitempty" json:"env,omitempty"`
+	// wait_for: a dataset version or an alert.
+	WaitFor *WaitForStep `msgpack:"wait_for,omitempty" json:"wait_for,omitempty"`
+}
+
+// EvaluateStep scores a model version on a dataset version. Gate is an
+// expression over metrics.<name> (this evaluation) and champion.<name>
+// (the deployed version's, on the same data) that must hold for the step
+// to pass.
+type EvaluateStep struct {
+	Model   string `msgpack:"model" json:"model"`
+	Version string `msgpack:"version" json:"version"`
+	Dataset string `msgpack:"dataset" json:"dataset"`
+	Target  string `msgpack:"target" json:"target"`
+	Gate    string `msgpack:"gate,omitempty" json:"gate,omitempty"`
+}
+
+// DeployStep puts a version on a canary, watches it, and promotes it or
+// rolls it back.
+type DeployStep struct {
+	Model   string `msgpack:"model" json:"model"`
+	Version string `msgpack:"version" json:"version"`
+	// Canary is the traffic weight (1-99) of the new version while watched.
+	Canary int `msgpack:"canary" json:"canary"`
+	// Watch is how long the canary is watched ("10m").
+	Watch string `msgpack:"watch" json:"watch"`
+	// MaxErrorRate and MaxP99MS roll the canary back when exceeded.
+	MaxErrorRate float64 `msgpack:"max_error_rate,omitempty" json:"max_error_rate,omitempty"`
+	MaxP99MS     float64 `msgpack:"max_p99_ms,omitempty" json:"max_p99_ms,omitempty"`
+}
+
+// WaitForStep waits for a dataset version (a new one after the run
+// started) or an alert.
+type WaitForStep struct {
+	Dataset string `msgpack:"dataset,omitempty" json:"dataset,omitempty"`
+	Alert   string `msgpack:"alert,omitempty" json:"alert,omitempty"`
+}
+
+// refRE finds the references in a step's text fields.
+var refRE = regexp.MustCompile(`\$\{([^}]*)\}`)
+
+// Reference is one ${...} in a step: params.<name> or
+// steps.<step>.<output>[.<metric>].
+type Reference struct {
+	Path  string // the field it is in, e.g. steps.deploy.deploy.version
+	Text  string // what is inside ${}
+	Step  string // the step referred to; "" for a param
+	Name  string // the param, or the step's output
+	Extra string // the metric, for metrics.<name>
+}
+
+// parseReference reads one reference's text.
+func parseReference(path, text string) (Reference, error) {
+	r := Reference{Path: path, Text: text}
+	parts := strings.Split(strings.TrimSpace(text), ".")
+	switch {
+	case len(parts) == 2 && parts[0] == "params":
+		r.Name = parts[1]
+		return r, nil
+	case (len(parts) == 3 || len(parts) == 4) && parts[0] == "steps":
+		r.Step, r.Name = parts[1], parts[2]
+		if len(parts) == 4 {
+			if r.Name != "metrics" {
+				return r, Errorf(CodeInvalid, "%s: reference ${%s}: only metrics has a fourth part (steps.STEP.metrics.NAME)", path, text)
+			}
+			r.Extra = parts[3]
+		} else if r.Name == "metrics" {
+			return r, Errorf(CodeInvalid, "%s: reference ${%s}: name the metric, steps.%s.metrics.NAME", path, text, r.Step)
+		}
+		return r, nil
+	}
+	return r, Errorf(CodeInvalid, "%s: reference ${%s} is neither params.NAME nor steps.STEP.OUTPUT", path, text)
+}
+
+// References lists the step's references, each with the path of its field.
+func (s *StepSpec) References() ([]Reference, error) {
+	var out []Reference
+	var firstErr error
+	add := func(field, v string) {
+		for _, m := range refRE.FindAllStringSubmatch(v, -1) {
+			r, err := parseReference("steps."+s.Name+"."+field, m[1])
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+			out = append(out, r)
+		}
+	}
+	add("source", s.Source)
+	for i, c := range s.Command {
+		add(fmt.Sprintf("command[%d]", i), c)
+	}
+	for _, k := range sortedKeys(s.Env) {
+		add("env."+k, s.Env[k])
+	}
+	if f := s.Features; f != nil {
+		add("features.service", f.Service)
+		add("features.entity_rows", f.EntityRows)
+		add("features.output", f.Output)
+	}
+	if j := s.Job; j != nil {
+		add("job.dataset", j.Dataset)
+		add("job.validation.dataset", j.Validation.Dataset)
+		add("job.register_as", j.RegisterAs)
+		if f := j.FeatureFrame; f != nil {
+			add("job.feature_frame.entity_rows", f.EntityRows)
+		}
+		for _, k := range sortedKeys(j.Params) {
+			if v, ok := j.Params[k].(string); ok {
+				add("job.params."+k, v)
+			}
+		}
+	}
+	if e := s.Evaluate; e != nil {
+		add("evaluate.model", e.Model)
+		add("evaluate.version", e.Version)
+		add("evaluate.dataset", e.Dataset)
+	}
+	if d := s.Deploy; d != nil {
+		add("deploy.model", d.Model)
+		add("deploy.version", d.Version)
+	}
+	if w := s.WaitFor; w != nil {
+		add("wait_for.dataset", w.Dataset)
+	}
+	return out, firstErr
+}
+
+// Normalize fills defaults.
+func (p *PipelineSpec) Normalize() {
+	if p.MaxParallel == 0 {
+		p.MaxParallel = 4
+	}
+	if p.CatchUp == "" {
+		p.CatchUp = CatchUpLatest
+	}
+}
+
+// Validate checks a normalized spec: names, types, the fields each type
+// takes, the graph (unknown dependencies, cycles) and the references (to
+// params that exist, to outputs that the step's dependencies give). Errors
+// name the path of the offending field, as steps.train.depends_on[1].
+// What needs other code (a gate expression's syntax, a job spec against
+// the registry) is checked by the node.
+func (p *PipelineSpec) Validate() error {
+	if err := ValidateName("name", p.Name); err != nil {
+		return err
+	}
+	if len(p.Description) > MaxDescriptionLen {
+		return Errorf(CodeInvalid, "description is %d bytes, more than %d", len(p.Description), MaxDescriptionLen)
+	}
+	if p.Schedule != "" {
+		if _, err := ParseSchedule(p.Schedule); err != nil {
+			return Errorf(CodeInvalid, "schedule %q: %v", p.Schedule, err)
+		}
+	}
+	if !slices.Contains([]string{CatchUpLatest, CatchUpNone, CatchUpAll}, p.CatchUp) {
+		return Errorf(CodeInvalid, "catch_up %q: use latest, none or all", p.CatchUp)
+	}
+	if p.MaxParallel < 1 || p.MaxParallel > MaxMaxParallel {
+		return Errorf(CodeInvalid, "max_parallel %d is outside 1-%d", p.MaxParallel, MaxMaxParallel)
+	}
+	if len(p.Params) > MaxPipelineParams {
+		return Errorf(CodeInvalid, "params has %d entries, more than %d", len(p.Params), MaxPipelineParams)
+	}
+	for _, k := range sortedKeys(p.Params) {
+		if err := ValidateColumnName("params key", k); err != nil {
+			return err
+		}
+		switch p.Params[k].(type) {
+		case string, float64, int, int64, bool, nil:
+		default:
+			return Errorf(CodeInvalid, "params.%s: a param is a number, a string or a boolean", k)
+		}
+	}
+	if len(p.Steps) == 0 || len(p.Steps) > MaxPipelineSteps {
+		return Errorf(CodeInvalid, "steps must list 1 to %d steps", MaxPipelineSteps)
+	}
+	index := make(map[string]int, len(p.Steps))
+	for i := range p.Steps {
+		s := &p.Steps[i]
+		if err := ValidateColumnName(fmt.Sprintf("steps[%d].name", i), s.Name); err != nil {
+			return err
+		}
+		if j, dup := index[s.Name]; dup {
+			return Errorf(CodeInvalid, "steps[%d].name %q is also steps[%d]'s", i, s.Name, j)
+		}
+		index[s.Name] = i
+	}
+	for i := range p.Steps {
+		if err := p.Steps[i].validate(index); err != nil {
+			return err
+		}
+	}
+	if cycle := p.cycle(index); cycle != nil {
+		return Errorf(CodeInvalid, "steps.%s.depends_on: the steps form a cycle: %s", cycle[0], strings.Join(cycle, " -> "))
+	}
+	for i := range p.Steps {
+		if err := p.checkReferences(&p.Steps[i], index); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *StepSpec) validate(index map[string]int) error {
+	path := "steps." + s.Name
+	if !slices.Contains(StepTypes, s.Type) {
+		return Errorf(CodeInvalid, "%s.type %q: use one of %s", path, s.Type, strings.Join(StepTypes, ", "))
+	}
+	for j, d := range s.DependsOn {
+		field := fmt.Sprintf("%s.depends_on[%d]", path, j)
+		if _, ok := index[d]; !ok {
+			return Errorf(CodeInvalid, "%s: no step is named %q", field, d)
+		}
+		if d == s.Name {
+			return Errorf(CodeInvalid, "%s: a step cannot depend on itself", field)
+		}
+		if slices.Index(s.DependsOn, d) != j {
+			return Errorf(CodeInvalid, "%s: %q is listed twice", field, d)
+		}
+	}
+	if s.Retries < 0 || s.Retries > MaxStepRetries {
+		return Errorf(CodeInvalid, "%s.retries %d is outside 0-%d", path, s.Retries, MaxStepRetries)
+	}
+	if s.Timeout != "" {
+		if d, err := ParseSpan(s.Timeout); err != nil || d <= 0 {
+			return Errorf(CodeInvalid, "%s.timeout %q is not a positive duration", path, s.Timeout)
+		}
+	}
+	given := map[string]bool{
+		"source": s.Source != "", "features": s.Features != nil, "job": s.Job != nil, "tuning": s.Tuning != nil,
+		"evaluate": s.Evaluate != nil, "deploy": s.Deploy != nil, "command": len(s.Command) > 0, "wait_for": s.WaitFor != nil,
+	}
+	want := map[string]string{
+		StepIngest: "source", StepFeatures: "features", StepTrain: "job", StepTune: "tuning",
+		StepEvaluate: "evaluate", StepDeploy: "deploy", StepCommand: "command", StepWaitFor: "wait_for",
+	}[s.Type]
+	for _, f := range []string{"source", "features", "job", "tuning", "evaluate", "deploy", "command", "wait_for"} {
+		switch {
+		case f == want && !given[f]:
+			return Errorf(CodeInvalid, "%s.%s is required for a %s step", path, f, s.Type)
+		case f != want && given[f]:
+			return Errorf(CodeInvalid, "%s.%s is not for a %s step", path, f, s.Type)
+		}
+	}
+	if len(s.Env) > 0 && s.Type != StepCommand {
+		return Errorf(CodeInvalid, "%s.env is for a command step", path)
+	}
+	switch s.Type {
+	case StepEvaluate:
+		e := s.Evaluate
+		for _, f := range []struct{ name, v string }{{"model", e.Model}, {"version", e.Version}, {"dataset", e.Dataset}, {"target", e.Target}} {
+			if f.v == "" {
+				return Errorf(CodeInvalid, "%s.evaluate.%s is required", path, f.name)
+			}
+		}
+		if len(e.Gate) > MaxGateLen {
+			return Errorf(CodeInvalid, "%s.evaluate.gate is %d bytes, more than %d", path, len(e.Gate), MaxGateLen)
+		}
+	case StepDeploy:
+		d := s.Deploy
+		if d.Model == "" || d.Version == "" {
+			return Errorf(CodeInvalid, "%s.deploy.model and version are required", path)
+		}
+		if d.Canary < 1 || d.Canary > 99 {
+			return Errorf(CodeInvalid, "%s.deploy.canary %d is outside 1-99: the weight of the new version while watched", path, d.Canary)
+		}
+		if w, err := ParseSpan(d.Watch); err != nil || w <= 0 {
+			return Errorf(CodeInvalid, "%s.deploy.watch %q is not a positive duration", path, d.Watch)
+		}
+		if d.MaxErrorRate < 0 || d.MaxErrorRate > 1 {
+			return Errorf(CodeInvalid, "%s.deploy.max_error_rate %g is outside [0, 1]", path, d.MaxErrorRate)
+		}
+		if d.MaxP99MS < 0 {
+			return Errorf(CodeInvalid, "%s.deploy.max_p99_ms is negative", path)
+		}
+	case StepWaitFor:
+		if (s.WaitFor.Dataset == "") == (s.WaitFor.Alert == "") {
+			return Errorf(CodeInvalid, "%s.wait_for takes a dataset or an alert", path)
+		}
+	case StepFeatures:
+		if s.Features.Service == "" || s.Features.EntityRows == "" || s.Features.Output == "" {
+			return Errorf(CodeInvalid, "%s.features: service, entity_rows and output are required", path)
+		}
+	}
+	return nil
+}
+
+// cycle returns the steps of a dependency cycle, first step repeated at
+// the end, or nil when the graph has none.
+func (p *PipelineSpec) cycle(index map[string]int) []string {
+	const (
+		unseen = iota
+		open
+		done
+	)
+	state := make([]int, len(p.Steps))
+	var stack []string
+	var found []string
+	var visit func(i int) bool
+	visit = func(i int) bool {
+		state[i] = open
+		stack = append(stack, p.Steps[i].Name)
+		for _, d := range p.Steps[i].DependsOn {
+			j := index[d]
+			switch state[j] {
+			case open:
+				k := slices.Index(stack, d)
+				found = append(slices.Clone(stack[k:]), d)
+				return true
+			case unseen:
+				if visit(j) {
+					return true
+				}
+			}
+		}
+		stack = stack[:len(stack)-1]
+		state[i] = done
+		return false
+	}
+	for i := range p.Steps {
+		if state[i] == unseen && visit(i) {
+			return found
+		}
+	}
+	return nil
+}
+
+// upstream reports whether step a is among b's dependencies, directly or
+// through others.
+func (p *PipelineSpec) upstream(a, b string, index map[string]int) bool {
+	seen := map[string]bool{}
+	var walk func(s string) bool
+	walk = func(s string) bool {
+		for _, d := range p.Steps[index[s]].DependsOn {
+			if d == a {
+				return true
+			}
+			if !seen[d] {
+				seen[d] = true
+				if walk(d) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	return walk(b)
+}
+
+func (p *PipelineSpec) checkReferences(s *StepSpec, index map[string]int) error {
+	refs, err := s.References()
+	if err != nil {
+		return err
+	}
+	for _, r := range refs {
+		if r.Step == "" {
+			if _, ok := p.Params[r.Name]; !ok {
+				return Errorf(CodeInvalid, "%s: ${%s}: the pipeline has no param %q", r.Path, r.Text, r.Name)
+			}
+			continue
+		}
+		j, ok := index[r.Step]
+		if !ok {
+			return Errorf(CodeInvalid, "%s: ${%s}: no step is named %q", r.Path, r.Text, r.Step)
+		}
+		if !p.upstream(r.Step, s.Name, index) {
+			return Errorf(CodeInvalid, "%s: ${%s}: step %s does not depend on %s, so its outputs may not exist yet; add it to depends_on", r.Path, r.Text, s.Name, r.Step)
+		}
+		if !slices.Contains(StepOutputs[p.Steps[j].Type], r.Name) {
+			return Errorf(CodeInvalid, "%s: ${%s}: a %s step has no output %q (it has %s)", r.Path, r.Text, p.Steps[j].Type, r.Name, strings.Join(StepOutputs[p.Steps[j].Type], ", "))
+		}
+	}
+	return nil
+}
+
+// Pipeline is a pipeline's record: its spec, and who applied it.
+type Pipeline struct {
+	Spec PipelineSpec `msgpack:"spec" json:"spec"`
+	// AppliedBy is the accessor of the token that applied the pipeline:
+	// its runs act with that token's rights, never more.
+	AppliedBy   string    `msgpack:"applied_by,omitempty" json:"applied_by,omitempty"`
+	CreatedAt   time.Time `msgpack:"created_at" json:"created_at"`
+	UpdatedAt   time.Time `msgpack:"updated_at" json:"updated_at"`
+	CreateIndex uint64    `msgpack:"create_index" json:"create_index"`
+	ModifyIndex uint64    `msgpack:"modify_index" json:"modify_index"`
+}
+
+// Pipeline run and step states.
+const (
+	PipelinePending   = "pending"
+	PipelineRunning   = "running"
+	PipelineSucceeded = "succeeded"
+	PipelineFailed    = "failed"
+	PipelineCancelled = "cancelled"
+
+	StepWaiting   = "waiting"   // its dependencies have not all succeeded yet
+	StepRunning   = "running"   // an attempt runs (or waits for placement)
+	StepSucceeded = "succeeded" // its outputs are set
+	StepFailed    = "failed"    // its last attempt failed; retries may remain
+	StepSkipped   = "skipped"   // a dependency failed, was skipped or cancelled
+	StepCached    = "cached"    // an earlier attempt's outputs, for the same inputs
+	StepCancelled = "cancelled"
+)
+
+// StepStatus is where one step of a run stands.
+type StepStatus struct {
+	Name       string            `msgpack:"name" json:"name"`
+	State      string            `msgpack:"state" json:"state"`
+	Attempts   int               `msgpack:"attempts" json:"attempts"`
+	NodeName   string            `msgpack:"node_name,omitempty" json:"node_name,omitempty"`
+	StartedAt  time.Time         `msgpack:"started_at,omitempty" json:"started_at,omitempty"`
+	FinishedAt time.Time         `msgpack:"finished_at,omitempty" json:"finished_at,omitempty"`
+	Outputs    map[string]string `msgpack:"outputs,omitempty" json:"outputs,omitempty"`
+	Cached     bool              `msgpack:"cached,omitempty" json:"cached,omitempty"`
+	// Waiting says why a running step has not started yet (placement).
+	Waiting string `msgpack:"waiting,omitempty" json:"waiting,omitempty"`
+	Error   string `msgpack:"error,omitempty" json:"error,omitempty"`
+}
+
+// StepDone reports whether a step state is final for the run's graph: its
+// dependants may go on (succeeded, cached) or are skipped (the others).
+func StepDone(state string) bool {
+	switch state {
+	case StepSucceeded, StepCached, StepSkipped, StepCancelled:
+		return true
+	}
+	return false
+}
