@@ -80,6 +80,7 @@ func (a *Agent) endpoints() []endpoint {
 		a.datasetsEndpoint(),
 		a.sourcesEndpoint(),
 		a.featuresEndpoint(),
+		a.pipelinesEndpoint(),
 		a.jobsEndpoint(),
 		a.runsEndpoint(),
 		a.tuningEndpoint(),

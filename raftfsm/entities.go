@@ -46,6 +46,7 @@ const (
 	frameFeatSvc    frameType = 24
 	frameFeatValue  frameType = 25
 	frameSourceRun  frameType = 26
+	framePipeline   frameType = 27
 	frameFooter     frameType = 255
 )
 
@@ -98,6 +99,7 @@ var entities = []entity{
 	{name: "entity", prefix: prefixEntity, table: TableEntities, frame: frameEntity, keyOf: entityKeyOf, validate: validateEntityRecord},
 	{name: "feature view", prefix: prefixFeatureView, table: TableFeatureViews, frame: frameFeatView, keyOf: featureViewKeyOf, validate: validateFeatureViewRecord},
 	{name: "feature service", prefix: prefixFeatureService, table: TableFeatureServices, frame: frameFeatSvc, keyOf: featureServiceKeyOf, validate: validateFeatureServiceRecord},
+	{name: "pipeline", prefix: prefixPipeline, table: TablePipelines, frame: framePipeline, keyOf: pipelineKeyOf, validate: validatePipelineRecord},
 	{name: "feature value", prefix: prefixFeatureValue, table: TableFeatureValues, frame: frameFeatValue, keyOf: featureValueKeyOf, validate: validateFeatureValueRecord},
 }
 

@@ -48,6 +48,8 @@ const (
 	TableFeatureViews    = "feature_views"
 	TableFeatureServices = "feature_services"
 	TableFeatureValues   = "feature_values"
+	// TablePipelines holds pipelines.
+	TablePipelines = "pipelines"
 )
 
 // derivedTables are the tables that no entity stores.

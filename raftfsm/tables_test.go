@@ -14,7 +14,7 @@ var allTableNames = []string{
 	TableACLPolicies, TableACLTokens, TableACLBootstrap, TableDatasets, TableDatasetVersions,
 	TableJobs, TableJobAllocations,
 	TableExperiments, TableExperimentNames, TableExperimentSeq, TableRuns, TableMetrics, TableRunArtifacts, TableTunings,
-	TableSources, TableSourceRuns, TableEntities, TableFeatureViews, TableFeatureServices, TableFeatureValues,
+	TableSources, TableSourceRuns, TableEntities, TableFeatureViews, TableFeatureServices, TableFeatureValues, TablePipelines,
 }
 
 // assertTableIndexes checks Index of every table: want for those in moved,
@@ -195,7 +195,7 @@ func TestFSM_IndexUnknownTablePanics(t *testing.T) {
 		call    func()
 		wantMsg string
 	}{
-		{"Index", func() { f.Index("pipelines") }, `unknown table "pipelines"`},
+		{"Index", func() { f.Index("dashboards") }, `unknown table "dashboards"`},
 		{"Index among known ones", func() { f.Index(TableModels, "job") }, `unknown table "job"`},
 		{"Index of nothing", func() { f.Index() }, "at least one table"},
 		{"IndexFunc", func() { f.IndexFunc(TableModels, "Models") }, `unknown table "Models"`},

@@ -49,6 +49,7 @@ func fullSource(t testing.TB, f *FSM) {
 		putEntity(t, "user", "user_id"),
 		putView(t, txnView("24h")),
 		encode(t, structs.FeatureServicePutType, &structs.FeatureServicePutRequest{Service: structs.FeatureService{Name: "fraud", Features: []string{"txn_stats:*"}, UpdatedAt: t0}}),
+		putPipeline(t, twoSteps()),
 		ingest(t, structs.SourceIngestRequest{Source: "txns", Advance: map[string]string{"": "1"}, Rows: []structs.FeatureRow{
 			event{user: 1, ts: t0.UnixNano(), amount: 2.5, country: "fr"}.row(),
 			event{user: 2, ts: t0.UnixNano(), amount: nil, country: "de"}.row(),

@@ -8,6 +8,27 @@ import (
 	"time"
 )
 
+// Pipeline commands (DESIGN.md §8). Never renumber; add new ones at the
+// end of RangePipelines.
+const (
+	// PipelinePutType creates or replaces a pipeline.
+	PipelinePutType MessageType = 96
+	// PipelineDeleteType removes a pipeline.
+	PipelineDeleteType MessageType = 97
+)
+
+var _ = registerTypes(RangePipelines,
+	TypeDef{PipelinePutType, "pipeline_put"},
+	TypeDef{PipelineDeleteType, "pipeline_delete"},
+)
+
+// PipelinePutRequest creates or replaces a pipeline.
+type PipelinePutRequest struct {
+	Spec      PipelineSpec `msgpack:"spec"`
+	AppliedBy string       `msgpack:"applied_by,omitempty"`
+	At        time.Time    `msgpack:"at"`
+}
+
 // Pipeline step types (DESIGN.md §8, "Pipelines").
 const (
 	StepIngest   = "ingest"
