@@ -47,6 +47,7 @@ const (
 	frameFeatValue  frameType = 25
 	frameSourceRun  frameType = 26
 	framePipeline   frameType = 27
+	framePipeRun    frameType = 28
 	frameFooter     frameType = 255
 )
 
@@ -100,6 +101,7 @@ var entities = []entity{
 	{name: "feature view", prefix: prefixFeatureView, table: TableFeatureViews, frame: frameFeatView, keyOf: featureViewKeyOf, validate: validateFeatureViewRecord},
 	{name: "feature service", prefix: prefixFeatureService, table: TableFeatureServices, frame: frameFeatSvc, keyOf: featureServiceKeyOf, validate: validateFeatureServiceRecord},
 	{name: "pipeline", prefix: prefixPipeline, table: TablePipelines, frame: framePipeline, keyOf: pipelineKeyOf, validate: validatePipelineRecord},
+	{name: "pipeline run", prefix: prefixPipelineRun, table: TablePipelineRuns, frame: framePipeRun, keyOf: pipelineRunKeyOf, validate: validatePipelineRunRecord},
 	{name: "feature value", prefix: prefixFeatureValue, table: TableFeatureValues, frame: frameFeatValue, keyOf: featureValueKeyOf, validate: validateFeatureValueRecord},
 }
 

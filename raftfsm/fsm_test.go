@@ -234,7 +234,7 @@ func TestFSM_Commands(t *testing.T) {
 		},
 		{
 			name: "unknown type with the ignore flag",
-			cmd:  func(t *testing.T) []byte { return []byte{byte(structs.IgnoreUnknownFlag | 99), 0x80} },
+			cmd:  func(t *testing.T) []byte { return []byte{byte(structs.IgnoreUnknownFlag | 127), 0x80} },
 		},
 		{
 			name: "known type with the ignore flag",
@@ -403,14 +403,14 @@ func TestFSM_UnknownTypePanics(t *testing.T) {
 	f := testFSM(t)
 	defer func() {
 		r := recover()
-		if msg := fmt.Sprint(r); !strings.Contains(msg, "unknown message type 99") {
+		if msg := fmt.Sprint(r); !strings.Contains(msg, "unknown message type 127") {
 			t.Fatalf("recovered %v, want a panic naming the unknown type", r)
 		}
 		if f.AppliedIndex() != 0 {
 			t.Fatalf("AppliedIndex() = %d after the panic, want 0 (the batch was not committed)", f.AppliedIndex())
 		}
 	}()
-	f.ApplyBatch(commandLogs(1, createModel(t, "a", nil), []byte{99, 0x80}))
+	f.ApplyBatch(commandLogs(1, createModel(t, "a", nil), []byte{127, 0x80}))
 }
 
 func TestFSM_SplitsLargeBatches(t *testing.T) {

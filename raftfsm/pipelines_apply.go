@@ -2,19 +2,173 @@ package raftfsm
 
 import (
 	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
 
-// Pipelines (DESIGN.md §8): their specs, and who applied them.
-const prefixPipeline = "pl/" // pl/<name> -> structs.Pipeline
+// Pipelines (DESIGN.md §8): their specs, who applied them, and their runs.
+const (
+	prefixPipeline    = "pl/" // pl/<name>            -> structs.Pipeline
+	prefixPipelineRun = "pr/" // pr/<pipeline>/<run id> -> structs.PipelineRun
+)
 
-func pipelineKey(name string) string { return prefixPipeline + name }
+func pipelineKey(name string) string           { return prefixPipeline + name }
+func pipelineRunPrefix(pipeline string) string { return prefixPipelineRun + pipeline + "/" }
+func pipelineRunKey(pipeline, id string) string {
+	return pipelineRunPrefix(pipeline) + id
+}
 
 var _ = registerCommands(structs.RangePipelines,
 	handler{structs.PipelinePutType, applyPipelinePut},
 	handler{structs.PipelineDeleteType, applyPipelineDelete},
+	handler{structs.PipelineRunCreateType, applyPipelineRunCreate},
+	handler{structs.PipelineRunStepType, applyPipelineRunStep},
+	handler{structs.PipelineRunCancelType, applyPipelineRunCancel},
 )
+
+func utcPipelineRun(r *structs.PipelineRun) *structs.PipelineRun {
+	r.CreatedAt, r.UpdatedAt, r.FinishedAt, r.Tick = r.CreatedAt.UTC(), r.UpdatedAt.UTC(), r.FinishedAt.UTC(), r.Tick.UTC()
+	for i := range r.Steps {
+		r.Steps[i].StartedAt, r.Steps[i].FinishedAt = r.Steps[i].StartedAt.UTC(), r.Steps[i].FinishedAt.UTC()
+	}
+	return r
+}
+
+// applyPipelineRunCreate starts a run with a copy of the pipeline's spec
+// and every step waiting. A schedule's run names its tick; a tick already
+// run is refused (already_exists), so two leaders never start one twice.
+func applyPipelineRunCreate(tx *applyTxn, body []byte) (interface{}, error) {
+	var req structs.PipelineRunCreateRequest
+	if err := decodeBody(structs.PipelineRunCreateType, body, &req); err != nil {
+		return nil, err
+	}
+	if err := structs.ValidateID("id", req.ID); err != nil {
+		return nil, err
+	}
+	p, err := getNamed[structs.Pipeline](tx, pipelineKey(req.Pipeline), "pipeline", req.Pipeline)
+	if err != nil {
+		return nil, err
+	}
+	if found, err := tx.get(pipelineRunKey(req.Pipeline, req.ID), &structs.PipelineRun{}); err != nil {
+		return nil, err
+	} else if found {
+		return nil, structs.Errorf(structs.CodeConflict, "run %s of pipeline %q exists", req.ID, req.Pipeline)
+	}
+	params, err := p.Spec.ResolvedParams(req.Params)
+	if err != nil {
+		return nil, err
+	}
+	if !req.Tick.IsZero() {
+		if !req.Tick.After(p.LastTick) {
+			return nil, structs.Errorf(structs.CodeConflict, "pipeline %q: the tick of %s has run already", req.Pipeline, req.Tick.UTC().Format(time.RFC3339))
+		}
+		p.LastTick = req.Tick
+		p.ModifyIndex = tx.index
+		if err := tx.put(pipelineKey(req.Pipeline), p); err != nil {
+			return nil, err
+		}
+	}
+	run := structs.PipelineRun{ID: req.ID, Pipeline: req.Pipeline, Spec: p.Spec, Params: params, Trigger: req.Trigger, Tick: req.Tick,
+		State: structs.PipelinePending, AppliedBy: p.AppliedBy, CreatedAt: req.At, UpdatedAt: req.At, CreateIndex: tx.index, ModifyIndex: tx.index}
+	for _, st := range p.Spec.Steps {
+		run.Steps = append(run.Steps, structs.StepStatus{Name: st.Name, State: structs.StepWaiting})
+	}
+	if err := tx.put(pipelineRunKey(req.Pipeline, req.ID), &run); err != nil {
+		return nil, err
+	}
+	return utcPipelineRun(&run), nil
+}
+
+// applyPipelineRunStep moves steps of a run, each only from the state the
+// request says it is in: of two actors of one run, the second's move is
+// refused whole.
+func applyPipelineRunStep(tx *applyTxn, body []byte) (interface{}, error) {
+	var req structs.PipelineRunStepRequest
+	if err := decodeBody(structs.PipelineRunStepType, body, &req); err != nil {
+		return nil, err
+	}
+	run, err := getNamed[structs.PipelineRun](tx, pipelineRunKey(req.Pipeline, req.RunID), "pipeline run", req.RunID)
+	if err != nil {
+		return nil, err
+	}
+	if run.Terminal() {
+		return nil, structs.Errorf(structs.CodeConflict, "run %s has ended (%s)", run.ID, run.State)
+	}
+	if !slices.Contains(structs.PipelineStates, req.State) {
+		return nil, structs.Errorf(structs.CodeInvalid, "state %q is not a run state", req.State)
+	}
+	for i, u := range req.Updates {
+		st := run.Step(u.Status.Name)
+		if st == nil {
+			return nil, structs.Errorf(structs.CodeInvalid, "updates[%d]: run %s has no step %q", i, run.ID, u.Status.Name)
+		}
+		if !slices.Contains(structs.StepStates, u.Status.State) {
+			return nil, structs.Errorf(structs.CodeInvalid, "updates[%d]: state %q is not a step state", i, u.Status.State)
+		}
+		if st.State != u.From {
+			return nil, structs.Errorf(structs.CodeConflict, "step %s of run %s is %s, not %s", st.Name, run.ID, st.State, u.From)
+		}
+		*st = u.Status
+	}
+	run.State = req.State
+	run.UpdatedAt = req.At
+	if run.Terminal() {
+		run.FinishedAt = req.At
+	}
+	run.ModifyIndex = tx.index
+	if err := tx.put(pipelineRunKey(req.Pipeline, req.RunID), run); err != nil {
+		return nil, err
+	}
+	return utcPipelineRun(run), nil
+}
+
+func applyPipelineRunCancel(tx *applyTxn, body []byte) (interface{}, error) {
+	var req structs.PipelineRunCancelRequest
+	if err := decodeBody(structs.PipelineRunCancelType, body, &req); err != nil {
+		return nil, err
+	}
+	run, err := getNamed[structs.PipelineRun](tx, pipelineRunKey(req.Pipeline, req.RunID), "pipeline run", req.RunID)
+	if err != nil {
+		return nil, err
+	}
+	if run.Terminal() {
+		return nil, structs.Errorf(structs.CodeConflict, "run %s has ended (%s)", run.ID, run.State)
+	}
+	run.CancelRequested = true
+	run.UpdatedAt = req.At
+	run.ModifyIndex = tx.index
+	if err := tx.put(pipelineRunKey(req.Pipeline, req.RunID), run); err != nil {
+		return nil, err
+	}
+	return utcPipelineRun(run), nil
+}
+
+func pipelineRunKeyOf(raw []byte) (string, error) {
+	var r structs.PipelineRun
+	if err := structs.Decode(raw, &r); err != nil {
+		return "", err
+	}
+	if r.Pipeline == "" || r.ID == "" {
+		return "", fmt.Errorf("pipeline run without pipeline or id")
+	}
+	return pipelineRunKey(r.Pipeline, r.ID), nil
+}
+
+func validatePipelineRunRecord(raw []byte) error {
+	var r structs.PipelineRun
+	if err := structs.Decode(raw, &r); err != nil {
+		return err
+	}
+	if err := structs.ValidateID("id", r.ID); err != nil {
+		return recordError(r.Pipeline, err)
+	}
+	return recordErrorOrNil(r.ID, structs.ValidateName("pipeline", r.Pipeline))
+}
 
 func utcPipeline(p *structs.Pipeline) *structs.Pipeline {
 	p.CreatedAt, p.UpdatedAt = p.CreatedAt.UTC(), p.UpdatedAt.UTC()
@@ -56,6 +210,26 @@ func applyPipelineDelete(tx *applyTxn, body []byte) (interface{}, error) {
 	}
 	if _, err := getNamed[structs.Pipeline](tx, pipelineKey(req.Name), "pipeline", req.Name); err != nil {
 		return nil, err
+	}
+	var active []string
+	err := tx.scanValues(pipelineRunPrefix(req.Name), func(val []byte) (bool, error) {
+		var r structs.PipelineRun
+		if err := msgpack.Unmarshal(val, &r); err != nil {
+			return false, err
+		}
+		if !r.Terminal() {
+			active = append(active, r.ID)
+		}
+		return true, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(active) > 0 {
+		return nil, structs.Errorf(structs.CodeConflict, "pipeline %q has runs under way (%s); cancel them first", req.Name, strings.Join(active, ", "))
+	}
+	for _, k := range tx.keysUnder(pipelineRunPrefix(req.Name)) {
+		tx.del(k)
 	}
 	tx.del(pipelineKey(req.Name))
 	return nil, nil

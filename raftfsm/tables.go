@@ -49,7 +49,8 @@ const (
 	TableFeatureServices = "feature_services"
 	TableFeatureValues   = "feature_values"
 	// TablePipelines holds pipelines.
-	TablePipelines = "pipelines"
+	TablePipelines    = "pipelines"
+	TablePipelineRuns = "pipeline_runs"
 )
 
 // derivedTables are the tables that no entity stores.

@@ -64,7 +64,7 @@ func TestMessageType_Unknown(t *testing.T) {
 	}{
 		{0, "message_type(0)", false},
 		{22, "message_type(22)", false},
-		{RangePipelines.First, "message_type(96)", false},
+		{RangePipelines.Last, "message_type(126)", false},
 		{127, "message_type(127)", false},
 		// The flag makes any type known (Apply skips it); the name keeps the
 		// whole byte.

@@ -15,11 +15,21 @@ const (
 	PipelinePutType MessageType = 96
 	// PipelineDeleteType removes a pipeline.
 	PipelineDeleteType MessageType = 97
+	// PipelineRunCreateType starts a run of a pipeline.
+	PipelineRunCreateType MessageType = 98
+	// PipelineRunStepType records step transitions of a run, each
+	// compared with the state it moves from.
+	PipelineRunStepType MessageType = 99
+	// PipelineRunCancelType asks a run to stop.
+	PipelineRunCancelType MessageType = 100
 )
 
 var _ = registerTypes(RangePipelines,
 	TypeDef{PipelinePutType, "pipeline_put"},
 	TypeDef{PipelineDeleteType, "pipeline_delete"},
+	TypeDef{PipelineRunCreateType, "pipeline_run_create"},
+	TypeDef{PipelineRunStepType, "pipeline_run_step"},
+	TypeDef{PipelineRunCancelType, "pipeline_run_cancel"},
 )
 
 // PipelinePutRequest creates or replaces a pipeline.
@@ -499,7 +509,9 @@ type Pipeline struct {
 	Spec PipelineSpec `msgpack:"spec" json:"spec"`
 	// AppliedBy is the accessor of the token that applied the pipeline:
 	// its runs act with that token's rights, never more.
-	AppliedBy   string    `msgpack:"applied_by,omitempty" json:"applied_by,omitempty"`
+	AppliedBy string `msgpack:"applied_by,omitempty" json:"applied_by,omitempty"`
+	// LastTick is the schedule's last tick that started a run.
+	LastTick    time.Time `msgpack:"last_tick,omitempty" json:"last_tick,omitempty"`
 	CreatedAt   time.Time `msgpack:"created_at" json:"created_at"`
 	UpdatedAt   time.Time `msgpack:"updated_at" json:"updated_at"`
 	CreateIndex uint64    `msgpack:"create_index" json:"create_index"`
@@ -547,3 +559,101 @@ func StepDone(state string) bool {
 	}
 	return false
 }
+
+// PipelineRun is one run of a pipeline: the spec as it was when the run
+// started, the params, and where each step stands.
+type PipelineRun struct {
+	ID       string         `msgpack:"id" json:"id"`
+	Pipeline string         `msgpack:"pipeline" json:"pipeline"`
+	Spec     PipelineSpec   `msgpack:"spec" json:"-"`
+	Params   map[string]any `msgpack:"params,omitempty" json:"params,omitempty"`
+	// Trigger is "manual", or "schedule" with the tick in Tick.
+	Trigger         string       `msgpack:"trigger" json:"trigger"`
+	Tick            time.Time    `msgpack:"tick,omitempty" json:"tick,omitempty"`
+	State           string       `msgpack:"state" json:"state"`
+	Steps           []StepStatus `msgpack:"steps" json:"steps"`
+	CancelRequested bool         `msgpack:"cancel_requested,omitempty" json:"cancel_requested,omitempty"`
+	AppliedBy       string       `msgpack:"applied_by,omitempty" json:"-"`
+	CreatedAt       time.Time    `msgpack:"created_at" json:"created_at"`
+	UpdatedAt       time.Time    `msgpack:"updated_at" json:"updated_at"`
+	FinishedAt      time.Time    `msgpack:"finished_at,omitempty" json:"finished_at,omitempty"`
+	CreateIndex     uint64       `msgpack:"create_index" json:"create_index"`
+	ModifyIndex     uint64       `msgpack:"modify_index" json:"modify_index"`
+}
+
+// Terminal reports whether the run has ended.
+func (r *PipelineRun) Terminal() bool {
+	return r.State == PipelineSucceeded || r.State == PipelineFailed || r.State == PipelineCancelled
+}
+
+// Step returns the status of a step of the run.
+func (r *PipelineRun) Step(name string) *StepStatus {
+	for i := range r.Steps {
+		if r.Steps[i].Name == name {
+			return &r.Steps[i]
+		}
+	}
+	return nil
+}
+
+// PipelineRunCreateRequest starts a run. Params override the pipeline's
+// defaults (a param the pipeline lacks is refused).
+type PipelineRunCreateRequest struct {
+	ID       string         `msgpack:"id"`
+	Pipeline string         `msgpack:"pipeline"`
+	Params   map[string]any `msgpack:"params,omitempty"`
+	Trigger  string         `msgpack:"trigger"`
+	Tick     time.Time      `msgpack:"tick,omitempty"`
+	At       time.Time      `msgpack:"at"`
+}
+
+// StepUpdate moves one step from the state From to Status.
+type StepUpdate struct {
+	From   string     `msgpack:"from"`
+	Status StepStatus `msgpack:"status"`
+}
+
+// PipelineRunStepRequest records step transitions and the run's state
+// after them. Apply refuses the whole request (already_exists) when a step
+// is not in its From state: another actor of the run moved it first.
+type PipelineRunStepRequest struct {
+	Pipeline string       `msgpack:"pipeline"`
+	RunID    string       `msgpack:"run_id"`
+	Updates  []StepUpdate `msgpack:"updates"`
+	State    string       `msgpack:"state"`
+	At       time.Time    `msgpack:"at"`
+}
+
+// PipelineRunCancelRequest asks a run to stop.
+type PipelineRunCancelRequest struct {
+	Pipeline string    `msgpack:"pipeline"`
+	RunID    string    `msgpack:"run_id"`
+	At       time.Time `msgpack:"at"`
+}
+
+// ResolvedParams merges a run's params over the pipeline's defaults,
+// refusing a param the pipeline does not declare.
+func (p *PipelineSpec) ResolvedParams(given map[string]any) (map[string]any, error) {
+	out := make(map[string]any, len(p.Params))
+	for k, v := range p.Params {
+		out[k] = v
+	}
+	for _, k := range sortedKeys(given) {
+		if _, ok := p.Params[k]; !ok {
+			return nil, Errorf(CodeInvalid, "params.%s: the pipeline declares no such param", k)
+		}
+		switch given[k].(type) {
+		case string, float64, int, int64, bool, nil:
+		default:
+			return nil, Errorf(CodeInvalid, "params.%s: a param is a number, a string or a boolean", k)
+		}
+		out[k] = given[k]
+	}
+	return out, nil
+}
+
+// StepStates lists the valid step states.
+var StepStates = []string{StepWaiting, StepRunning, StepSucceeded, StepFailed, StepSkipped, StepCached, StepCancelled}
+
+// PipelineStates lists the valid run states.
+var PipelineStates = []string{PipelinePending, PipelineRunning, PipelineSucceeded, PipelineFailed, PipelineCancelled}
