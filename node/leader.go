@@ -25,6 +25,7 @@ func (a *Agent) leaderTasks() []leaderTask {
 		{name: "tuning", run: a.tuningLoop},
 		{name: "sources", run: a.sourcesLoop},
 		{name: "redis_resync", run: a.redisResyncLoop},
+		{name: "pipelines", run: a.pipelinesLoop},
 	}
 }
 

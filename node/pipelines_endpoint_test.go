@@ -1,9 +1,16 @@
 package node
 
 import (
+	"encoding/json"
+	"fmt"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/kilnml/kiln/cluster-tests/testutil"
 )
 
 const pipelineJSON = `{"max_parallel": 2, "params": {"min_auc": 0.85},
@@ -48,5 +55,104 @@ func TestAgent_PipelineAPI(t *testing.T) {
 	}
 	if d := call(t, a, "DELETE", "/v1/pipelines/churn", ""); d.status != http.StatusNoContent {
 		t.Fatalf("delete = %d %s", d.status, d.raw)
+	}
+}
+
+// waitPipelineRun polls a run until it ends.
+func waitPipelineRun(t *testing.T, a *Agent, pipeline, id string) map[string]any {
+	t.Helper()
+	var run map[string]any
+	testutil.WaitFor(t, 60*time.Second, func() error {
+		r := call(t, a, "GET", "/v1/pipelines/"+pipeline+"/runs/"+id, "")
+		run = r.body
+		switch run["state"] {
+		case "succeeded", "failed", "cancelled":
+			return nil
+		}
+		return fmt.Errorf("run is %v: %s", run["state"], r.raw)
+	})
+	return run
+}
+
+func stepsOf(run map[string]any) map[string]map[string]any {
+	out := map[string]map[string]any{}
+	for _, s := range run["steps"].([]any) {
+		m := s.(map[string]any)
+		out[m["name"].(string)] = m
+	}
+	return out
+}
+
+// TestAgent_PipelineDiamond runs a -> (b, c) -> d of command steps: b and
+// c run side by side after a, d after both, each once; then the same with
+// c failing: d is skipped, the run fails, and c was retried.
+func TestAgent_PipelineDiamond(t *testing.T) {
+	a := testNode(t, withExec)
+	waitLeader(t, a)
+	waitRegistered(t, a)
+	dir := t.TempDir()
+	step := func(name, script string, retries int, deps ...string) string {
+		d, _ := json.Marshal(deps)
+		return fmt.Sprintf(`{"name": %q, "type": "command", "depends_on": %s, "retries": %d, "command": ["/bin/sh", "-c", %q]}`, name, d, retries, script)
+	}
+	// Each step appends its name and start and end times, so the test sees
+	// the order and the overlap.
+	mark := func(name string) string {
+		return fmt.Sprintf(`echo "%s start $(date +%%s%%N)" >> %s/log; sleep 0.3; echo "%s end $(date +%%s%%N)" >> %s/log`, name, dir, name, dir)
+	}
+	spec := func(cScript string) string {
+		return `{"max_parallel": 3, "steps": [` + strings.Join([]string{
+			step("a", mark("a"), 0), step("b", mark("b"), 0, "a"), step("c", cScript, 1, "a"), step("d", mark("d"), 0, "b", "c"),
+		}, ",") + `]}`
+	}
+	if r := call(t, a, "PUT", "/v1/pipelines/diamond", spec(mark("c"))); r.status != http.StatusOK {
+		t.Fatalf("put = %d %s", r.status, r.raw)
+	}
+	r := call(t, a, "POST", "/v1/pipelines/diamond/runs", "")
+	if r.status != http.StatusCreated {
+		t.Fatalf("run = %d %s", r.status, r.raw)
+	}
+	run := waitPipelineRun(t, a, "diamond", r.body["id"].(string))
+	steps := stepsOf(run)
+	if run["state"] != "succeeded" {
+		t.Fatalf("run = %v", run)
+	}
+	for _, name := range []string{"a", "b", "c", "d"} {
+		if s := steps[name]; s["state"] != "succeeded" || s["attempts"] != 1.0 || s["outputs"].(map[string]any)["job_id"] == nil {
+			t.Errorf("step %s = %v; want succeeded once, with its job", name, s)
+		}
+	}
+	log, err := os.ReadFile(dir + "/log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := map[string]int64{}
+	for _, line := range strings.Split(strings.TrimSpace(string(log)), "\n") {
+		f := strings.Fields(line)
+		n, _ := strconv.ParseInt(f[2], 10, 64)
+		if _, dup := at[f[0]+" "+f[1]]; dup {
+			t.Fatalf("step %s ran twice:\n%s", f[0], log)
+		}
+		at[f[0]+" "+f[1]] = n
+	}
+	if at["b start"] < at["a end"] || at["c start"] < at["a end"] || at["d start"] < at["b end"] || at["d start"] < at["c end"] {
+		t.Fatalf("a step started before its dependencies ended:\n%s", log)
+	}
+	if at["b start"] > at["c end"] || at["c start"] > at["b end"] {
+		t.Fatalf("b and c did not run side by side:\n%s", log)
+	}
+
+	// A failing branch: c fails twice (one retry), d is skipped.
+	if r := call(t, a, "PUT", "/v1/pipelines/diamond", spec("exit 3")); r.status != http.StatusOK {
+		t.Fatalf("put = %d %s", r.status, r.raw)
+	}
+	r = call(t, a, "POST", "/v1/pipelines/diamond/runs", "")
+	run = waitPipelineRun(t, a, "diamond", r.body["id"].(string))
+	steps = stepsOf(run)
+	if run["state"] != "failed" || steps["c"]["state"] != "failed" || steps["c"]["attempts"] != 2.0 || steps["d"]["state"] != "skipped" || steps["b"]["state"] != "succeeded" {
+		t.Fatalf("run = %v; want c failed after 2 attempts, d skipped, b done", run)
+	}
+	if !strings.Contains(steps["c"]["error"].(string), "failed") {
+		t.Fatalf("step c's error = %v", steps["c"]["error"])
 	}
 }

@@ -1,0 +1,418 @@
+package pipeline
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/kilnml/kiln/raftfsm/structs"
+)
+
+// Host is what a run actor needs of its node.
+type Host interface {
+	// Run reads a run from this node's registry.
+	Run(pipeline, id string) (*structs.PipelineRun, error)
+	// Step commits step transitions; already_exists means another actor
+	// moved a step first.
+	Step(ctx context.Context, req *structs.PipelineRunStepRequest) error
+	// SubmitJob submits a job with the given ID; a job of that ID that
+	// exists already is not an error (the step re-attaches to it).
+	SubmitJob(ctx context.Context, id string, spec structs.JobSpec) error
+	// Job reads a job; not_found when there is none.
+	Job(id string) (*structs.Job, error)
+	// CancelJob stops a job.
+	CancelJob(ctx context.Context, id string) error
+	// TriggerSource asks for a run of a source and returns its trigger.
+	TriggerSource(ctx context.Context, name string) (uint64, error)
+	// Source reads a source.
+	Source(name string) (*structs.Source, error)
+	// Frame builds a point-in-time frame into a dataset version and
+	// returns its reference.
+	Frame(ctx context.Context, f structs.FeatureFrame) (string, error)
+	// Changed fires when the registry changes.
+	Changed() <-chan struct{}
+}
+
+// RunActor drives one run: it reads the run, sees how its running steps'
+// work stands (a job, a source run), decides with PlanRun, commits the
+// transitions, and starts the work of the steps it started. Everything it
+// knows is in the registry, so a new actor (after a failover) picks the
+// run up where it was: a running step's job has an ID derived from the
+// run, the step and the attempt, committed before the job is submitted, so
+// the new actor re-attaches to it instead of starting it again.
+type RunActor struct {
+	Pipeline, ID string
+	Host         Host
+	Log          hclog.Logger
+	// Slots is a cluster-wide bound on the steps it may start (< 0: none).
+	Slots func() int
+	// Poll bounds the wait between two looks at the run when nothing in
+	// the registry changes (a job's end always changes it).
+	Poll time.Duration
+}
+
+// Run drives the run until it ends or ctx does.
+func (a *RunActor) Run(ctx context.Context) {
+	if a.Poll <= 0 {
+		a.Poll = time.Second
+	}
+	for ctx.Err() == nil {
+		changed := a.Host.Changed()
+		done, err := a.step(ctx)
+		if err != nil && ctx.Err() == nil && structs.ErrorCode(err) != structs.CodeConflict {
+			a.Log.Warn("pipeline run step failed", "pipeline", a.Pipeline, "run", a.ID, "error", err)
+		}
+		if done {
+			return
+		}
+		if err != nil && structs.ErrorCode(err) == structs.CodeConflict {
+			continue // another actor moved a step: read again at once
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-time.After(a.Poll):
+		}
+	}
+}
+
+// step makes one pass; done is true once the run has ended.
+func (a *RunActor) step(ctx context.Context) (done bool, err error) {
+	run, err := a.Host.Run(a.Pipeline, a.ID)
+	if err != nil {
+		return structs.ErrorCode(err) == structs.CodeNotFound, err
+	}
+	if run.Terminal() {
+		return true, nil
+	}
+	now := time.Now().UTC()
+	updates := map[string]*structs.StepUpdate{}
+	statuses := make(map[string]*structs.StepStatus, len(run.Steps))
+	for i := range run.Steps {
+		s := run.Steps[i]
+		statuses[s.Name] = &s
+	}
+	// How the running steps' work stands.
+	for i := range run.Spec.Steps {
+		spec := &run.Spec.Steps[i]
+		s := statuses[spec.Name]
+		if s.State != structs.StepRunning || run.CancelRequested {
+			continue
+		}
+		next, err := a.observe(ctx, run, spec, s, now)
+		if err != nil {
+			return false, err
+		}
+		if next != nil {
+			updates[spec.Name] = &structs.StepUpdate{From: s.State, Status: *next}
+			statuses[spec.Name] = next
+		}
+	}
+	slots := -1
+	if a.Slots != nil {
+		slots = a.Slots()
+	}
+	plan := PlanRun(Input{Spec: &run.Spec, Steps: statuses, Cancel: run.CancelRequested, Slots: slots})
+	set := func(name, state string, change func(*structs.StepStatus)) {
+		cur := *statuses[name]
+		from := cur.State
+		if u, ok := updates[name]; ok {
+			from = u.From
+		}
+		cur.State = state
+		if change != nil {
+			change(&cur)
+		}
+		updates[name] = &structs.StepUpdate{From: from, Status: cur}
+		statuses[name] = &cur
+	}
+	for _, name := range plan.Skip {
+		set(name, structs.StepSkipped, func(s *structs.StepStatus) { s.FinishedAt = now; s.Error = "a dependency did not succeed" })
+	}
+	for _, name := range append(slicesClone(plan.Stop), plan.CancelWaiting...) {
+		set(name, structs.StepCancelled, func(s *structs.StepStatus) { s.FinishedAt = now })
+	}
+	var started []string
+	for _, name := range append(slicesClone(plan.Start), plan.Retry...) {
+		spec := stepSpec(&run.Spec, name)
+		if _, err := resolveStep(run, spec, statuses); err != nil {
+			set(name, structs.StepFailed, func(s *structs.StepStatus) {
+				s.Attempts = spec.Retries + 1 // a reference that does not resolve will not on a retry
+				s.Error, s.FinishedAt = err.Error(), now
+			})
+			continue
+		}
+		set(name, structs.StepRunning, func(s *structs.StepStatus) {
+			s.Attempts++
+			s.StartedAt, s.FinishedAt, s.Error, s.Cached = now, time.Time{}, "", false
+			s.Outputs = workOutputs(run, spec, s.Attempts)
+		})
+		started = append(started, name)
+	}
+	if len(updates) == 0 && plan.State == run.State {
+		return false, nil
+	}
+	// The run's state after these moves (a skip can end it).
+	after := PlanRun(Input{Spec: &run.Spec, Steps: statuses, Cancel: run.CancelRequested, Slots: 0}).State
+	req := &structs.PipelineRunStepRequest{Pipeline: a.Pipeline, RunID: a.ID, State: after, At: now}
+	for i := range run.Spec.Steps {
+		if u, ok := updates[run.Spec.Steps[i].Name]; ok {
+			req.Updates = append(req.Updates, *u)
+		}
+	}
+	if err := a.Host.Step(ctx, req); err != nil {
+		return false, err
+	}
+	// Committed: now the work. A step whose work fails to start is failed
+	// by the next observation (its job is missing and cannot be
+	// submitted, say), not here.
+	for _, name := range plan.Stop {
+		if id := statuses[name].Outputs["job_id"]; id != "" {
+			if err := a.Host.CancelJob(ctx, id); err != nil && structs.ErrorCode(err) != structs.CodeNotFound {
+				a.Log.Warn("cancelling a step's job failed", "run", a.ID, "step", name, "error", err)
+			}
+		}
+	}
+	for _, name := range started {
+		a.Log.Info("pipeline step started", "pipeline", a.Pipeline, "run", a.ID, "step", name, "attempt", statuses[name].Attempts)
+	}
+	return after == structs.PipelineSucceeded || after == structs.PipelineFailed || after == structs.PipelineCancelled, nil
+}
+
+func slicesClone(s []string) []string { return append([]string(nil), s...) }
+
+// StepJobID is the ID of the job of a step's attempt: the run's time part,
+// then a digest of the run, the step and the attempt. The same attempt
+// always has the same job, so an actor that takes a run over finds it.
+func StepJobID(runID, step string, attempt int) string {
+	const alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
+	sum := sha256.Sum256([]byte(runID + "/" + step + "/" + strconv.Itoa(attempt)))
+	out := []byte(runID[:10])
+	for i := 0; i < 16; i++ {
+		out = append(out, alphabet[sum[i]&31])
+	}
+	return string(out)
+}
+
+// workOutputs are what a step records as it starts: the handle of its
+// work, so that its next actor finds it.
+func workOutputs(run *structs.PipelineRun, spec *structs.StepSpec, attempt int) map[string]string {
+	switch spec.Type {
+	case structs.StepTrain, structs.StepCommand:
+		return map[string]string{"job_id": StepJobID(run.ID, spec.Name, attempt)}
+	case structs.StepIngest:
+		return map[string]string{"trigger": ""} // set once the source is asked
+	}
+	return map[string]string{}
+}
+
+// observe looks at a running step's work and returns its next status, or
+// nil when nothing changed.
+func (a *RunActor) observe(ctx context.Context, run *structs.PipelineRun, spec *structs.StepSpec, s *structs.StepStatus, now time.Time) (*structs.StepStatus, error) {
+	next := *s
+	next.Outputs = maps.Clone(s.Outputs)
+	fail := func(msg string) *structs.StepStatus {
+		next.State, next.Error, next.FinishedAt = structs.StepFailed, msg, now
+		return &next
+	}
+	succeed := func(outputs map[string]string) *structs.StepStatus {
+		next.State, next.FinishedAt, next.Error = structs.StepSucceeded, now, ""
+		maps.Copy(next.Outputs, outputs)
+		return &next
+	}
+	if spec.Timeout != "" {
+		if d, _ := structs.ParseSpan(spec.Timeout); d > 0 && now.Sub(s.StartedAt) > d {
+			if id := s.Outputs["job_id"]; id != "" {
+				_ = a.Host.CancelJob(ctx, id)
+			}
+			return fail(fmt.Sprintf("timed out after %s", spec.Timeout)), nil
+		}
+	}
+	statuses := map[string]*structs.StepStatus{}
+	for i := range run.Steps {
+		statuses[run.Steps[i].Name] = &run.Steps[i]
+	}
+	resolved, err := resolveStep(run, spec, statuses)
+	if err != nil {
+		return fail(err.Error()), nil
+	}
+	switch spec.Type {
+	case structs.StepTrain, structs.StepCommand:
+		id := s.Outputs["job_id"]
+		j, err := a.Host.Job(id)
+		if structs.ErrorCode(err) == structs.CodeNotFound {
+			// Committed as running but never submitted (its actor died
+			// between): submit it now, under the same ID.
+			if err := a.Host.SubmitJob(ctx, id, stepJob(run, resolved)); err != nil {
+				return fail("submitting its job: " + err.Error()), nil
+			}
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		switch j.State {
+		case structs.JobSucceeded:
+			out := map[string]string{"job_id": j.ID, "run_id": j.RunID, "dataset": j.Spec.Dataset}
+			if j.ModelVersion > 0 {
+				out["model"], out["model_version"] = j.Spec.RegisterAs, strconv.FormatUint(j.ModelVersion, 10)
+			}
+			if j.ExitCode != nil {
+				out["exit_code"] = strconv.Itoa(*j.ExitCode)
+			}
+			for k, v := range j.Metrics {
+				out["metrics."+k] = strconv.FormatFloat(v, 'g', -1, 64)
+			}
+			return succeed(out), nil
+		case structs.JobFailed, structs.JobCancelled, structs.JobLost:
+			return fail(fmt.Sprintf("job %s %s: %s", j.ID, j.State, j.Reason)), nil
+		}
+		if j.State == structs.JobPending && j.Reason != "" && s.Waiting != j.Reason {
+			next.Waiting = j.Reason
+			return &next, nil
+		}
+		return nil, nil
+	case structs.StepIngest:
+		if s.Outputs["trigger"] == "" {
+			t, err := a.Host.TriggerSource(ctx, resolved.Source)
+			if err != nil {
+				return fail("asking source " + resolved.Source + " for a run: " + err.Error()), nil
+			}
+			next.Outputs["trigger"] = strconv.FormatUint(t, 10)
+			return &next, nil
+		}
+		t, _ := strconv.ParseUint(s.Outputs["trigger"], 10, 64)
+		src, err := a.Host.Source(resolved.Source)
+		if err != nil {
+			return fail(err.Error()), nil
+		}
+		last := src.LastRun
+		if last == nil || last.Trigger < t || !last.Terminal() {
+			return nil, nil
+		}
+		switch last.State {
+		case structs.SourceRunSucceeded:
+			return succeed(map[string]string{"run": strconv.FormatUint(last.Seq, 10), "dataset": last.Dataset}), nil
+		case structs.SourceRunFailedValidation:
+			return fail("source run " + strconv.FormatUint(last.Seq, 10) + " failed validation: " + strings.Join(last.Failed, "; ")), nil
+		case structs.SourceRunFailed:
+			if last.Interrupted {
+				return nil, nil // the source's actor runs it again at once
+			}
+			return fail("source run " + strconv.FormatUint(last.Seq, 10) + " failed: " + last.Error), nil
+		}
+		return nil, nil
+	case structs.StepFeatures:
+		ref, err := a.Host.Frame(ctx, *resolved.Features)
+		if err != nil {
+			return fail(err.Error()), nil
+		}
+		return succeed(map[string]string{"dataset": ref}), nil
+	}
+	return fail(fmt.Sprintf("%s steps are not run yet by this version of Kiln", spec.Type)), nil
+}
+
+// stepJob is the job a train or command step submits.
+func stepJob(run *structs.PipelineRun, spec *structs.StepSpec) structs.JobSpec {
+	if spec.Type == structs.StepTrain {
+		j := *spec.Job
+		if j.Name == "" {
+			j.Name = run.Pipeline + "-" + spec.Name
+		}
+		return j
+	}
+	return structs.JobSpec{Name: strings.ReplaceAll(run.Pipeline+"-"+spec.Name, "_", "-"), Experiment: run.Pipeline,
+		Trainer: structs.TrainerSpec{Kind: structs.TrainerProcess, Command: spec.Command, Env: spec.Env}}
+}
+
+// refRE finds a reference, ${...}, as structs.StepSpec.References does.
+var refRE = regexp.MustCompile(`\$\{([^}]*)\}`)
+
+// errUnresolved is the cause of a reference that names no value.
+var errUnresolved = errors.New("pipeline: a reference has no value")
+
+// resolveStep returns a copy of a step with its references replaced by
+// their values: the run's params, and the outputs of steps before it.
+func resolveStep(run *structs.PipelineRun, spec *structs.StepSpec, statuses map[string]*structs.StepStatus) (*structs.StepSpec, error) {
+	raw, err := json.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	var failed error
+	lookup := func(text string) (any, bool) {
+		parts := strings.Split(strings.TrimSpace(text), ".")
+		if len(parts) == 2 && parts[0] == "params" {
+			v, ok := run.Params[parts[1]]
+			return v, ok
+		}
+		if len(parts) >= 3 && parts[0] == "steps" {
+			st := statuses[parts[1]]
+			if st == nil {
+				return nil, false
+			}
+			v, ok := st.Outputs[strings.Join(parts[2:], ".")]
+			return v, ok
+		}
+		return nil, false
+	}
+	// A string that is one reference takes the value's type (a number
+	// param stays a number); a reference inside text is replaced by text.
+	var walk func(v any) any
+	walk = func(v any) any {
+		switch x := v.(type) {
+		case string:
+			if m := refRE.FindStringSubmatch(x); m != nil && m[0] == x {
+				val, ok := lookup(m[1])
+				if !ok {
+					failed = fmt.Errorf("%w: ${%s}", errUnresolved, m[1])
+					return x
+				}
+				return val
+			}
+			return refRE.ReplaceAllStringFunc(x, func(ref string) string {
+				val, ok := lookup(ref[2 : len(ref)-1])
+				if !ok {
+					failed = fmt.Errorf("%w: %s", errUnresolved, ref)
+					return ref
+				}
+				return fmt.Sprint(val)
+			})
+		case map[string]any:
+			for k, e := range x {
+				x[k] = walk(e)
+			}
+		case []any:
+			for i, e := range x {
+				x[i] = walk(e)
+			}
+		}
+		return v
+	}
+	var tree any
+	if err := json.Unmarshal(raw, &tree); err != nil {
+		return nil, err
+	}
+	tree = walk(tree)
+	if failed != nil {
+		return nil, failed
+	}
+	out, err := json.Marshal(tree)
+	if err != nil {
+		return nil, err
+	}
+	var resolved structs.StepSpec
+	if err := json.Unmarshal(out, &resolved); err != nil {
+		return nil, fmt.Errorf("pipeline: step %s after its references: %w", spec.Name, err)
+	}
+	return &resolved, nil
+}
