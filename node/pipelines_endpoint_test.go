@@ -156,3 +156,56 @@ func TestAgent_PipelineDiamond(t *testing.T) {
 		t.Fatalf("step c's error = %v", steps["c"]["error"])
 	}
 }
+
+// TestAgent_PipelineTrainEvaluate trains on iris and evaluates the model
+// with a gate: a reachable gate passes with the metrics as outputs; an
+// unreachable one fails the step, once (no retry could pass it), naming
+// the values it read, and the step after it is skipped.
+func TestAgent_PipelineTrainEvaluate(t *testing.T) {
+	a := testNode(t)
+	waitLeader(t, a)
+	waitRegistered(t, a)
+	if r := pushDataset(t, a, "iris", "", readTestdata(t, irisCSV)); r.status != 201 {
+		t.Fatalf("push: %d %v", r.status, r.body)
+	}
+	spec := func(gate string) string {
+		return `{"steps": [
+			{"name": "train", "type": "train", "job": {"name": "iris-p", "trainer": {"kind": "builtin", "algorithm": "softmax_regression"},
+				"dataset": "iris:1", "target": "Species", "features": ["Sepal_Length", "Sepal_Width", "Petal_Length", "Petal_Width"],
+				"resources": {"cpu": 1}, "register_as": "iris-p"}},
+			{"name": "eval", "type": "evaluate", "depends_on": ["train"], "retries": 2,
+				"evaluate": {"model": "iris-p", "version": "${steps.train.model_version}", "dataset": "iris:1", "target": "Species", "gate": ` + strconv.Quote(gate) + `}},
+			{"name": "after", "type": "command", "depends_on": ["eval"], "command": ["/bin/true"]}]}`
+	}
+	run := func(gate string) map[string]any {
+		if r := call(t, a, "PUT", "/v1/pipelines/iris", spec(gate)); r.status != http.StatusOK {
+			t.Fatalf("put = %d %s", r.status, r.raw)
+		}
+		r := call(t, a, "POST", "/v1/pipelines/iris/runs", "")
+		if r.status != http.StatusCreated {
+			t.Fatalf("run = %d %s", r.status, r.raw)
+		}
+		return waitPipelineRun(t, a, "iris", r.body["id"].(string))
+	}
+	// A process step needs exec; the command step here is never reached
+	// when the gate fails, and fails when it is: what is asserted is the
+	// evaluation.
+	ok := run("metrics.accuracy >= 0.9 && metrics.accuracy >= champion.accuracy - 0.01")
+	steps := stepsOf(ok)
+	eval := steps["eval"]
+	out, _ := eval["outputs"].(map[string]any)
+	if steps["train"]["state"] != "succeeded" || eval["state"] != "succeeded" || out["passed"] != "true" || out["metrics.accuracy"] == nil {
+		t.Fatalf("run = %v; want train and a passing evaluation with its metrics", ok)
+	}
+	bad := run("metrics.accuracy > 1")
+	steps = stepsOf(bad)
+	eval = steps["eval"]
+	if bad["state"] != "failed" || eval["state"] != "failed" || eval["attempts"] != 1.0 || steps["after"]["state"] != "skipped" ||
+		!strings.Contains(eval["error"].(string), "did not hold (metrics.accuracy = ") {
+		t.Fatalf("run = %v; want the gate to fail the evaluation once, naming the accuracy, and skip what follows", bad)
+	}
+	missing := run("metrics.f1 > 0.5")
+	if e := stepsOf(missing)["eval"]["error"].(string); !strings.Contains(e, "reads metrics.f1, which the evaluation did not give") {
+		t.Fatalf("evaluation error = %q; want it to name metrics.f1", e)
+	}
+}

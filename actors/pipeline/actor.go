@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"maps"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/expr-lang/expr"
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/kilnml/kiln/raftfsm/structs"
@@ -38,6 +40,9 @@ type Host interface {
 	// Frame builds a point-in-time frame into a dataset version and
 	// returns its reference.
 	Frame(ctx context.Context, f structs.FeatureFrame) (string, error)
+	// Evaluate scores a model version on a dataset version, and the
+	// model's champion on the same rows.
+	Evaluate(ctx context.Context, e structs.EvaluateStep) (metrics, champion map[string]float64, err error)
 	// Changed fires when the registry changes.
 	Changed() <-chan struct{}
 }
@@ -86,8 +91,14 @@ func (a *RunActor) Run(ctx context.Context) {
 	}
 }
 
-// step makes one pass; done is true once the run has ended.
+// step makes one pass; done is true once the run has ended. A panic in a
+// step's work is an error of the pass, logged, not the end of the process.
 func (a *RunActor) step(ctx context.Context) (done bool, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			done, err = false, fmt.Errorf("pipeline: panic: %v", r)
+		}
+	}()
 	run, err := a.Host.Run(a.Pipeline, a.ID)
 	if err != nil {
 		return structs.ErrorCode(err) == structs.CodeNotFound, err
@@ -147,14 +158,14 @@ func (a *RunActor) step(ctx context.Context) (done bool, err error) {
 		spec := stepSpec(&run.Spec, name)
 		if _, err := resolveStep(run, spec, statuses); err != nil {
 			set(name, structs.StepFailed, func(s *structs.StepStatus) {
-				s.Attempts = spec.Retries + 1 // a reference that does not resolve will not on a retry
+				s.NoRetry = true // a reference that does not resolve will not on a retry
 				s.Error, s.FinishedAt = err.Error(), now
 			})
 			continue
 		}
 		set(name, structs.StepRunning, func(s *structs.StepStatus) {
 			s.Attempts++
-			s.StartedAt, s.FinishedAt, s.Error, s.Cached = now, time.Time{}, "", false
+			s.StartedAt, s.FinishedAt, s.Error, s.Cached, s.NoRetry = now, time.Time{}, "", false, false
 			s.Outputs = workOutputs(run, spec, s.Attempts)
 		})
 		started = append(started, name)
@@ -221,6 +232,9 @@ func workOutputs(run *structs.PipelineRun, spec *structs.StepSpec, attempt int) 
 func (a *RunActor) observe(ctx context.Context, run *structs.PipelineRun, spec *structs.StepSpec, s *structs.StepStatus, now time.Time) (*structs.StepStatus, error) {
 	next := *s
 	next.Outputs = maps.Clone(s.Outputs)
+	if next.Outputs == nil {
+		next.Outputs = map[string]string{}
+	}
 	fail := func(msg string) *structs.StepStatus {
 		next.State, next.Error, next.FinishedAt = structs.StepFailed, msg, now
 		return &next
@@ -312,6 +326,29 @@ func (a *RunActor) observe(ctx context.Context, run *structs.PipelineRun, spec *
 			return fail("source run " + strconv.FormatUint(last.Seq, 10) + " failed: " + last.Error), nil
 		}
 		return nil, nil
+	case structs.StepEvaluate:
+		metrics, champion, err := a.Host.Evaluate(ctx, *resolved.Evaluate)
+		if err != nil {
+			return fail(err.Error()), nil
+		}
+		out := map[string]string{"passed": "true"}
+		for k, v := range metrics {
+			out["metrics."+k] = strconv.FormatFloat(v, 'g', -1, 64)
+		}
+		if gate := spec.Evaluate.Gate; gate != "" {
+			ok, err := EvalGate(gate, metrics, champion)
+			if err != nil || !ok {
+				if err == nil {
+					err = fmt.Errorf("the gate %q did not hold (%s)", gate, gateValues(gate, metrics, champion))
+				}
+				f := fail(err.Error())
+				f.NoRetry = true // the same model on the same data: a retry would not pass
+				maps.Copy(f.Outputs, out)
+				f.Outputs["passed"] = "false"
+				return f, nil
+			}
+		}
+		return succeed(out), nil
 	case structs.StepFeatures:
 		ref, err := a.Host.Frame(ctx, *resolved.Features)
 		if err != nil {
@@ -415,4 +452,49 @@ func resolveStep(run *structs.PipelineRun, spec *structs.StepSpec, statuses map[
 		return nil, fmt.Errorf("pipeline: step %s after its references: %w", spec.Name, err)
 	}
 	return &resolved, nil
+}
+
+// gateRefRE finds the metrics a gate reads.
+var gateRefRE = regexp.MustCompile(`\b(metrics|champion)\.([A-Za-z_][A-Za-z0-9_]*)`)
+
+// EvalGate evaluates a gate over an evaluation's metrics and its
+// champion's. A metric the gate reads that the evaluation did not give is
+// an error naming it.
+func EvalGate(gate string, metrics, champion map[string]float64) (bool, error) {
+	for _, m := range gateRefRE.FindAllStringSubmatch(gate, -1) {
+		src := metrics
+		if m[1] == "champion" {
+			src = champion
+		}
+		if _, ok := src[m[2]]; !ok {
+			return false, fmt.Errorf("the gate reads %s.%s, which the evaluation did not give (it gave %s)", m[1], m[2], strings.Join(slices.Sorted(maps.Keys(src)), ", "))
+		}
+	}
+	prog, err := expr.Compile(gate, expr.Env(map[string]any{"metrics": map[string]float64{}, "champion": map[string]float64{}}), expr.AsBool())
+	if err != nil {
+		return false, fmt.Errorf("the gate %q does not compile: %v", gate, err)
+	}
+	out, err := expr.Run(prog, map[string]any{"metrics": metrics, "champion": champion})
+	if err != nil {
+		return false, fmt.Errorf("the gate %q: %v", gate, err)
+	}
+	return out.(bool), nil
+}
+
+// gateValues lists the values a gate read, for its failure message.
+func gateValues(gate string, metrics, champion map[string]float64) string {
+	var parts []string
+	seen := map[string]bool{}
+	for _, m := range gateRefRE.FindAllStringSubmatch(gate, -1) {
+		if seen[m[0]] {
+			continue
+		}
+		seen[m[0]] = true
+		src := metrics
+		if m[1] == "champion" {
+			src = champion
+		}
+		parts = append(parts, fmt.Sprintf("%s = %.6g", m[0], src[m[2]]))
+	}
+	return strings.Join(parts, ", ")
 }

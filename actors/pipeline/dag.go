@@ -43,7 +43,7 @@ func status(in *Input, name string) *structs.StepStatus {
 
 // failedForGood reports whether a step failed with no retry left.
 func failedForGood(spec *structs.StepSpec, s *structs.StepStatus) bool {
-	return s.State == structs.StepFailed && s.Attempts > spec.Retries
+	return s.State == structs.StepFailed && (s.Attempts > spec.Retries || s.NoRetry)
 }
 
 // PlanRun decides the next moves of a run. It is pure: the same input

@@ -548,6 +548,9 @@ type StepStatus struct {
 	// Waiting says why a running step has not started yet (placement).
 	Waiting string `msgpack:"waiting,omitempty" json:"waiting,omitempty"`
 	Error   string `msgpack:"error,omitempty" json:"error,omitempty"`
+	// NoRetry marks a failure a retry would repeat (a gate that did not
+	// hold, a reference with no value): retries left are not used.
+	NoRetry bool `msgpack:"no_retry,omitempty" json:"no_retry,omitempty"`
 }
 
 // StepDone reports whether a step state is final for the run's graph: its

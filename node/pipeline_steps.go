@@ -1,0 +1,146 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+
+	"github.com/kilnml/kiln/actors/training"
+	"github.com/kilnml/kiln/ml"
+	"github.com/kilnml/kiln/ml/formats"
+	"github.com/kilnml/kiln/ml/train"
+	"github.com/kilnml/kiln/raftfsm/structs"
+)
+
+// The work of evaluate steps, on the leader where run actors live.
+
+// evalBatch is how many rows one Predict call scores.
+const evalBatch = 4096
+
+// Evaluate scores a model version on a dataset version, and the model's
+// champion (the version its deployment weighs most) on the same rows. With
+// no champion, or when the candidate is the champion, the champion's
+// metrics are the candidate's: a first model passes a gate that asks it to
+// be no worse than the champion.
+func (h pipelineHost) Evaluate(ctx context.Context, e structs.EvaluateStep) (metrics, champion map[string]float64, err error) {
+	a := h.a
+	ver, err := strconv.ParseUint(e.Version, 10, 64)
+	if err != nil || ver == 0 {
+		return nil, nil, fmt.Errorf("evaluate.version %q is not a version number", e.Version)
+	}
+	name, n, err := structs.ParseDatasetRef("evaluate.dataset", e.Dataset)
+	if err != nil {
+		return nil, nil, err
+	}
+	txn := a.fsm.ReadTxn()
+	mv, err := txn.Version(e.Model, ver)
+	if err != nil {
+		txn.Discard()
+		return nil, nil, err
+	}
+	dv, err := txn.DatasetVersion(name, n)
+	if err != nil {
+		txn.Discard()
+		return nil, nil, err
+	}
+	var champ *structs.ModelVersion
+	if d, err := txn.Deployment(e.Model); err == nil && len(d.Traffic.Versions) > 0 {
+		top := slices.MaxFunc(d.Traffic.Versions, func(x, y structs.TrafficSplit) int { return x.Weight - y.Weight })
+		if top.Version != ver {
+			champ, _ = txn.Version(e.Model, top.Version)
+		}
+	}
+	txn.Discard()
+	dpath, err := a.xfer.Ensure(ctx, dv.Digest, dv.Holders)
+	if err != nil {
+		return nil, nil, fmt.Errorf("fetching %s: %w", dv.Ref(), err)
+	}
+	if metrics, err = a.scoreVersion(ctx, mv, dv, dpath, e.Target); err != nil {
+		return nil, nil, err
+	}
+	champion = metrics
+	if champ != nil {
+		if champion, err = a.scoreVersion(ctx, champ, dv, dpath, e.Target); err != nil {
+			return nil, nil, fmt.Errorf("scoring the champion, version %d: %w", champ.Version, err)
+		}
+	}
+	return metrics, champion, nil
+}
+
+// scoreVersion predicts a dataset version's rows with a model version and
+// scores the predictions against the target. The task comes from the
+// model's output: one column per class is a classifier (two: binary, the
+// second column the positive class's probability); one column is binary
+// when the target has two labels, else a regression.
+func (a *Agent) scoreVersion(ctx context.Context, mv *structs.ModelVersion, dv *structs.DatasetVersion, dpath, target string) (map[string]float64, error) {
+	if !formats.Supported(mv.Format) {
+		return nil, fmt.Errorf("version %d of %s is a %s model, which Kiln does not score in-process", mv.Version, mv.Model, mv.Format)
+	}
+	mpath, err := a.xfer.Ensure(ctx, mv.Digest, mv.Holders)
+	if err != nil {
+		return nil, fmt.Errorf("fetching version %d of %s: %w", mv.Version, mv.Model, err)
+	}
+	m, err := formats.Load(mv.Format, mpath)
+	if err != nil {
+		return nil, err
+	}
+	if c, ok := m.(ml.Closer); ok {
+		defer c.Close()
+	}
+	task := train.Regression
+	if col := columnIndex(dv.Columns, target); col >= 0 {
+		c := dv.Columns[col]
+		if c.Type == "string" || c.Type == "bool" || (c.Categorical != nil && c.Categorical.Exact && c.Categorical.Distinct == 2) ||
+			(c.Numeric != nil && c.Type == "int" && c.Numeric.Min == 0 && c.Numeric.Max == 1) {
+			task = train.Binary
+		}
+	}
+	width := 1
+	if outs := mv.Schema.Outputs; len(outs) > 0 && len(outs[0].Shape) == 2 && outs[0].Shape[1] > 1 {
+		width = outs[0].Shape[1]
+		task = train.Binary
+		if width > 2 {
+			task = train.Multiclass
+		}
+	}
+	fr, _, err := training.LoadFrame(ctx, training.FrameSpec{Version: dv, Path: dpath, Target: target, Features: mv.Schema.FeatureNames, Task: task})
+	if err != nil {
+		return nil, err
+	}
+	input := ""
+	if len(mv.Schema.Inputs) > 0 {
+		input = mv.Schema.Inputs[0].Name
+	}
+	k := 1
+	if task == train.Multiclass {
+		k = width
+	}
+	pred := make([]float64, 0, fr.Rows*k)
+	for lo := 0; lo < fr.Rows; lo += evalBatch {
+		hi := min(lo+evalBatch, fr.Rows)
+		in := ml.Tensor{Name: input, Shape: []int{hi - lo, fr.Cols}, Data: fr.X[lo*fr.Cols : hi*fr.Cols]}
+		out, err := ml.Guard(ctx, m, []ml.Tensor{in})
+		if err != nil {
+			return nil, fmt.Errorf("scoring rows %d-%d: %w", lo+1, hi, err)
+		}
+		if len(out) == 0 || out[0].Len() == 0 {
+			return nil, fmt.Errorf("the model gave no output")
+		}
+		o := out[0]
+		cols := o.Len() / (hi - lo)
+		data := o.Data
+		for r := range hi - lo {
+			row := data[r*cols : (r+1)*cols]
+			switch {
+			case task == train.Multiclass:
+				pred = append(pred, row...)
+			case cols == 2:
+				pred = append(pred, row[1])
+			default:
+				pred = append(pred, row[0])
+			}
+		}
+	}
+	return train.Evaluate(task, k, fr.Y, pred), nil
+}
