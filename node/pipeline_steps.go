@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/kilnml/kiln/actors/training"
 	"github.com/kilnml/kiln/ml"
@@ -143,4 +144,45 @@ func (a *Agent) scoreVersion(ctx context.Context, mv *structs.ModelVersion, dv *
 		}
 	}
 	return train.Evaluate(task, k, fr.Y, pred), nil
+}
+
+// Deployment reads a model's deployment.
+func (h pipelineHost) Deployment(model string) (*structs.Deployment, error) {
+	txn := h.a.fsm.ReadTxn()
+	defer txn.Discard()
+	return txn.Deployment(model)
+}
+
+// SetTraffic sets a deployment's weighted versions, keeping the rest of
+// it; a model without a deployment gets one, of one replica.
+func (h pipelineHost) SetTraffic(ctx context.Context, model string, versions []structs.TrafficSplit) error {
+	now := time.Now().UTC()
+	d := structs.Deployment{Name: model, Replicas: 1, CreatedAt: now}
+	if old, err := h.Deployment(model); err == nil {
+		d = *old
+	} else if structs.ErrorCode(err) != structs.CodeNotFound {
+		return err
+	}
+	d.Traffic = structs.Traffic{Versions: versions, Shadow: d.Traffic.Shadow}
+	if d.Traffic.Shadow != 0 && slices.ContainsFunc(versions, func(t structs.TrafficSplit) bool { return t.Version == d.Traffic.Shadow }) {
+		d.Traffic.Shadow = 0
+	}
+	d.History, d.UpdatedAt = nil, now
+	if err := d.Validate(); err != nil {
+		return err
+	}
+	_, err := h.a.propose(ctx, structs.DeploymentPutType, &structs.DeploymentPutRequest{Deployment: d}, nil)
+	return err
+}
+
+// VersionStats is a version's requests, errors and p99 latency across the
+// cluster, since each node's start.
+func (h pipelineHost) VersionStats(ctx context.Context, model string, version uint64) (requests, errors uint64, p99ms float64) {
+	stats, _ := h.a.clusterStats(ctx, model, false)
+	for _, s := range stats {
+		if s.Version == version {
+			return s.Requests, s.Errors, s.P99MS
+		}
+	}
+	return 0, 0, 0
 }

@@ -209,3 +209,53 @@ func TestAgent_PipelineTrainEvaluate(t *testing.T) {
 		t.Fatalf("evaluation error = %q; want it to name metrics.f1", e)
 	}
 }
+
+// TestAgent_PipelineCanary puts a new version on a canary, watches it and
+// promotes it; then a version whose latency breaches the bound is rolled
+// back while the watch goes on.
+func TestAgent_PipelineCanary(t *testing.T) {
+	a := testNode(t)
+	waitLeader(t, a)
+	createModel(t, a, "iris")
+	for range 3 {
+		uploadOK(t, a, "iris", "format=linear", readTestdata(t, linearIrisFile))
+	}
+	if r := call(t, a, "PUT", "/v1/deployments/iris", `{"versions":[{"version":1,"weight":1}]}`); r.status != 200 {
+		t.Fatalf("deploy = %d %s", r.status, r.raw)
+	}
+	traffic := func() string {
+		d := call(t, a, "GET", "/v1/deployments/iris", "")
+		b, _ := json.Marshal(d.body["traffic"].(map[string]any)["versions"])
+		return string(b)
+	}
+	run := func(version, watch, bound string) string {
+		spec := fmt.Sprintf(`{"steps": [{"name": "deploy", "type": "deploy", "deploy": {"model": "iris", "version": %q, "canary": 50, "watch": %q%s}}]}`, version, watch, bound)
+		if r := call(t, a, "PUT", "/v1/pipelines/ship", spec); r.status != http.StatusOK {
+			t.Fatalf("put = %d %s", r.status, r.raw)
+		}
+		r := call(t, a, "POST", "/v1/pipelines/ship/runs", "")
+		if r.status != http.StatusCreated {
+			t.Fatalf("run = %d %s", r.status, r.raw)
+		}
+		return r.body["id"].(string)
+	}
+	id := run("2", "1s", "")
+	testutil.Until(t, 10*time.Second, "the canary", func() bool { return traffic() == `[{"version":1,"weight":50},{"version":2,"weight":50}]` })
+	done := waitPipelineRun(t, a, "ship", id)
+	if done["state"] != "succeeded" || traffic() != `[{"version":2,"weight":100}]` {
+		t.Fatalf("run = %v, traffic %s; want version 2 promoted", done, traffic())
+	}
+	// Version 3 answers slower than a nanosecond: rolled back.
+	id = run("3", "30s", `, "max_p99_ms": 0.000001`)
+	testutil.Until(t, 10*time.Second, "the second canary", func() bool { return strings.Contains(traffic(), `{"version":3,"weight":50}`) })
+	testutil.Until(t, 30*time.Second, "the rollback", func() bool {
+		call(t, a, "POST", "/v1/models/iris:predict", `{"instances": [[5.1, 3.5, 1.4, 0.2]], "version": 3}`)
+		r := call(t, a, "GET", "/v1/pipelines/ship/runs/"+id, "")
+		return r.body["state"] == "failed"
+	})
+	done = waitPipelineRun(t, a, "ship", id)
+	dep := stepsOf(done)["deploy"]
+	if !strings.Contains(dep["error"].(string), "rolled back to version 2: p99 latency") || traffic() != `[{"version":2,"weight":100}]` {
+		t.Fatalf("deploy step = %v, traffic %s; want a rollback to version 2", dep, traffic())
+	}
+}

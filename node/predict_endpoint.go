@@ -234,12 +234,19 @@ func (a *Agent) handleModelMetrics(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	stats, missing := a.clusterStats(r.Context(), name, scope == "local")
+	writeJSON(w, http.StatusOK, map[string]any{"model": name, "versions": stats, "nodes_missing": missing})
+}
+
+// clusterStats merges a model's serving stats from every alive node (only
+// this one's when local), and says how many nodes did not answer.
+func (a *Agent) clusterStats(ctx context.Context, name string, local bool) ([]serving.VersionStats, int) {
 	parts := [][]serving.VersionStats{a.serving.metrics.Stats(name)}
 	missing := 0
-	if scope != "local" {
+	if !local {
 		members := a.gossip.alive()
 		results := make(chan []serving.VersionStats, len(members))
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
 		asked := 0
 		for _, m := range members {
@@ -264,8 +271,7 @@ func (a *Agent) handleModelMetrics(w http.ResponseWriter, r *http.Request) {
 			parts = append(parts, s)
 		}
 	}
-	stats := serving.MergeStats(parts...)
-	writeJSON(w, http.StatusOK, map[string]any{"model": name, "versions": stats, "nodes_missing": missing})
+	return serving.MergeStats(parts...), missing
 }
 
 func (a *Agent) metricsHandler() http.Handler {

@@ -43,6 +43,12 @@ type Host interface {
 	// Evaluate scores a model version on a dataset version, and the
 	// model's champion on the same rows.
 	Evaluate(ctx context.Context, e structs.EvaluateStep) (metrics, champion map[string]float64, err error)
+	// Deployment reads a model's deployment.
+	Deployment(model string) (*structs.Deployment, error)
+	// SetTraffic sets a deployment's weighted versions.
+	SetTraffic(ctx context.Context, model string, versions []structs.TrafficSplit) error
+	// VersionStats is a version's requests, errors and p99 latency.
+	VersionStats(ctx context.Context, model string, version uint64) (requests, errors uint64, p99ms float64)
 	// Changed fires when the registry changes.
 	Changed() <-chan struct{}
 }
@@ -349,6 +355,8 @@ func (a *RunActor) observe(ctx context.Context, run *structs.PipelineRun, spec *
 			}
 		}
 		return succeed(out), nil
+	case structs.StepDeploy:
+		return a.observeDeploy(ctx, resolved.Deploy, &next, now, fail, succeed)
 	case structs.StepFeatures:
 		ref, err := a.Host.Frame(ctx, *resolved.Features)
 		if err != nil {
@@ -497,4 +505,93 @@ func gateValues(gate string, metrics, champion map[string]float64) string {
 		parts = append(parts, fmt.Sprintf("%s = %.6g", m[0], src[m[2]]))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// observeDeploy moves a deploy step along: it puts the new version on a
+// canary beside the version the deployment weighs most (recording that
+// version and the new one's request counts, so that a new actor goes on
+// from there), watches the canary's errors and latency, and promotes it
+// once the watch is over or rolls it back at the first breach. A model
+// without a deployment gets the version at once.
+func (a *RunActor) observeDeploy(ctx context.Context, d *structs.DeployStep, next *structs.StepStatus, now time.Time,
+	fail func(string) *structs.StepStatus, succeed func(map[string]string) *structs.StepStatus) (*structs.StepStatus, error) {
+	ver, err := strconv.ParseUint(d.Version, 10, 64)
+	if err != nil || ver == 0 {
+		return fail(fmt.Sprintf("deploy.version %q is not a version number", d.Version)), nil
+	}
+	out := next.Outputs
+	promoted := map[string]string{"model": d.Model, "version": d.Version, "promoted": "true"}
+	if out["phase"] == "" {
+		dep, err := a.Host.Deployment(d.Model)
+		if structs.ErrorCode(err) == structs.CodeNotFound {
+			if err := a.Host.SetTraffic(ctx, d.Model, []structs.TrafficSplit{{Version: ver, Weight: 100}}); err != nil {
+				return fail("deploying: " + err.Error()), nil
+			}
+			return succeed(promoted), nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		prev, canaryOn := uint64(0), false
+		for _, t := range dep.Traffic.Versions {
+			switch {
+			case t.Version == ver && t.Weight == d.Canary:
+				canaryOn = true // set before this actor's predecessor could record it
+			case t.Version != ver && (prev == 0 || t.Weight > weightOf(dep, prev)):
+				prev = t.Version
+			}
+		}
+		if prev == 0 {
+			return succeed(promoted), nil // it is all the deployment serves already
+		}
+		req, errs, _ := a.Host.VersionStats(ctx, d.Model, ver)
+		if !canaryOn {
+			if err := a.Host.SetTraffic(ctx, d.Model, []structs.TrafficSplit{{Version: prev, Weight: 100 - d.Canary}, {Version: ver, Weight: d.Canary}}); err != nil {
+				return fail("putting the canary on: " + err.Error()), nil
+			}
+		}
+		out["phase"], out["previous"], out["canary_since"] = "canary", strconv.FormatUint(prev, 10), now.Format(time.RFC3339Nano)
+		out["base_requests"], out["base_errors"] = strconv.FormatUint(req, 10), strconv.FormatUint(errs, 10)
+		return next, nil
+	}
+	since, _ := time.Parse(time.RFC3339Nano, out["canary_since"])
+	prev, _ := strconv.ParseUint(out["previous"], 10, 64)
+	baseReq, _ := strconv.ParseUint(out["base_requests"], 10, 64)
+	baseErr, _ := strconv.ParseUint(out["base_errors"], 10, 64)
+	req, errs, p99 := a.Host.VersionStats(ctx, d.Model, ver)
+	dr, de := float64(req-min(req, baseReq)), float64(errs-min(errs, baseErr))
+	breach := ""
+	switch {
+	case d.MaxErrorRate > 0 && dr > 0 && de/dr > d.MaxErrorRate:
+		breach = fmt.Sprintf("error rate %.4g over %g requests, above %g", de/dr, dr, d.MaxErrorRate)
+	case d.MaxP99MS > 0 && dr > 0 && p99 > d.MaxP99MS:
+		breach = fmt.Sprintf("p99 latency %.4g ms, above %g ms", p99, d.MaxP99MS)
+	}
+	if breach != "" {
+		if err := a.Host.SetTraffic(ctx, d.Model, []structs.TrafficSplit{{Version: prev, Weight: 100}}); err != nil {
+			return nil, err // the rollback is retried on the next pass
+		}
+		f := fail("rolled back to version " + out["previous"] + ": " + breach)
+		f.NoRetry = true
+		f.Outputs["promoted"] = "false"
+		return f, nil
+	}
+	watch, _ := structs.ParseSpan(d.Watch)
+	if now.Sub(since) < watch {
+		return nil, nil
+	}
+	if err := a.Host.SetTraffic(ctx, d.Model, []structs.TrafficSplit{{Version: ver, Weight: 100}}); err != nil {
+		return nil, err
+	}
+	promoted["requests"], promoted["errors"] = strconv.FormatFloat(dr, 'f', 0, 64), strconv.FormatFloat(de, 'f', 0, 64)
+	return succeed(promoted), nil
+}
+
+func weightOf(d *structs.Deployment, v uint64) int {
+	for _, t := range d.Traffic.Versions {
+		if t.Version == v {
+			return t.Weight
+		}
+	}
+	return 0
 }
