@@ -186,3 +186,32 @@ func (h pipelineHost) VersionStats(ctx context.Context, model string, version ui
 	}
 	return 0, 0, 0
 }
+
+// SubmitTuning submits a tuning under an ID the step's attempt gives.
+func (h pipelineHost) SubmitTuning(ctx context.Context, id string, spec structs.TuningSpec) error {
+	spec.Normalize()
+	if err := spec.Validate(); err != nil {
+		return err
+	}
+	_, err := h.a.propose(ctx, structs.TuningSubmitType, &structs.TuningSubmitRequest{ID: id, Spec: spec, At: time.Now().UTC()}, nil)
+	if structs.ErrorCode(err) == structs.CodeConflict {
+		if _, terr := h.Tuning(id); terr == nil {
+			return nil
+		}
+	}
+	return err
+}
+
+// Tuning reads a tuning.
+func (h pipelineHost) Tuning(id string) (*structs.Tuning, error) {
+	txn := h.a.fsm.ReadTxn()
+	defer txn.Discard()
+	return txn.Tuning(id)
+}
+
+// LatestDataset reads a dataset's latest version.
+func (h pipelineHost) LatestDataset(name string) (*structs.DatasetVersion, error) {
+	txn := h.a.fsm.ReadTxn()
+	defer txn.Discard()
+	return txn.DatasetVersion(name, 0)
+}

@@ -259,3 +259,38 @@ func TestAgent_PipelineCanary(t *testing.T) {
 		t.Fatalf("deploy step = %v, traffic %s; want a rollback to version 2", dep, traffic())
 	}
 }
+
+// TestAgent_PipelineWaitForAndTune: a step waits for a dataset version
+// made after the run started, and a tuning over it registers the best
+// model, which the pipeline names.
+func TestAgent_PipelineWaitForAndTune(t *testing.T) {
+	a := testNode(t)
+	waitLeader(t, a)
+	waitRegistered(t, a)
+	spec := `{"steps": [
+		{"name": "wait", "type": "wait_for", "wait_for": {"dataset": "iris"}},
+		{"name": "tune", "type": "tune", "depends_on": ["wait"], "tuning": {"name": "iris-t", "search": "grid",
+			"job": {"name": "iris-t", "trainer": {"kind": "builtin", "algorithm": "softmax_regression"}, "dataset": "${steps.wait.dataset}",
+				"target": "Species", "features": ["Sepal_Length", "Sepal_Width", "Petal_Length", "Petal_Width"], "validation": {"split": 0.3}, "resources": {"cpu": 1}},
+			"space": {"l2": {"kind": "values", "values": [0.001, 0.1]}}, "metric": "accuracy", "goal": "maximize", "register_best_as": "iris-best"}}]}`
+	if r := call(t, a, "PUT", "/v1/pipelines/tuned", spec); r.status != http.StatusOK {
+		t.Fatalf("put = %d %s", r.status, r.raw)
+	}
+	r := call(t, a, "POST", "/v1/pipelines/tuned/runs", "")
+	if r.status != http.StatusCreated {
+		t.Fatalf("run = %d %s", r.status, r.raw)
+	}
+	id := r.body["id"].(string)
+	if s := stepsOf(call(t, a, "GET", "/v1/pipelines/tuned/runs/"+id, "").body)["wait"]; s["state"] == "succeeded" {
+		t.Fatalf("wait succeeded before the dataset existed: %v", s)
+	}
+	if r := pushDataset(t, a, "iris", "", readTestdata(t, irisCSV)); r.status != 201 {
+		t.Fatalf("push: %d %v", r.status, r.body)
+	}
+	run := waitPipelineRun(t, a, "tuned", id)
+	steps := stepsOf(run)
+	out, _ := steps["tune"]["outputs"].(map[string]any)
+	if run["state"] != "succeeded" || steps["wait"]["outputs"].(map[string]any)["dataset"] != "iris:1" || out["model"] != "iris-best" || out["model_version"] != "1" || out["best_job"] == nil {
+		t.Fatalf("run = %v; want the wait to give iris:1 and the tuning to register iris-best version 1", run)
+	}
+}

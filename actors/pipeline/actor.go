@@ -49,6 +49,13 @@ type Host interface {
 	SetTraffic(ctx context.Context, model string, versions []structs.TrafficSplit) error
 	// VersionStats is a version's requests, errors and p99 latency.
 	VersionStats(ctx context.Context, model string, version uint64) (requests, errors uint64, p99ms float64)
+	// SubmitTuning submits a tuning with the given ID; one of that ID
+	// that exists already is not an error.
+	SubmitTuning(ctx context.Context, id string, spec structs.TuningSpec) error
+	// Tuning reads a tuning; not_found when there is none.
+	Tuning(id string) (*structs.Tuning, error)
+	// LatestDataset reads a dataset's latest version.
+	LatestDataset(name string) (*structs.DatasetVersion, error)
 	// Changed fires when the registry changes.
 	Changed() <-chan struct{}
 }
@@ -227,6 +234,8 @@ func workOutputs(run *structs.PipelineRun, spec *structs.StepSpec, attempt int) 
 	switch spec.Type {
 	case structs.StepTrain, structs.StepCommand:
 		return map[string]string{"job_id": StepJobID(run.ID, spec.Name, attempt)}
+	case structs.StepTune:
+		return map[string]string{"tuning_id": StepJobID(run.ID, spec.Name, attempt)}
 	case structs.StepIngest:
 		return map[string]string{"trigger": ""} // set once the source is asked
 	}
@@ -357,6 +366,58 @@ func (a *RunActor) observe(ctx context.Context, run *structs.PipelineRun, spec *
 		return succeed(out), nil
 	case structs.StepDeploy:
 		return a.observeDeploy(ctx, resolved.Deploy, &next, now, fail, succeed)
+	case structs.StepTune:
+		id := s.Outputs["tuning_id"]
+		tu, err := a.Host.Tuning(id)
+		if structs.ErrorCode(err) == structs.CodeNotFound {
+			if err := a.Host.SubmitTuning(ctx, id, *resolved.Tuning); err != nil {
+				return fail("submitting its tuning: " + err.Error()), nil
+			}
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		switch tu.State {
+		case structs.TuningSucceeded:
+			out := map[string]string{"tuning_id": tu.ID, "metrics." + tu.Spec.Metric: strconv.FormatFloat(tu.BestValue, 'g', -1, 64)}
+			if tu.BestTrial >= 0 && tu.BestTrial < len(tu.Trials) {
+				out["best_job"] = tu.Trials[tu.BestTrial].JobID
+			}
+			if tu.BestVersion > 0 {
+				out["model"], out["model_version"] = tu.Spec.RegisterBestAs, strconv.FormatUint(tu.BestVersion, 10)
+			}
+			return succeed(out), nil
+		case structs.TuningFailed, "cancelled":
+			return fail(fmt.Sprintf("tuning %s %s: %s", tu.ID, tu.State, tu.Reason)), nil
+		}
+		return nil, nil
+	case structs.StepWaitFor:
+		w := resolved.WaitFor
+		if w.Alert != "" {
+			return fail("waiting for an alert needs monitoring, which this version of Kiln does not have yet"), nil
+		}
+		name, n, err := structs.ParseDatasetRef("wait_for.dataset", w.Dataset)
+		if err != nil {
+			return fail(err.Error()), nil
+		}
+		v, err := a.Host.LatestDataset(name)
+		if structs.ErrorCode(err) == structs.CodeNotFound {
+			return nil, nil // not yet
+		}
+		if err != nil {
+			return nil, err
+		}
+		// A named version waits for that version; a name alone for a
+		// version made after the run started.
+		if (n > 0 && v.Version >= n) || (n == 0 && v.CreatedAt.After(run.CreatedAt)) {
+			ref := v.Ref()
+			if n > 0 {
+				ref = structs.DatasetRef(name, n)
+			}
+			return succeed(map[string]string{"dataset": ref}), nil
+		}
+		return nil, nil
 	case structs.StepFeatures:
 		ref, err := a.Host.Frame(ctx, *resolved.Features)
 		if err != nil {
