@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
@@ -401,11 +402,19 @@ func parsePipelineJSON(src []byte, filename string) (*structs.PipelineSpec, erro
 		case errors.As(err, &se):
 			return nil, fmt.Errorf("%s:%d: %v", filename, jsonLine(src, se.Offset), err)
 		case errors.As(err, &te):
-			return nil, fmt.Errorf("%s:%d: %s: %s is not a %s", filename, jsonLine(src, te.Offset), te.Field, te.Value, te.Type)
+			return nil, fmt.Errorf("%s:%d: %s: %s given, want %s", filename, jsonLine(src, te.Offset), te.Field, te.Value, te.Type)
 		case errors.Is(err, io.EOF):
 			return nil, fmt.Errorf("%s: empty: a pipeline file holds the pipeline's JSON object", filename)
 		}
-		return nil, fmt.Errorf("%s:%d: %v", filename, jsonLine(src, dec.InputOffset()), err)
+		offset := dec.InputOffset()
+		// The decoder is past an unknown field's value by now: the line is
+		// the field's own, where the file first holds it as a key.
+		if field, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			if loc := regexp.MustCompile(regexp.QuoteMeta(field) + `\s*:`).FindIndex(src); loc != nil {
+				offset = int64(loc[0])
+			}
+		}
+		return nil, fmt.Errorf("%s:%d: %v", filename, jsonLine(src, offset), err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("%s:%d: data after the pipeline's JSON object", filename, jsonLine(src, dec.InputOffset()))

@@ -215,3 +215,85 @@ func (h pipelineHost) LatestDataset(name string) (*structs.DatasetVersion, error
 	defer txn.Discard()
 	return txn.DatasetVersion(name, 0)
 }
+
+// InputDigests lists the digests of the dataset and model versions a
+// resolved step reads; a dataset named without a version counts as its
+// latest, so that new data is a new input.
+func (h pipelineHost) InputDigests(s *structs.StepSpec) ([]string, error) {
+	var datasets []string
+	type modelRef struct{ model, version string }
+	var models []modelRef
+	if j := s.Job; j != nil {
+		datasets = append(datasets, j.Dataset, j.Validation.Dataset)
+		if f := j.FeatureFrame; f != nil {
+			datasets = append(datasets, f.EntityRows)
+		}
+	}
+	if t := s.Tuning; t != nil {
+		datasets = append(datasets, t.Job.Dataset, t.Job.Validation.Dataset)
+	}
+	if f := s.Features; f != nil {
+		datasets = append(datasets, f.EntityRows)
+	}
+	if e := s.Evaluate; e != nil {
+		datasets = append(datasets, e.Dataset)
+		models = append(models, modelRef{e.Model, e.Version})
+	}
+	txn := h.a.fsm.ReadTxn()
+	defer txn.Discard()
+	var out []string
+	for _, ref := range datasets {
+		if ref == "" {
+			continue
+		}
+		name, n, err := structs.ParseDatasetRef("dataset", ref)
+		if err != nil {
+			return nil, err
+		}
+		v, err := txn.DatasetVersion(name, n)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v.Ref()+"@"+v.Digest)
+	}
+	for _, m := range models {
+		n, err := strconv.ParseUint(m.version, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("model version %q is not a number", m.version)
+		}
+		v, err := txn.Version(m.model, n)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, fmt.Sprintf("%s:%d@%s", m.model, n, v.Digest))
+	}
+	if s.Features != nil {
+		// A frame reads feature values too: their state is the views'
+		// write counters, which a frame's lineage records.
+		q, err := resolveFeatures(txn, s.Features.Service, nil)
+		if err != nil {
+			return nil, err
+		}
+		for _, vq := range q.views {
+			out = append(out, fmt.Sprintf("view %s@%d/%d", vq.view.Name, vq.view.ModifyIndex, vq.view.Rows))
+		}
+	}
+	return out, nil
+}
+
+// CacheGet reads a step's cached outputs.
+func (h pipelineHost) CacheGet(pipeline, step, key string) (map[string]string, bool) {
+	txn := h.a.fsm.ReadTxn()
+	defer txn.Discard()
+	e, err := txn.StepCache(pipeline, step, key)
+	if err != nil {
+		return nil, false
+	}
+	return e.Outputs, true
+}
+
+// CachePut records a step's outputs for the digest of its inputs.
+func (h pipelineHost) CachePut(ctx context.Context, e *structs.StepCacheEntry) error {
+	_, err := h.a.propose(ctx, structs.PipelineCachePutType, e, nil)
+	return err
+}

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -292,5 +293,57 @@ func TestAgent_PipelineWaitForAndTune(t *testing.T) {
 	out, _ := steps["tune"]["outputs"].(map[string]any)
 	if run["state"] != "succeeded" || steps["wait"]["outputs"].(map[string]any)["dataset"] != "iris:1" || out["model"] != "iris-best" || out["model_version"] != "1" || out["best_job"] == nil {
 		t.Fatalf("run = %v; want the wait to give iris:1 and the tuning to register iris-best version 1", run)
+	}
+}
+
+// TestAgent_PipelineCache: a second run with the same inputs reuses the
+// steps' outputs and says so; new data is a new input.
+func TestAgent_PipelineCache(t *testing.T) {
+	a := testNode(t)
+	waitLeader(t, a)
+	waitRegistered(t, a)
+	if r := pushDataset(t, a, "iris", "", readTestdata(t, irisCSV)); r.status != 201 {
+		t.Fatalf("push: %d %v", r.status, r.body)
+	}
+	spec := `{"params": {"l2": 0.01}, "steps": [
+		{"name": "train", "type": "train", "cache": true, "job": {"name": "iris-c", "trainer": {"kind": "builtin", "algorithm": "softmax_regression"},
+			"dataset": "iris", "target": "Species", "features": ["Sepal_Length", "Sepal_Width", "Petal_Length", "Petal_Width"],
+			"params": {"l2": "${params.l2}"}, "resources": {"cpu": 1}, "register_as": "iris-c"}},
+		{"name": "eval", "type": "evaluate", "depends_on": ["train"], "cache": true,
+			"evaluate": {"model": "iris-c", "version": "${steps.train.model_version}", "dataset": "iris", "target": "Species"}}]}`
+	if r := call(t, a, "PUT", "/v1/pipelines/cached", spec); r.status != http.StatusOK {
+		t.Fatalf("put = %d %s", r.status, r.raw)
+	}
+	runOnce := func(params string) map[string]map[string]any {
+		r := call(t, a, "POST", "/v1/pipelines/cached/runs", params)
+		if r.status != http.StatusCreated {
+			t.Fatalf("run = %d %s", r.status, r.raw)
+		}
+		run := waitPipelineRun(t, a, "cached", r.body["id"].(string))
+		if run["state"] != "succeeded" {
+			t.Fatalf("run = %v", run)
+		}
+		return stepsOf(run)
+	}
+	first := runOnce("")
+	second := runOnce("")
+	for _, name := range []string{"train", "eval"} {
+		if first[name]["state"] != "succeeded" || second[name]["state"] != "cached" || second[name]["cached"] != true {
+			t.Fatalf("step %s: first %v, second %v; want it run, then cached", name, first[name], second[name])
+		}
+	}
+	if second["train"]["outputs"].(map[string]any)["job_id"] != first["train"]["outputs"].(map[string]any)["job_id"] {
+		t.Fatalf("the cached train step names another job: %v", second["train"])
+	}
+	// Another param, or new data: the step runs.
+	if third := runOnce(`{"params": {"l2": 0.5}}`); third["train"]["state"] != "succeeded" {
+		t.Fatalf("with another l2, train = %v; want it run", third["train"])
+	}
+	iris := readTestdata(t, irisCSV)
+	if r := pushDataset(t, a, "iris", "", iris[:bytes.LastIndexByte(iris[:4000], '\n')+1]); r.status != 201 {
+		t.Fatalf("push: %d %v", r.status, r.body)
+	}
+	if fourth := runOnce(""); fourth["train"]["state"] != "succeeded" {
+		t.Fatalf("on iris:2, train = %v; want it run", fourth["train"])
 	}
 }

@@ -48,6 +48,7 @@ const (
 	frameSourceRun  frameType = 26
 	framePipeline   frameType = 27
 	framePipeRun    frameType = 28
+	frameStepCache  frameType = 29
 	frameFooter     frameType = 255
 )
 
@@ -102,6 +103,7 @@ var entities = []entity{
 	{name: "feature service", prefix: prefixFeatureService, table: TableFeatureServices, frame: frameFeatSvc, keyOf: featureServiceKeyOf, validate: validateFeatureServiceRecord},
 	{name: "pipeline", prefix: prefixPipeline, table: TablePipelines, frame: framePipeline, keyOf: pipelineKeyOf, validate: validatePipelineRecord},
 	{name: "pipeline run", prefix: prefixPipelineRun, table: TablePipelineRuns, frame: framePipeRun, keyOf: pipelineRunKeyOf, validate: validatePipelineRunRecord},
+	{name: "step cache entry", prefix: prefixStepCache, table: TableStepCache, frame: frameStepCache, keyOf: stepCacheKeyOf, validate: validateStepCacheRecord},
 	{name: "feature value", prefix: prefixFeatureValue, table: TableFeatureValues, frame: frameFeatValue, keyOf: featureValueKeyOf, validate: validateFeatureValueRecord},
 }
 

@@ -15,7 +15,13 @@ import (
 const (
 	prefixPipeline    = "pl/" // pl/<name>            -> structs.Pipeline
 	prefixPipelineRun = "pr/" // pr/<pipeline>/<run id> -> structs.PipelineRun
+	// prefixStepCache holds steps' outputs by the digest of their inputs.
+	prefixStepCache = "pc/" // pc/<pipeline>/<step>/<key> -> structs.StepCacheEntry
 )
+
+func stepCacheKey(pipeline, step, key string) string {
+	return prefixStepCache + pipeline + "/" + step + "/" + key
+}
 
 func pipelineKey(name string) string           { return prefixPipeline + name }
 func pipelineRunPrefix(pipeline string) string { return prefixPipelineRun + pipeline + "/" }
@@ -29,7 +35,44 @@ var _ = registerCommands(structs.RangePipelines,
 	handler{structs.PipelineRunCreateType, applyPipelineRunCreate},
 	handler{structs.PipelineRunStepType, applyPipelineRunStep},
 	handler{structs.PipelineRunCancelType, applyPipelineRunCancel},
+	handler{structs.PipelineCachePutType, applyPipelineCachePut},
 )
+
+func applyPipelineCachePut(tx *applyTxn, body []byte) (interface{}, error) {
+	var e structs.StepCacheEntry
+	if err := decodeBody(structs.PipelineCachePutType, body, &e); err != nil {
+		return nil, err
+	}
+	if err := structs.ValidateName("pipeline", e.Pipeline); err != nil {
+		return nil, err
+	}
+	if err := structs.ValidateDigest("key", e.Key); err != nil {
+		return nil, err
+	}
+	if err := tx.put(stepCacheKey(e.Pipeline, e.Step, e.Key), &e); err != nil {
+		return nil, err
+	}
+	return nil, nil
+}
+
+func stepCacheKeyOf(raw []byte) (string, error) {
+	var e structs.StepCacheEntry
+	if err := structs.Decode(raw, &e); err != nil {
+		return "", err
+	}
+	if e.Pipeline == "" || e.Step == "" || e.Key == "" {
+		return "", fmt.Errorf("step cache entry without pipeline, step or key")
+	}
+	return stepCacheKey(e.Pipeline, e.Step, e.Key), nil
+}
+
+func validateStepCacheRecord(raw []byte) error {
+	var e structs.StepCacheEntry
+	if err := structs.Decode(raw, &e); err != nil {
+		return err
+	}
+	return recordErrorOrNil(e.Pipeline, structs.ValidateDigest("key", e.Key))
+}
 
 func utcPipelineRun(r *structs.PipelineRun) *structs.PipelineRun {
 	r.CreatedAt, r.UpdatedAt, r.FinishedAt, r.Tick = r.CreatedAt.UTC(), r.UpdatedAt.UTC(), r.FinishedAt.UTC(), r.Tick.UTC()
@@ -229,6 +272,9 @@ func applyPipelineDelete(tx *applyTxn, body []byte) (interface{}, error) {
 		return nil, structs.Errorf(structs.CodeConflict, "pipeline %q has runs under way (%s); cancel them first", req.Name, strings.Join(active, ", "))
 	}
 	for _, k := range tx.keysUnder(pipelineRunPrefix(req.Name)) {
+		tx.del(k)
+	}
+	for _, k := range tx.keysUnder(prefixStepCache + req.Name + "/") {
 		tx.del(k)
 	}
 	tx.del(pipelineKey(req.Name))

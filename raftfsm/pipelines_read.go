@@ -41,3 +41,10 @@ func (t *Txn) ActivePipelineRuns() ([]*structs.PipelineRun, error) {
 	}
 	return out, nil
 }
+
+// StepCache returns a step's cached outputs for a digest of its inputs.
+func (t *Txn) StepCache(pipeline, step, key string) (*structs.StepCacheEntry, error) {
+	return readOne(t, stepCacheKey(pipeline, step, key), asIs[structs.StepCacheEntry], func() error {
+		return structs.Errorf(structs.CodeNotFound, "no cached outputs of step %s of %s for %s", step, pipeline, key)
+	})
+}

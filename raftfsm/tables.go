@@ -51,6 +51,7 @@ const (
 	// TablePipelines holds pipelines.
 	TablePipelines    = "pipelines"
 	TablePipelineRuns = "pipeline_runs"
+	TableStepCache    = "step_cache"
 )
 
 // derivedTables are the tables that no entity stores.

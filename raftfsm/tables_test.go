@@ -14,7 +14,7 @@ var allTableNames = []string{
 	TableACLPolicies, TableACLTokens, TableACLBootstrap, TableDatasets, TableDatasetVersions,
 	TableJobs, TableJobAllocations,
 	TableExperiments, TableExperimentNames, TableExperimentSeq, TableRuns, TableMetrics, TableRunArtifacts, TableTunings,
-	TableSources, TableSourceRuns, TableEntities, TableFeatureViews, TableFeatureServices, TableFeatureValues, TablePipelines, TablePipelineRuns,
+	TableSources, TableSourceRuns, TableEntities, TableFeatureViews, TableFeatureServices, TableFeatureValues, TablePipelines, TablePipelineRuns, TableStepCache,
 }
 
 // assertTableIndexes checks Index of every table: want for those in moved,

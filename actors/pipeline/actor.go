@@ -56,6 +56,13 @@ type Host interface {
 	Tuning(id string) (*structs.Tuning, error)
 	// LatestDataset reads a dataset's latest version.
 	LatestDataset(name string) (*structs.DatasetVersion, error)
+	// InputDigests lists the digests of the dataset and model versions a
+	// resolved step reads (a dataset named without a version: its latest).
+	InputDigests(s *structs.StepSpec) ([]string, error)
+	// CacheGet reads a step's cached outputs for a digest of its inputs.
+	CacheGet(pipeline, step, key string) (map[string]string, bool)
+	// CachePut records them.
+	CachePut(ctx context.Context, e *structs.StepCacheEntry) error
 	// Changed fires when the registry changes.
 	Changed() <-chan struct{}
 }
@@ -169,17 +176,33 @@ func (a *RunActor) step(ctx context.Context) (done bool, err error) {
 	var started []string
 	for _, name := range append(slicesClone(plan.Start), plan.Retry...) {
 		spec := stepSpec(&run.Spec, name)
-		if _, err := resolveStep(run, spec, statuses); err != nil {
+		resolved, err := resolveStep(run, spec, statuses)
+		if err != nil {
 			set(name, structs.StepFailed, func(s *structs.StepStatus) {
 				s.NoRetry = true // a reference that does not resolve will not on a retry
 				s.Error, s.FinishedAt = err.Error(), now
 			})
 			continue
 		}
+		key := ""
+		if spec.Cache {
+			if key, err = a.cacheKey(resolved); err != nil {
+				a.Log.Warn("the step's inputs have no digest; it runs without the cache", "run", a.ID, "step", name, "error", err)
+			} else if out, ok := a.Host.CacheGet(a.Pipeline, name, key); ok {
+				set(name, structs.StepCached, func(s *structs.StepStatus) {
+					s.Outputs, s.Cached = maps.Clone(out), true
+					s.StartedAt, s.FinishedAt, s.Error = now, now, ""
+				})
+				continue
+			}
+		}
 		set(name, structs.StepRunning, func(s *structs.StepStatus) {
 			s.Attempts++
 			s.StartedAt, s.FinishedAt, s.Error, s.Cached, s.NoRetry = now, time.Time{}, "", false, false
 			s.Outputs = workOutputs(run, spec, s.Attempts)
+			if key != "" {
+				s.Outputs["cache_key"] = key
+			}
 		})
 		started = append(started, name)
 	}
@@ -257,6 +280,15 @@ func (a *RunActor) observe(ctx context.Context, run *structs.PipelineRun, spec *
 	succeed := func(outputs map[string]string) *structs.StepStatus {
 		next.State, next.FinishedAt, next.Error = structs.StepSucceeded, now, ""
 		maps.Copy(next.Outputs, outputs)
+		if key := next.Outputs["cache_key"]; spec.Cache && key != "" {
+			// Before the success is committed: a later run finds the
+			// outputs either way (putting them twice is harmless).
+			e := &structs.StepCacheEntry{Pipeline: a.Pipeline, Step: spec.Name, Key: key, Outputs: maps.Clone(next.Outputs), RunID: run.ID, At: now}
+			delete(e.Outputs, "cache_key")
+			if err := a.Host.CachePut(ctx, e); err != nil {
+				a.Log.Warn("caching a step's outputs failed", "run", a.ID, "step", spec.Name, "error", err)
+			}
+		}
 		return &next
 	}
 	if spec.Timeout != "" {
@@ -443,6 +475,25 @@ func stepJob(run *structs.PipelineRun, spec *structs.StepSpec) structs.JobSpec {
 
 // refRE finds a reference, ${...}, as structs.StepSpec.References does.
 var refRE = regexp.MustCompile(`\$\{([^}]*)\}`)
+
+// cacheKey is the digest of a resolved step's inputs: its spec with the
+// references resolved, and the digests of the versions it reads.
+func (a *RunActor) cacheKey(resolved *structs.StepSpec) (string, error) {
+	digests, err := a.Host.InputDigests(resolved)
+	if err != nil {
+		return "", err
+	}
+	spec, err := json.Marshal(resolved)
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	h.Write(spec)
+	for _, d := range slices.Sorted(slices.Values(digests)) {
+		h.Write([]byte("\n" + d))
+	}
+	return fmt.Sprintf("%x", h.Sum(nil)), nil
+}
 
 // errUnresolved is the cause of a reference that names no value.
 var errUnresolved = errors.New("pipeline: a reference has no value")

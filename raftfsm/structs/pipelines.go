@@ -22,6 +22,9 @@ const (
 	PipelineRunStepType MessageType = 99
 	// PipelineRunCancelType asks a run to stop.
 	PipelineRunCancelType MessageType = 100
+	// PipelineCachePutType records a step's outputs under the digest of
+	// its inputs, for later runs to reuse.
+	PipelineCachePutType MessageType = 101
 )
 
 var _ = registerTypes(RangePipelines,
@@ -30,7 +33,29 @@ var _ = registerTypes(RangePipelines,
 	TypeDef{PipelineRunCreateType, "pipeline_run_create"},
 	TypeDef{PipelineRunStepType, "pipeline_run_step"},
 	TypeDef{PipelineRunCancelType, "pipeline_run_cancel"},
+	TypeDef{PipelineCachePutType, "pipeline_cache_put"},
 )
+
+// StepCacheEntry is a step's outputs for one digest of its inputs.
+type StepCacheEntry struct {
+	Pipeline string            `msgpack:"pipeline" json:"pipeline"`
+	Step     string            `msgpack:"step" json:"step"`
+	Key      string            `msgpack:"key" json:"key"` // hex sha256 of the inputs
+	Outputs  map[string]string `msgpack:"outputs" json:"outputs"`
+	RunID    string            `msgpack:"run_id" json:"run_id"`
+	At       time.Time         `msgpack:"at" json:"at"`
+}
+
+// Cacheable reports whether a step type's outputs may be reused: not a
+// step whose effect is outside its outputs (ingest, deploy) or that waits
+// for something new (wait_for).
+func Cacheable(stepType string) bool {
+	switch stepType {
+	case StepIngest, StepDeploy, StepWaitFor:
+		return false
+	}
+	return true
+}
 
 // PipelinePutRequest creates or replaces a pipeline.
 type PipelinePutRequest struct {
@@ -348,6 +373,9 @@ func (s *StepSpec) validate(index map[string]int) error {
 		if slices.Index(s.DependsOn, d) != j {
 			return Errorf(CodeInvalid, "%s: %q is listed twice", field, d)
 		}
+	}
+	if s.Cache && !Cacheable(s.Type) {
+		return Errorf(CodeInvalid, "%s.cache: a %s step acts outside its outputs, so they cannot be reused", path, s.Type)
 	}
 	if s.Retries < 0 || s.Retries > MaxStepRetries {
 		return Errorf(CodeInvalid, "%s.retries %d is outside 0-%d", path, s.Retries, MaxStepRetries)
