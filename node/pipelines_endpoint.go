@@ -2,6 +2,7 @@ package node
 
 import (
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/expr-lang/expr"
@@ -150,6 +151,107 @@ func (a *Agent) handlePipelineRunCancel(w http.ResponseWriter, r *http.Request) 
 		&structs.PipelineRunCancelRequest{Pipeline: r.PathValue("name"), RunID: r.PathValue("id"), At: time.Now().UTC()}, http.StatusOK)
 }
 
+// pipelineRetryRequest is POST .../runs/{id}/retry.
+type pipelineRetryRequest struct {
+	From string `json:"from"`
+}
+
+// handlePipelineRunRetry starts a new run of an ended one from one of its
+// steps: the step and every step downstream of it run again; the steps
+// before it that succeeded are carried over as cached, with their outputs.
+func (a *Agent) handlePipelineRunRetry(w http.ResponseWriter, r *http.Request) {
+	var req pipelineRetryRequest
+	if err := a.decodeBody(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	name, id := r.PathValue("name"), r.PathValue("id")
+	txn := a.fsm.ReadTxn()
+	old, err := txn.PipelineRun(name, id)
+	var p *structs.Pipeline
+	if err == nil {
+		p, err = txn.Pipeline(name)
+	}
+	txn.Discard()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if !old.Terminal() {
+		writeError(w, structs.Errorf(structs.CodeConflict, "run %s is %s; retry a run that has ended", id, old.State))
+		return
+	}
+	if !slices.ContainsFunc(p.Spec.Steps, func(s structs.StepSpec) bool { return s.Name == req.From }) {
+		writeError(w, structs.Errorf(structs.CodeInvalid, "from: pipeline %q has no step %q", name, req.From))
+		return
+	}
+	again := downstream(&p.Spec, req.From)
+	var seed []structs.StepStatus
+	for _, s := range old.Steps {
+		if again[s.Name] || (s.State != structs.StepSucceeded && s.State != structs.StepCached) {
+			continue
+		}
+		if !slices.ContainsFunc(p.Spec.Steps, func(st structs.StepSpec) bool { return st.Name == s.Name }) {
+			continue // the pipeline no longer has it
+		}
+		s.State, s.Cached = structs.StepCached, true
+		seed = append(seed, s)
+	}
+	now := time.Now().UTC()
+	var run structs.PipelineRun
+	idx, err := a.propose(r.Context(), structs.PipelineRunCreateType, &structs.PipelineRunCreateRequest{
+		ID: structs.NewID(now), Pipeline: name, Params: old.Params, Trigger: "retry", RetryOf: id, Seed: seed, At: now}, &run)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeCommitted(w, http.StatusCreated, idx, pipelineRunJSON(&run))
+}
+
+// downstream is a step and every step that depends on it, directly or not.
+func downstream(spec *structs.PipelineSpec, from string) map[string]bool {
+	out := map[string]bool{from: true}
+	for changed := true; changed; {
+		changed = false
+		for _, st := range spec.Steps {
+			if out[st.Name] {
+				continue
+			}
+			for _, d := range st.DependsOn {
+				if out[d] {
+					out[st.Name], changed = true, true
+					break
+				}
+			}
+		}
+	}
+	return out
+}
+
+// handlePipelineStepLogs serves a step's job's logs, as GET
+// /v1/jobs/{id}/logs does (?follow=true streams them).
+func (a *Agent) handlePipelineStepLogs(w http.ResponseWriter, r *http.Request) {
+	txn := a.fsm.ReadTxn()
+	run, err := txn.PipelineRun(r.PathValue("name"), r.PathValue("id"))
+	txn.Discard()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	st := run.Step(r.PathValue("step"))
+	if st == nil {
+		writeError(w, structs.Errorf(structs.CodeNotFound, "run %s has no step %q", run.ID, r.PathValue("step")))
+		return
+	}
+	job := st.Outputs["job_id"]
+	if job == "" {
+		writeError(w, structs.Errorf(structs.CodeNotFound, "step %s has no job (it is %s)", st.Name, st.State))
+		return
+	}
+	r.SetPathValue("id", job)
+	a.handleJobLogs(w, r)
+}
+
 // pipelinesEndpoint: pipelines.
 func (a *Agent) pipelinesEndpoint() endpoint {
 	p := structs.KindPipeline
@@ -162,5 +264,7 @@ func (a *Agent) pipelinesEndpoint() endpoint {
 		{pattern: "GET /v1/pipelines/{name}/runs", handler: a.handlePipelineRunList, kind: p, need: needRead, name: pathName},
 		{pattern: "GET /v1/pipelines/{name}/runs/{id}", handler: a.handlePipelineRunGet, kind: p, need: needRead, name: pathName},
 		{pattern: "POST /v1/pipelines/{name}/runs/{id}/cancel", handler: a.handlePipelineRunCancel, kind: p, need: needWrite, name: pathName},
+		{pattern: "POST /v1/pipelines/{name}/runs/{id}/retry", handler: a.handlePipelineRunRetry, kind: p, need: needWrite, name: pathName},
+		{pattern: "GET /v1/pipelines/{name}/runs/{id}/steps/{step}/logs", handler: a.handlePipelineStepLogs, kind: p, need: needRead, name: pathName},
 	}}
 }

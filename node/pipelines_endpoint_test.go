@@ -156,6 +156,30 @@ func TestAgent_PipelineDiamond(t *testing.T) {
 	if !strings.Contains(steps["c"]["error"].(string), "failed") {
 		t.Fatalf("step c's error = %v", steps["c"]["error"])
 	}
+	failedID := run["id"].(string)
+
+	// The step's log, through the run.
+	logs := call(t, a, "GET", "/v1/pipelines/diamond/runs/"+failedID+"/steps/c/logs", "")
+	if logs.status != http.StatusOK || !strings.Contains(logs.raw, "exit") {
+		t.Fatalf("logs of c = %d %q", logs.status, logs.raw)
+	}
+	// c fixed, the run retried from c: a and b are carried over, c and d
+	// run.
+	if r := call(t, a, "PUT", "/v1/pipelines/diamond", spec("true")); r.status != http.StatusOK {
+		t.Fatalf("put = %d %s", r.status, r.raw)
+	}
+	r = call(t, a, "POST", "/v1/pipelines/diamond/runs/"+failedID+"/retry", `{"from": "c"}`)
+	if r.status != http.StatusCreated || r.body["retry_of"] != failedID {
+		t.Fatalf("retry = %d %s", r.status, r.raw)
+	}
+	run = waitPipelineRun(t, a, "diamond", r.body["id"].(string))
+	steps = stepsOf(run)
+	if run["state"] != "succeeded" || steps["a"]["state"] != "cached" || steps["b"]["state"] != "cached" || steps["c"]["state"] != "succeeded" || steps["d"]["state"] != "succeeded" {
+		t.Fatalf("retried run = %v; want a and b carried over, c and d run", run)
+	}
+	if r := call(t, a, "POST", "/v1/pipelines/diamond/runs/"+failedID+"/retry", `{"from": "z"}`); r.status != http.StatusBadRequest {
+		t.Fatalf("retry from an unknown step = %d %s", r.status, r.raw)
+	}
 }
 
 // TestAgent_PipelineTrainEvaluate trains on iris and evaluates the model

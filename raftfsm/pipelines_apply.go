@@ -121,6 +121,17 @@ func applyPipelineRunCreate(tx *applyTxn, body []byte) (interface{}, error) {
 	for _, st := range p.Spec.Steps {
 		run.Steps = append(run.Steps, structs.StepStatus{Name: st.Name, State: structs.StepWaiting})
 	}
+	run.RetryOf = req.RetryOf
+	for i, seed := range req.Seed {
+		st := run.Step(seed.Name)
+		if st == nil {
+			return nil, structs.Errorf(structs.CodeInvalid, "seed[%d]: the pipeline has no step %q", i, seed.Name)
+		}
+		if seed.State != structs.StepCached {
+			return nil, structs.Errorf(structs.CodeInvalid, "seed[%d]: a carried-over step is cached, not %s", i, seed.State)
+		}
+		*st = seed
+	}
 	if err := tx.put(pipelineRunKey(req.Pipeline, req.ID), &run); err != nil {
 		return nil, err
 	}

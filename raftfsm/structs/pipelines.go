@@ -601,6 +601,7 @@ type PipelineRun struct {
 	// Trigger is "manual", or "schedule" with the tick in Tick.
 	Trigger         string       `msgpack:"trigger" json:"trigger"`
 	Tick            time.Time    `msgpack:"tick,omitempty" json:"tick,omitempty"`
+	RetryOf         string       `msgpack:"retry_of,omitempty" json:"retry_of,omitempty"`
 	State           string       `msgpack:"state" json:"state"`
 	Steps           []StepStatus `msgpack:"steps" json:"steps"`
 	CancelRequested bool         `msgpack:"cancel_requested,omitempty" json:"cancel_requested,omitempty"`
@@ -635,7 +636,12 @@ type PipelineRunCreateRequest struct {
 	Params   map[string]any `msgpack:"params,omitempty"`
 	Trigger  string         `msgpack:"trigger"`
 	Tick     time.Time      `msgpack:"tick,omitempty"`
-	At       time.Time      `msgpack:"at"`
+	// RetryOf and Seed make a retry of an earlier run from one of its
+	// steps: Seed holds the statuses of the steps not downstream of it
+	// that succeeded, carried over as cached.
+	RetryOf string       `msgpack:"retry_of,omitempty"`
+	Seed    []StepStatus `msgpack:"seed,omitempty"`
+	At      time.Time    `msgpack:"at"`
 }
 
 // StepUpdate moves one step from the state From to Status.
