@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/kilnml/kiln/actors/training"
@@ -296,4 +297,64 @@ func (h pipelineHost) CacheGet(pipeline, step, key string) (map[string]string, b
 func (h pipelineHost) CachePut(ctx context.Context, e *structs.StepCacheEntry) error {
 	_, err := h.a.propose(ctx, structs.PipelineCachePutType, e, nil)
 	return err
+}
+
+// Authorize checks a step against the rights of the token that applied
+// its pipeline, as they are now: a pipeline never does more than its
+// author may. Without ACLs every step may run.
+func (h pipelineHost) Authorize(run *structs.PipelineRun, s *structs.StepSpec) error {
+	a := h.a
+	if a.acl == nil {
+		return nil
+	}
+	if run.AppliedByHash == "" {
+		return structs.Errorf(structs.CodePermissionDenied, "pipeline %s was applied without a token; apply it again with one", run.Pipeline)
+	}
+	id, err := a.acl.ResolveHash(run.AppliedByHash)
+	if err != nil {
+		return structs.Errorf(structs.CodePermissionDenied, "the token that applied pipeline %s (%s) can no longer act: %v", run.Pipeline, run.AppliedBy, err)
+	}
+	type need struct {
+		kind   structs.ACLKind
+		name   string
+		access structs.ACLAccess
+	}
+	var needs []need
+	switch s.Type {
+	case structs.StepTrain:
+		needs = append(needs, need{structs.KindJob, s.Job.Name, structs.AccessWrite})
+		if s.Job.Trainer.Kind == structs.TrainerProcess {
+			needs = append(needs, need{structs.KindExec, "", structs.AccessAllow})
+		}
+		if s.Job.RegisterAs != "" {
+			needs = append(needs, need{structs.KindModel, s.Job.RegisterAs, structs.AccessWrite})
+		}
+	case structs.StepCommand:
+		needs = append(needs, need{structs.KindJob, run.Pipeline + "-" + s.Name, structs.AccessWrite}, need{structs.KindExec, "", structs.AccessAllow})
+	case structs.StepTune:
+		needs = append(needs, need{structs.KindJob, s.Tuning.Job.Name, structs.AccessWrite})
+		if s.Tuning.RegisterBestAs != "" {
+			needs = append(needs, need{structs.KindModel, s.Tuning.RegisterBestAs, structs.AccessWrite})
+		}
+	case structs.StepIngest:
+		needs = append(needs, need{structs.KindSource, s.Source, structs.AccessWrite})
+	case structs.StepFeatures:
+		needs = append(needs, need{structs.KindFeature, s.Features.Service, structs.AccessRead}, need{structs.KindDataset, s.Features.Output, structs.AccessWrite})
+	case structs.StepEvaluate:
+		name, _, _ := strings.Cut(s.Evaluate.Dataset, ":")
+		needs = append(needs, need{structs.KindModel, s.Evaluate.Model, structs.AccessRead}, need{structs.KindDataset, name, structs.AccessRead})
+	case structs.StepDeploy:
+		needs = append(needs, need{structs.KindDeployment, s.Deploy.Model, structs.AccessWrite})
+	case structs.StepWaitFor:
+		if s.WaitFor.Dataset != "" {
+			name, _, _ := strings.Cut(s.WaitFor.Dataset, ":")
+			needs = append(needs, need{structs.KindDataset, name, structs.AccessRead})
+		}
+	}
+	for _, n := range needs {
+		if !id.Allowed(n.kind, n.name, n.access) {
+			return structs.Errorf(structs.CodePermissionDenied, "the token that applied pipeline %s (%s) lacks %q on %s %q", run.Pipeline, run.AppliedBy, n.access, n.kind, n.name)
+		}
+	}
+	return nil
 }

@@ -60,11 +60,11 @@ func (a *Agent) handlePipelinePut(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	appliedBy := ""
+	req := &structs.PipelinePutRequest{Spec: spec, At: time.Now().UTC()}
 	if id := acl.FromContext(r.Context()); id != nil && id.Token != nil {
-		appliedBy = id.Token.AccessorID
+		req.AppliedBy, req.AppliedByHash = id.Token.AccessorID, id.Token.SecretHash
 	}
-	serveWrite[structs.Pipeline](a, w, r, structs.PipelinePutType, &structs.PipelinePutRequest{Spec: spec, AppliedBy: appliedBy, At: time.Now().UTC()}, http.StatusOK)
+	serveWrite[structs.Pipeline](a, w, r, structs.PipelinePutType, req, http.StatusOK)
 }
 
 func (a *Agent) handlePipelineList(w http.ResponseWriter, r *http.Request) {

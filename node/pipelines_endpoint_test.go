@@ -371,3 +371,44 @@ func TestAgent_PipelineCache(t *testing.T) {
 		t.Fatalf("on iris:2, train = %v; want it run", fourth["train"])
 	}
 }
+
+// TestAgent_PipelineActsWithItsAuthorsRights: a pipeline's steps run with
+// the rights of the token that applied it, as they are when each step
+// starts: a command step of a token without exec fails naming the right;
+// once the policy grants it, the next run's step runs.
+func TestAgent_PipelineActsWithItsAuthorsRights(t *testing.T) {
+	a, mgmt := aclSetup(t, withExec)
+	testutil.Until(t, 30*time.Second, "this node's record", func() bool {
+		return strings.Contains(callAs(t, a, mgmt, "GET", "/v1/nodes", "").raw, a.id)
+	})
+	rules := func(exec string) string {
+		return `pipeline "*" { policy = "write" }
+job "*" { policy = "write" }
+` + exec
+	}
+	tok := tokenFor(t, a, mgmt, "piper", rules(""))
+	spec := `{"steps": [{"name": "hello", "type": "command", "command": ["/bin/sh", "-c", "echo hello"]}]}`
+	mustStatus(t, callAs(t, a, tok, "PUT", "/v1/pipelines/p", spec), 200, "apply")
+	runAs := func() map[string]any {
+		r := callAs(t, a, tok, "POST", "/v1/pipelines/p/runs", "")
+		mustStatus(t, r, 201, "run")
+		var run map[string]any
+		testutil.WaitFor(t, 60*time.Second, func() error {
+			run = callAs(t, a, tok, "GET", "/v1/pipelines/p/runs/"+r.body["id"].(string), "").body
+			if s := run["state"]; s != "succeeded" && s != "failed" {
+				return fmt.Errorf("run is %v", s)
+			}
+			return nil
+		})
+		return run
+	}
+	run := runAs()
+	if s := stepsOf(run)["hello"]; run["state"] != "failed" || !strings.Contains(s["error"].(string), `lacks "allow" on exec`) {
+		t.Fatalf("run = %v; want the step refused for want of exec", run)
+	}
+	body, _ := json.Marshal(map[string]string{"rules": rules(`exec { policy = "allow" }`)})
+	mustStatus(t, callAs(t, a, mgmt, "PUT", "/v1/acl/policies/piper", string(body)), 200, "grant exec")
+	if run := runAs(); run["state"] != "succeeded" {
+		t.Fatalf("run after the grant = %v", run)
+	}
+}

@@ -117,7 +117,7 @@ func applyPipelineRunCreate(tx *applyTxn, body []byte) (interface{}, error) {
 		}
 	}
 	run := structs.PipelineRun{ID: req.ID, Pipeline: req.Pipeline, Spec: p.Spec, Params: params, Trigger: req.Trigger, Tick: req.Tick,
-		State: structs.PipelinePending, AppliedBy: p.AppliedBy, CreatedAt: req.At, UpdatedAt: req.At, CreateIndex: tx.index, ModifyIndex: tx.index}
+		State: structs.PipelinePending, AppliedBy: p.AppliedBy, AppliedByHash: p.AppliedByHash, CreatedAt: req.At, UpdatedAt: req.At, CreateIndex: tx.index, ModifyIndex: tx.index}
 	for _, st := range p.Spec.Steps {
 		run.Steps = append(run.Steps, structs.StepStatus{Name: st.Name, State: structs.StepWaiting})
 	}
@@ -241,14 +241,14 @@ func applyPipelinePut(tx *applyTxn, body []byte) (interface{}, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
-	p := structs.Pipeline{Spec: spec, AppliedBy: req.AppliedBy, CreatedAt: req.At, UpdatedAt: req.At, CreateIndex: tx.index}
+	p := structs.Pipeline{Spec: spec, AppliedBy: req.AppliedBy, AppliedByHash: req.AppliedByHash, CreatedAt: req.At, UpdatedAt: req.At, CreateIndex: tx.index}
 	var old structs.Pipeline
 	found, err := tx.get(pipelineKey(spec.Name), &old)
 	if err != nil {
 		return nil, err
 	}
 	if found {
-		p.CreatedAt, p.CreateIndex = old.CreatedAt, old.CreateIndex
+		p.CreatedAt, p.CreateIndex, p.LastTick = old.CreatedAt, old.CreateIndex, old.LastTick
 	}
 	p.ModifyIndex = tx.index
 	if err := tx.put(pipelineKey(spec.Name), &p); err != nil {

@@ -63,6 +63,10 @@ type Host interface {
 	CacheGet(pipeline, step, key string) (map[string]string, bool)
 	// CachePut records them.
 	CachePut(ctx context.Context, e *structs.StepCacheEntry) error
+	// Authorize checks that the token that applied the run's pipeline may
+	// do what a resolved step does, as it stands now (its policies may
+	// have changed, it may be gone).
+	Authorize(run *structs.PipelineRun, s *structs.StepSpec) error
 	// Changed fires when the registry changes.
 	Changed() <-chan struct{}
 }
@@ -180,6 +184,13 @@ func (a *RunActor) step(ctx context.Context) (done bool, err error) {
 		if err != nil {
 			set(name, structs.StepFailed, func(s *structs.StepStatus) {
 				s.NoRetry = true // a reference that does not resolve will not on a retry
+				s.Error, s.FinishedAt = err.Error(), now
+			})
+			continue
+		}
+		if err := a.Host.Authorize(run, resolved); err != nil {
+			set(name, structs.StepFailed, func(s *structs.StepStatus) {
+				s.NoRetry = true
 				s.Error, s.FinishedAt = err.Error(), now
 			})
 			continue

@@ -59,9 +59,10 @@ func Cacheable(stepType string) bool {
 
 // PipelinePutRequest creates or replaces a pipeline.
 type PipelinePutRequest struct {
-	Spec      PipelineSpec `msgpack:"spec"`
-	AppliedBy string       `msgpack:"applied_by,omitempty"`
-	At        time.Time    `msgpack:"at"`
+	Spec          PipelineSpec `msgpack:"spec"`
+	AppliedBy     string       `msgpack:"applied_by,omitempty"`
+	AppliedByHash string       `msgpack:"applied_by_hash,omitempty"`
+	At            time.Time    `msgpack:"at"`
 }
 
 // Pipeline step types (DESIGN.md §8, "Pipelines").
@@ -538,6 +539,9 @@ type Pipeline struct {
 	// AppliedBy is the accessor of the token that applied the pipeline:
 	// its runs act with that token's rights, never more.
 	AppliedBy string `msgpack:"applied_by,omitempty" json:"applied_by,omitempty"`
+	// AppliedByHash is that token's secret hash, by which its runs find
+	// its current rights (the token's record is keyed by it).
+	AppliedByHash string `msgpack:"applied_by_hash,omitempty" json:"-"`
 	// LastTick is the schedule's last tick that started a run.
 	LastTick    time.Time `msgpack:"last_tick,omitempty" json:"last_tick,omitempty"`
 	CreatedAt   time.Time `msgpack:"created_at" json:"created_at"`
@@ -606,6 +610,7 @@ type PipelineRun struct {
 	Steps           []StepStatus `msgpack:"steps" json:"steps"`
 	CancelRequested bool         `msgpack:"cancel_requested,omitempty" json:"cancel_requested,omitempty"`
 	AppliedBy       string       `msgpack:"applied_by,omitempty" json:"-"`
+	AppliedByHash   string       `msgpack:"applied_by_hash,omitempty" json:"-"`
 	CreatedAt       time.Time    `msgpack:"created_at" json:"created_at"`
 	UpdatedAt       time.Time    `msgpack:"updated_at" json:"updated_at"`
 	FinishedAt      time.Time    `msgpack:"finished_at,omitempty" json:"finished_at,omitempty"`

@@ -147,6 +147,26 @@ func (r *Resolver) Resolve(secret string) (*Identity, error) {
 	return e.id, nil
 }
 
+// ResolveHash returns the identity of the token whose secret has the given
+// hash (hex sha256): the rights a pipeline applied with that token keeps.
+// The identity carries no secret, so it cannot be forwarded as a caller.
+func (r *Resolver) ResolveHash(hash string) (*Identity, error) {
+	raw, err := hex.DecodeString(hash)
+	if err != nil || len(raw) != sha256.Size {
+		return nil, ErrUnknownToken
+	}
+	var sum [sha256.Size]byte
+	copy(sum[:], raw)
+	e, err := r.load(sum, "")
+	if err != nil {
+		return nil, err
+	}
+	if e.id.Token.Expired(r.cfg.Now()) {
+		return nil, ErrExpired
+	}
+	return e.id, nil
+}
+
 func (r *Resolver) load(sum [sha256.Size]byte, secret string) (entry, error) {
 	hash := hex.EncodeToString(sum[:])
 	tok, rules, err := r.store.Token(hash)
