@@ -412,3 +412,67 @@ job "*" { policy = "write" }
 		t.Fatalf("run after the grant = %v", run)
 	}
 }
+
+// TestAgent_PipelineIngestTrainEvaluateDeploy is the whole way: a file
+// source (the repo's copy of iris.csv) is ingested into a dataset version,
+// a model is trained on it, evaluated with a gate, put on a canary beside
+// the deployed version and promoted.
+func TestAgent_PipelineIngestTrainEvaluateDeploy(t *testing.T) {
+	a := testNode(t)
+	waitLeader(t, a)
+	waitRegistered(t, a)
+	dir := t.TempDir()
+	if err := os.WriteFile(dir+"/iris.csv", readTestdata(t, irisCSV), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	src := fmt.Sprintf(`{"name": "flowers", "kind": "file", "file": {"path": %q},
+		"schema": {"_index_": "int", "Sepal_Length": "float", "Sepal_Width": "float", "Petal_Length": "float", "Petal_Width": "float", "Species": "string"}}`, dir+"/*.csv")
+	if r := call(t, a, "POST", "/v1/sources", src); r.status != http.StatusOK {
+		t.Fatalf("source = %d %s", r.status, r.raw)
+	}
+	spec := `{"params": {"min_accuracy": 0.9}, "steps": [
+		{"name": "ingest", "type": "ingest", "source": "flowers"},
+		{"name": "train", "type": "train", "depends_on": ["ingest"], "job": {"name": "iris-e2e",
+			"trainer": {"kind": "builtin", "algorithm": "softmax_regression"}, "dataset": "${steps.ingest.dataset}", "target": "Species",
+			"features": ["Sepal_Length", "Sepal_Width", "Petal_Length", "Petal_Width"], "resources": {"cpu": 1}, "register_as": "iris-e2e"}},
+		{"name": "evaluate", "type": "evaluate", "depends_on": ["train"], "evaluate": {"model": "iris-e2e",
+			"version": "${steps.train.model_version}", "dataset": "${steps.ingest.dataset}", "target": "Species",
+			"gate": "metrics.accuracy >= 0.9 && metrics.accuracy >= champion.accuracy - 0.05"}},
+		{"name": "deploy", "type": "deploy", "depends_on": ["evaluate"], "deploy": {"model": "iris-e2e",
+			"version": "${steps.train.model_version}", "canary": 10, "watch": "1s", "max_error_rate": 0.01}}]}`
+	if r := call(t, a, "PUT", "/v1/pipelines/e2e", spec); r.status != http.StatusOK {
+		t.Fatalf("put = %d %s", r.status, r.raw)
+	}
+	runOnce := func() map[string]map[string]any {
+		r := call(t, a, "POST", "/v1/pipelines/e2e/runs", "")
+		if r.status != http.StatusCreated {
+			t.Fatalf("run = %d %s", r.status, r.raw)
+		}
+		run := waitPipelineRun(t, a, "e2e", r.body["id"].(string))
+		if run["state"] != "succeeded" {
+			t.Fatalf("run = %v", run)
+		}
+		return stepsOf(run)
+	}
+	// The first run deploys its model (there is no champion yet); the
+	// second evaluates a new one against it, and canaries it.
+	steps := runOnce()
+	if out := steps["deploy"]["outputs"].(map[string]any); out["promoted"] != "true" || out["version"] != "1" {
+		t.Fatalf("first deploy = %v", steps["deploy"])
+	}
+	steps = runOnce()
+	if out := steps["ingest"]["outputs"].(map[string]any); out["dataset"] != "flowers:1" {
+		t.Fatalf("ingest (nothing new) = %v; want the source's latest version", steps["ingest"])
+	}
+	if out := steps["deploy"]["outputs"].(map[string]any); out["promoted"] != "true" || out["version"] != "2" {
+		t.Fatalf("deploy = %v", steps["deploy"])
+	}
+	d := call(t, a, "GET", "/v1/deployments/iris-e2e", "")
+	if b, _ := json.Marshal(d.body["traffic"].(map[string]any)["versions"]); string(b) != `[{"version":2,"weight":100}]` {
+		t.Fatalf("traffic = %s; want version 2 alone", b)
+	}
+	v := call(t, a, "GET", "/v1/models/iris-e2e/versions/2", "")
+	if v.body["lineage"].(map[string]any)["dataset"] != "flowers:1" {
+		t.Fatalf("version 2 lineage = %v", v.body["lineage"])
+	}
+}

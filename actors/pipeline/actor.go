@@ -285,11 +285,11 @@ func (a *RunActor) observe(ctx context.Context, run *structs.PipelineRun, spec *
 		next.Outputs = map[string]string{}
 	}
 	fail := func(msg string) *structs.StepStatus {
-		next.State, next.Error, next.FinishedAt = structs.StepFailed, msg, now
+		next.State, next.Error, next.FinishedAt, next.Waiting = structs.StepFailed, msg, now, ""
 		return &next
 	}
 	succeed := func(outputs map[string]string) *structs.StepStatus {
-		next.State, next.FinishedAt, next.Error = structs.StepSucceeded, now, ""
+		next.State, next.FinishedAt, next.Error, next.Waiting = structs.StepSucceeded, now, "", ""
 		maps.Copy(next.Outputs, outputs)
 		if key := next.Outputs["cache_key"]; spec.Cache && key != "" {
 			// Before the success is committed: a later run finds the
@@ -374,7 +374,15 @@ func (a *RunActor) observe(ctx context.Context, run *structs.PipelineRun, spec *
 		}
 		switch last.State {
 		case structs.SourceRunSucceeded:
-			return succeed(map[string]string{"run": strconv.FormatUint(last.Seq, 10), "dataset": last.Dataset}), nil
+			ds := last.Dataset
+			if ds == "" {
+				// Nothing new was read: the source's data are its
+				// dataset's latest version.
+				if v, err := a.Host.LatestDataset(src.Spec.Dataset); err == nil {
+					ds = v.Ref()
+				}
+			}
+			return succeed(map[string]string{"run": strconv.FormatUint(last.Seq, 10), "dataset": ds}), nil
 		case structs.SourceRunFailedValidation:
 			return fail("source run " + strconv.FormatUint(last.Seq, 10) + " failed validation: " + strings.Join(last.Failed, "; ")), nil
 		case structs.SourceRunFailed:
