@@ -176,6 +176,9 @@ func (a *Agent) firePipelineSchedules(ctx context.Context) error {
 	}
 	now := time.Now().UTC()
 	for _, p := range pipelines {
+		if err := a.fireSourceTriggers(ctx, p, now); err != nil {
+			return err
+		}
 		if p.Spec.Schedule == "" {
 			continue
 		}
@@ -212,6 +215,33 @@ func (a *Agent) firePipelineSchedules(ctx context.Context) error {
 			if _, err := a.propose(ctx, structs.PipelineRunCreateType, req, nil); err != nil && structs.ErrorCode(err) != structs.CodeConflict {
 				return err
 			}
+		}
+	}
+	return nil
+}
+
+// fireSourceTriggers starts a run of a pipeline for each triggering source
+// whose last run wrote a dataset version the pipeline has not run for.
+// The run names the source run, and Apply refuses one already run for, so
+// a source run starts one pipeline run, whichever leader sees it. A
+// pipeline created after a source run does not run for it.
+func (a *Agent) fireSourceTriggers(ctx context.Context, p *structs.Pipeline, now time.Time) error {
+	for _, t := range p.Spec.Triggers {
+		txn := a.fsm.ReadTxn()
+		s, err := txn.Source(t.Source)
+		txn.Discard()
+		if err != nil {
+			continue // not there (yet)
+		}
+		last := s.LastRun
+		if last == nil || last.Dataset == "" || !last.Terminal() || last.State == structs.SourceRunFailed ||
+			last.State == structs.SourceRunFailedValidation || last.Seq <= p.SourceRuns[t.Source] || last.FinishedAt.Before(p.CreatedAt) {
+			continue
+		}
+		req := &structs.PipelineRunCreateRequest{ID: structs.NewID(now), Pipeline: p.Spec.Name, Trigger: "source " + t.Source,
+			Source: t.Source, SourceRun: last.Seq, At: now}
+		if _, err := a.propose(ctx, structs.PipelineRunCreateType, req, nil); err != nil && structs.ErrorCode(err) != structs.CodeConflict {
+			return err
 		}
 	}
 	return nil

@@ -476,3 +476,47 @@ func TestAgent_PipelineIngestTrainEvaluateDeploy(t *testing.T) {
 		t.Fatalf("version 2 lineage = %v", v.body["lineage"])
 	}
 }
+
+// TestAgent_PipelineSourceTrigger: a source run that writes a dataset
+// version starts one run of a pipeline it triggers; a source run that
+// writes none starts nothing.
+func TestAgent_PipelineSourceTrigger(t *testing.T) {
+	a := testNode(t)
+	waitLeader(t, a)
+	waitRegistered(t, a)
+	spec := `{"triggers": [{"source": "flowers"}], "steps": [{"name": "seen", "type": "wait_for", "wait_for": {"dataset": "flowers:1"}}]}`
+	if r := call(t, a, "PUT", "/v1/pipelines/on-data", spec); r.status != http.StatusOK {
+		t.Fatalf("put = %d %s", r.status, r.raw)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(dir+"/iris.csv", readTestdata(t, irisCSV), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	src := fmt.Sprintf(`{"name": "flowers", "kind": "file", "file": {"path": %q}}`, dir+"/*.csv")
+	if r := call(t, a, "POST", "/v1/sources", src); r.status != http.StatusOK {
+		t.Fatalf("source = %d %s", r.status, r.raw)
+	}
+	runs := func() []any {
+		return call(t, a, "GET", "/v1/pipelines/on-data/runs", "").body["items"].([]any)
+	}
+	call(t, a, "POST", "/v1/sources/flowers/run", "")
+	testutil.Until(t, 20*time.Second, "a run started by the source", func() bool { return len(runs()) == 1 })
+	r := runs()[0].(map[string]any)
+	if r["trigger"] != "source flowers" {
+		t.Fatalf("run = %v", r)
+	}
+	waitPipelineRun(t, a, "on-data", r["id"].(string))
+	// The file is unchanged: the next source run writes nothing.
+	call(t, a, "POST", "/v1/sources/flowers/run", "")
+	testutil.Until(t, 20*time.Second, "the second source run", func() bool {
+		lr, _ := call(t, a, "GET", "/v1/sources/flowers", "").body["last_run"].(map[string]any)
+		return lr != nil && lr["seq"] == 2.0 && lr["state"] == "succeeded"
+	})
+	// The leader's loop passes every second: wait two, to be sure it
+	// passed, then count.
+	deadline := time.Now().Add(2 * time.Second)
+	testutil.Until(t, 5*time.Second, "two passes of the leader", func() bool { return time.Now().After(deadline) })
+	if n := len(runs()); n != 1 {
+		t.Fatalf("%d runs; a source run that wrote nothing started one", n)
+	}
+}

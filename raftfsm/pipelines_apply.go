@@ -106,6 +106,19 @@ func applyPipelineRunCreate(tx *applyTxn, body []byte) (interface{}, error) {
 	if err != nil {
 		return nil, err
 	}
+	if req.Source != "" {
+		if req.SourceRun <= p.SourceRuns[req.Source] {
+			return nil, structs.Errorf(structs.CodeConflict, "pipeline %q: run %d of source %q has started a run already", req.Pipeline, req.SourceRun, req.Source)
+		}
+		if p.SourceRuns == nil {
+			p.SourceRuns = map[string]uint64{}
+		}
+		p.SourceRuns[req.Source] = req.SourceRun
+		p.ModifyIndex = tx.index
+		if err := tx.put(pipelineKey(req.Pipeline), p); err != nil {
+			return nil, err
+		}
+	}
 	if !req.Tick.IsZero() {
 		if !req.Tick.After(p.LastTick) {
 			return nil, structs.Errorf(structs.CodeConflict, "pipeline %q: the tick of %s has run already", req.Pipeline, req.Tick.UTC().Format(time.RFC3339))
@@ -248,7 +261,7 @@ func applyPipelinePut(tx *applyTxn, body []byte) (interface{}, error) {
 		return nil, err
 	}
 	if found {
-		p.CreatedAt, p.CreateIndex, p.LastTick = old.CreatedAt, old.CreateIndex, old.LastTick
+		p.CreatedAt, p.CreateIndex, p.LastTick, p.SourceRuns = old.CreatedAt, old.CreateIndex, old.LastTick, old.SourceRuns
 	}
 	p.ModifyIndex = tx.index
 	if err := tx.put(pipelineKey(spec.Name), &p); err != nil {

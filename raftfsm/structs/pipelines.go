@@ -119,10 +119,19 @@ type PipelineSpec struct {
 	CatchUp  string `msgpack:"catch_up,omitempty" json:"catch_up,omitempty"`
 	// MaxParallel bounds the steps of one run that run at once.
 	MaxParallel int `msgpack:"max_parallel" json:"max_parallel"`
+	// Triggers start a run on an event: a source's run that wrote a new
+	// dataset version.
+	Triggers []PipelineTrigger `msgpack:"triggers,omitempty" json:"triggers,omitempty"`
 	// Params are the parameters and their defaults; a run may override
 	// them, and steps refer to them as ${params.name}.
 	Params map[string]any `msgpack:"params,omitempty" json:"params,omitempty"`
 	Steps  []StepSpec     `msgpack:"steps" json:"steps"`
+}
+
+// PipelineTrigger starts a run when a source's run writes a dataset
+// version (alerts, the other trigger, come with monitoring).
+type PipelineTrigger struct {
+	Source string `msgpack:"source" json:"source"`
 }
 
 // StepSpec is one step of a pipeline. Its type says which of the type
@@ -314,6 +323,11 @@ func (p *PipelineSpec) Validate() error {
 	}
 	if p.MaxParallel < 1 || p.MaxParallel > MaxMaxParallel {
 		return Errorf(CodeInvalid, "max_parallel %d is outside 1-%d", p.MaxParallel, MaxMaxParallel)
+	}
+	for i, t := range p.Triggers {
+		if err := ValidateName(fmt.Sprintf("triggers[%d].source", i), t.Source); err != nil {
+			return err
+		}
 	}
 	if len(p.Params) > MaxPipelineParams {
 		return Errorf(CodeInvalid, "params has %d entries, more than %d", len(p.Params), MaxPipelineParams)
@@ -542,6 +556,9 @@ type Pipeline struct {
 	// AppliedByHash is that token's secret hash, by which its runs find
 	// its current rights (the token's record is keyed by it).
 	AppliedByHash string `msgpack:"applied_by_hash,omitempty" json:"-"`
+	// SourceRuns holds, per triggering source, the last source run that
+	// started a run of the pipeline.
+	SourceRuns map[string]uint64 `msgpack:"source_runs,omitempty" json:"source_runs,omitempty"`
 	// LastTick is the schedule's last tick that started a run.
 	LastTick    time.Time `msgpack:"last_tick,omitempty" json:"last_tick,omitempty"`
 	CreatedAt   time.Time `msgpack:"created_at" json:"created_at"`
@@ -646,7 +663,11 @@ type PipelineRunCreateRequest struct {
 	// that succeeded, carried over as cached.
 	RetryOf string       `msgpack:"retry_of,omitempty"`
 	Seed    []StepStatus `msgpack:"seed,omitempty"`
-	At      time.Time    `msgpack:"at"`
+	// Source and SourceRun: the source run that triggers this run; Apply
+	// refuses one at or before the last it started a run for.
+	Source    string    `msgpack:"source,omitempty"`
+	SourceRun uint64    `msgpack:"source_run,omitempty"`
+	At        time.Time `msgpack:"at"`
 }
 
 // StepUpdate moves one step from the state From to Status.
