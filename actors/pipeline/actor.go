@@ -243,6 +243,24 @@ func (a *RunActor) step(ctx context.Context) (done bool, err error) {
 	}
 	for _, name := range started {
 		a.Log.Info("pipeline step started", "pipeline", a.Pipeline, "run", a.ID, "step", name, "attempt", statuses[name].Attempts)
+		// The work of a job-like step starts now rather than on the next
+		// pass; should this fail or the actor die first, the next
+		// observation submits it (same ID).
+		spec := stepSpec(&run.Spec, name)
+		st := statuses[name]
+		resolved, err := resolveStep(run, spec, statuses)
+		if err != nil {
+			continue
+		}
+		switch spec.Type {
+		case structs.StepTrain, structs.StepCommand:
+			err = a.Host.SubmitJob(ctx, st.Outputs["job_id"], stepJob(run, resolved))
+		case structs.StepTune:
+			err = a.Host.SubmitTuning(ctx, st.Outputs["tuning_id"], *resolved.Tuning)
+		}
+		if err != nil {
+			a.Log.Debug("starting a step's work failed; the next pass retries", "run", a.ID, "step", name, "error", err)
+		}
 	}
 	return after == structs.PipelineSucceeded || after == structs.PipelineFailed || after == structs.PipelineCancelled, nil
 }
