@@ -132,7 +132,7 @@ func applyPipelineRunCreate(tx *applyTxn, body []byte) (interface{}, error) {
 	run := structs.PipelineRun{ID: req.ID, Pipeline: req.Pipeline, Spec: p.Spec, Params: params, Trigger: req.Trigger, Tick: req.Tick,
 		State: structs.PipelinePending, AppliedBy: p.AppliedBy, AppliedByHash: p.AppliedByHash, CreatedAt: req.At, UpdatedAt: req.At, CreateIndex: tx.index, ModifyIndex: tx.index}
 	for _, st := range p.Spec.Steps {
-		run.Steps = append(run.Steps, structs.StepStatus{Name: st.Name, State: structs.StepWaiting})
+		run.Steps = append(run.Steps, structs.StepStatus{Name: st.Name, Type: st.Type, State: structs.StepWaiting})
 	}
 	run.RetryOf = req.RetryOf
 	for i, seed := range req.Seed {
@@ -143,6 +143,7 @@ func applyPipelineRunCreate(tx *applyTxn, body []byte) (interface{}, error) {
 		if seed.State != structs.StepCached {
 			return nil, structs.Errorf(structs.CodeInvalid, "seed[%d]: a carried-over step is cached, not %s", i, seed.State)
 		}
+		seed.Type = st.Type
 		*st = seed
 	}
 	if err := tx.put(pipelineRunKey(req.Pipeline, req.ID), &run); err != nil {

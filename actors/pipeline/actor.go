@@ -353,12 +353,15 @@ func (a *RunActor) observe(ctx context.Context, run *structs.PipelineRun, spec *
 		}
 		switch j.State {
 		case structs.JobSucceeded:
-			out := map[string]string{"job_id": j.ID, "run_id": j.RunID, "dataset": j.Spec.Dataset}
+			out := map[string]string{"job_id": j.ID, "run_id": j.RunID}
+			if j.Spec.Dataset != "" {
+				out["dataset"] = j.Spec.Dataset
+			}
 			if j.ModelVersion > 0 {
 				out["model"], out["model_version"] = j.Spec.RegisterAs, strconv.FormatUint(j.ModelVersion, 10)
 			}
-			if j.ExitCode != nil {
-				out["exit_code"] = strconv.Itoa(*j.ExitCode)
+			if spec.Type == structs.StepCommand {
+				out["exit_code"] = "0" // a job succeeds when its process exits 0
 			}
 			for k, v := range j.Metrics {
 				out["metrics."+k] = strconv.FormatFloat(v, 'g', -1, 64)

@@ -586,7 +586,9 @@ const (
 
 // StepStatus is where one step of a run stands.
 type StepStatus struct {
-	Name       string            `msgpack:"name" json:"name"`
+	Name string `msgpack:"name" json:"name"`
+	// Type is the step's type, as the run's spec has it.
+	Type       string            `msgpack:"type,omitempty" json:"type,omitempty"`
 	State      string            `msgpack:"state" json:"state"`
 	Attempts   int               `msgpack:"attempts" json:"attempts"`
 	NodeName   string            `msgpack:"node_name,omitempty" json:"node_name,omitempty"`
