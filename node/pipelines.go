@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kilnml/kiln/actors/pipeline"
@@ -94,6 +95,11 @@ func (a *Agent) pipelinesLoop(ctx context.Context) {
 	defer wg.Wait()
 	running := map[string]bool{} // run keys with an actor
 	var mu sync.Mutex
+	// steps counts the running steps of every run, once per change of the
+	// runs, for every actor to read: counting per actor pass decoded every
+	// run for every run, on every change.
+	var steps atomic.Int64
+	slots := func() int { return max(0, maxRunningSteps-int(steps.Load())) }
 	index := a.fsm.IndexFunc(raftfsm.TablePipelines, raftfsm.TablePipelineRuns)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -108,6 +114,15 @@ func (a *Agent) pipelinesLoop(ctx context.Context) {
 			if err != nil {
 				a.logger.Warn("reading pipeline runs failed", "error", err)
 			}
+			n := 0
+			for _, r := range runs {
+				for _, st := range r.Steps {
+					if st.State == structs.StepRunning {
+						n++
+					}
+				}
+			}
+			steps.Store(int64(n))
 			for _, r := range runs {
 				key := r.Pipeline + "/" + r.ID
 				mu.Lock()
@@ -117,7 +132,7 @@ func (a *Agent) pipelinesLoop(ctx context.Context) {
 				}
 				running[key] = true
 				mu.Unlock()
-				act := &pipeline.RunActor{Pipeline: r.Pipeline, ID: r.ID, Host: pipelineHost{a}, Log: a.logger.Named("pipelines"), Slots: a.freeStepSlots}
+				act := &pipeline.RunActor{Pipeline: r.Pipeline, ID: r.ID, Host: pipelineHost{a}, Log: a.logger.Named("pipelines"), Slots: slots}
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
@@ -138,25 +153,6 @@ func (a *Agent) pipelinesLoop(ctx context.Context) {
 		case <-tick.C:
 		}
 	}
-}
-
-// freeStepSlots is how many more steps may start cluster-wide.
-func (a *Agent) freeStepSlots() int {
-	txn := a.fsm.ReadTxn()
-	runs, err := txn.ActivePipelineRuns()
-	txn.Discard()
-	if err != nil {
-		return 0
-	}
-	n := 0
-	for _, r := range runs {
-		for _, s := range r.Steps {
-			if s.State == structs.StepRunning {
-				n++
-			}
-		}
-	}
-	return max(0, maxRunningSteps-n)
 }
 
 // maxCatchUpRuns bounds the runs catch_up = "all" starts for missed ticks.

@@ -154,7 +154,7 @@ func (a *RunActor) step(ctx context.Context) (done bool, err error) {
 		}
 	}
 	slots := -1
-	if a.Slots != nil {
+	if a.Slots != nil && !run.CancelRequested {
 		slots = a.Slots()
 	}
 	plan := PlanRun(Input{Spec: &run.Spec, Steps: statuses, Cancel: run.CancelRequested, Slots: slots})
