@@ -39,7 +39,7 @@ const (
 
 func pipelinesCommands() map[string]*command {
 	return map[string]*command{
-		"pipelines":        groupCommand("Declare pipelines of steps, run them, follow their runs", "kiln pipelines <apply|list|get|graph|delete|run|runs|status|logs|cancel>"),
+		"pipelines":        groupCommand("Declare pipelines of steps, run them, follow their runs", "kiln pipelines <apply|list|get|graph|delete|run|runs|status|logs|cancel|retry>"),
 		"pipelines apply":  pipelinesApplyCommand(),
 		"pipelines list":   pipelinesListCommand(),
 		"pipelines get":    pipelinesGetCommand(),
@@ -50,6 +50,7 @@ func pipelinesCommands() map[string]*command {
 		"pipelines status": pipelinesStatusCommand(),
 		"pipelines logs":   pipelinesLogsCommand(),
 		"pipelines cancel": pipelinesCancelCommand(),
+		"pipelines retry":  pipelinesRetryCommand(),
 	}
 }
 
@@ -644,39 +645,74 @@ func pipelinesRunCommand() *command {
 		if err := c.do("POST", pipelinePath(name, "/runs"), map[string]any{"params": params}, &run); err != nil {
 			return fail(err)
 		}
-		id := str(run["id"])
-		if !*wait {
-			if cf.format == "json" {
-				printJSON(run)
-			} else {
-				fmt.Printf("Started run %s of pipeline %s\n", id, name)
-			}
-			return 0
-		}
-		fmt.Fprintf(os.Stderr, "Started run %s of pipeline %s\n", id, name)
-		see := stepTransitions(os.Stderr)
-		final, err := follow(c, "pipeline run", id, runPath(name, id, ""), "kiln pipelines status "+name+" "+id,
-			pipelinePollInterval, run, runTerminal, func(m map[string]any) {
-				// A read that does not decode shows nothing; the final one
-				// reports it.
-				if r, err := decodeRun(m); err == nil {
-					see(r)
-				}
-			})
-		if err != nil {
-			return fail(err)
-		}
-		r, err := decodeRun(final)
-		if err != nil {
-			return fail(err)
-		}
-		if cf.format == "json" {
-			printJSON(final)
-		} else {
-			writeRunStatus(os.Stdout, r)
-		}
-		return runExit(r)
+		return reportRun(c, cf, name, run, *wait)
 	}}
+}
+
+const pipelinesRetryHelp = `Usage: kiln pipelines retry [flags] -from STEP NAME RUN_ID
+
+  Runs an ended run again from one of its steps, as a new run with the same
+  params: STEP and every step after it run again; the steps before it that
+  succeeded are carried over as cached, with their outputs.
+
+  -from STEP   the step to run again from
+  -wait        follow the new run to its end (exit 0 if it succeeded)` + pipelinesConnUsage
+
+func pipelinesRetryCommand() *command {
+	return &command{synopsis: "Run an ended run again from a step", help: pipelinesRetryHelp, run: func(args []string) int {
+		fs, cf := newClientFlags("pipelines retry")
+		from := fs.String("from", "", "")
+		wait := fs.Bool("wait", false, "")
+		c, err := connect(fs, cf, args, 2, pipelinesRetryHelp)
+		if err != nil {
+			return fail(err)
+		}
+		if *from == "" {
+			return fail(fmt.Errorf("-from STEP is required\n%s", pipelinesRetryHelp))
+		}
+		name := fs.Arg(0)
+		var run map[string]any
+		if err := c.do("POST", runPath(name, fs.Arg(1), "/retry"), map[string]any{"from": *from}, &run); err != nil {
+			return fail(err)
+		}
+		return reportRun(c, cf, name, run, *wait)
+	}}
+}
+
+// reportRun prints a run just started, or follows it with -wait.
+func reportRun(c *client, cf *clientFlags, name string, run map[string]any, wait bool) int {
+	id := str(run["id"])
+	if !wait {
+		if cf.format == "json" {
+			printJSON(run)
+		} else {
+			fmt.Printf("Started run %s of pipeline %s\n", id, name)
+		}
+		return 0
+	}
+	fmt.Fprintf(os.Stderr, "Started run %s of pipeline %s\n", id, name)
+	see := stepTransitions(os.Stderr)
+	final, err := follow(c, "pipeline run", id, runPath(name, id, ""), "kiln pipelines status "+name+" "+id,
+		pipelinePollInterval, run, runTerminal, func(m map[string]any) {
+			// A read that does not decode shows nothing; the final one
+			// reports it.
+			if r, err := decodeRun(m); err == nil {
+				see(r)
+			}
+		})
+	if err != nil {
+		return fail(err)
+	}
+	r, err := decodeRun(final)
+	if err != nil {
+		return fail(err)
+	}
+	if cf.format == "json" {
+		printJSON(final)
+	} else {
+		writeRunStatus(os.Stdout, r)
+	}
+	return runExit(r)
 }
 
 // runTerminal reports whether a decoded run has ended.

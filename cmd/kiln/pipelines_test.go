@@ -251,6 +251,17 @@ func TestPipelines_AgainstAnAgent(t *testing.T) {
 		if !regexp.MustCompile(`(?m)^never\s+skipped\s+0\s+`).MatchString(out) {
 			t.Errorf("final status %q", out)
 		}
+		// Fixed, and retried from the failed step: it and what follows run.
+		fixed := writeTestFile(t, "fixed.json", `{"name": "fails", "steps": [
+			{"name": "boom", "type": "command", "command": ["/bin/sh", "-c", "true"]},
+			{"name": "never", "type": "command", "depends_on": ["boom"], "command": ["/bin/sh", "-c", "true"]}]}`)
+		if code, out, errOut := kiln("pipelines", "apply", fixed); code != 0 {
+			t.Fatalf("apply = %d %q %q", code, out, errOut)
+		}
+		code, out, errOut = kiln("pipelines", "retry", "-wait", "-from", "boom", "fails", startedRun(t, errOut))
+		if code != 0 || !regexp.MustCompile(`(?m)^never\s+succeeded\s+1\s+`).MatchString(out) {
+			t.Errorf("retry -wait = %d %q %q; want the run from boom to succeed", code, out, errOut)
+		}
 	})
 
 	t.Run("a refused spec prints the node's path", func(t *testing.T) {
