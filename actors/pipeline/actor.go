@@ -157,7 +157,7 @@ func (a *RunActor) step(ctx context.Context) (done bool, err error) {
 	if a.Slots != nil && !run.CancelRequested {
 		slots = a.Slots()
 	}
-	plan := PlanRun(Input{Spec: &run.Spec, Steps: statuses, Cancel: run.CancelRequested, Slots: slots})
+	plan := PlanRun(Input{Spec: &run.Spec, Steps: statuses, Cancel: run.CancelRequested, Slots: slots, Now: now})
 	set := func(name, state string, change func(*structs.StepStatus)) {
 		cur := *statuses[name]
 		from := cur.State

@@ -1,6 +1,8 @@
 package pipeline
 
 import (
+	"time"
+
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
 
@@ -15,6 +17,20 @@ type Input struct {
 	// Slots bounds the steps that may start now beyond the pipeline's own
 	// max_parallel (a cluster-wide limit); < 0 means no such bound.
 	Slots int
+	// Now is the time of the plan: a failed step is retried once its
+	// backoff (RetryBackoff of its attempts) has passed since it failed.
+	// The zero time retries at once.
+	Now time.Time
+}
+
+// RetryBackoff is the wait before a step's next attempt after attempts
+// failed ones: 1 s, doubling, at most a minute.
+func RetryBackoff(attempts int) time.Duration {
+	d := time.Second
+	for i := 1; i < attempts && d < time.Minute; i++ {
+		d *= 2
+	}
+	return min(d, time.Minute)
 }
 
 // Plan is what a run does next.
@@ -23,6 +39,9 @@ type Plan struct {
 	Start []string
 	// Retry lists failed steps with retries left, to start again.
 	Retry []string
+	// Wake is when a retry waiting for its backoff is due; zero when none
+	// waits.
+	Wake time.Time
 	// Skip lists waiting steps that can never run: a dependency failed for
 	// good, was skipped, or was cancelled.
 	Skip []string
@@ -105,6 +124,12 @@ func PlanRun(in Input) Plan {
 		s := status(&in, st.Name)
 		switch {
 		case final[st.Name] == structs.StepFailed && !failedForGood(st, s):
+			if due := s.FinishedAt.Add(RetryBackoff(s.Attempts)); !in.Now.IsZero() && in.Now.Before(due) {
+				if p.Wake.IsZero() || due.Before(p.Wake) {
+					p.Wake = due
+				}
+				continue
+			}
 			p.Retry = append(p.Retry, st.Name)
 			final[st.Name] = structs.StepRunning
 			free--

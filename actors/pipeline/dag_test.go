@@ -3,6 +3,7 @@ package pipeline
 import (
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
@@ -98,6 +99,29 @@ func TestPlanRun_IsDeterministic(t *testing.T) {
 	for range 100 {
 		if p := PlanRun(in); !slices.Equal(p.Start, first.Start) || p.State != first.State {
 			t.Fatalf("plan %+v, then %+v", first, p)
+		}
+	}
+}
+
+// TestPlanRun_RetryBackoff: a failed step waits out its backoff before its
+// retry, and the plan says when to look again.
+func TestPlanRun_RetryBackoff(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	steps := states("a", structs.StepFailed)
+	steps["a"].FinishedAt = t0
+	in := Input{Spec: diamond(4), Steps: steps, Slots: -1}
+	in.Now = t0.Add(500 * time.Millisecond)
+	p := PlanRun(in)
+	if len(p.Retry) != 0 || !p.Wake.Equal(t0.Add(time.Second)) || p.State != structs.PipelineRunning {
+		t.Fatalf("before the backoff: %+v; want no retry, a wake at 1s, the run still running", p)
+	}
+	in.Now = t0.Add(time.Second)
+	if p := PlanRun(in); len(p.Retry) != 1 {
+		t.Fatalf("after the backoff: %+v; want a retry", p)
+	}
+	for attempts, want := range map[int]time.Duration{1: time.Second, 2: 2 * time.Second, 3: 4 * time.Second, 10: time.Minute} {
+		if got := RetryBackoff(attempts); got != want {
+			t.Errorf("RetryBackoff(%d) = %v, want %v", attempts, got, want)
 		}
 	}
 }
