@@ -234,50 +234,7 @@ func stepTuning(body, file hcl.Body) (*structs.TuningSpec, error) {
 	if diags := gohcl.DecodeBody(body, nil, &b); diags.HasErrors() {
 		return nil, hclDiagError(diags, file)
 	}
-	var jb jobBlock
-	if diags := gohcl.DecodeBody(b.Job.Body, nil, &jb); diags.HasErrors() {
-		return nil, hclDiagError(diags, file)
-	}
-	if jb.RegisterAs != "" {
-		content, _, _ := b.Job.Body.PartialContent(&hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "register_as"}}})
-		return nil, fmt.Errorf("%s: tuning.job.register_as is not for trials: give register_best_as in the tuning block", rangeLine(content.Attributes["register_as"].Range))
-	}
-	job, err := jb.spec()
-	if err != nil {
-		return nil, err
-	}
-	spec := &structs.TuningSpec{
-		Job:            *job,
-		Search:         b.Search,
-		Space:          make(map[string]structs.ParamRange, len(b.Params)),
-		MaxTrials:      b.MaxTrials,
-		Parallelism:    b.Parallelism,
-		Metric:         b.Metric,
-		Goal:           b.Goal,
-		RegisterBestAs: b.RegisterBestAs,
-		Seed:           b.Seed,
-	}
-	for _, p := range b.Params {
-		if _, dup := spec.Space[p.Name]; dup {
-			return nil, fmt.Errorf("%s: param %q is given twice", rangeLine(p.DefRange), p.Name)
-		}
-		r := structs.ParamRange{Kind: p.Kind, Min: p.Min, Max: p.Max}
-		if p.Values != nil {
-			values, err := hclParamValues(p.Name, p.Values)
-			if err != nil {
-				return nil, err
-			}
-			r.Values = values
-		}
-		spec.Space[p.Name] = r
-	}
-	if e := b.EarlyStopping; e != nil {
-		spec.EarlyStopping = &structs.EarlyStopping{
-			Kind: e.Kind, Metric: e.Metric, Goal: e.Goal,
-			MinSteps: e.MinSteps, MinTrials: e.MinTrials, MinResource: e.MinResource, Reduction: e.Reduction,
-		}
-	}
-	return spec, nil
+	return b.spec(file, "tuning.job")
 }
 
 // hclScalar reads a number (as a JSON number), a string or a boolean, as

@@ -83,22 +83,31 @@ func ParseTuningHCL(src []byte, filename string) (*structs.TuningSpec, error) {
 		return nil, fmt.Errorf("%s: a second tuning block: a tuning file holds one tuning", rangeLine(file.Tunings[1].DefRange))
 	}
 	b := file.Tunings[0]
+	spec, err := b.spec(f.Body, "job")
+	if err != nil {
+		return nil, err
+	}
+	spec.Name = b.Name
+	return spec, nil
+}
 
+// spec converts a decoded tuning block (a tuning file's, or a pipeline's
+// tune step's, whose job field is named jobField in errors) into the spec
+// the node takes; its name is the caller's to set.
+func (b *tuningBlock) spec(file hcl.Body, jobField string) (*structs.TuningSpec, error) {
 	var jb jobBlock
 	if diags := gohcl.DecodeBody(b.Job.Body, nil, &jb); diags.HasErrors() {
-		return nil, hclDiagError(diags, f.Body)
+		return nil, hclDiagError(diags, file)
 	}
 	if jb.RegisterAs != "" {
 		content, _, _ := b.Job.Body.PartialContent(&hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "register_as"}}})
-		return nil, fmt.Errorf("%s: job.register_as is not for trials: give register_best_as in the tuning block", rangeLine(content.Attributes["register_as"].Range))
+		return nil, fmt.Errorf("%s: %s.register_as is not for trials: give register_best_as in the tuning block", rangeLine(content.Attributes["register_as"].Range), jobField)
 	}
 	job, err := jb.spec()
 	if err != nil {
 		return nil, err
 	}
-
 	spec := &structs.TuningSpec{
-		Name:           b.Name,
 		Job:            *job,
 		Search:         b.Search,
 		Space:          make(map[string]structs.ParamRange, len(b.Params)),
