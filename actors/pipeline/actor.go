@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/expr-lang/expr"
@@ -87,6 +88,61 @@ type RunActor struct {
 	// Poll bounds the wait between two looks at the run when nothing in
 	// the registry changes (a job's end always changes it).
 	Poll time.Duration
+
+	mu    sync.Mutex
+	works map[string]*work // guarded by mu: computations under way, by step/attempt
+	wake  chan struct{}    // a computation ended
+}
+
+// result is what a step's work computed on the actor's side.
+type result struct {
+	value any
+	err   error
+}
+
+// work is a computation of a step's attempt running beside the actor's
+// loop (a frame, an evaluation), so that a long one holds up no other step.
+// Its result is kept in memory only: an actor that takes the run over
+// computes it again (it is pure).
+type work struct {
+	done bool
+	res  result
+}
+
+// background runs compute for a step's attempt on a goroutine of its own
+// (once) and reports its result once ready. The actor's loop is woken when
+// it is.
+func (a *RunActor) background(ctx context.Context, step string, attempt int, compute func(context.Context) (any, error)) (result, bool) {
+	key := step + "/" + strconv.Itoa(attempt)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.works == nil {
+		a.works = map[string]*work{}
+	}
+	if a.wake == nil {
+		a.wake = make(chan struct{}, 1)
+	}
+	w, ok := a.works[key]
+	if !ok {
+		w = &work{}
+		a.works[key] = w
+		go func() {
+			v, err := compute(ctx)
+			a.mu.Lock()
+			w.done, w.res = true, result{value: v, err: err}
+			a.mu.Unlock()
+			select {
+			case a.wake <- struct{}{}:
+			default:
+			}
+		}()
+		return result{}, false
+	}
+	if !w.done {
+		return result{}, false
+	}
+	delete(a.works, key)
+	return w.res, true
 }
 
 // Run drives the run until it ends or ctx does.
@@ -94,6 +150,12 @@ func (a *RunActor) Run(ctx context.Context) {
 	if a.Poll <= 0 {
 		a.Poll = time.Second
 	}
+	a.mu.Lock()
+	if a.wake == nil {
+		a.wake = make(chan struct{}, 1)
+	}
+	wake := a.wake
+	a.mu.Unlock()
 	for ctx.Err() == nil {
 		changed := a.Host.Changed()
 		done, err := a.step(ctx)
@@ -110,6 +172,7 @@ func (a *RunActor) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-changed:
+		case <-wake:
 		case <-time.After(a.Poll):
 		}
 	}
@@ -414,10 +477,18 @@ func (a *RunActor) observe(ctx context.Context, run *structs.PipelineRun, spec *
 		}
 		return nil, nil
 	case structs.StepEvaluate:
-		metrics, champion, err := a.Host.Evaluate(ctx, *resolved.Evaluate)
-		if err != nil {
-			return fail(err.Error()), nil
+		res, ready := a.background(ctx, spec.Name, s.Attempts, func(ctx context.Context) (any, error) {
+			m, c, err := a.Host.Evaluate(ctx, *resolved.Evaluate)
+			return [2]map[string]float64{m, c}, err
+		})
+		if !ready {
+			return nil, nil
 		}
+		if res.err != nil {
+			return fail(res.err.Error()), nil
+		}
+		pair := res.value.([2]map[string]float64)
+		metrics, champion := pair[0], pair[1]
 		out := map[string]string{"passed": "true"}
 		for k, v := range metrics {
 			out["metrics."+k] = strconv.FormatFloat(v, 'g', -1, 64)
@@ -491,11 +562,16 @@ func (a *RunActor) observe(ctx context.Context, run *structs.PipelineRun, spec *
 		}
 		return nil, nil
 	case structs.StepFeatures:
-		ref, err := a.Host.Frame(ctx, *resolved.Features)
-		if err != nil {
-			return fail(err.Error()), nil
+		res, ready := a.background(ctx, spec.Name, s.Attempts, func(ctx context.Context) (any, error) {
+			return a.Host.Frame(ctx, *resolved.Features)
+		})
+		if !ready {
+			return nil, nil
 		}
-		return succeed(map[string]string{"dataset": ref}), nil
+		if res.err != nil {
+			return fail(res.err.Error()), nil
+		}
+		return succeed(map[string]string{"dataset": res.value.(string)}), nil
 	}
 	return fail(fmt.Sprintf("%s steps are not run yet by this version of Kiln", spec.Type)), nil
 }
