@@ -73,6 +73,12 @@ func (a *Agent) propose(ctx context.Context, t structs.MessageType, cmd any, out
 	if err != nil {
 		return 0, err
 	}
+	return a.proposeEncoded(ctx, data, out)
+}
+
+// proposeEncoded is propose for a command already encoded (structs.Encode),
+// for a caller that had to encode it anyway (to know its size).
+func (a *Agent) proposeEncoded(ctx context.Context, data []byte, out any) (uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, leaderWait+10*time.Second)
 	defer cancel()
 	giveUp := time.Now().Add(leaderWait)

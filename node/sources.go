@@ -61,8 +61,17 @@ func (h sourcesHost) Ingest(ctx context.Context, req *structs.SourceIngestReques
 // online store when there is one. A failed mirror write fails nothing: the
 // batch is committed, and the leader's resync brings Redis up to date.
 func (a *Agent) ingest(ctx context.Context, req *structs.SourceIngestRequest) (uint64, error) {
+	data, err := structs.Encode(structs.SourceIngestType, req)
+	if err != nil {
+		return 0, err
+	}
+	return a.ingestEncoded(ctx, req, data)
+}
+
+// ingestEncoded is ingest for a request already encoded as data.
+func (a *Agent) ingestEncoded(ctx context.Context, req *structs.SourceIngestRequest, data []byte) (uint64, error) {
 	var res structs.SourceIngestResult
-	idx, err := a.propose(ctx, structs.SourceIngestType, req, &res)
+	idx, err := a.proposeEncoded(ctx, data, &res)
 	if err != nil {
 		return 0, err
 	}

@@ -406,7 +406,7 @@ func (a *Agent) commitPushed(r *http.Request, source string, read int64, p *data
 			}
 			continue
 		}
-		idx, err := a.ingest(r.Context(), &req)
+		idx, err := a.ingestEncoded(r.Context(), &req, enc)
 		if err != nil {
 			return 0, err
 		}

@@ -59,26 +59,8 @@ func NewReconciler(cfg ReconcilerConfig) *Reconciler {
 // Run reconciles until ctx ends; the actors are then stopped by the actor
 // system's shutdown.
 func (r *Reconciler) Run(ctx context.Context) {
-	tick := time.NewTicker(r.cfg.Interval)
-	defer tick.Stop()
-	seen := uint64(0)
-	full := true
-	for {
-		if idx := r.cfg.Index(); full || idx != seen {
-			seen = idx
-			if err := r.pass(ctx); err != nil && ctx.Err() == nil {
-				r.log.Warn("source reconcile pass failed", "error", err)
-			}
-		}
-		full = false
-		select {
-		case <-ctx.Done():
-			return
-		case <-r.cfg.Changed():
-		case <-tick.C:
-			full = true
-		}
-	}
+	actors.PassLoop{Interval: r.cfg.Interval, Index: r.cfg.Index, Changed: r.cfg.Changed, Pass: r.pass,
+		Failed: func(err error) { r.log.Warn("source reconcile pass failed", "error", err) }}.Run(ctx)
 }
 
 func (r *Reconciler) pass(ctx context.Context) error {

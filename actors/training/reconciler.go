@@ -71,33 +71,8 @@ func memberKey(job string, rank int) string { return job + "-" + strconv.Itoa(ra
 // the actor system's shutdown, and report nothing.
 func (r *Reconciler) Run(ctx context.Context) {
 	defer r.wg.Wait()
-	tick := time.NewTicker(r.cfg.Interval)
-	defer tick.Stop()
-	seen := uint64(0)
-	full := true
-	for {
-		if idx := r.index(); full || idx == 0 || idx != seen {
-			seen = idx
-			if err := r.pass(ctx); err != nil && ctx.Err() == nil {
-				r.log.Warn("job reconcile pass failed", "error", err)
-			}
-		}
-		full = false
-		select {
-		case <-ctx.Done():
-			return
-		case <-r.cfg.Changed():
-		case <-tick.C:
-			full = true
-		}
-	}
-}
-
-func (r *Reconciler) index() uint64 {
-	if r.cfg.Index == nil {
-		return 0
-	}
-	return r.cfg.Index()
+	actors.PassLoop{Interval: r.cfg.Interval, Index: r.cfg.Index, Changed: r.cfg.Changed, Pass: r.pass,
+		Failed: func(err error) { r.log.Warn("job reconcile pass failed", "error", err) }}.Run(ctx)
 }
 
 // assignment is one member this node should run.
