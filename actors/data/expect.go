@@ -3,8 +3,6 @@ package data
 import (
 	"fmt"
 	"regexp"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/kilnml/kiln/raftfsm/structs"
@@ -46,17 +44,6 @@ func NewChecker(spec *structs.SourceSpec) *Checker {
 		}
 	}
 	return c
-}
-
-// Reset starts a new run.
-func (c *Checker) Reset() {
-	c.rows = 0
-	clear(c.nulls)
-	for i := range c.seen {
-		if c.seen[i] != nil {
-			c.seen[i] = make(map[string]bool)
-		}
-	}
 }
 
 // valueText is a value as the allowed and regex rules compare it.
@@ -186,18 +173,4 @@ func (c *Checker) Finish() []string {
 		}
 	}
 	return failed
-}
-
-// HasBatchRules reports whether any rule judges a run as a whole.
-func (c *Checker) HasBatchRules() bool {
-	return slices.ContainsFunc(c.rules, func(e structs.Expectation) bool { return structs.BatchRule(e.Rule) })
-}
-
-// Summary names the rules, for logs.
-func (c *Checker) Summary() string {
-	names := make([]string, len(c.rules))
-	for i, e := range c.rules {
-		names[i] = e.Rule
-	}
-	return strings.Join(names, ",")
 }

@@ -452,9 +452,6 @@ func MakeEntityKey(field string, vals []any) (EntityKey, error) {
 	return EntityKey(b.String()), nil
 }
 
-// Values splits the key back into its join-key values, as text.
-func (k EntityKey) Values() []string { return strings.Split(string(k), entityKeySep) }
-
 // FeatureRow is one record's values for one view: the entity, the record's
 // timestamp, and the view's row features (plain and expression), plus the
 // columns its aggregations read, under their column names. Seq is its place

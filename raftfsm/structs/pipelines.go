@@ -604,16 +604,6 @@ type StepStatus struct {
 	NoRetry bool `msgpack:"no_retry,omitempty" json:"no_retry,omitempty"`
 }
 
-// StepDone reports whether a step state is final for the run's graph: its
-// dependants may go on (succeeded, cached) or are skipped (the others).
-func StepDone(state string) bool {
-	switch state {
-	case StepSucceeded, StepCached, StepSkipped, StepCancelled:
-		return true
-	}
-	return false
-}
-
 // PipelineRun is one run of a pipeline: the spec as it was when the run
 // started, the params, and where each step stands.
 type PipelineRun struct {

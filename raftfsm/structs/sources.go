@@ -182,11 +182,6 @@ const (
 // ExpectationRules lists the rules, in the order errors name them.
 var ExpectationRules = []string{RuleNotNull, RuleRange, RuleAllowed, RuleRegex, RuleUnique, RuleType, RuleMaxNullFraction, RuleRowCountBetween}
 
-// BatchRule reports whether a rule judges a whole run rather than a record.
-func BatchRule(rule string) bool {
-	return rule == RuleMaxNullFraction || rule == RuleRowCountBetween
-}
-
 // Expectation is one validation rule. Records that fail a record rule go to
 // the run's quarantine with the rule and the reason; a run that fails a
 // batch rule is stored but marked failed_validation.
