@@ -382,9 +382,17 @@ func applySourceIngest(tx *applyTxn, body []byte) (interface{}, error) {
 		}
 	}
 	views := make(map[string]*structs.FeatureView)
-	var seen map[string]bool // rows of this command, for Dedupe
+	// For Dedupe: the rows of this command, and one iterator over feature
+	// values for all of them (a write transaction allows one open at a
+	// time).
+	var seen map[string]bool
+	var it *badger.Iterator
 	if req.Dedupe {
 		seen = make(map[string]bool)
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = []byte(prefixFeatureValue)
+		it = tx.txn.NewIterator(opts)
+		defer it.Close()
 	}
 	seqs := make([]uint64, len(req.Rows))
 	for i := range req.Rows {
@@ -404,7 +412,7 @@ func applySourceIngest(tx *applyTxn, body []byte) (interface{}, error) {
 			return nil, structs.Errorf(structs.CodeInvalid, "rows[%d]: no entity key", i)
 		}
 		if req.Dedupe {
-			dup, err := tx.duplicateRow(r, seen)
+			dup, err := duplicateRow(it, r, seen)
 			if err != nil {
 				return nil, err
 			}
@@ -440,8 +448,9 @@ func applySourceIngest(tx *applyTxn, body []byte) (interface{}, error) {
 }
 
 // duplicateRow reports whether the store (or this command, in seen) holds
-// a row of r's view, entity and timestamp with r's values.
-func (t *applyTxn) duplicateRow(r *structs.FeatureRow, seen map[string]bool) (bool, error) {
+// a row of r's view, entity and timestamp with r's values. it is an
+// iterator over feature values, reused for the command's rows.
+func duplicateRow(it *badger.Iterator, r *structs.FeatureRow, seen map[string]bool) (bool, error) {
 	vals, err := encodeRecord(r.Values)
 	if err != nil {
 		return false, err
@@ -451,14 +460,11 @@ func (t *applyTxn) duplicateRow(r *structs.FeatureRow, seen map[string]bool) (bo
 		return true, nil
 	}
 	seen[id] = true
-	opts := badger.DefaultIteratorOptions
-	opts.Prefix = featureEntityPrefix(r.View, r.Entity)
-	it := t.txn.NewIterator(opts)
-	defer it.Close()
+	prefix := featureEntityPrefix(r.View, r.Entity)
 	tsBytes := invertTS(r.TS)
 	for it.Seek(featureSeekKey(r.View, r.Entity, r.TS, math.MaxUint64)); it.Valid(); it.Next() {
 		k := it.Item().Key()
-		if len(k) < 16 || binary.BigEndian.Uint64(k[len(k)-16:]) != tsBytes {
+		if len(k) != len(prefix)+16 || !bytes.HasPrefix(k, prefix) || binary.BigEndian.Uint64(k[len(k)-16:]) != tsBytes {
 			return false, nil
 		}
 		var old structs.FeatureRow

@@ -383,12 +383,22 @@ func TestFSM_FeatureCompact(t *testing.T) {
 func TestFSM_SourceIngestDedupe(t *testing.T) {
 	f := testFSM(t)
 	idx := featureSetup(t, f, "")
+	second := txnView("")
+	second.Name = "txn_b"
+	mustApply(t, f, idx, putView(t, second))
+	idx++
 	rows := func(amount float64) []structs.FeatureRow {
-		return []structs.FeatureRow{
+		out := []structs.FeatureRow{
 			event{user: 1, ts: t0.UnixNano(), amount: 2.5, n: 3, country: "fr"}.row(),
 			event{user: 2, ts: t0.UnixNano(), amount: amount, n: -7, country: "de"}.row(),
 			event{user: 2, ts: t0.UnixNano(), amount: amount, n: -7, country: "de"}.row(), // twice in one batch
 		}
+		// The same records for the second view, in the same command.
+		for _, r := range out[:3] {
+			r.View = "txn_b"
+			out = append(out, r)
+		}
+		return out
 	}
 	mustApply(t, f, idx,
 		ingest(t, structs.SourceIngestRequest{Source: "txns", Rows: rows(1), Dedupe: true}),
@@ -398,8 +408,10 @@ func TestFSM_SourceIngestDedupe(t *testing.T) {
 	)
 	txn := f.ReadTxn()
 	defer txn.Discard()
-	n, err := txn.FeatureValueCount("txn_stats")
-	if err != nil || n != 3+3 {
-		t.Fatalf("%d values (%v); want 2 from the first batch, 1 changed, and all 3 of the batch without dedupe", n, err)
+	for _, view := range []string{"txn_stats", "txn_b"} {
+		n, err := txn.FeatureValueCount(view)
+		if err != nil || n != 3+3 {
+			t.Fatalf("%s: %d values (%v); want 2 from the first batch, 1 changed, and all 3 of the batch without dedupe", view, n, err)
+		}
 	}
 }
