@@ -66,10 +66,14 @@ type Agent struct {
 	pushes *pushSegments
 	// redis mirrors the latest feature values (feature_store { online =
 	// "redis" }); nil with the embedded store.
-	redis  *redisOnline
-	runLog *runLogger
-	http   *http.Server
-	httpLn net.Listener
+	redis *redisOnline
+	// monitoring is the prediction log (monitoring.go); references the
+	// drift checks' reference samples this node has read.
+	monitoring *monitoring
+	references referenceCache
+	runLog     *runLogger
+	http       *http.Server
+	httpLn     net.Listener
 	// acl resolves request tokens; nil while ACLs are disabled.
 	acl *acl.Resolver
 	// audit is the audit log (acl { audit_file }); nil without one.
@@ -176,6 +180,9 @@ func New(cfg Config, logger hclog.Logger) (a *Agent, err error) {
 		return nil, err
 	}
 	a.setupServing()
+	if err := a.setupMonitoring(); err != nil {
+		return nil, err
+	}
 	a.setupTraining()
 	a.setupSources()
 	a.features = newQueryCache(a.fsm)
@@ -232,6 +239,7 @@ func New(cfg Config, logger hclog.Logger) (a *Agent, err error) {
 	a.goFunc(func() { a.jobs.Run(a.ctx) })
 	a.goFunc(func() { a.sources.Run(a.ctx) })
 	a.goFunc(func() { a.pushes.run(a.ctx) })
+	a.goFunc(a.monitoringLoop)
 	a.logger.Info("agent started", "node_id", a.id, "name", cfg.NodeName,
 		"http", a.httpLn.Addr().String(), "rpc", a.trans.Addr(), "gossip_port", cfg.GossipPort)
 	return a, nil
@@ -576,6 +584,9 @@ func (a *Agent) Shutdown() error {
 		}
 		if a.redis != nil {
 			errs = append(errs, a.redis.client.Close())
+		}
+		if a.monitoring != nil {
+			errs = append(errs, a.monitoring.log.Close()) // after HTTP: nothing logs any more
 		}
 		if a.fsm != nil {
 			errs = append(errs, a.fsm.Close())

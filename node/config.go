@@ -87,6 +87,10 @@ type Config struct {
 	// values (feature_store {}).
 	FeatureStore FeatureStoreConfig
 
+	// Monitoring is the prediction log and the alert evaluator
+	// (monitoring {}).
+	Monitoring MonitoringConfig
+
 	// ACL is access control for the HTTP API (acl {}).
 	ACL ACLConfig
 	// Exec says which commands this node may run as processes (exec {}).
@@ -121,6 +125,34 @@ type FeatureStoreConfig struct {
 	// CompactInterval is how often the leader deletes feature values past
 	// their views' retention.
 	CompactInterval time.Duration
+}
+
+// MonitoringConfig is the monitoring {} block.
+type MonitoringConfig struct {
+	// SampleRate is the share of requests logged for a deployment that
+	// has no monitor (a monitor's sample_rate overrides it); 0 logs none.
+	SampleRate float64
+	// Retention is how long logged predictions and labels are kept, and
+	// MaxLogBytes how much room the node's log may take.
+	Retention   time.Duration
+	MaxLogBytes int64
+	// LabelGrace is how long a label that matches no logged request is
+	// kept and retried.
+	LabelGrace time.Duration
+	// AlertInterval is how often the leader evaluates alert rules.
+	AlertInterval time.Duration
+}
+
+func (m MonitoringConfig) validate() error {
+	switch {
+	case !(m.SampleRate >= 0 && m.SampleRate <= 1):
+		return fmt.Errorf("node: monitoring.sample_rate %v is out of range 0..1", m.SampleRate)
+	case m.Retention <= 0 || m.LabelGrace <= 0 || m.AlertInterval <= 0:
+		return fmt.Errorf("node: monitoring.retention, label_grace and alert_interval must be positive")
+	case m.MaxLogBytes < 1<<20:
+		return fmt.Errorf("node: monitoring.max_log_bytes %d is below 1 MiB", m.MaxLogBytes)
+	}
+	return nil
 }
 
 // LimitsConfig is the limits {} block: how much long-running work one node
@@ -224,6 +256,7 @@ func DefaultConfig() Config {
 		BlobGCGrace:         time.Hour,
 		PredictTimeout:      30 * time.Second,
 		FeatureStore:        FeatureStoreConfig{Online: OnlineEmbedded, RedisResync: 10 * time.Minute, CompactInterval: time.Minute},
+		Monitoring:          MonitoringConfig{SampleRate: 1, Retention: 7 * 24 * time.Hour, MaxLogBytes: 2 << 30, LabelGrace: time.Hour, AlertInterval: 10 * time.Second},
 		Limits: LimitsConfig{
 			MaxConcurrentUploads:  4,
 			MaxConcurrentRestores: 1,
@@ -309,6 +342,9 @@ func (c *Config) Validate() error {
 	}
 	if c.BlobGCInterval < time.Second {
 		return fmt.Errorf("node: serving.blob_gc_interval must be at least 1s, got %s", c.BlobGCInterval)
+	}
+	if err := c.Monitoring.validate(); err != nil {
+		return err
 	}
 	if err := c.FeatureStore.validate(); err != nil {
 		return err
@@ -495,31 +531,40 @@ func (c *Config) httpListenAddr() string {
 // fileConfig mirrors the HCL file format. Every field is a pointer or a slice so a
 // file sets only what it names; later files override earlier ones.
 type fileConfig struct {
-	NodeName        *string        `hcl:"node_name,optional"`
-	DataDir         *string        `hcl:"data_dir,optional"`
-	BindAddr        *string        `hcl:"bind_addr,optional"`
-	AdvertiseAddr   *string        `hcl:"advertise_addr,optional"`
-	HTTPAddr        *string        `hcl:"http_addr,optional"`
-	BootstrapExpect *int           `hcl:"bootstrap_expect,optional"`
-	RetryJoin       []string       `hcl:"retry_join,optional"`
-	RetryInterval   *string        `hcl:"retry_interval,optional"`
-	Encrypt         *string        `hcl:"encrypt,optional"`
-	LogLevel        *string        `hcl:"log_level,optional"`
-	LogJSON         *bool          `hcl:"log_json,optional"`
-	MaxVoters       *int           `hcl:"max_voters,optional"`
-	DeadNodeReap    *string        `hcl:"dead_node_reap,optional"`
-	EnableDebug     *bool          `hcl:"enable_debug,optional"`
-	Insecure        *bool          `hcl:"insecure,optional"`
-	ACL             *fileACL       `hcl:"acl,block"`
-	Exec            *fileExec      `hcl:"exec,block"`
-	Ports           *filePorts     `hcl:"ports,block"`
-	Raft            *fileRaft      `hcl:"raft,block"`
-	HTTP            *fileHTTP      `hcl:"http,block"`
-	TLS             *fileTLS       `hcl:"tls,block"`
-	Resources       *fileResources `hcl:"resources,block"`
-	Serving         *fileServing   `hcl:"serving,block"`
-	Limits          *fileLimits    `hcl:"limits,block"`
-	FeatureStore    *fileFeatures  `hcl:"feature_store,block"`
+	NodeName        *string         `hcl:"node_name,optional"`
+	DataDir         *string         `hcl:"data_dir,optional"`
+	BindAddr        *string         `hcl:"bind_addr,optional"`
+	AdvertiseAddr   *string         `hcl:"advertise_addr,optional"`
+	HTTPAddr        *string         `hcl:"http_addr,optional"`
+	BootstrapExpect *int            `hcl:"bootstrap_expect,optional"`
+	RetryJoin       []string        `hcl:"retry_join,optional"`
+	RetryInterval   *string         `hcl:"retry_interval,optional"`
+	Encrypt         *string         `hcl:"encrypt,optional"`
+	LogLevel        *string         `hcl:"log_level,optional"`
+	LogJSON         *bool           `hcl:"log_json,optional"`
+	MaxVoters       *int            `hcl:"max_voters,optional"`
+	DeadNodeReap    *string         `hcl:"dead_node_reap,optional"`
+	EnableDebug     *bool           `hcl:"enable_debug,optional"`
+	Insecure        *bool           `hcl:"insecure,optional"`
+	ACL             *fileACL        `hcl:"acl,block"`
+	Exec            *fileExec       `hcl:"exec,block"`
+	Ports           *filePorts      `hcl:"ports,block"`
+	Raft            *fileRaft       `hcl:"raft,block"`
+	HTTP            *fileHTTP       `hcl:"http,block"`
+	TLS             *fileTLS        `hcl:"tls,block"`
+	Resources       *fileResources  `hcl:"resources,block"`
+	Serving         *fileServing    `hcl:"serving,block"`
+	Limits          *fileLimits     `hcl:"limits,block"`
+	FeatureStore    *fileFeatures   `hcl:"feature_store,block"`
+	Monitoring      *fileMonitoring `hcl:"monitoring,block"`
+}
+
+type fileMonitoring struct {
+	SampleRate    *float64 `hcl:"sample_rate,optional"`
+	Retention     *string  `hcl:"retention,optional"`
+	MaxLogBytes   *int64   `hcl:"max_log_bytes,optional"`
+	LabelGrace    *string  `hcl:"label_grace,optional"`
+	AlertInterval *string  `hcl:"alert_interval,optional"`
 }
 
 type fileFeatures struct {
@@ -780,6 +825,17 @@ func (fc *fileConfig) applyTo(c *Config, body hcl.Body) error {
 		}
 		if fc.Limits.MaxDatasetBytes != nil {
 			c.Limits.MaxDatasetBytes = *fc.Limits.MaxDatasetBytes
+		}
+	}
+	if m := fc.Monitoring; m != nil {
+		durations = append(durations, durationKey{"monitoring.retention", m.Retention, &c.Monitoring.Retention},
+			durationKey{"monitoring.label_grace", m.LabelGrace, &c.Monitoring.LabelGrace},
+			durationKey{"monitoring.alert_interval", m.AlertInterval, &c.Monitoring.AlertInterval})
+		if m.SampleRate != nil {
+			c.Monitoring.SampleRate = *m.SampleRate
+		}
+		if m.MaxLogBytes != nil {
+			c.Monitoring.MaxLogBytes = *m.MaxLogBytes
 		}
 	}
 	if f := fc.FeatureStore; f != nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/kilnml/kiln/node/internal/blobs"
 	"github.com/kilnml/kiln/raftfsm"
 	"github.com/kilnml/kiln/raftfsm/structs"
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 // Datasets (DESIGN.md §7): files in the artifact store, with their schema and
@@ -100,12 +101,15 @@ func (a *Agent) handleDatasetVersionCreate(w http.ResponseWriter, r *http.Reques
 // when committed; the caller removes it otherwise. extra is a quarantine
 // the caller wrote (a source run's), for a file that has none of its own.
 func (a *Agent) storeDatasetFile(ctx context.Context, v *structs.DatasetVersion, tmp string, schema []dataset.Column, extra *quarantine) (*structs.DatasetVersion, uint64, error) {
-	q, err := a.scanDataset(v, tmp, schema)
+	q, sample, err := a.scanDataset(v, tmp, schema)
 	if q == nil && err == nil {
 		q = extra
 	}
 	if q != nil {
 		defer os.Remove(q.tmp)
+	}
+	if sample != nil {
+		defer os.Remove(sample.tmp)
 	}
 	if err != nil {
 		return nil, 0, err
@@ -120,6 +124,12 @@ func (a *Agent) storeDatasetFile(ctx context.Context, v *structs.DatasetVersion,
 		}
 		digests = append(digests, q.rec.Digest)
 	}
+	if sample != nil {
+		if err := a.blobs.Commit(sample.tmp, sample.rec.Digest); err != nil {
+			return nil, 0, err
+		}
+		digests = append(digests, sample.rec.Digest)
+	}
 	holders, err := a.replicateBlobs(ctx, digests...)
 	if err != nil {
 		return nil, 0, err
@@ -128,6 +138,10 @@ func (a *Agent) storeDatasetFile(ctx context.Context, v *structs.DatasetVersion,
 	if q != nil {
 		q.rec.Holders = holders
 		v.Quarantine = &q.rec
+	}
+	if sample != nil {
+		sample.rec.Holders = holders
+		v.Sample = &sample.rec
 	}
 	v.CreatedAt = time.Now().UTC()
 	if err := v.Validate(); err != nil {
@@ -206,10 +220,49 @@ var errTooManyBadRows = errors.New("too many bad rows")
 // and rows, and returns the quarantine of a lenient upload's bad rows (nil
 // when there were none). A strict upload with a bad row is refused with the
 // first MaxBadRowSample of them, by line.
-func (a *Agent) scanDataset(v *structs.DatasetVersion, path string, schema []dataset.Column) (*quarantine, error) {
-	f, err := os.Open(path)
+func (a *Agent) scanDataset(v *structs.DatasetVersion, path string, schema []dataset.Column) (*quarantine, *sampleFile, error) {
+	q, res, err := a.scanDatasetFile(v, path, schema)
+	if err != nil || res.Sample == nil {
+		return q, nil, err
+	}
+	sample, err := a.writeSample(res.Sample)
+	return q, sample, err
+}
+
+// sampleFile is a dataset version's reservoir sample, in a temporary file
+// until it is committed as a blob.
+type sampleFile struct {
+	tmp string
+	rec structs.DatasetSample
+}
+
+// writeSample writes a sample's blob (msgpack of dataset.Sample) to a
+// temporary file.
+func (a *Agent) writeSample(s *dataset.Sample) (*sampleFile, error) {
+	b, err := msgpack.Marshal(s)
 	if err != nil {
 		return nil, err
+	}
+	f, err := a.blobs.TempFile()
+	if err != nil {
+		return nil, err
+	}
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return nil, err
+	}
+	sum := sha256.Sum256(b)
+	return &sampleFile{tmp: f.Name(), rec: structs.DatasetSample{Digest: hex.EncodeToString(sum[:]), Size: int64(len(b)), Rows: int64(s.Rows)}}, nil
+}
+
+func (a *Agent) scanDatasetFile(v *structs.DatasetVersion, path string, schema []dataset.Column) (*quarantine, *dataset.Result, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
 	}
 	defer f.Close()
 	if v.Format == "" {
@@ -217,20 +270,20 @@ func (a *Agent) scanDataset(v *structs.DatasetVersion, path string, schema []dat
 		n, _ := io.ReadFull(f, head)
 		format, ok := dataset.Detect(head[:n])
 		if !ok {
-			return nil, structs.Errorf(structs.CodeInvalid, "the file's format could not be detected; give ?format= (one of %s)", strings.Join(structs.DatasetFormats, ", "))
+			return nil, nil, structs.Errorf(structs.CodeInvalid, "the file's format could not be detected; give ?format= (one of %s)", strings.Join(structs.DatasetFormats, ", "))
 		}
 		v.Format = string(format)
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	var q *quarantine
 	var qw *quarantineWriter
 	var sample []structs.BadRow
 	if v.NoHeader && v.Format != structs.DatasetCSV && v.Format != structs.DatasetTSV {
-		return nil, structs.Errorf(structs.CodeInvalid, "header=false is only for csv and tsv files, not %s", v.Format)
+		return nil, nil, structs.Errorf(structs.CodeInvalid, "header=false is only for csv and tsv files, not %s", v.Format)
 	}
-	opts := dataset.Options{Format: dataset.Format(v.Format), Schema: schema, Seed: digestSeed(v.Digest), NoHeader: v.NoHeader}
+	opts := dataset.Options{Format: dataset.Format(v.Format), Schema: schema, Seed: digestSeed(v.Digest), NoHeader: v.NoHeader, SampleRows: structs.MaxDatasetSample}
 	opts.OnBadRow = func(bad dataset.BadRow, raw []byte) error {
 		if len(sample) < structs.MaxBadRowSample {
 			sample = append(sample, structs.BadRow{Line: bad.Line, Reason: structs.TruncateUTF8(bad.Reason, structs.MaxBadRowReasonLen)})
@@ -255,7 +308,7 @@ func (a *Agent) scanDataset(v *structs.DatasetVersion, path string, schema []dat
 	if v.Format == structs.DatasetParquet {
 		fi, serr := f.Stat()
 		if serr != nil {
-			return nil, serr
+			return nil, nil, serr
 		}
 		res, err = dataset.ScanParquet(f, fi.Size(), opts)
 	} else {
@@ -272,31 +325,31 @@ func (a *Agent) scanDataset(v *structs.DatasetVersion, path string, schema []dat
 	}
 	switch {
 	case errors.Is(err, dataset.ErrFormat):
-		return q, structs.Errorf(structs.CodeInvalid, "the file is not a valid %s dataset: %v", v.Format, strings.TrimPrefix(err.Error(), dataset.ErrFormat.Error()+": "))
+		return q, nil, structs.Errorf(structs.CodeInvalid, "the file is not a valid %s dataset: %v", v.Format, strings.TrimPrefix(err.Error(), dataset.ErrFormat.Error()+": "))
 	case err != nil && !errors.Is(err, errTooManyBadRows):
-		return q, err
+		return q, nil, err
 	}
 	if v.Mode == structs.ModeStrict && len(sample) > 0 {
-		return q, badRowsError(sample, errors.Is(err, errTooManyBadRows))
+		return q, nil, badRowsError(sample, errors.Is(err, errTooManyBadRows))
 	}
 	if res.Rows == 0 {
 		if res.BadRows > 0 {
-			return q, structs.Errorf(structs.CodeInvalid, "no row of the file is good; %d bad rows, the first at line %d: %s", res.BadRows, sample[0].Line, sample[0].Reason)
+			return q, nil, structs.Errorf(structs.CodeInvalid, "no row of the file is good; %d bad rows, the first at line %d: %s", res.BadRows, sample[0].Line, sample[0].Reason)
 		}
-		return q, structs.Errorf(structs.CodeInvalid, "the file has no rows")
+		return q, nil, structs.Errorf(structs.CodeInvalid, "the file has no rows")
 	}
 	if len(res.Columns) > structs.MaxDatasetColumns {
-		return q, structs.Errorf(structs.CodeInvalid, "the file has %d columns, more than the %d a dataset may have", len(res.Columns), structs.MaxDatasetColumns)
+		return q, nil, structs.Errorf(structs.CodeInvalid, "the file has %d columns, more than the %d a dataset may have", len(res.Columns), structs.MaxDatasetColumns)
 	}
 	v.Rows = res.Rows
 	v.Columns = make([]structs.DatasetColumn, len(res.Columns))
 	for i, c := range res.Columns {
 		if len(c.Name) > structs.MaxColumnNameLen {
-			return q, structs.Errorf(structs.CodeInvalid, "column %d's name is %d bytes, more than %d", i+1, len(c.Name), structs.MaxColumnNameLen)
+			return q, nil, structs.Errorf(structs.CodeInvalid, "column %d's name is %d bytes, more than %d", i+1, len(c.Name), structs.MaxColumnNameLen)
 		}
 		v.Columns[i] = structs.DatasetColumn{Name: c.Name, Type: string(c.Type), Numeric: c.Numeric, Categorical: truncateTop(c.Categorical)}
 	}
-	return q, nil
+	return q, res, nil
 }
 
 // badRowsError refuses a strict upload, naming the bad rows it found.

@@ -87,6 +87,7 @@ func (a *Agent) endpoints() []endpoint {
 		a.deploymentsEndpoint(),
 		a.predictEndpoint(),
 		a.v2Endpoint(),
+		a.monitoringEndpoint(),
 		a.aclEndpoint(),
 		a.blobsEndpoint(),
 	}

@@ -26,6 +26,7 @@ func (a *Agent) leaderTasks() []leaderTask {
 		{name: "sources", run: a.sourcesLoop},
 		{name: "redis_resync", run: a.redisResyncLoop},
 		{name: "pipelines", run: a.pipelinesLoop},
+		{name: "monitoring", run: a.monitoringLeaderLoop},
 	}
 }
 

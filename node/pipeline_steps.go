@@ -210,6 +210,13 @@ func (h pipelineHost) Tuning(id string) (*structs.Tuning, error) {
 	return txn.Tuning(id)
 }
 
+// Alert reads an alert rule's alert.
+func (h pipelineHost) Alert(rule string) (*structs.Alert, error) {
+	txn := h.a.fsm.ReadTxn()
+	defer txn.Discard()
+	return txn.Alert(rule)
+}
+
 // LatestDataset reads a dataset's latest version.
 func (h pipelineHost) LatestDataset(name string) (*structs.DatasetVersion, error) {
 	txn := h.a.fsm.ReadTxn()

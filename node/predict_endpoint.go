@@ -63,10 +63,11 @@ func (a *Agent) handleModelAction(w http.ResponseWriter, r *http.Request) {
 		inputs, err = req.Tensors(&target.Version.Schema)
 	}
 	if err != nil {
+		a.serving.metrics.Refused(target.Deployment.Name, target.Version.Version, err)
 		writeError(w, err)
 		return
 	}
-	out, ok := a.predict(w, r, target, inputs)
+	out, ok := a.predict(w, r, id, target, inputs)
 	if !ok {
 		return
 	}
@@ -87,15 +88,18 @@ type predictBody struct {
 // predict runs inputs through target's version, the shared end of v1 and v2
 // inference: a tabular input gets its batch dimension, the answer may take
 // the deployment's timeout, and an error is written (false) as serving's
-// errors map onto HTTP.
-func (a *Agent) predict(w http.ResponseWriter, r *http.Request, target *serving.Target, inputs []ml.Tensor) ([]ml.Tensor, bool) {
+// errors map onto HTTP. A request answered is offered to the prediction
+// log under id.
+func (a *Agent) predict(w http.ResponseWriter, r *http.Request, id string, target *serving.Target, inputs []ml.Tensor) ([]ml.Tensor, bool) {
 	tensorjson.NormalizeTabular(inputs, &target.Version.Schema)
 	extendWriteDeadline(w, target.Deployment)
+	start := time.Now()
 	out, err := a.serving.router.Predict(r.Context(), target, inputs)
 	if err != nil {
 		writePredictError(w, err)
 		return nil, false
 	}
+	a.logPrediction(id, target, start, inputs, out)
 	return out, true
 }
 
@@ -241,35 +245,17 @@ func (a *Agent) handleModelMetrics(w http.ResponseWriter, r *http.Request) {
 // clusterStats merges a model's serving stats from every alive node (only
 // this one's when local), and says how many nodes did not answer.
 func (a *Agent) clusterStats(ctx context.Context, name string, local bool) ([]serving.VersionStats, int) {
-	parts := [][]serving.VersionStats{a.serving.metrics.Stats(name)}
-	missing := 0
-	if !local {
-		members := a.gossip.alive()
-		results := make(chan []serving.VersionStats, len(members))
-		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		defer cancel()
-		asked := 0
-		for _, m := range members {
-			if m.Meta.ID == a.id {
-				continue
-			}
-			asked++
-			go func(addr string) {
-				var reply servingStatsReply
-				if err := a.trans.Call(ctx, addr, rpcServingStats, &servingStatsArgs{Model: name}, &reply); err != nil {
-					results <- nil
-					return
-				}
-				results <- reply.Stats
-			}(m.Meta.RPCAddr)
-		}
-		for range asked {
-			s := <-results
-			if s == nil {
-				missing++
-			}
-			parts = append(parts, s)
-		}
+	mine := func() (*servingStatsReply, error) {
+		return &servingStatsReply{Stats: a.serving.metrics.Stats(name)}, nil
+	}
+	if local {
+		r, _ := mine()
+		return serving.MergeStats(r.Stats), 0
+	}
+	replies, missing := fanOut(ctx, a, rpcServingStats, &servingStatsArgs{Model: name}, 2*time.Second, mine)
+	parts := make([][]serving.VersionStats, len(replies))
+	for i, r := range replies {
+		parts[i] = r.Stats
 	}
 	return serving.MergeStats(parts...), missing
 }

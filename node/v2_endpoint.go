@@ -164,19 +164,21 @@ func (a *Agent) handleV2Infer(w http.ResponseWriter, r *http.Request) {
 	for i, in := range req.Inputs {
 		t, err := tensorjson.FromV2(i, in, &target.Version.Schema)
 		if err != nil {
+			a.serving.metrics.Refused(target.Deployment.Name, target.Version.Version, err)
 			writeError(w, err)
 			return
 		}
 		inputs[i] = t
 	}
-	out, ok := a.predict(w, r, target, inputs)
+	id := requestID(r, req.ID)
+	out, ok := a.predict(w, r, id, target, inputs)
 	if !ok {
 		return
 	}
 	outputs := tensorjson.V2Outputs(out, &target.Version.Schema)
 	writeJSON(w, http.StatusOK, map[string]any{
 		"model_name": name, "model_version": strconv.FormatUint(target.Version.Version, 10),
-		"id": requestID(r, req.ID), "outputs": outputs,
+		"id": id, "outputs": outputs,
 	})
 }
 

@@ -29,8 +29,8 @@ func (a *Artifact) HoldersCommand(holders []string) (structs.MessageType, any) {
 }
 
 // Artifacts calls fn for every blob referenced by a model version (its
-// file), a run (its artifacts) or a dataset version (its file and its
-// quarantine).
+// file), a run (its artifacts) or a dataset version (its file, its
+// quarantine and its sample).
 func (t *Txn) Artifacts(fn func(*Artifact)) error {
 	if t.err != nil {
 		return t.err
@@ -85,6 +85,10 @@ func (t *Txn) Artifacts(fn func(*Artifact)) error {
 		if q := v.Quarantine; q != nil {
 			fn(&Artifact{Digest: q.Digest, Size: q.Size, Holders: q.Holders,
 				Owner: fmt.Sprintf("dataset %s quarantine", v.Ref()), cmd: holders(q.Digest)})
+		}
+		if s := v.Sample; s != nil {
+			fn(&Artifact{Digest: s.Digest, Size: s.Size, Holders: s.Holders,
+				Owner: fmt.Sprintf("dataset %s sample", v.Ref()), cmd: holders(s.Digest)})
 		}
 		return nil
 	}, nil)

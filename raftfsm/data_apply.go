@@ -254,6 +254,8 @@ func applyDatasetHolders(tx *applyTxn, body []byte) (interface{}, error) {
 		v.Holders = slices.Clone(req.Holders)
 	case v.Quarantine != nil && v.Quarantine.Digest == req.Digest:
 		v.Quarantine.Holders = slices.Clone(req.Holders)
+	case v.Sample != nil && v.Sample.Digest == req.Digest:
+		v.Sample.Holders = slices.Clone(req.Holders)
 	default:
 		return nil, structs.Errorf(structs.CodeConflict, "version %d of dataset %q has no blob %.12s", req.Version, req.Dataset, req.Digest)
 	}

@@ -49,6 +49,10 @@ const (
 	framePipeline   frameType = 27
 	framePipeRun    frameType = 28
 	frameStepCache  frameType = 29
+	frameMonitor    frameType = 30
+	frameDriftCheck frameType = 31
+	frameAlertRule  frameType = 32
+	frameAlert      frameType = 33
 	frameFooter     frameType = 255
 )
 
@@ -104,6 +108,10 @@ var entities = []entity{
 	{name: "pipeline", prefix: prefixPipeline, table: TablePipelines, frame: framePipeline, keyOf: pipelineKeyOf, validate: validatePipelineRecord},
 	{name: "pipeline run", prefix: prefixPipelineRun, table: TablePipelineRuns, frame: framePipeRun, keyOf: pipelineRunKeyOf, validate: validatePipelineRunRecord},
 	{name: "step cache entry", prefix: prefixStepCache, table: TableStepCache, frame: frameStepCache, keyOf: stepCacheKeyOf, validate: validateStepCacheRecord},
+	{name: "monitor", prefix: prefixMonitor, table: TableMonitors, frame: frameMonitor, keyOf: monitorKeyOf, validate: validateMonitorRecord},
+	{name: "drift check", prefix: prefixDriftCheck, table: TableDriftChecks, frame: frameDriftCheck, keyOf: driftCheckKeyOf, validate: validateDriftCheckRecord},
+	{name: "alert rule", prefix: prefixAlertRule, table: TableAlertRules, frame: frameAlertRule, keyOf: alertRuleKeyOf, validate: validateAlertRuleRecord},
+	{name: "alert", prefix: prefixAlert, table: TableAlerts, frame: frameAlert, keyOf: alertKeyOf, validate: validateAlertRecord},
 	{name: "feature value", prefix: prefixFeatureValue, table: TableFeatureValues, frame: frameFeatValue, keyOf: featureValueKeyOf, validate: validateFeatureValueRecord},
 }
 

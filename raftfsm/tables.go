@@ -52,6 +52,11 @@ const (
 	TablePipelines    = "pipelines"
 	TablePipelineRuns = "pipeline_runs"
 	TableStepCache    = "step_cache"
+	// Monitors, their drift checks, alert rules and alerts.
+	TableMonitors    = "monitors"
+	TableDriftChecks = "drift_checks"
+	TableAlertRules  = "alert_rules"
+	TableAlerts      = "alerts"
 )
 
 // derivedTables are the tables that no entity stores.

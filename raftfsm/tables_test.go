@@ -15,6 +15,7 @@ var allTableNames = []string{
 	TableJobs, TableJobAllocations,
 	TableExperiments, TableExperimentNames, TableExperimentSeq, TableRuns, TableMetrics, TableRunArtifacts, TableTunings,
 	TableSources, TableSourceRuns, TableEntities, TableFeatureViews, TableFeatureServices, TableFeatureValues, TablePipelines, TablePipelineRuns, TableStepCache,
+	TableMonitors, TableDriftChecks, TableAlertRules, TableAlerts,
 }
 
 // assertTableIndexes checks Index of every table: want for those in moved,

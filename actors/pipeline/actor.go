@@ -57,6 +57,8 @@ type Host interface {
 	Tuning(id string) (*structs.Tuning, error)
 	// LatestDataset reads a dataset's latest version.
 	LatestDataset(name string) (*structs.DatasetVersion, error)
+	// Alert reads an alert rule's alert.
+	Alert(rule string) (*structs.Alert, error)
 	// InputDigests lists the digests of the dataset and model versions a
 	// resolved step reads (a dataset named without a version: its latest).
 	InputDigests(s *structs.StepSpec) ([]string, error)
@@ -538,7 +540,19 @@ func (a *RunActor) observe(ctx context.Context, run *structs.PipelineRun, spec *
 	case structs.StepWaitFor:
 		w := resolved.WaitFor
 		if w.Alert != "" {
-			return fail("waiting for an alert needs monitoring, which this version of Kiln does not have yet"), nil
+			// An alert that fires after the run started; a run started by
+			// that alert's firing waits for the next one.
+			al, err := a.Host.Alert(w.Alert)
+			if structs.ErrorCode(err) == structs.CodeNotFound {
+				return fail(fmt.Sprintf("alert rule %q does not exist", w.Alert)), nil
+			}
+			if err != nil {
+				return nil, err
+			}
+			if al.Fired > 0 && al.FiredAt.After(run.CreatedAt) {
+				return succeed(map[string]string{"alert": al.Rule}), nil
+			}
+			return nil, nil
 		}
 		name, n, err := structs.ParseDatasetRef("wait_for.dataset", w.Dataset)
 		if err != nil {

@@ -44,6 +44,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
+// Refused records a request routed to a version that refused its input
+// before it was scored (its schema does not fit): a request and an error of
+// that version, with no latency. An input one version refuses may suit
+// another, so a canary whose schema changed shows in its error rate. A nil
+// Metrics records nothing.
+func (m *Metrics) Refused(model string, version uint64, err error) {
+	if m == nil {
+		return
+	}
+	v := strconv.FormatUint(version, 10)
+	m.requests.WithLabelValues(model, v).Inc()
+	m.errors.WithLabelValues(model, v, structs.ErrorCode(err)).Inc()
+}
+
 // Observe records one request. A nil Metrics records nothing.
 func (m *Metrics) Observe(model string, version uint64, d time.Duration, err error) {
 	if m == nil {
@@ -242,3 +256,30 @@ func quantile(q float64, cumulative []uint64, count uint64) float64 {
 }
 
 func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
+
+// SubtractStats is what happened between two readings of the same
+// cumulative stats, version by version, with percentiles of the interval:
+// the window an alert rule looks at. A version missing from before counts
+// from zero; a counter that went backwards (a node restarted) counts from
+// zero too.
+func SubtractStats(now, before []VersionStats) []VersionStats {
+	prev := map[uint64]VersionStats{}
+	for _, s := range before {
+		prev[s.Version] = s
+	}
+	out := make([]VersionStats, 0, len(now))
+	for _, s := range now {
+		d := VersionStats{Version: s.Version, Buckets: slices.Clone(s.Buckets)}
+		p, ok := prev[s.Version]
+		if !ok || p.Requests > s.Requests || p.Count > s.Count || p.Errors > s.Errors {
+			p = VersionStats{}
+		}
+		d.Requests, d.Errors, d.Count = s.Requests-p.Requests, s.Errors-p.Errors, s.Count-p.Count
+		for i := range min(len(d.Buckets), len(p.Buckets)) {
+			d.Buckets[i] -= min(p.Buckets[i], d.Buckets[i])
+		}
+		d.fillPercentiles()
+		out = append(out, d)
+	}
+	return out
+}

@@ -57,7 +57,7 @@ func run(args []string) int {
 		"bench predict":             factory(benchPredictCommand()),
 		"bench features":            factory(benchFeaturesCommand()),
 	}
-	for _, group := range []map[string]*command{aclCommands(), keyringCommands(), datasetsCommands(), jobsCommands(), runsCommands(), tuneCommands(), sourcesCommands(), featuresCommands(), pipelinesCommands()} {
+	for _, group := range []map[string]*command{aclCommands(), keyringCommands(), datasetsCommands(), jobsCommands(), runsCommands(), tuneCommands(), sourcesCommands(), featuresCommands(), pipelinesCommands(), monitoringCommands()} {
 		for name, cmd := range group {
 			c.Commands[name] = factory(cmd)
 		}

@@ -109,6 +109,9 @@ type Options struct {
 	// NoHeader reads a CSV or TSV file whose first line is data: its
 	// columns are named c0, c1, ... (a pinned schema names them so too).
 	NoHeader bool
+	// SampleRows, when positive, keeps a uniform sample of up to that many
+	// good rows in Result.Sample.
+	SampleRows int
 }
 
 // ColumnStats is one column's type and statistics.
@@ -123,6 +126,8 @@ type Result struct {
 	Rows    int64         `json:"rows" msgpack:"rows"`
 	BadRows int64         `json:"bad_rows" msgpack:"bad_rows"`
 	Columns []ColumnStats `json:"columns" msgpack:"columns"`
+	// Sample is the rows kept when Options.SampleRows is set.
+	Sample *Sample `json:"-" msgpack:"-"`
 }
 
 var (
@@ -145,7 +150,8 @@ var utf8BOM = []byte("\xef\xbb\xbf")
 
 // Scan reads a dataset file from r.
 func Scan(r io.Reader, opts Options) (*Result, error) {
-	s := &scan{opts: opts, byName: map[string]int{}}
+	sample := withSample(&opts)
+	s := &scan{opts: opts, byName: map[string]int{}, sample: sample}
 	if opts.OnBadRow == nil {
 		s.opts.OnBadRow = func(BadRow, []byte) error { return nil }
 	}
@@ -200,6 +206,7 @@ type col struct {
 
 type scan struct {
 	opts    Options
+	sample  *reservoir
 	cols    []*col
 	byName  map[string]int
 	rows    int64
@@ -741,6 +748,9 @@ func (s *scan) result() *Result {
 			}
 		}
 		res.Columns[i] = cs
+	}
+	if s.sample != nil {
+		res.Sample = s.sample.result(res.Columns)
 	}
 	return res
 }

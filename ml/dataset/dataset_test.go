@@ -547,3 +547,59 @@ func TestScan_NoHeader(t *testing.T) {
 		t.Fatalf("rows %v at lines %v, want the first line as the first row", rows, lines)
 	}
 }
+
+func TestScan_Sample(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("x,name,late\n")
+	for i := range 1000 {
+		fmt.Fprintf(&b, "%d,n%d,\n", i, i%7)
+	}
+	scan := func() *Sample {
+		res, err := Scan(strings.NewReader(b.String()), Options{Format: CSV, SampleRows: 100, Seed: 7})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Sample
+	}
+	s := scan()
+	if s.Rows != 100 || len(s.Columns) != 3 {
+		t.Fatalf("sample has %d rows, %d columns; want 100, 3", s.Rows, len(s.Columns))
+	}
+	x, name := s.Columns[0], s.Columns[1]
+	if x.Type != Int || len(x.Num) != 100 || name.Type != String || len(name.Text) != 100 {
+		t.Fatalf("columns: %+v %+v", x.Type, name.Type)
+	}
+	// Rows stay whole: name is n(x mod 7) in every sampled row.
+	high := 0
+	for i, v := range x.Num {
+		if want := fmt.Sprintf("n%d", int(v)%7); name.Text[i] != want {
+			t.Fatalf("row %d: x %v with name %q, want %q", i, v, name.Text[i], want)
+		}
+		if v >= 500 {
+			high++
+		}
+	}
+	// Uniform over the file, not its head: about half from the second half.
+	if high < 30 || high > 70 {
+		t.Errorf("%d of 100 sampled rows come from the second half of the file", high)
+	}
+	if !slices.Equal(scan().Columns[0].Num, x.Num) {
+		t.Error("the same file and seed gave another sample")
+	}
+	for i, v := range s.Columns[2].Text {
+		if v != "" {
+			t.Fatalf("null column, row %d: %q", i, v)
+		}
+	}
+}
+
+func TestScan_SampleSmallFile(t *testing.T) {
+	res, err := Scan(strings.NewReader("a\n1.5\n\n2\n"), Options{Format: CSV, SampleRows: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := res.Sample.Columns[0].Num
+	if res.Sample.Rows != 2 || len(got) != 2 || got[0] != 1.5 || got[1] != 2 {
+		t.Fatalf("sample %+v", res.Sample)
+	}
+}

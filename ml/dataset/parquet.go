@@ -37,7 +37,8 @@ func ScanParquet(r io.ReaderAt, size int64, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: not a parquet file: %v", ErrFormat, err)
 	}
-	s := &scan{opts: opts, byName: map[string]int{}}
+	sample := withSample(&opts)
+	s := &scan{opts: opts, byName: map[string]int{}, sample: sample}
 	kinds := []parquetColumn{}
 	for _, field := range f.Schema().Fields() {
 		pc, err := parquetColumnOf(field)

@@ -149,3 +149,62 @@ func binaryAUC(score []float64, pos []bool) (float64, bool) {
 	}
 	return (rankSum - nPos*(nPos+1)/2) / (nPos * nNeg), true
 }
+
+// F1 is the F1 score of a classifier's predictions, as Evaluate reads
+// them: for Binary the positive class's (class 1 when its probability is
+// at least 0.5), for Multiclass the mean over the classes present in y or
+// predicted (macro F1). It is NaN for a regression or no rows.
+func F1(task Task, k int, y, pred []float64) float64 {
+	n := len(y)
+	if n == 0 || task == Regression {
+		return math.NaN()
+	}
+	predicted := func(i int) int {
+		if task == Binary {
+			if pred[i] >= 0.5 {
+				return 1
+			}
+			return 0
+		}
+		row := pred[i*k : (i+1)*k]
+		best := 0
+		for c := 1; c < k; c++ {
+			if row[c] > row[best] {
+				best = c
+			}
+		}
+		return best
+	}
+	classes := max(k, 2)
+	tp, fp, fn := make([]float64, classes), make([]float64, classes), make([]float64, classes)
+	for i, v := range y {
+		p, t := predicted(i), int(v)
+		if t < 0 || t >= classes {
+			continue
+		}
+		if p == t {
+			tp[t]++
+		} else {
+			fp[p]++
+			fn[t]++
+		}
+	}
+	score := func(c int) float64 {
+		if d := 2*tp[c] + fp[c] + fn[c]; d > 0 {
+			return 2 * tp[c] / d
+		}
+		return 0
+	}
+	if task == Binary {
+		return score(1)
+	}
+	var sum float64
+	used := 0
+	for c := range classes {
+		if tp[c]+fp[c]+fn[c] > 0 {
+			sum += score(c)
+			used++
+		}
+	}
+	return sum / float64(max(used, 1))
+}

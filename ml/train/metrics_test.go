@@ -79,3 +79,20 @@ func TestParams(t *testing.T) {
 		t.Fatal("a string outside the allowed set passed")
 	}
 }
+
+func TestF1(t *testing.T) {
+	// Binary: predicted 1,1,0,0 for truths 1,0,1,0: tp 1, fp 1, fn 1.
+	if got := F1(Binary, 1, []float64{1, 0, 1, 0}, []float64{0.9, 0.6, 0.2, 0.1}); math.Abs(got-0.5) > 1e-12 {
+		t.Errorf("binary F1 = %v, want 0.5", got)
+	}
+	// Multiclass, scikit-learn's f1_score(average="macro") of
+	// y=[0,1,2,2], p=[0,2,2,1] is (1 + 0 + 0.5)/3.
+	y := []float64{0, 1, 2, 2}
+	p := []float64{1, 0, 0, 0, 0, 1, 0, 0, 1, 0, 1, 0}
+	if got := F1(Multiclass, 3, y, p); math.Abs(got-0.5) > 1e-12 {
+		t.Errorf("macro F1 = %v, want 0.5", got)
+	}
+	if !math.IsNaN(F1(Regression, 1, y, y)) {
+		t.Error("F1 of a regression is not NaN")
+	}
+}

@@ -73,6 +73,8 @@ const (
 	// MaxBadRowSample is how many bad rows a version lists itself; the
 	// quarantine blob holds all of them.
 	MaxBadRowSample = 10
+	// MaxDatasetSample is the rows of a version's reservoir sample.
+	MaxDatasetSample = 100_000
 	// MaxBadRowReasonLen bounds one listed reason.
 	MaxBadRowReasonLen = 512
 )
@@ -114,6 +116,14 @@ type Quarantine struct {
 	Holders []string `msgpack:"holders" json:"holders"`
 }
 
+// DatasetSample is the blob of a dataset version's reservoir sample.
+type DatasetSample struct {
+	Digest  string   `msgpack:"digest" json:"digest"`
+	Size    int64    `msgpack:"size" json:"size"`
+	Rows    int64    `msgpack:"rows" json:"rows"`
+	Holders []string `msgpack:"holders" json:"holders"`
+}
+
 // DatasetVersion is one uploaded file of a dataset with its schema and
 // statistics.
 type DatasetVersion struct {
@@ -133,6 +143,10 @@ type DatasetVersion struct {
 	Columns []DatasetColumn `msgpack:"columns" json:"columns"`
 	// Quarantine holds a lenient upload's bad rows; nil when it had none.
 	Quarantine *Quarantine `msgpack:"quarantine,omitempty" json:"quarantine,omitempty"`
+	// Sample is the blob of a uniform sample of the rows (ml/dataset
+	// Sample), the reference drift checks compare live traffic with; nil
+	// for a version written before samples were kept.
+	Sample *DatasetSample `msgpack:"sample,omitempty" json:"sample,omitempty"`
 	// Source is the source whose run wrote the version, if one did, and
 	// FailedValidation the batch expectations the run failed: such a
 	// version is kept for inspection, but no job may read it.
@@ -208,6 +222,17 @@ func (v *DatasetVersion) Validate() error {
 			return Errorf(CodeInvalid, "columns[%d]: name %q appears twice", i, v.Columns[i].Name)
 		}
 		seen[v.Columns[i].Name] = true
+	}
+	if s := v.Sample; s != nil {
+		if err := ValidateDigest("sample.digest", s.Digest); err != nil {
+			return err
+		}
+		if s.Size <= 0 || s.Rows <= 0 || s.Rows > v.Rows {
+			return Errorf(CodeInvalid, "sample.size and sample.rows must be positive, and rows at most the version's")
+		}
+		if err := ValidateHolders("sample.holders", s.Holders); err != nil {
+			return err
+		}
 	}
 	if q := v.Quarantine; q != nil {
 		if v.Mode != ModeLenient {

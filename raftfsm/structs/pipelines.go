@@ -90,7 +90,7 @@ var StepOutputs = map[string][]string{
 	StepEvaluate: {"passed", "metrics"},
 	StepDeploy:   {"model", "version", "promoted"},
 	StepCommand:  {"job_id", "exit_code"},
-	StepWaitFor:  {"dataset"},
+	StepWaitFor:  {"dataset", "alert"},
 }
 
 // Limits of a pipeline.
