@@ -124,6 +124,9 @@ func (l *monitoringLeader) evaluate(ctx context.Context, now time.Time) {
 		if err != nil {
 			continue
 		}
+		if _, err := txn.Deployment(r.Spec.Deployment); err != nil {
+			continue // deleted: nothing to watch until it is deployed again
+		}
 		cond, err := monitor.Compile(r.Spec.Condition, monitorFeatures(txn, r.Spec.Deployment))
 		if err != nil {
 			// The monitor changed under the rule: it stays as it is.

@@ -60,8 +60,8 @@ func applyMonitorPut(tx *applyTxn, body []byte) (interface{}, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(m.Columns) == 0 {
-		return nil, structs.Errorf(structs.CodeInvalid, "columns is empty: a monitor reads at least one column")
+	if len(m.Columns) == 0 || len(m.Columns) > structs.MaxMonitorFeatures {
+		return nil, structs.Errorf(structs.CodeInvalid, "columns names %d columns: a monitor reads 1 to %d", len(m.Columns), structs.MaxMonitorFeatures)
 	}
 	for i, c := range m.Columns {
 		if !slices.ContainsFunc(ref.Columns, func(d structs.DatasetColumn) bool { return d.Name == c }) {
@@ -125,7 +125,12 @@ func applyDriftCheckPut(tx *applyTxn, body []byte) (interface{}, error) {
 			return nil, err
 		}
 	}
+	// keysUnder sees the stored keys, not this command's own write.
 	keys := tx.keysUnder(driftCheckPrefix(c.Deployment))
+	if own := driftCheckKey(c.Deployment, c.CheckedAt); !slices.Contains(keys, own) {
+		keys = append(keys, own)
+		slices.Sort(keys)
+	}
 	for len(keys) > structs.MaxDriftChecks {
 		tx.del(keys[0])
 		keys = keys[1:]
@@ -156,6 +161,7 @@ func applyAlertRulePut(tx *applyTxn, body []byte) (interface{}, error) {
 			return nil, structs.Errorf(structs.CodeInvalid, "actions[%d].pipeline: %v", i, err)
 		}
 	}
+	at := r.CreatedAt // the time of this put
 	var old structs.AlertRule
 	found, err := tx.get(alertRuleKey(r.Spec.Name), &old)
 	if err != nil {
@@ -168,7 +174,15 @@ func applyAlertRulePut(tx *applyTxn, body []byte) (interface{}, error) {
 	if err := tx.put(alertRuleKey(r.Spec.Name), &r); err != nil {
 		return nil, err
 	}
-	a := structs.Alert{Rule: r.Spec.Name, Deployment: r.Spec.Deployment, State: structs.AlertInactive, Since: r.CreatedAt, ModifyIndex: tx.index}
+	// The firing count carries over, so that a late action status of a
+	// firing before the put can never pass for one of a later firing.
+	a := structs.Alert{Rule: r.Spec.Name, Deployment: r.Spec.Deployment, State: structs.AlertInactive, Since: at, ModifyIndex: tx.index}
+	var prev structs.Alert
+	if found, err := tx.get(alertKey(r.Spec.Name), &prev); err != nil {
+		return nil, err
+	} else if found {
+		a.Fired, a.FiredAt = prev.Fired, prev.FiredAt
+	}
 	if err := tx.put(alertKey(r.Spec.Name), &a); err != nil {
 		return nil, err
 	}

@@ -294,6 +294,17 @@ func applyDeploymentDelete(tx *applyTxn, body []byte) (interface{}, error) {
 	if err := deleteAllocs(tx, func(a *structs.Allocation) bool { return a.Deployment == req.Name }); err != nil {
 		return nil, err
 	}
+	// Its monitor and drift checks go with it; alert rules stay (they are
+	// not evaluated while the deployment does not exist), so that deleting
+	// and deploying again keeps them.
+	for _, k := range tx.keysUnder(driftCheckPrefix(req.Name)) {
+		tx.del(k)
+	}
+	if found, err := tx.get(monitorKey(req.Name), &structs.Monitor{}); err != nil {
+		return nil, err
+	} else if found {
+		tx.del(monitorKey(req.Name))
+	}
 	tx.del(deploymentKey(req.Name))
 	return nil, nil
 }

@@ -165,17 +165,24 @@ func decodeRows(val []byte, rs *rows) error {
 		if len(dims) > 0 {
 			batch = dims[0]
 		}
-		if rs.Batch >= 0 && batch != rs.Batch || batch <= 0 {
+		// Every row has a value: a batch larger than the values is not one
+		// this log wrote (and would only spin the loops below).
+		if rs.Batch >= 0 && batch != rs.Batch || batch < 0 || batch > max(len(raw)/8, 1) {
 			return errCorrupt
 		}
 		rs.Batch = batch
-		w := len(raw) / 8 / batch
+		w := 0
+		if batch > 0 {
+			w = len(raw) / 8 / batch
+		}
 		widths = append(widths, w)
 		rs.InWidth += w
 		rs.raws = append(rs.raws, raw)
 	}
-	if rs.Batch < 0 {
-		return errCorrupt
+	if rs.Batch <= 0 || rs.InWidth == 0 {
+		// No inputs, or inputs of no values: no rows to read.
+		rs.Batch, rs.InWidth = 0, 0
+		return r.err
 	}
 	for i := range rs.Batch {
 		for t, raw := range rs.raws {

@@ -389,6 +389,9 @@ func (s *Store) window(deployment string, from, to time.Time, maxRows int) (*Col
 			if err := item.Value(func(val []byte) error { return decodeRows(val, &rs) }); err != nil {
 				return false, err
 			}
+			if rs.Batch == 0 {
+				return true, nil
+			}
 			if width < 0 {
 				width, outWidth = rs.InWidth, rs.OutWidth
 				c.Features = make([][]float64, width)
