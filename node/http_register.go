@@ -125,18 +125,31 @@ func (a *Agent) routes() http.Handler {
 }
 
 // guard wraps a route's handler with its access check and, with an audit
-// file, its audit record; the token is resolved once for both. With neither it
-// is the handler itself, so a cluster without ACLs pays nothing.
+// file, its audit record; the token is resolved once for both. With neither,
+// a route waits for the request's ?index= (which authenticate waits for
+// otherwise) and inference is the handler itself, so that it pays nothing:
+// inference waits for ?index= in resolveTarget, within its own timeout.
 func (a *Agent) guard(rt route) http.Handler {
 	checked := a.acl != nil && rt.need != needNone
 	if !checked && a.audit == nil {
-		return rt.handler
+		if rt.need == needAllow {
+			return rt.handler
+		}
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if err := a.waitRequestIndex(r); err != nil {
+				writeError(w, err)
+				return
+			}
+			rt.handler(w, r)
+		})
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var id *acl.Identity
 		var err error
 		if checked {
 			id, err = a.authenticate(rt, r)
+		} else if rt.need != needAllow {
+			err = a.waitRequestIndex(r)
 		}
 		if a.audit != nil {
 			sw := &statusWriter{ResponseWriter: w}

@@ -265,23 +265,9 @@ func monitorListCommand() *command {
 }
 
 func monitorDeleteCommand() *command {
-	usage := "Usage: kiln monitor delete [flags] DEPLOYMENT\n\n  Deletes a deployment's monitor and its drift checks. The deployment goes\n  on serving, and logging at the node's monitoring.sample_rate." + monitorConnUsage
-	return &command{synopsis: "Delete a deployment's monitor", help: usage, run: func(args []string) int {
-		fs, cf := newClientFlags("monitor delete")
-		c, err := connect(fs, cf, args, 1, usage)
-		if err != nil {
-			return fail(err)
-		}
-		if err := c.do("DELETE", monitorPath(fs.Arg(0), ""), nil, nil); err != nil {
-			return fail(err)
-		}
-		if cf.format == "json" {
-			printJSON(map[string]any{"deleted": fs.Arg(0)})
-			return 0
-		}
-		fmt.Printf("Deleted the monitor of deployment %s\n", fs.Arg(0))
-		return 0
-	}}
+	return deleteCommand("monitor delete", "Delete a deployment's monitor",
+		"Usage: kiln monitor delete [flags] DEPLOYMENT\n\n  Deletes a deployment's monitor and its drift checks. The deployment goes\n  on serving, and logging at the node's monitoring.sample_rate."+monitorConnUsage,
+		func(name string) string { return monitorPath(name, "") }, "the monitor of deployment")
 }
 
 // driftList is GET /v1/monitors/NAME/drift.
@@ -968,21 +954,6 @@ func alertsAckCommand() *command {
 }
 
 func alertsDeleteCommand() *command {
-	usage := "Usage: kiln alerts delete [flags] RULE\n\n  Deletes an alert rule and its alert." + alertsConnUsage
-	return &command{synopsis: "Delete an alert rule", help: usage, run: func(args []string) int {
-		fs, cf := newClientFlags("alerts delete")
-		c, err := connect(fs, cf, args, 1, usage)
-		if err != nil {
-			return fail(err)
-		}
-		if err := c.do("DELETE", alertRulePath(fs.Arg(0)), nil, nil); err != nil {
-			return fail(err)
-		}
-		if cf.format == "json" {
-			printJSON(map[string]any{"deleted": fs.Arg(0)})
-			return 0
-		}
-		fmt.Printf("Deleted alert rule %s\n", fs.Arg(0))
-		return 0
-	}}
+	return deleteCommand("alerts delete", "Delete an alert rule",
+		"Usage: kiln alerts delete [flags] RULE\n\n  Deletes an alert rule and its alert."+alertsConnUsage, alertRulePath, "alert rule")
 }

@@ -389,21 +389,28 @@ func jobDetail(j *structs.JobSpec) string {
 }
 
 func pipelinesDeleteCommand() *command {
-	usage := "Usage: kiln pipelines delete [flags] NAME\n\n  Deletes a pipeline: its schedule stops; runs already started go on." + pipelinesConnUsage
-	return &command{synopsis: "Delete a pipeline", help: usage, run: func(args []string) int {
-		fs, cf := newClientFlags("pipelines delete")
+	return deleteCommand("pipelines delete", "Delete a pipeline",
+		"Usage: kiln pipelines delete [flags] NAME\n\n  Deletes a pipeline: its schedule stops; runs already started go on."+pipelinesConnUsage,
+		func(name string) string { return pipelinePath(name, "") }, "pipeline")
+}
+
+// deleteCommand is a command that DELETEs the path of its one argument and
+// says so: "Deleted <what> NAME".
+func deleteCommand(name, synopsis, usage string, path func(string) string, what string) *command {
+	return &command{synopsis: synopsis, help: usage, run: func(args []string) int {
+		fs, cf := newClientFlags(name)
 		c, err := connect(fs, cf, args, 1, usage)
 		if err != nil {
 			return fail(err)
 		}
-		if err := c.do("DELETE", pipelinePath(fs.Arg(0), ""), nil, nil); err != nil {
+		if err := c.do("DELETE", path(fs.Arg(0)), nil, nil); err != nil {
 			return fail(err)
 		}
 		if cf.format == "json" {
 			printJSON(map[string]any{"deleted": fs.Arg(0)})
 			return 0
 		}
-		fmt.Printf("Deleted pipeline %s\n", fs.Arg(0))
+		fmt.Printf("Deleted %s %s\n", what, fs.Arg(0))
 		return 0
 	}}
 }
