@@ -64,12 +64,14 @@ type Store struct {
 	stopOnce sync.Once
 }
 
-type badgerEntry struct{ key, val []byte }
-
-// queued is one record's entries, or (done set) a Sync marker.
+// queued is one encoded record waiting to be written, or (done set) a Sync
+// marker.
 type queued struct {
-	entries []badgerEntry
-	done    chan struct{}
+	deployment string
+	at         int64 // unix nanos
+	id         string
+	body       []byte // encodeRecord
+	done       chan struct{}
 }
 
 const (
@@ -77,7 +79,24 @@ const (
 	tagIndex   = 'i'
 	tagLabel   = 'l'
 	tagPending = 'u'
-	suffixLen  = 12 // unix nanos and seq
+	suffixLen  = 12 // a block's unix nanos and seq
+	posLen     = 2  // a record's place in its block, in a label's key
+)
+
+// Blocks: the writer groups the records of one deployment it writes at once
+// into blocks of at most maxBlockRecords spanning at most maxBlockSpan, so
+// that a Badger entry (and its costs: a skiplist insert, a log write, an
+// iterator step) carries many records. A block's key holds its oldest
+// record's time; reading [from, to) starts at from - maxBlockSpan and keeps
+// each record by its own time.
+const (
+	maxBlockRecords = 256
+	maxBlockSpan    = time.Second
+	// lingerFor is how long the writer waits for more records before a
+	// write, once it has one: longer gives larger blocks, shorter makes a
+	// record readable sooner.
+	lingerFor   = 5 * time.Millisecond
+	maxBatchLen = 8192
 )
 
 // Open opens (or creates) the store in opts.Dir and starts its writer.
@@ -136,14 +155,9 @@ func (s *Store) Written() uint64 { return s.written.Load() }
 // (the record is dropped). It encodes r at once, so the caller may reuse
 // r's tensors when it returns.
 func (s *Store) Append(r *Record) bool {
-	suffix := make([]byte, 0, suffixLen)
-	suffix = binary.BigEndian.AppendUint64(suffix, uint64(r.At.UnixNano()))
-	suffix = binary.BigEndian.AppendUint32(suffix, s.seq.Add(1))
-	key := recordKey(r.Deployment, suffix)
-	idx := append([]byte{tagIndex}, r.ID...)
-	entries := []badgerEntry{{key, encodeRecord(r)}, {idx, key[1:]}}
+	q := queued{deployment: r.Deployment, at: max(r.At.UnixNano(), 0), id: r.ID, body: encodeRecord(r)}
 	select {
-	case s.queue <- queued{entries: entries}:
+	case s.queue <- q:
 		return true
 	default:
 		s.dropped.Add(1)
@@ -151,37 +165,68 @@ func (s *Store) Append(r *Record) bool {
 	}
 }
 
-// writer drains the queue in batches until Close.
+// writer drains the queue until Close: it takes what waits, and what comes
+// within lingerFor, and writes it as one batch.
 func (s *Store) writer() {
 	defer s.wg.Done()
+	linger := time.NewTimer(time.Hour)
+	defer linger.Stop()
 	for {
 		var first queued
 		select {
 		case first = <-s.queue:
 		case <-s.stop:
-			for {
-				select {
-				case e := <-s.queue:
-					s.write([]queued{e})
-				default:
-					return
-				}
-			}
+			s.drain()
+			return
 		}
 		batch := []queued{first}
-	drain:
-		for len(batch) < 4096 {
+		linger.Reset(lingerFor)
+	collect:
+		for len(batch) < maxBatchLen && first.done == nil {
 			select {
-			case e := <-s.queue:
-				batch = append(batch, e)
+			case q := <-s.queue:
+				batch = append(batch, q)
+				if q.done != nil {
+					break collect // a Sync waits: write now
+				}
+			case <-linger.C:
+				break collect
+			case <-s.stop:
+				break collect
+			}
+		}
+		if !linger.Stop() {
+			select {
+			case <-linger.C:
 			default:
-				break drain
 			}
 		}
 		s.write(batch)
 	}
 }
 
+// drain writes what is queued when the store closes.
+func (s *Store) drain() {
+	for {
+		var batch []queued
+	take:
+		for len(batch) < maxBatchLen {
+			select {
+			case q := <-s.queue:
+				batch = append(batch, q)
+			default:
+				break take
+			}
+		}
+		if len(batch) == 0 {
+			return
+		}
+		s.write(batch)
+	}
+}
+
+// write writes a batch of records as blocks, with an index entry per
+// record, and then releases the batch's Sync markers.
 func (s *Store) write(batch []queued) {
 	defer func() {
 		for _, q := range batch {
@@ -190,25 +235,64 @@ func (s *Store) write(batch []queued) {
 			}
 		}
 	}()
+	recs := make([]queued, 0, len(batch))
+	for _, q := range batch {
+		if q.done == nil {
+			recs = append(recs, q)
+		}
+	}
+	if len(recs) == 0 {
+		return
+	}
+	slices.SortStableFunc(recs, func(a, b queued) int {
+		if c := cmpString(a.deployment, b.deployment); c != 0 {
+			return c
+		}
+		return cmpInt(a.at, b.at)
+	})
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
-	n := 0
-	for _, q := range batch {
-		for _, e := range q.entries {
-			if err := wb.SetEntry(badger.NewEntry(e.key, e.val).WithTTL(s.opts.Retention)); err != nil {
-				s.log.Warn("prediction log: write failed", "error", err)
+	set := func(key, val []byte) bool {
+		if err := wb.SetEntry(badger.NewEntry(key, val).WithTTL(s.opts.Retention)); err != nil {
+			s.log.Warn("prediction log: write failed", "error", err)
+			return false
+		}
+		return true
+	}
+	for i := 0; i < len(recs); {
+		j := i + 1
+		for j < len(recs) && j-i < maxBlockRecords && recs[j].deployment == recs[i].deployment &&
+			time.Duration(recs[j].at-recs[i].at) <= maxBlockSpan {
+			j++
+		}
+		block := recs[i:j]
+		key := recordPrefix(block[0].deployment)
+		key = binary.BigEndian.AppendUint64(key, uint64(block[0].at))
+		key = binary.BigEndian.AppendUint32(key, s.seq.Add(1))
+		n := 0
+		for _, q := range block {
+			n += len(q.body) + 20
+		}
+		val := make([]byte, 0, n)
+		for pos, q := range block {
+			val = binary.AppendUvarint(val, uint64(q.at-block[0].at))
+			val = binary.AppendUvarint(val, uint64(len(q.body)))
+			val = append(val, q.body...)
+			idx := append(slices.Clip(key[1:]), byte(pos>>8), byte(pos))
+			if !set(append([]byte{tagIndex}, q.id...), idx) {
 				return
 			}
 		}
-		if q.done == nil {
-			n++
+		if !set(key, val) {
+			return
 		}
+		i = j
 	}
 	if err := wb.Flush(); err != nil {
 		s.log.Warn("prediction log: write failed", "error", err)
 		return
 	}
-	s.written.Add(uint64(n))
+	s.written.Add(uint64(len(recs)))
 }
 
 // Sync waits until every record appended before the call is written (or
@@ -226,45 +310,103 @@ func (s *Store) Sync() {
 	}
 }
 
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
 func recordPrefix(deployment string) []byte {
-	b := make([]byte, 0, len(deployment)+2+suffixLen)
+	b := make([]byte, 0, len(deployment)+2+suffixLen+posLen)
 	b = append(b, tagRecord)
 	b = append(b, deployment...)
 	return append(b, 0)
-}
-
-func recordKey(deployment string, suffix []byte) []byte {
-	return append(recordPrefix(deployment), suffix...)
 }
 
 func timeKey(prefix []byte, t time.Time) []byte {
 	return binary.BigEndian.AppendUint64(slices.Clip(prefix), uint64(max(t.UnixNano(), 0)))
 }
 
-// Query calls fn for the records of deployment logged in [from, to), oldest
-// first, with their labels, until fn returns false.
-func (s *Store) Query(deployment string, from, to time.Time, fn func(*Record) bool) error {
-	return s.db.View(func(txn *badger.Txn) error {
-		prefix := recordPrefix(deployment)
-		return scanRange(txn, prefix, from, to, func(key []byte, item *badger.Item) (bool, error) {
-			var r *Record
-			err := item.Value(func(val []byte) error {
-				var err error
-				r, err = decodeRecord(val)
-				return err
+// blockRecord is one record of a block: its place, time and encoding.
+type blockRecord struct {
+	pos  int
+	at   int64
+	body []byte
+}
+
+// eachInBlock calls fn for each record of a block whose key time is base,
+// until fn returns false.
+func eachInBlock(base int64, val []byte, fn func(blockRecord) bool) error {
+	for pos := 0; len(val) > 0; pos++ {
+		d, n := binary.Uvarint(val)
+		if n <= 0 {
+			return errCorrupt
+		}
+		val = val[n:]
+		l, n := binary.Uvarint(val)
+		if n <= 0 || uint64(len(val)-n) < l {
+			return errCorrupt
+		}
+		body := val[n : n+int(l)]
+		val = val[n+int(l):]
+		if !fn(blockRecord{pos: pos, at: base + int64(d), body: body}) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// recordAt finds the record at pos of a block.
+func recordAt(base int64, val []byte, pos int) (blockRecord, bool, error) {
+	var out blockRecord
+	found := false
+	err := eachInBlock(base, val, func(r blockRecord) bool {
+		if r.pos == pos {
+			out, found = r, true
+			return false
+		}
+		return true
+	})
+	return out, found, err
+}
+
+// scanBlocks calls fn for every record of deployment's blocks whose own
+// time lies in [from, to), with its block's key, until fn returns false.
+func scanBlocks(txn *badger.Txn, deployment string, from, to time.Time, fn func(key []byte, r blockRecord) (bool, error)) error {
+	prefix := recordPrefix(deployment)
+	lo, hi := from.UnixNano(), to.UnixNano()
+	return scanRange(txn, prefix, from.Add(-maxBlockSpan), to, func(key []byte, item *badger.Item) (bool, error) {
+		base := int64(binary.BigEndian.Uint64(key[len(prefix):]))
+		more := true
+		err := item.Value(func(val []byte) error {
+			var ferr error
+			err := eachInBlock(base, val, func(r blockRecord) bool {
+				if r.at < lo || r.at >= hi {
+					return true
+				}
+				more, ferr = fn(key, r)
+				return more && ferr == nil
 			})
-			if err != nil {
-				return false, err
+			if ferr != nil {
+				return ferr
 			}
-			r.Deployment = deployment
-			r.At = time.Unix(0, int64(binary.BigEndian.Uint64(key[len(prefix):]))).UTC()
-			lkey := slices.Clone(key)
-			lkey[0] = tagLabel
-			if li, err := txn.Get(lkey); err == nil {
-				_ = li.Value(func(val []byte) error { r.Labels = decodeFloats(val); return nil })
-			}
-			return fn(r), nil
+			return err
 		})
+		return more, err
 	})
 }
 
@@ -272,8 +414,8 @@ func (s *Store) Query(deployment string, from, to time.Time, fn func(*Record) bo
 func scanRange(txn *badger.Txn, prefix []byte, from, to time.Time, fn func(key []byte, item *badger.Item) (bool, error)) error {
 	o := badger.DefaultIteratorOptions
 	o.Prefix = prefix
-	// Values are small and live in the LSM tree beside their keys:
-	// prefetching them would only start a goroutine per item.
+	// Values live in the LSM tree beside their keys: prefetching them would
+	// only start a goroutine per item.
 	o.PrefetchValues = false
 	it := txn.NewIterator(o)
 	defer it.Close()
@@ -281,7 +423,7 @@ func scanRange(txn *badger.Txn, prefix []byte, from, to time.Time, fn func(key [
 	for it.Seek(timeKey(prefix, from)); it.ValidForPrefix(prefix); it.Next() {
 		item := it.Item()
 		key := item.Key()
-		if bytes.Compare(key, end) >= 0 || len(key) != len(prefix)+suffixLen {
+		if bytes.Compare(key, end) >= 0 || len(key) < len(prefix)+suffixLen {
 			break
 		}
 		more, err := fn(key, item)
@@ -290,6 +432,34 @@ func scanRange(txn *badger.Txn, prefix []byte, from, to time.Time, fn func(key [
 		}
 	}
 	return nil
+}
+
+// labelKey is the key of the labels of the record at pos of the block
+// whose key is 'p' + rest.
+func labelKey(rest []byte, pos int) []byte {
+	k := make([]byte, 0, 1+len(rest)+posLen)
+	k = append(k, tagLabel)
+	k = append(k, rest...)
+	return append(k, byte(pos>>8), byte(pos))
+}
+
+// Query calls fn for the records of deployment logged in [from, to), in
+// time order within each write, with their labels, until fn returns false.
+func (s *Store) Query(deployment string, from, to time.Time, fn func(*Record) bool) error {
+	return s.db.View(func(txn *badger.Txn) error {
+		return scanBlocks(txn, deployment, from, to, func(key []byte, br blockRecord) (bool, error) {
+			r, err := decodeRecord(br.body)
+			if err != nil {
+				return false, err
+			}
+			r.Deployment = deployment
+			r.At = time.Unix(0, br.at).UTC()
+			if li, err := txn.Get(labelKey(key[1:], br.pos)); err == nil {
+				_ = li.Value(func(val []byte) error { r.Labels = decodeFloats(val); return nil })
+			}
+			return fn(r), nil
+		})
+	})
 }
 
 // Columns are a window's logged rows, one slice per value: Features[j][i]
@@ -345,19 +515,13 @@ func (s *Store) Window(deployment string, from, to time.Time, maxRows int) (*Col
 		}
 		if first == nil {
 			first = c
-			out.Features = make([][]float64, len(c.Features))
-			out.Outputs = make([][]float64, len(c.Outputs))
 			total := 0
 			for _, r := range results {
 				total += r.Rows
 			}
 			total = min(total, maxRows)
-			for j := range out.Features {
-				out.Features[j] = make([]float64, 0, total)
-			}
-			for j := range out.Outputs {
-				out.Outputs[j] = make([]float64, 0, total)
-			}
+			out.Features = makeColumns(len(c.Features), total)
+			out.Outputs = makeColumns(len(c.Outputs), total)
 		}
 		if len(c.Features) != len(first.Features) || len(c.Outputs) != len(first.Outputs) {
 			out.Skipped += c.Rows
@@ -379,14 +543,22 @@ func (s *Store) Window(deployment string, from, to time.Time, maxRows int) (*Col
 	return out, nil
 }
 
+func makeColumns(n, capacity int) [][]float64 {
+	out := make([][]float64, n)
+	for j := range out {
+		out[j] = make([]float64, 0, capacity)
+	}
+	return out
+}
+
 // window reads one part of a Window.
 func (s *Store) window(deployment string, from, to time.Time, maxRows int) (*Columns, error) {
 	c := &Columns{}
 	width, outWidth := -1, -1
 	var rs rows
 	err := s.db.View(func(txn *badger.Txn) error {
-		return scanRange(txn, recordPrefix(deployment), from, to, func(_ []byte, item *badger.Item) (bool, error) {
-			if err := item.Value(func(val []byte) error { return decodeRows(val, &rs) }); err != nil {
+		return scanBlocks(txn, deployment, from, to, func(_ []byte, br blockRecord) (bool, error) {
+			if err := decodeRows(br.body, &rs); err != nil {
 				return false, err
 			}
 			if rs.Batch == 0 {
@@ -428,8 +600,10 @@ type Match struct {
 	// per row.
 	Rows     int
 	OutWidth int
-	// rest is the record's key after its tag: deployment, 0, time, seq.
+	// rest is the record's block key after its tag (deployment, 0, time,
+	// seq), and pos its place in the block.
 	rest []byte
+	pos  int
 }
 
 // Lookup finds the records of ids on this node.
@@ -444,31 +618,37 @@ func (s *Store) Lookup(ids []string) (map[string]Match, error) {
 			if err != nil {
 				return err
 			}
-			var pkey []byte
-			if err := item.Value(func(v []byte) error { pkey = append([]byte{tagRecord}, v...); return nil }); err != nil {
+			var where []byte
+			if err := item.Value(func(v []byte) error { where = slices.Clone(v); return nil }); err != nil {
 				return err
 			}
-			rec, err := txn.Get(pkey)
+			i := bytes.IndexByte(where, 0)
+			if i < 0 || len(where) != i+1+suffixLen+posLen {
+				return errCorrupt
+			}
+			m := Match{Deployment: string(where[:i]), rest: where[:len(where)-posLen], pos: int(where[len(where)-2])<<8 | int(where[len(where)-1])}
+			block, err := txn.Get(append([]byte{tagRecord}, m.rest...))
 			if errors.Is(err, badger.ErrKeyNotFound) {
-				continue // expired
+				continue // expired, or trimmed
 			}
 			if err != nil {
 				return err
 			}
-			m := Match{rest: pkey[1:]}
-			if i := bytes.IndexByte(pkey, 0); i > 0 {
-				m.Deployment = string(pkey[1:i])
-			}
-			err = rec.Value(func(val []byte) error {
-				r, err := decodeRecord(val)
+			base := int64(binary.BigEndian.Uint64(m.rest[i+1:]))
+			found := false
+			err = block.Value(func(val []byte) error {
+				br, ok, err := recordAt(base, val, m.pos)
+				if err != nil || !ok {
+					return err
+				}
+				r, err := decodeRecord(br.body)
 				if err != nil {
 					return err
 				}
-				m.Version = r.Version
+				found = true
+				m.Version, m.Rows = r.Version, 1
 				if len(r.Inputs) > 0 && len(r.Inputs[0].Shape) > 0 {
 					m.Rows = r.Inputs[0].Shape[0]
-				} else {
-					m.Rows = 1
 				}
 				if len(r.Outputs) > 0 && m.Rows > 0 {
 					m.OutWidth = r.Outputs[0].Len() / m.Rows
@@ -478,7 +658,9 @@ func (s *Store) Lookup(ids []string) (map[string]Match, error) {
 			if err != nil {
 				return err
 			}
-			out[id] = m
+			if found {
+				out[id] = m
+			}
 		}
 		return nil
 	})
@@ -505,8 +687,7 @@ func (s *Store) Label(labels map[string][]float64) ([]string, error) {
 			missing = append(missing, id)
 			continue
 		}
-		key := append([]byte{tagLabel}, m.rest...)
-		if err := wb.SetEntry(badger.NewEntry(key, encodeFloats(labels[id])).WithTTL(s.opts.Retention)); err != nil {
+		if err := wb.SetEntry(badger.NewEntry(labelKey(m.rest, m.pos), encodeFloats(labels[id])).WithTTL(s.opts.Retention)); err != nil {
 			return nil, err
 		}
 	}
@@ -519,31 +700,44 @@ func (s *Store) Label(labels map[string][]float64) ([]string, error) {
 func (s *Store) Labeled(deployment string, from, to time.Time, fn func(version uint64, out ml.Tensor, labels []float64)) error {
 	prefix := append([]byte{tagLabel}, deployment...)
 	prefix = append(prefix, 0)
+	lo, hi := from.UnixNano(), to.UnixNano()
 	return s.db.View(func(txn *badger.Txn) error {
-		return scanRange(txn, prefix, from, to, func(key []byte, item *badger.Item) (bool, error) {
+		var blockKey, block []byte // the block last read
+		return scanRange(txn, prefix, from.Add(-maxBlockSpan), to, func(key []byte, item *badger.Item) (bool, error) {
+			if len(key) != len(prefix)+suffixLen+posLen {
+				return true, nil
+			}
+			rest := key[1 : len(key)-posLen]
+			if !bytes.Equal(blockKey, rest) {
+				bi, err := txn.Get(append([]byte{tagRecord}, rest...))
+				if errors.Is(err, badger.ErrKeyNotFound) {
+					return true, nil
+				}
+				if err != nil {
+					return false, err
+				}
+				if block, err = bi.ValueCopy(block[:0]); err != nil {
+					return false, err
+				}
+				blockKey = slices.Clone(rest)
+			}
+			base := int64(binary.BigEndian.Uint64(key[len(prefix):]))
+			br, ok, err := recordAt(base, block, int(key[len(key)-2])<<8|int(key[len(key)-1]))
+			if err != nil || !ok || br.at < lo || br.at >= hi {
+				return err == nil, err
+			}
 			var labels []float64
 			if err := item.Value(func(v []byte) error { labels = decodeFloats(v); return nil }); err != nil {
 				return false, err
 			}
-			pkey := slices.Clone(key)
-			pkey[0] = tagRecord
-			rec, err := txn.Get(pkey)
-			if errors.Is(err, badger.ErrKeyNotFound) {
-				return true, nil
-			}
+			r, err := decodeRecord(br.body)
 			if err != nil {
 				return false, err
 			}
-			return true, rec.Value(func(val []byte) error {
-				r, err := decodeRecord(val)
-				if err != nil {
-					return err
-				}
-				if len(r.Outputs) > 0 {
-					fn(r.Version, r.Outputs[0], labels)
-				}
-				return nil
-			})
+			if len(r.Outputs) > 0 {
+				fn(r.Version, r.Outputs[0], labels)
+			}
+			return true, nil
 		})
 	})
 }
@@ -646,42 +840,18 @@ func (s *Store) RemovePending(items []Pending) error {
 	return wb.Flush()
 }
 
-// Deployments lists the deployments with records, with each one's oldest
-// record's time.
-func (s *Store) Deployments() (map[string]time.Time, error) {
-	out := map[string]time.Time{}
-	err := s.db.View(func(txn *badger.Txn) error {
-		o := badger.DefaultIteratorOptions
-		o.Prefix = []byte{tagRecord}
-		o.PrefetchValues = false
-		it := txn.NewIterator(o)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); {
-			key := it.Item().Key()
-			i := bytes.IndexByte(key, 0)
-			if i < 0 || len(key) != i+1+suffixLen {
-				it.Next()
-				continue
-			}
-			name := string(key[1:i])
-			out[name] = time.Unix(0, int64(binary.BigEndian.Uint64(key[i+1:])))
-			it.Seek(append([]byte{tagRecord}, append([]byte(name), 1)...))
-		}
-		return nil
-	})
-	return out, err
-}
-
-// Trim deletes the oldest records, across deployments by time, while the
-// live records take more than MaxBytes, down to nine tenths of it. It
-// returns how many it deleted. Disk space follows as Badger compacts.
+// Trim deletes the oldest blocks of records, across deployments by time,
+// while the live records take more than MaxBytes, down to nine tenths of it,
+// with their labels. It returns how many records it deleted. Disk space
+// follows as Badger compacts.
 func (s *Store) Trim() (int, error) {
-	type rec struct {
-		key  []byte
-		at   uint64
-		size int64
+	type block struct {
+		key     []byte
+		at      uint64
+		size    int64
+		records int
 	}
-	var all []rec
+	var all []block
 	var total int64
 	err := s.db.View(func(txn *badger.Txn) error {
 		o := badger.DefaultIteratorOptions
@@ -695,46 +865,59 @@ func (s *Store) Trim() (int, error) {
 			if len(key) < suffixLen+2 {
 				continue
 			}
-			size := item.EstimatedSize() + int64(len(key))
-			total += size
-			all = append(all, rec{key: key, at: binary.BigEndian.Uint64(key[len(key)-suffixLen:]), size: size})
+			b := block{key: key, at: binary.BigEndian.Uint64(key[len(key)-suffixLen:]), size: item.EstimatedSize() + int64(len(key))}
+			total += b.size
+			all = append(all, b)
 		}
 		return nil
 	})
 	if err != nil || total <= s.opts.MaxBytes {
 		return 0, err
 	}
-	slices.SortFunc(all, func(a, b rec) int { return cmpUint(a.at, b.at) })
+	slices.SortFunc(all, func(a, b block) int { return cmpInt(int64(a.at), int64(b.at)) })
 	target := s.opts.MaxBytes / 10 * 9
-	wb := s.db.NewWriteBatch()
-	defer wb.Cancel()
-	n := 0
-	for _, r := range all {
+	var doomed [][]byte
+	for _, b := range all {
 		if total <= target {
 			break
 		}
-		if err := wb.Delete(r.key); err != nil {
-			return n, err
+		doomed = append(doomed, b.key)
+		total -= b.size
+	}
+	n := 0
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	err = s.db.View(func(txn *badger.Txn) error {
+		for _, key := range doomed {
+			item, err := txn.Get(key)
+			if err != nil {
+				continue
+			}
+			base := int64(binary.BigEndian.Uint64(key[len(key)-suffixLen:]))
+			_ = item.Value(func(val []byte) error {
+				return eachInBlock(base, val, func(blockRecord) bool { n++; return true })
+			})
+			if err := wb.Delete(key); err != nil {
+				return err
+			}
+			o := badger.DefaultIteratorOptions
+			o.Prefix = append([]byte{tagLabel}, key[1:]...)
+			o.PrefetchValues = false
+			it := txn.NewIterator(o)
+			for it.Rewind(); it.Valid(); it.Next() {
+				if err := wb.Delete(it.Item().KeyCopy(nil)); err != nil {
+					it.Close()
+					return err
+				}
+			}
+			it.Close()
 		}
-		lkey := slices.Clone(r.key)
-		lkey[0] = tagLabel
-		if err := wb.Delete(lkey); err != nil {
-			return n, err
-		}
-		total -= r.size
-		n++
+		return nil
+	})
+	if err != nil {
+		return 0, err
 	}
 	return n, wb.Flush()
-}
-
-func cmpUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // RunGC reclaims value log space Badger can give back.

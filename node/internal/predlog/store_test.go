@@ -401,11 +401,13 @@ func TestStore_RetentionExpiresEntries(t *testing.T) {
 	})
 }
 
-// recordSizes returns each live record's size as Trim counts it (Badger's
-// estimate of the entry, plus the key), by the record's time in unix nanos.
-func recordSizes(t testing.TB, s *Store) map[int64]int64 {
+// blockSizes returns each live block's time (its oldest record's, unix
+// nanos) and size as Trim counts it (Badger's estimate, plus the key),
+// oldest first.
+func blockSizes(t testing.TB, s *Store) (times, sizes []int64) {
 	t.Helper()
-	sizes := map[int64]int64{}
+	type block struct{ at, size int64 }
+	var blocks []block
 	must(t, s.db.View(func(txn *badger.Txn) error {
 		o := badger.DefaultIteratorOptions
 		o.Prefix = []byte{tagRecord}
@@ -414,32 +416,42 @@ func recordSizes(t testing.TB, s *Store) map[int64]int64 {
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			key := it.Item().Key()
-			at := int64(binary.BigEndian.Uint64(key[len(key)-suffixLen:]))
-			sizes[at] = it.Item().EstimatedSize() + int64(len(key))
+			blocks = append(blocks, block{int64(binary.BigEndian.Uint64(key[len(key)-suffixLen:])), it.Item().EstimatedSize() + int64(len(key))})
 		}
 		return nil
 	}))
-	return sizes
+	slices.SortFunc(blocks, func(a, b block) int { return cmpInt(a.at, b.at) })
+	for _, b := range blocks {
+		times, sizes = append(times, b.at), append(sizes, b.size)
+	}
+	return times, sizes
 }
 
-// labelTimes returns the times of the label entries in the store, whether or
-// not their record is still there (which Labeled would not tell).
-func labelTimes(t testing.TB, s *Store) []int64 {
+// labelCount counts the label entries in the store, whether or not their
+// record is still there (which Labeled would not tell).
+func labelCount(t testing.TB, s *Store) int {
 	t.Helper()
-	var out []int64
+	n := 0
 	must(t, s.db.View(func(txn *badger.Txn) error {
 		o := badger.DefaultIteratorOptions
 		o.Prefix = []byte{tagLabel}
+		o.PrefetchValues = false
 		it := txn.NewIterator(o)
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
-			key := it.Item().Key()
-			out = append(out, int64(binary.BigEndian.Uint64(key[len(key)-suffixLen:])))
+			n++
 		}
 		return nil
 	}))
-	slices.Sort(out)
-	return out
+	return n
+}
+
+func sum(v []int64) int64 {
+	var n int64
+	for _, x := range v {
+		n += x
+	}
+	return n
 }
 
 func TestStore_TrimDeletesTheOldestAcrossDeployments(t *testing.T) {
@@ -449,9 +461,10 @@ func TestStore_TrimDeletesTheOldestAcrossDeployments(t *testing.T) {
 		t.Fatalf("Trim of an empty store = %d, %v", n, err)
 	}
 
-	// 600 records of 20 features, ~250 bytes each as Trim counts them, taking
-	// turns between two deployments one millisecond apart; each labelled.
-	const total = 600
+	// 600 records of 20 features taking turns between two deployments one
+	// millisecond apart, written 50 at a time (so in 24 blocks), each
+	// labelled.
+	const total, perWrite = 600, 50
 	at := func(i int) time.Time { return t0.Add(time.Duration(i) * time.Millisecond) }
 	recs := make([]*Record, total)
 	labels := map[string][]float64{}
@@ -460,57 +473,44 @@ func TestStore_TrimDeletesTheOldestAcrossDeployments(t *testing.T) {
 		recs[i] = tabular(fmt.Sprintf("r%03d", i), deployment, at(i), 1, make([]float64, 20), []float64{0.2, 0.3, 0.5})
 		labels[recs[i].ID] = []float64{float64(i % 3)}
 	}
-	appendAll(t, s, recs...)
+	for i := 0; i < total; i += perWrite {
+		appendAll(t, s, recs[i:i+perWrite]...)
+	}
 	if missing, err := s.Label(labels); err != nil || len(missing) != 0 {
 		t.Fatalf("Label = %v, %v", missing, err)
 	}
-	sizes := recordSizes(t, s)
-	var before int64
-	for _, n := range sizes {
-		before += n
-	}
-	if len(sizes) != total || before <= maxBytes {
-		t.Fatalf("the store holds %d records of %d bytes in all; the test needs %d over %d", len(sizes), before, total, maxBytes)
+	times, sizes := blockSizes(t, s)
+	if len(times) != 2*total/perWrite || sum(sizes) <= maxBytes {
+		t.Fatalf("the store holds %d blocks of %d bytes in all; the test needs %d over %d", len(times), sum(sizes), 2*total/perWrite, maxBytes)
 	}
 
 	deleted, err := s.Trim()
 	if err != nil {
 		t.Fatalf("Trim: %v", err)
 	}
-	// The survivors are the newest records, whichever deployment they are of.
-	var survivors []string
+	var survivors []*Record
 	for _, d := range []string{"iris", "iris2"} {
-		survivors = append(survivors, ids(queryAll(t, s, d, t0, at(total)))...)
+		survivors = append(survivors, queryAll(t, s, d, t0, at(total))...)
 	}
-	slices.Sort(survivors)
-	first := total - len(survivors)
-	if deleted != first || first == 0 || len(survivors) == 0 {
+	if deleted+len(survivors) != total || deleted == 0 || len(survivors) == 0 {
 		t.Fatalf("Trim deleted %d records and %d are left, of %d", deleted, len(survivors), total)
 	}
-	for i, id := range survivors {
-		if want := recs[first+i].ID; id != want {
-			t.Fatalf("survivor %d is %s, want %s: Trim must delete the oldest records across deployments", i, id, want)
-		}
-	}
-	// They fit in nine tenths of MaxBytes, and one more would not: Trim
-	// deleted no more than it had to.
-	var kept int64
-	for i := first; i < total; i++ {
-		kept += sizes[at(i).UnixNano()]
+	// The oldest blocks went, whichever deployment they were of: every
+	// surviving block is newer than every deleted one, and the survivors
+	// fit in nine tenths of MaxBytes while the newest deleted block would
+	// not: Trim deleted no more than it had to.
+	keptTimes, keptSizes := blockSizes(t, s)
+	gone := len(times) - len(keptTimes)
+	if !slices.Equal(keptTimes, times[gone:]) {
+		t.Fatalf("blocks left %v, want the newest %d of %v", keptTimes, len(keptTimes), times)
 	}
 	target := int64(maxBytes) / 10 * 9
-	if kept > target || kept+sizes[at(first-1).UnixNano()] <= target {
-		t.Fatalf("the %d records left take %d bytes; want at most %d, with the newest deleted one (%d bytes) over it",
-			len(survivors), kept, target, sizes[at(first-1).UnixNano()])
+	if kept := sum(keptSizes); kept > target || kept+sizes[gone-1] <= target {
+		t.Fatalf("the %d blocks left take %d bytes; want at most %d, with the newest deleted one (%d bytes) over it", len(keptTimes), kept, target, sizes[gone-1])
 	}
-	if got := recordSizes(t, s); len(got) != len(survivors) {
-		t.Fatalf("%d records in the store, %d returned by Query", len(got), len(survivors))
-	}
-
 	// The labels of the deleted records went with them.
-	lt := labelTimes(t, s)
-	if len(lt) != len(survivors) || lt[0] != at(first).UnixNano() {
-		t.Fatalf("%d labels left, the oldest at %d; want %d, the oldest at %d", len(lt), lt[0], len(survivors), at(first).UnixNano())
+	if n := labelCount(t, s); n != len(survivors) {
+		t.Fatalf("%d labels left for %d records", n, len(survivors))
 	}
 	// A deleted record is no longer found, and labelling it reports it missing.
 	if found, err := s.Lookup([]string{recs[0].ID, recs[total-1].ID}); err != nil || len(found) != 1 {
@@ -522,6 +522,43 @@ func TestStore_TrimDeletesTheOldestAcrossDeployments(t *testing.T) {
 
 	if n, err := s.Trim(); err != nil || n != 0 {
 		t.Fatalf("Trim under the bound = %d, %v; want 0", n, err)
+	}
+}
+
+// TestStore_BlocksSpanABoundedTime: records written at once go into blocks
+// of at most maxBlockRecords spanning at most maxBlockSpan, and a range
+// read keeps each record by its own time, also from a block that starts
+// before the range.
+func TestStore_BlocksSpanABoundedTime(t *testing.T) {
+	s := testStore(t, Options{})
+	var recs []*Record
+	for i := range 600 { // 300 in the first half second, then 300 over 3 s
+		d := time.Duration(i) * time.Millisecond
+		if i >= 300 {
+			d = 300*time.Millisecond + time.Duration(i-300)*10*time.Millisecond
+		}
+		recs = append(recs, tabular(fmt.Sprintf("b%d", i), "iris", t0.Add(d), 1, []float64{float64(i)}, []float64{0}))
+	}
+	appendAll(t, s, recs...)
+	times, _ := blockSizes(t, s)
+	for i := 1; i < len(times); i++ {
+		if times[i] <= times[i-1] {
+			t.Fatalf("block times %v are not increasing", times)
+		}
+	}
+	// 300 in 0.3 s: two blocks by count; then 300 over 3 s: at least three
+	// more by span.
+	if len(times) < 5 {
+		t.Fatalf("%d blocks, want at least 5", len(times))
+	}
+	from, to := t0.Add(700*time.Millisecond), t0.Add(1500*time.Millisecond)
+	got := queryAll(t, s, "iris", from, to)
+	if len(got) != 80 || got[0].ID != "b340" || got[79].ID != "b419" {
+		t.Fatalf("Query of [0.7 s, 1.5 s) gave %d records, %v...; want b340 to b419", len(got), ids(got[:min(len(got), 3)]))
+	}
+	c, err := s.Window("iris", from, to, 1000)
+	if err != nil || c.Rows != 80 || c.Features[0][0] != 340 {
+		t.Fatalf("Window = %+v, %v", c, err)
 	}
 }
 
