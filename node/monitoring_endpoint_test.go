@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/kilnml/kiln/cluster-tests/testutil"
+	"github.com/kilnml/kiln/raftfsm/structs"
 )
 
 func withFastAlerts(c *Config) { c.Monitoring.AlertInterval = 200 * time.Millisecond }
@@ -280,5 +282,27 @@ func TestMonitoring_PipelineWaitsForAlert(t *testing.T) {
 	run = waitPipelineRun(t, a, "paged", id)
 	if out, _ := stepsOf(run)["paged"]["outputs"].(map[string]any); run["state"] != "succeeded" || out["alert"] != "always" {
 		t.Fatalf("run = %v", run)
+	}
+}
+
+// TestScore: live metrics by task and output width, as Evaluate reads them.
+func TestScore(t *testing.T) {
+	reg := score(2, structs.TaskRegression, 2, 1, []float64{1, 2, 3}, []float64{1, 2, 5})
+	if reg.Labeled != 3 || reg.RMSE == nil || math.Abs(*reg.RMSE-math.Sqrt(4.0/3)) > 1e-12 || math.Abs(*reg.MAE-2.0/3) > 1e-12 || reg.Accuracy != nil {
+		t.Errorf("regression %+v", reg)
+	}
+	// A binary classifier giving P(class 1) per row, and one giving a
+	// column per class: the same scores.
+	y := []float64{1, 0, 1, 0}
+	one := score(1, structs.TaskClassification, 2, 1, y, []float64{0.9, 0.2, 0.4, 0.1})
+	two := score(1, structs.TaskClassification, 2, 2, y, []float64{0.1, 0.9, 0.8, 0.2, 0.6, 0.4, 0.9, 0.1})
+	for _, p := range []VersionPerformance{one, two} {
+		if p.Accuracy == nil || *p.Accuracy != 0.75 || *p.AUC != 1 || math.Abs(*p.F1-2.0/3) > 1e-12 || p.RMSE != nil {
+			t.Errorf("binary %+v", p)
+		}
+	}
+	// Labels of more classes than a binary model gives are not scored.
+	if p := score(1, structs.TaskClassification, 2, 1, []float64{2}, []float64{0.5}); p.Accuracy != nil {
+		t.Errorf("class 2 of a binary model scored: %+v", p)
 	}
 }

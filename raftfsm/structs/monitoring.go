@@ -395,8 +395,10 @@ type Alert struct {
 	Deployment string    `msgpack:"deployment" json:"deployment"`
 	State      string    `msgpack:"state" json:"state"`
 	Since      time.Time `msgpack:"since" json:"since"`
-	// Value is the condition's left-hand side when it was last evaluated
-	// (the share of drifted features in drift.share_drifted > 0.25).
+	// Value is the condition's left-hand side (the share of drifted
+	// features in drift.share_drifted > 0.25) when the alert last moved;
+	// the evaluator does not write every evaluation's value to the
+	// registry. /metrics's kiln_alert_value shows the same.
 	Value float64 `msgpack:"value" json:"value"`
 	// FiredAt is when the alert last fired; Fired how many times.
 	FiredAt     time.Time      `msgpack:"fired_at" json:"fired_at"`
