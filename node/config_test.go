@@ -332,3 +332,40 @@ limits {
 		}
 	}
 }
+
+func TestLoadFiles_Monitoring(t *testing.T) {
+	dir := t.TempDir()
+	p := writeFile(t, dir, "mon.hcl", `
+monitoring {
+  sample_rate    = 0.25
+  retention      = "24h"
+  max_log_bytes  = 104857600
+  label_grace    = "10m"
+  alert_interval = "2s"
+}
+`)
+	cfg, err := LoadFiles(DefaultConfig(), []string{p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := MonitoringConfig{SampleRate: 0.25, Retention: 24 * time.Hour, MaxLogBytes: 100 << 20, LabelGrace: 10 * time.Minute, AlertInterval: 2 * time.Second}
+	if cfg.Monitoring != want {
+		t.Fatalf("monitoring = %+v, want %+v", cfg.Monitoring, want)
+	}
+	for _, bad := range []struct{ body, want string }{
+		{"monitoring {\n  sample_rate = 2\n}\n", "monitoring.sample_rate"},
+		{"monitoring {\n  alert_interval = \"0s\"\n}\n", "alert_interval"},
+		{"monitoring {\n  max_log_bytes = 10\n}\n", "max_log_bytes"},
+		{"monitoring {\n  retention = \"later\"\n}\n", "monitoring.retention"},
+	} {
+		p := writeFile(t, dir, "bad.hcl", bad.body)
+		cfg, err := LoadFiles(DefaultConfig(), []string{p})
+		if err == nil {
+			cfg.DataDir = dir
+			err = cfg.Validate()
+		}
+		if err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%q: %v, want an error naming %s", bad.body, err, bad.want)
+		}
+	}
+}
