@@ -74,7 +74,7 @@ func allocIP(t testing.TB) string {
 }
 
 func portsFree(ip string) bool {
-	for _, p := range []string{"7070", "7071", "7072"} {
+	for _, p := range []string{"7070", "7071", "7072", "7073"} {
 		ln, err := net.Listen("tcp", net.JoinHostPort(ip, p))
 		if err != nil {
 			return false

@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftwal "github.com/hashicorp/raft-wal"
@@ -74,6 +76,10 @@ type Agent struct {
 	runLog     *runLogger
 	http       *http.Server
 	httpLn     net.Listener
+	// grpc serves the v2 inference protocol over gRPC (grpc_endpoint.go);
+	// nil with ports.grpc = -1.
+	grpc   *grpc.Server
+	grpcLn net.Listener
 	// acl resolves request tokens; nil while ACLs are disabled.
 	acl *acl.Resolver
 	// audit is the audit log (acl { audit_file }); nil without one.
@@ -229,6 +235,9 @@ func New(cfg Config, logger hclog.Logger) (a *Agent, err error) {
 			a.logger.Error("http server stopped", "error", err)
 		}
 	})
+	if err := a.startGRPC(); err != nil {
+		return nil, err
+	}
 	a.goFunc(func() { a.gossip.joinLoop(a.ctx, cfg.RetryJoin, cfg.GossipPort, cfg.RetryInterval) })
 	a.goFunc(a.bootstrapLoop)
 	a.goFunc(a.monitorLeadership)
@@ -552,6 +561,7 @@ func (a *Agent) Shutdown() error {
 		} else if a.httpLn != nil {
 			a.httpLn.Close()
 		}
+		a.stopGRPC()
 		if a.gossip != nil {
 			errs = append(errs, a.gossip.shutdown())
 		}

@@ -23,6 +23,7 @@ const (
 	DefaultHTTPPort   = 7070
 	DefaultRPCPort    = 7071
 	DefaultGossipPort = 7072
+	DefaultGRPCPort   = 7073
 )
 
 // Config is the agent's whole configuration after files and flags are merged.
@@ -34,6 +35,9 @@ type Config struct {
 	HTTPAddr        string // host:port
 	RPCPort         int
 	GossipPort      int
+	// GRPCPort serves the Open Inference Protocol v2 over gRPC on the HTTP
+	// address's host; -1 turns it off, 0 takes any free port.
+	GRPCPort int
 	BootstrapExpect int
 	RetryJoin       []string // host[:gossip_port]
 	RetryInterval   time.Duration
@@ -238,6 +242,7 @@ func DefaultConfig() Config {
 		BindAddr:            "0.0.0.0",
 		RPCPort:             DefaultRPCPort,
 		GossipPort:          DefaultGossipPort,
+		GRPCPort:            DefaultGRPCPort,
 		RetryInterval:       time.Second,
 		LogLevel:            "info",
 		MaxVoters:           5,
@@ -312,6 +317,9 @@ func (c *Config) Validate() error {
 		if p.v < 0 || p.v > 65535 {
 			return fmt.Errorf("node: %s %d is not a port", p.name, p.v)
 		}
+	}
+	if c.GRPCPort < -1 || c.GRPCPort > 65535 {
+		return fmt.Errorf("node: ports.grpc %d is not a port (-1 turns gRPC off)", c.GRPCPort)
 	}
 	if c.BootstrapExpect < 0 {
 		return fmt.Errorf("node: bootstrap_expect must be >= 0, got %d", c.BootstrapExpect)
@@ -594,6 +602,7 @@ type fileServing struct {
 type filePorts struct {
 	RPC    *int `hcl:"rpc,optional"`
 	Gossip *int `hcl:"gossip,optional"`
+	GRPC   *int `hcl:"grpc,optional"`
 }
 
 type fileRaft struct {
@@ -882,6 +891,9 @@ func (fc *fileConfig) applyTo(c *Config, body hcl.Body) error {
 		}
 		if fc.Ports.Gossip != nil {
 			c.GossipPort = *fc.Ports.Gossip
+		}
+		if fc.Ports.GRPC != nil {
+			c.GRPCPort = *fc.Ports.GRPC
 		}
 	}
 	if fc.HTTP != nil && fc.HTTP.MaxBodyBytes != nil {

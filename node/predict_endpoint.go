@@ -85,22 +85,31 @@ type predictBody struct {
 	featureRequest
 }
 
-// predict runs inputs through target's version, the shared end of v1 and v2
-// inference: a tabular input gets its batch dimension, the answer may take
-// the deployment's timeout, and an error is written (false) as serving's
-// errors map onto HTTP. A request answered is offered to the prediction
-// log under id.
+// predict runs inputs through target's version for v1 and v2 over HTTP
+// (infer): the answer may take the deployment's timeout, and an error is
+// written (false) as serving's errors map onto HTTP.
 func (a *Agent) predict(w http.ResponseWriter, r *http.Request, id string, target *serving.Target, inputs []ml.Tensor) ([]ml.Tensor, bool) {
-	tensorjson.NormalizeTabular(inputs, &target.Version.Schema)
 	extendWriteDeadline(w, target.Deployment)
-	start := time.Now()
-	out, err := a.serving.router.Predict(r.Context(), target, inputs)
+	out, err := a.infer(r.Context(), id, target, inputs)
 	if err != nil {
 		writePredictError(w, err)
 		return nil, false
 	}
-	a.logPrediction(id, target, start, inputs, out)
 	return out, true
+}
+
+// infer is the end of inference that HTTP and gRPC share: a tabular input
+// gets its batch dimension, the router scores it (recording the metrics),
+// and the answered request is offered to the prediction log under id.
+func (a *Agent) infer(ctx context.Context, id string, target *serving.Target, inputs []ml.Tensor) ([]ml.Tensor, error) {
+	tensorjson.NormalizeTabular(inputs, &target.Version.Schema)
+	start := time.Now()
+	out, err := a.serving.router.Predict(ctx, target, inputs)
+	if err != nil {
+		return nil, err
+	}
+	a.logPrediction(id, target, start, inputs, out)
+	return out, nil
 }
 
 // writePredictions answers {"id", "model", "predictions", "version"}.

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/kilnml/kiln/actors/serving"
 	"github.com/kilnml/kiln/ml"
@@ -86,12 +85,32 @@ func (a *Agent) handleV2ModelMeta(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	meta, err := a.v2ModelMetadata(name, version)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, meta)
+}
+
+// v2ModelMeta is a model's v2 metadata, which gRPC answers too.
+type v2ModelMeta struct {
+	Name     string         `json:"name"`
+	Versions []string       `json:"versions"`
+	Platform string         `json:"platform"`
+	Inputs   []v2TensorMeta `json:"inputs"`
+	Outputs  []v2TensorMeta `json:"outputs"`
+}
+
+// v2ModelMetadata describes a model: its versions, and the inputs and
+// outputs of version (0: the one the deployment weighs first, or the
+// latest).
+func (a *Agent) v2ModelMetadata(name string, version uint64) (*v2ModelMeta, error) {
 	txn := a.fsm.ReadTxn()
 	defer txn.Discard()
 	m, err := txn.Model(name)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	if version == 0 {
 		version = m.LatestVersion
@@ -101,13 +120,11 @@ func (a *Agent) handleV2ModelMeta(w http.ResponseWriter, r *http.Request) {
 	}
 	v, err := txn.Version(name, version)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	versions, _, err := txn.Versions(name, "", 0)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	list := make([]string, len(versions))
 	for i, x := range versions {
@@ -120,10 +137,7 @@ func (a *Agent) handleV2ModelMeta(w http.ResponseWriter, r *http.Request) {
 		}
 		return out
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
-		"name": name, "versions": list, "platform": "kiln-" + v.Format,
-		"inputs": meta(v.Schema.Inputs), "outputs": meta(v.Schema.Outputs),
-	})
+	return &v2ModelMeta{Name: name, Versions: list, Platform: "kiln-" + v.Format, Inputs: meta(v.Schema.Inputs), Outputs: meta(v.Schema.Outputs)}, nil
 }
 
 // handleV2ModelReady is 200 when a replica of the version (or of the
@@ -139,22 +153,31 @@ func (a *Agent) handleV2ModelReady(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	_, err = a.serving.router.Resolve(name, serving.Selector{Version: version})
-	switch structs.ErrorCode(err) {
-	case structs.CodeNotFound:
+	ready, err := a.v2ModelReady(name, version)
+	if err != nil {
 		writeError(w, err)
 		return
-	case structs.CodeInternal:
-		if err != nil {
-			writeError(w, err)
-			return
-		}
 	}
 	status := http.StatusOK
-	if err != nil {
+	if !ready {
 		status = http.StatusServiceUnavailable
 	}
-	writeJSON(w, status, map[string]any{"name": name, "ready": err == nil})
+	writeJSON(w, status, map[string]any{"name": name, "ready": ready})
+}
+
+// v2ModelReady reports whether a replica of the version (or of the
+// deployment's traffic) runs; an unknown model or version is an error.
+func (a *Agent) v2ModelReady(name string, version uint64) (bool, error) {
+	_, err := a.serving.router.Resolve(name, serving.Selector{Version: version})
+	switch structs.ErrorCode(err) {
+	case structs.CodeNotFound:
+		return false, err
+	case structs.CodeInternal:
+		if err != nil {
+			return false, err
+		}
+	}
+	return err == nil, nil
 }
 
 func (a *Agent) handleV2Infer(w http.ResponseWriter, r *http.Request) {
@@ -285,22 +308,13 @@ func (req *v2InferRequest) tensors(raw []byte, s *structs.Schema) ([]ml.Tensor, 
 	return inputs, nil
 }
 
-// checkOutputs refuses a requested output the model does not have, when
-// its schema names its outputs.
+// checkOutputs refuses a requested output the model does not have.
 func (req *v2InferRequest) checkOutputs(s *structs.Schema) error {
-	if len(s.Outputs) == 0 {
-		return nil
-	}
-	names := make([]string, len(s.Outputs))
-	for i, o := range s.Outputs {
+	names := make([]string, len(req.Outputs))
+	for i, o := range req.Outputs {
 		names[i] = o.Name
 	}
-	for i, o := range req.Outputs {
-		if !slices.Contains(names, o.Name) {
-			return structs.Errorf(structs.CodeInvalid, "outputs[%d].name %q is not an output of the model (outputs: %s)", i, o.Name, strings.Join(names, ", "))
-		}
-	}
-	return nil
+	return tensorjson.CheckOutputs(names, s)
 }
 
 // writeV2Response answers an infer request with the outputs it asked for

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"math"
 	"strconv"
+	"strings"
 
 	"github.com/kilnml/kiln/ml"
 	"github.com/kilnml/kiln/raftfsm/structs"
@@ -267,4 +268,22 @@ func V2JSONOutput(t ml.Tensor, s *structs.Schema) V2Output {
 		data[j] = jsonNumber(x)
 	}
 	return V2Output{Name: t.Name, Shape: t.Shape, Datatype: OutputType(t.Name, s), Data: data}
+}
+
+// CheckOutputs refuses a requested output the model does not have, when
+// its schema names its outputs; names are the requested outputs in order.
+func CheckOutputs(names []string, s *structs.Schema) error {
+	if len(s.Outputs) == 0 {
+		return nil
+	}
+	for i, n := range names {
+		if !slicesContainsName(s.Outputs, n) {
+			have := make([]string, len(s.Outputs))
+			for j, o := range s.Outputs {
+				have[j] = o.Name
+			}
+			return structs.Errorf(structs.CodeInvalid, "outputs[%d].name %q is not an output of the model (outputs: %s)", i, n, strings.Join(have, ", "))
+		}
+	}
+	return nil
 }
