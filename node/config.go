@@ -28,16 +28,16 @@ const (
 
 // Config is the agent's whole configuration after files and flags are merged.
 type Config struct {
-	NodeName        string
-	DataDir         string
-	BindAddr        string // IP for gossip, RPC and HTTP unless overridden
-	AdvertiseAddr   string // IP other nodes use to reach this one; defaults to BindAddr, or see settleAdvertiseAddr
-	HTTPAddr        string // host:port
-	RPCPort         int
-	GossipPort      int
+	NodeName      string
+	DataDir       string
+	BindAddr      string // IP for gossip, RPC and HTTP unless overridden
+	AdvertiseAddr string // IP other nodes use to reach this one; defaults to BindAddr, or see settleAdvertiseAddr
+	HTTPAddr      string // host:port
+	RPCPort       int
+	GossipPort    int
 	// GRPCPort serves the Open Inference Protocol v2 over gRPC on the HTTP
 	// address's host; -1 turns it off, 0 takes any free port.
-	GRPCPort int
+	GRPCPort        int
 	BootstrapExpect int
 	RetryJoin       []string // host[:gossip_port]
 	RetryInterval   time.Duration
