@@ -19,7 +19,7 @@ import (
 
 // grpcClient dials the node's gRPC port with a client generated from the
 // same proto.
-func grpcClient(t *testing.T, a *Agent) inferencepb.GRPCInferenceServiceClient {
+func grpcClient(t testing.TB, a *Agent) inferencepb.GRPCInferenceServiceClient {
 	t.Helper()
 	conn, err := grpc.NewClient(a.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
