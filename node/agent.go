@@ -88,7 +88,9 @@ type Agent struct {
 	keyring *keyring
 	// uploads and restores count the model uploads and snapshot restores in
 	// progress, against limits {} (limits.go); their zero values are ready.
-	uploads, restores inFlight
+	uploadSlots, restores inFlight
+	// uploads are the asynchronous uploads this node took (uploads.go).
+	uploads uploads
 
 	// leaderReady is true while this node is leader and has passed a barrier in its
 	// term, so its FSM holds every committed entry: consistent reads need that.

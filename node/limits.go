@@ -60,7 +60,7 @@ func (f *inFlight) acquire(limit int, what, key string) (release func(), err err
 
 // acquireUpload takes one of limits.max_concurrent_uploads.
 func (a *Agent) acquireUpload() (func(), error) {
-	return a.uploads.acquire(a.cfg.Limits.MaxConcurrentUploads, "uploads", "limits.max_concurrent_uploads")
+	return a.uploadSlots.acquire(a.cfg.Limits.MaxConcurrentUploads, "uploads", "limits.max_concurrent_uploads")
 }
 
 // acquireRestore takes one of limits.max_concurrent_restores.

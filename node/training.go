@@ -93,7 +93,7 @@ func (h trainingHost) RegisterModel(ctx context.Context, name, format, path stri
 		return 0, err
 	}
 	v := structs.ModelVersion{Model: name, Format: format, Lineage: lineage, Metadata: metadata}
-	stored, _, err := a.recordVersion(ctx, &v, tmp, digest, size, nil)
+	stored, _, err := a.recordVersion(ctx, &v, tmp, digest, size, nil, nil)
 	if err != nil {
 		return 0, err
 	}

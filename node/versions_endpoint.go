@@ -16,6 +16,7 @@ import (
 	"github.com/kilnml/kiln/node/internal/blobs"
 	"github.com/kilnml/kiln/raftfsm"
 	"github.com/kilnml/kiln/raftfsm/structs"
+	"github.com/kilnml/kiln/transport"
 )
 
 // handleVersionCreate takes a model file as the request body and records it
@@ -59,6 +60,15 @@ func (a *Agent) handleVersionCreate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err) // checked again when the version is applied
 		return
 	}
+	async := false
+	switch q := r.URL.Query().Get("async"); q {
+	case "", "false":
+	case "true":
+		async = true
+	default:
+		writeError(w, structs.Errorf(structs.CodeInvalid, "async must be true or false, not %q", q))
+		return
+	}
 	release, err := a.acquireUpload()
 	if err != nil {
 		writeError(w, err)
@@ -66,21 +76,23 @@ func (a *Agent) handleVersionCreate(w http.ResponseWriter, r *http.Request) {
 	}
 	defer release()
 
-	tmp, digest, size, err := a.blobs.Ingest(body, a.cfg.MaxArtifactBytes)
-	switch {
-	case errors.Is(err, blobs.ErrTooLarge):
-		writeError(w, structs.Errorf(structs.CodeTooLarge, "model file is larger than serving.max_artifact_bytes (%d bytes)", a.cfg.MaxArtifactBytes))
-		return
-	case errors.Is(err, errUploadStalled):
-		writeError(w, stalledError(a.cfg.Limits.UploadIdleTimeout)) // ingest removed its file
-		return
-	case err != nil:
-		writeError(w, structs.Errorf(structs.CodeInvalid, "reading the model file: %v", err))
+	// With async, the answer is 202 now, and how the upload goes is the
+	// upload's to tell (uploads.go).
+	var up *asyncUpload
+	if async {
+		up = a.uploads.start(a.id, name, r.ContentLength)
+		body = countingReader{r: body, u: up}
+		acceptAsync(w, up)
+	}
+	stored, idx, err := a.ingestVersion(r, body, &v, up)
+	if up != nil {
+		var version uint64
+		if stored != nil {
+			version = stored.Version
+		}
+		up.end(version, err)
 		return
 	}
-	stored, idx, err := a.recordVersion(r.Context(), &v, tmp, digest, size, func(v *structs.ModelVersion) error {
-		return a.authorizeFormat(r, v.Format) // the format may have been detected from the file
-	})
 	if err != nil {
 		writeError(w, err)
 		return
@@ -88,19 +100,36 @@ func (a *Agent) handleVersionCreate(w http.ResponseWriter, r *http.Request) {
 	writeCommitted(w, http.StatusCreated, idx, versionJSON(stored))
 }
 
+// ingestVersion reads a model file from body and records it as v.
+func (a *Agent) ingestVersion(r *http.Request, body io.Reader, v *structs.ModelVersion, up *asyncUpload) (*structs.ModelVersion, uint64, error) {
+	tmp, digest, size, err := a.blobs.Ingest(body, a.cfg.MaxArtifactBytes)
+	switch {
+	case errors.Is(err, blobs.ErrTooLarge):
+		return nil, 0, structs.Errorf(structs.CodeTooLarge, "model file is larger than serving.max_artifact_bytes (%d bytes)", a.cfg.MaxArtifactBytes)
+	case errors.Is(err, errUploadStalled):
+		return nil, 0, stalledError(a.cfg.Limits.UploadIdleTimeout) // ingest removed its file
+	case err != nil:
+		return nil, 0, structs.Errorf(structs.CodeInvalid, "reading the model file: %v", err)
+	}
+	return a.recordVersion(r.Context(), v, tmp, digest, size, func(v *structs.ModelVersion) error {
+		return a.authorizeFormat(r, v.Format) // the format may have been detected from the file
+	}, up)
+}
+
 // recordVersion checks the model file at tmp (an ingested upload; empty
 // for a process version without one), settling v's format and schema, runs
 // check on the result, stores and copies the file, and proposes v as the
 // model's next version. It returns the stored version and its index. tmp is
-// consumed.
+// consumed. up, when not nil, follows its progress.
 func (a *Agent) recordVersion(ctx context.Context, v *structs.ModelVersion, tmp, digest string, size int64,
-	check func(*structs.ModelVersion) error) (*structs.ModelVersion, uint64, error) {
+	check func(*structs.ModelVersion) error, up *asyncUpload) (*structs.ModelVersion, uint64, error) {
 	committed := false
 	defer func() {
 		if !committed {
 			_ = os.Remove(tmp)
 		}
 	}()
+	up.setState(uploadChecking)
 	if err := a.checkArtifact(v, tmp, size); err != nil {
 		return nil, 0, err
 	}
@@ -110,7 +139,12 @@ func (a *Agent) recordVersion(ctx context.Context, v *structs.ModelVersion, tmp,
 			return nil, 0, err
 		}
 		committed = true
-		holders, err := a.replicateBlobs(ctx, digest)
+		up.setState(uploadCopying)
+		var copied func(int)
+		if up != nil {
+			copied = func(n int) { up.copies.Store(int32(n)) }
+		}
+		holders, err := a.replicateBlobsNotify(ctx, copied, digest)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -179,9 +213,9 @@ func versionFromQuery(r *http.Request) (structs.ModelVersion, error) {
 	}
 	for key := range q {
 		switch key {
-		case "format", "metadata", "schema", "process":
+		case "format", "metadata", "schema", "process", "async":
 		default:
-			return v, structs.Errorf(structs.CodeInvalid, "unknown query parameter %q: use format, metadata, schema or process", key)
+			return v, structs.Errorf(structs.CodeInvalid, "unknown query parameter %q: use format, metadata, schema, process or async", key)
 		}
 	}
 	if v.Format != "" && v.Format != structs.FormatProcess && !formats.Supported(v.Format) {
@@ -252,9 +286,18 @@ func schemaFromML(s ml.Schema) structs.Schema {
 // holders' IDs, this node first. Fewer holders than that is an error: the
 // upload is not acknowledged.
 func (a *Agent) replicateBlobs(ctx context.Context, digests ...string) ([]string, error) {
+	return a.replicateBlobsNotify(ctx, nil, digests...)
+}
+
+// replicateBlobsNotify is replicateBlobs, calling copied (when not nil)
+// with the number of nodes that hold the blobs each time it grows.
+func (a *Agent) replicateBlobsNotify(ctx context.Context, copied func(int), digests ...string) ([]string, error) {
 	members := a.gossip.alive()
 	want := min(a.cfg.ArtifactReplicas, max(len(members), 1))
 	holders := []string{a.id}
+	if copied != nil {
+		copied(1)
+	}
 	rand.Shuffle(len(members), func(i, j int) { members[i], members[j] = members[j], members[i] })
 	var errs []error
 members:
@@ -273,6 +316,9 @@ members:
 			}
 		}
 		holders = append(holders, m.Meta.ID)
+		if copied != nil {
+			copied(len(holders))
+		}
 	}
 	if len(holders) < want {
 		return nil, structs.Errorf(structs.CodeUnavailable, "artifact stored on %d of %d nodes (serving.artifact_replicas); nothing recorded: %v", len(holders), want, errors.Join(errs...))
@@ -468,5 +514,6 @@ func (a *Agent) versionsEndpoint() endpoint {
 		{pattern: "DELETE /v1/models/{name}/versions/{version}", handler: a.handleVersionDelete, kind: m, need: needWrite, name: pathName},
 		{pattern: "PUT /v1/models/{name}/aliases/{alias}", handler: a.handleAliasPut, kind: m, need: needWrite, name: pathName},
 		{pattern: "DELETE /v1/models/{name}/aliases/{alias}", handler: a.handleAliasDelete, kind: m, need: needWrite, name: pathName},
-	}}
+		{pattern: "GET /v1/uploads/{id}", handler: a.handleUploadGet, kind: m, need: needBody},
+	}, rpcs: map[string]transport.Handler{rpcUploadGet: a.handleUploadGetRPC}}
 }

@@ -391,7 +391,7 @@ func longRoutes(t *testing.T) []struct {
 		places             func(a *Agent) *inFlight
 	}{
 		{"upload", "POST", "/v1/models/m/versions?format=linear", readTestdata(t, linearIrisFile), 201,
-			func(a *Agent) *inFlight { return &a.uploads }},
+			func(a *Agent) *inFlight { return &a.uploadSlots }},
 		{"snapshot restore", "PUT", "/v1/snapshot", registrySnapshot(t, structs.NewID(time.Now())), 200,
 			func(a *Agent) *inFlight { return &a.restores }},
 	}
