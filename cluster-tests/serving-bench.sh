@@ -3,6 +3,7 @@
 #  - single-row predictions on the linear iris model, through the node that
 #    holds the replica and through one that forwards, each against a bare
 #    net/http handler running the same file (kiln bench predict -baseline);
+#  - the same for the LightGBM multiclass model (28 features);
 #  - the LightGBM multiclass model unbatched and with dynamic batching.
 # Run from the repository root: bash cluster-tests/serving-bench.sh
 # It kills only the agents it starts (by their config paths) and removes
@@ -32,7 +33,13 @@ for run in 1 2; do
   $K bench predict -address 127.0.0.1$FI:7070 -c 64 -d 10s -data '[[5.1,3.5,1.4,0.2]]' -baseline ml/testdata/linear/iris.json -baseline-format linear iris
 done
 ROW=$(head -1 ml/testdata/lightgbm/multiclass_test.tsv | cut -f2- | tr '\t' ',')
-HL=$(holder lgb); echo "lgb replica on node$HL"
+HL=$(holder lgb); FL=$(( HL % 3 + 1 )); echo "lgb replica on node$HL"
+for run in 1 2; do
+  echo "== lgb through the holder, node$HL (run $run)"
+  $K bench predict -address 127.0.0.1$HL:7070 -c 64 -d 10s -data "[[$ROW]]" -baseline ml/testdata/lightgbm/lgmulticlass.model -baseline-format lightgbm lgb
+  echo "== lgb through a forwarding node, node$FL (run $run)"
+  $K bench predict -address 127.0.0.1$FL:7070 -c 64 -d 10s -data "[[$ROW]]" -baseline ml/testdata/lightgbm/lgmulticlass.model -baseline-format lightgbm lgb
+done
 for run in 1 2; do
   for mb in 0 32; do
     $K deploy -wait 60s -version 1 -replicas 1 -max-batch $mb -max-wait-ms 2 lgb > /dev/null
