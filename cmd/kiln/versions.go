@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -19,10 +20,15 @@ import (
 
 const modelsPushHelp = `Usage: kiln models push [flags] NAME [FILE]
 
-  Uploads FILE as the next version of model NAME and prints the version. The
-  file is streamed, never read whole; over 8 MiB a progress bar is shown on
-  stderr when it is a terminal. The node checks that the file loads before it
-  records the version.
+  Uploads FILE as the next version of model NAME and prints the version,
+  creating the model first when it does not exist (as a training job's
+  register_as does); -no-create refuses instead. The file is streamed, never
+  read whole; over 8 MiB, when stderr is a terminal, a progress bar follows
+  what the node has received (the upload goes with ?async=true and the bar
+  reads GET /v1/uploads/ID), then the copies it makes. The node checks that
+  the file loads before it records the version.
+
+  -no-create              fail when model NAME does not exist
 
   -model-format FORMAT    linear, lightgbm, xgboost, xgboost-json, onnx or
                           process; detected from the file when not given
@@ -43,7 +49,8 @@ const modelsPushHelp = `Usage: kiln models push [flags] NAME [FILE]
   own files; the process then gets no KILN_MODEL_PATH.`
 
 // progressMinSize is the upload size from which push shows a progress bar.
-const progressMinSize = 8 << 20
+// Tests lower it.
+var progressMinSize int64 = 8 << 20
 
 func modelsPushCommand() *command {
 	return &command{synopsis: "Upload a model file as a new version", help: modelsPushHelp, run: runModelsPush}
@@ -55,6 +62,7 @@ func runModelsPush(args []string) int {
 	processCmd := fs.String("process-command", "", "")
 	processJSON := fs.String("process", "", "")
 	schemaJSON := fs.String("schema", "", "")
+	noCreate := fs.Bool("no-create", false, "")
 	var metadata stringList
 	fs.Var(&metadata, "metadata", "")
 	c, err := connect(fs, cf, args, -1, modelsPushHelp)
@@ -75,12 +83,17 @@ func runModelsPush(args []string) int {
 	if file == "" && q.Get("format") != "process" {
 		return fail(fmt.Errorf("FILE is required unless the version is served by a process (-process-command or -process)\n%s", modelsPushHelp))
 	}
-	path := "/v1/models/" + url.PathEscape(name) + "/versions"
-	if len(q) > 0 {
-		path += "?" + q.Encode()
+	if file != "" {
+		if _, err := os.Stat(file); err != nil {
+			return fail(err) // before the model is made for it
+		}
 	}
+	if err := c.ensureModel(name, *noCreate, cf.format == "json"); err != nil {
+		return fail(err)
+	}
+	path := "/v1/models/" + url.PathEscape(name) + "/versions"
 	var v map[string]any
-	if err := c.uploadFile(path, file, &v); err != nil {
+	if err := c.uploadVersion(path, q, file, &v); err != nil {
 		return fail(withFormatHint(err, "-model-format"))
 	}
 	if cf.format == "json" {
@@ -92,6 +105,130 @@ func runModelsPush(args []string) int {
 		str(v["model"]), str(v["version"]), str(v["format"]), formatBytes(v["size"]), dash(shortDigest(v["digest"])), dash(holders),
 	}})
 	return 0
+}
+
+// ensureModel creates model name when it does not exist, unless noCreate;
+// it says so on stderr when quiet (JSON output), else on stdout. The
+// upload then goes in one pass: a file is never read twice.
+func (c *client) ensureModel(name string, noCreate, quiet bool) error {
+	err := c.do("GET", "/v1/models/"+url.PathEscape(name), nil, nil)
+	var ae *apiError
+	if err == nil || !errors.As(err, &ae) || ae.Code != "not_found" {
+		return err
+	}
+	if noCreate {
+		return fmt.Errorf("model %s does not exist, and -no-create was given: create it with kiln models create %s, or push without -no-create", name, name)
+	}
+	if err := c.do("POST", "/v1/models", map[string]string{"name": name}, nil); err != nil {
+		if errors.As(err, &ae) && ae.Code == "already_exists" {
+			return nil // another client created it meanwhile
+		}
+		return err
+	}
+	w := os.Stdout
+	if quiet {
+		w = os.Stderr
+	}
+	fmt.Fprintf(w, "Created model %s\n", name)
+	return nil
+}
+
+// uploadVersion uploads a model file as a version: over progressMinSize,
+// when a progress bar is drawn, asynchronously, the bar following what the
+// node has received and copied; otherwise in one request (uploadFile).
+func (c *client) uploadVersion(path string, q url.Values, file string, out any) error {
+	w, show := progressOutput()
+	if file == "" || !show {
+		return c.uploadFile(withQuery(path, q), file, out)
+	}
+	st, err := os.Stat(file)
+	if err != nil || st.Size() <= progressMinSize {
+		return c.uploadFile(withQuery(path, q), file, out)
+	}
+	q = maps.Clone(q)
+	q.Set("async", "true")
+	return c.uploadAsync(withQuery(path, q), file, st.Size(), w, out)
+}
+
+func withQuery(path string, q url.Values) string {
+	if len(q) == 0 {
+		return path
+	}
+	return path + "?" + q.Encode()
+}
+
+// progressOutput is where progress bars go: stderr when it is a terminal.
+// Tests replace it.
+var progressOutput = func() (io.Writer, bool) { return os.Stderr, isTerminal(os.Stderr) }
+
+// uploadPoll is how often an asynchronous upload's progress is read.
+var uploadPoll = 200 * time.Millisecond
+
+// uploadAsync sends file to path (with async=true) and, once the node has
+// answered 202 with an upload ID, draws the upload's progress from GET
+// /v1/uploads/ID until it is done, then reads the version into out. The
+// answer is held open until the body is sent: a Go client that closes it
+// earlier stops sending.
+func (c *client) uploadAsync(path, file string, size int64, w io.Writer, out any) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	req, err := http.NewRequest("POST", c.base+path, f)
+	if err != nil {
+		return err
+	}
+	req.ContentLength = size
+	req.Header.Set("Content-Type", "application/octet-stream")
+	c.http.Timeout = 0 // a large upload takes as long as it takes
+	resp, err := c.send(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var accepted struct {
+		UploadID string `json:"upload_id"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&accepted); err != nil || accepted.UploadID == "" {
+		return fmt.Errorf("reading the upload's ID: %v", err)
+	}
+	p := newProgressReader(nil, size, w, "Uploading "+filepath.Base(file))
+	poll := &client{base: c.base, token: c.token, http: &http.Client{Transport: c.http.Transport, Timeout: 30 * time.Second}}
+	for {
+		var u struct {
+			State         string    `json:"state"`
+			BytesReceived int64     `json:"bytes_received"`
+			Copies        int       `json:"copies"`
+			Model         string    `json:"model"`
+			Version       uint64    `json:"version"`
+			Error         *apiError `json:"error"`
+		}
+		if err := poll.do("GET", "/v1/uploads/"+url.PathEscape(accepted.UploadID), nil, &u); err != nil {
+			p.finish()
+			return err
+		}
+		p.done = u.BytesReceived
+		p.label = "Uploading " + filepath.Base(file)
+		if u.State != "receiving" {
+			p.label = fmt.Sprintf("%s (%s, %d copies)", filepath.Base(file), u.State, u.Copies)
+		}
+		p.draw(p.now())
+		switch u.State {
+		case "done":
+			p.last = p.now()
+			p.finish()
+			return poll.do("GET", fmt.Sprintf("/v1/models/%s/versions/%d", url.PathEscape(u.Model), u.Version), nil, out)
+		case "failed":
+			p.last = p.now()
+			p.finish()
+			if u.Error != nil {
+				return u.Error
+			}
+			return fmt.Errorf("the upload failed")
+		}
+		time.Sleep(uploadPoll)
+	}
 }
 
 // uploadFile streams file as the body of a POST to path and decodes the JSON
@@ -116,8 +253,8 @@ func (c *client) uploadFile(path, file string, out any) error {
 			return fmt.Errorf("%s is not a regular file", file)
 		}
 		body, size = f, st.Size()
-		if size > progressMinSize && isTerminal(os.Stderr) {
-			progress = newProgressReader(f, size, os.Stderr, "Uploading "+filepath.Base(file))
+		if w, show := progressOutput(); size > progressMinSize && show {
+			progress = newProgressReader(f, size, w, "Uploading "+filepath.Base(file))
 			body = progress
 		}
 	}
