@@ -2,15 +2,9 @@ package node
 
 import (
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net/http"
-	"runtime"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -94,60 +88,8 @@ func benchBatching(b *testing.B, model []byte, query string, width int) {
 	for i, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
 			url := "http://" + a.HTTPAddr() + "/v1/models/m" + strconv.Itoa(i) + ":predict"
-			tr := &http.Transport{MaxIdleConnsPerHost: batchingClients}
-			client := &http.Client{Transport: tr}
-			defer tr.CloseIdleConnections()
-			// RunParallel starts parallelism × GOMAXPROCS goroutines.
-			procs := runtime.GOMAXPROCS(0)
-			par := (batchingClients + procs - 1) / procs
-			b.SetParallelism(par)
-			var (
-				seq       atomic.Int64
-				mu        sync.Mutex
-				latencies []time.Duration // guarded by mu
-			)
-			b.ResetTimer()
-			start, cpu := time.Now(), cpuTime()
-			b.RunParallel(func(pb *testing.PB) {
-				mine := make([]time.Duration, 0, 1024)
-				defer func() {
-					mu.Lock()
-					latencies = append(latencies, mine...)
-					mu.Unlock()
-				}()
-				for pb.Next() {
-					body := bodies[seq.Add(1)%int64(len(bodies))]
-					t0 := time.Now()
-					resp, err := client.Post(url, "application/json", strings.NewReader(body))
-					if err != nil {
-						b.Error(err)
-						return
-					}
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					mine = append(mine, time.Since(t0))
-					if resp.StatusCode != 200 {
-						b.Errorf("predict: %d", resp.StatusCode)
-						return
-					}
-				}
-			})
-			elapsed := time.Since(start)
-			b.StopTimer()
-			// One row a request: rows/s and req/s are the same figure.
-			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "rows/s")
-			// The process's CPU time per request, clients included: steadier
-			// than rows/s on a shared machine.
-			b.ReportMetric(float64((cpuTime()-cpu).Microseconds())/float64(b.N), "cpu-µs/req")
-			b.ReportMetric(float64(par*procs), "clients")
-			if len(latencies) > 0 {
-				slices.Sort(latencies)
-				q := func(p float64) float64 {
-					return float64(latencies[int(p*float64(len(latencies)-1))].Microseconds()) / 1000
-				}
-				b.ReportMetric(q(0.5), "p50-ms")
-				b.ReportMetric(q(0.99), "p99-ms")
-			}
+			// One row a request: req/s is rows/s.
+			postLoad(b, url, batchingClients, func(i int64) string { return bodies[i%int64(len(bodies))] })
 		})
 	}
 }

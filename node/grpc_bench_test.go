@@ -3,8 +3,6 @@ package node
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -37,28 +35,8 @@ func BenchmarkInferBatch64(b *testing.B) {
 	raw := le("FP64", data...)
 
 	b.Run("rest-json", func(b *testing.B) {
-		tr := &http.Transport{MaxIdleConnsPerHost: 64}
-		defer tr.CloseIdleConnections()
-		client := &http.Client{Transport: tr}
-		url := "http://" + a.HTTPAddr() + "/v2/models/m/infer"
-		b.SetParallelism(4)
-		start := time.Now()
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				resp, err := client.Post(url, "application/json", strings.NewReader(jsonBody))
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					b.Errorf("infer: %d", resp.StatusCode)
-					return
-				}
-			}
-		})
-		b.ReportMetric(float64(b.N*rows)/time.Since(start).Seconds(), "rows/s")
+		rps := postLoad(b, "http://"+a.HTTPAddr()+"/v2/models/m/infer", 8, func(int64) string { return jsonBody })
+		b.ReportMetric(rps*rows, "rows/s")
 	})
 	b.Run("grpc-raw", func(b *testing.B) {
 		client := grpcClient(b, a)

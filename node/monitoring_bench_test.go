@@ -4,12 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net/http"
 	"strings"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,7 +16,7 @@ import (
 // BenchmarkPredictLogging measures what the prediction log costs serving:
 // the same node answers :predict of one iris row over keep-alive HTTP from
 // eight clients, with monitoring.sample_rate 0 (no log) and 1 (every
-// request logged). Compare the req/s of the two.
+// request logged). Compare the req/s and cpu-µs/req of the two.
 //
 //	go test ./node -run x -bench PredictLogging -benchtime 20000x
 func BenchmarkPredictLogging(b *testing.B) {
@@ -28,34 +24,9 @@ func BenchmarkPredictLogging(b *testing.B) {
 		b.Run(fmt.Sprintf("sample_rate=%g", rate), func(b *testing.B) {
 			a := servedIris(b, func(c *Config) { c.Monitoring.SampleRate = rate })
 			url := "http://" + a.HTTPAddr() + "/v1/models/iris:predict"
-			tr := &http.Transport{MaxIdleConnsPerHost: 64}
-			client := &http.Client{Transport: tr}
-			defer tr.CloseIdleConnections()
-			var seq atomic.Int64
-			b.SetParallelism(4) // 4 × GOMAXPROCS clients
-			b.ResetTimer()
-			start, cpu := time.Now(), cpuTime()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					body := fmt.Sprintf(`{"id":"b%d","instances":[[5.1,3.5,1.4,0.2]]}`, seq.Add(1))
-					resp, err := client.Post(url, "application/json", strings.NewReader(body))
-					if err != nil {
-						b.Error(err)
-						return
-					}
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != 200 {
-						b.Errorf("predict: %d", resp.StatusCode)
-						return
-					}
-				}
+			postLoad(b, url, 8, func(i int64) string {
+				return fmt.Sprintf(`{"id":"b%d","instances":[[5.1,3.5,1.4,0.2]]}`, i)
 			})
-			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
-			// The process's CPU time per request (clients included): steadier
-			// than req/s on a shared machine, and what the log costs.
-			b.ReportMetric(float64((cpuTime()-cpu).Microseconds())/float64(b.N), "cpu-µs/req")
-			b.StopTimer()
 			a.monitoring.log.Sync()
 			if rate == 1 && a.monitoring.log.Written()+a.monitoring.log.Dropped() < uint64(b.N) {
 				b.Errorf("logged %d and dropped %d of %d requests", a.monitoring.log.Written(), a.monitoring.log.Dropped(), b.N)
@@ -63,15 +34,6 @@ func BenchmarkPredictLogging(b *testing.B) {
 			b.ReportMetric(float64(a.monitoring.log.Dropped()), "dropped")
 		})
 	}
-}
-
-// cpuTime is the CPU time this process has used, user and system.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkDriftCheck_1Mx20 times a drift check of 1,000,000 logged rows of
