@@ -252,7 +252,7 @@ func New(cfg Config, logger hclog.Logger) (a *Agent, err error) {
 	a.goFunc(func() { a.pushes.run(a.ctx) })
 	a.goFunc(a.monitoringLoop)
 	a.logger.Info("agent started", "node_id", a.id, "name", cfg.NodeName,
-		"http", a.httpLn.Addr().String(), "rpc", a.trans.Addr(), "gossip_port", cfg.GossipPort)
+		"http", a.httpLn.Addr().String(), "grpc", a.GRPCAddr(), "rpc", a.trans.Addr(), "gossip_port", cfg.GossipPort)
 	return a, nil
 }
 
