@@ -308,3 +308,38 @@ func TestScore(t *testing.T) {
 		t.Errorf("class 2 of a binary model scored: %+v", p)
 	}
 }
+
+// TestParseLabel: labels by task, one per row of the request.
+func TestParseLabel(t *testing.T) {
+	for _, tc := range []struct {
+		raw     string
+		task    string
+		classes int
+		rows    int
+		want    []float64
+		err     string
+	}{
+		{`2.5`, structs.TaskRegression, 2, 1, []float64{2.5}, ""},
+		{`[1, 2]`, structs.TaskRegression, 2, 2, []float64{1, 2}, ""},
+		{`true`, structs.TaskRegression, 2, 1, nil, "a boolean label is for a classifier of two classes"},
+		{`"a"`, structs.TaskRegression, 2, 1, nil, "give a number"},
+		{`1`, structs.TaskClassification, 3, 1, []float64{1}, ""},
+		{`true`, structs.TaskClassification, 2, 1, []float64{1}, ""},
+		{`true`, structs.TaskClassification, 3, 1, nil, "two classes"},
+		{`1.5`, structs.TaskClassification, 3, 1, nil, "not a class index"},
+		{`3`, structs.TaskClassification, 3, 1, nil, "0 to 2"},
+		{`1`, structs.TaskClassification, 3, 2, nil, "the request had 2 rows"},
+		{`[0, "x"]`, structs.TaskClassification, 3, 2, nil, "label[1]"},
+	} {
+		got, err := parseLabel("label", json.RawMessage(tc.raw), tc.task, tc.classes, tc.rows)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%s (%s): %v, want an error with %q", tc.raw, tc.task, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("%s (%s) = %v, %v; want %v", tc.raw, tc.task, got, err, tc.want)
+		}
+	}
+}
