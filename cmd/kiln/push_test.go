@@ -26,7 +26,7 @@ func TestModelsPush_CreatesTheModel(t *testing.T) {
 		t.Fatalf("push to a missing model: %d %q %q", code, out, errOut)
 	}
 	code, out, errOut = kiln("models", "push", "-format", "json", "iris", linearIris)
-	if code != 0 || strings.Contains(out, "Created") || !strings.Contains(out, `"version": 2`) {
+	if code != 0 || strings.Contains(out+errOut, "Created") || !strings.Contains(out, `"version": 2`) {
 		t.Fatalf("push to an existing model: %d %q %q", code, out, errOut)
 	}
 }
