@@ -15,7 +15,6 @@ import (
 	"github.com/kilnml/kiln/ml"
 	"github.com/kilnml/kiln/ml/dataset"
 	"github.com/kilnml/kiln/ml/drift"
-	"github.com/kilnml/kiln/ml/formats"
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
 
@@ -242,20 +241,11 @@ func (a *Agent) referencePredictions(ctx context.Context, m *structs.Monitor, re
 	if ok {
 		return cached, nil
 	}
-	if !formats.Supported(mv.Format) {
-		return nil, fmt.Errorf("version %d is a %s model, which Kiln does not run in-process to score the reference", mv.Version, mv.Format)
-	}
-	path, err := a.xfer.Ensure(ctx, mv.Digest, mv.Holders)
+	model, release, err := a.loadInProcess(ctx, mv)
 	if err != nil {
 		return nil, err
 	}
-	model, err := formats.Load(mv.Format, path)
-	if err != nil {
-		return nil, err
-	}
-	if c, ok := model.(ml.Closer); ok {
-		defer c.Close()
-	}
+	defer release()
 	cols := make([][]float64, len(m.Columns))
 	for j, name := range m.Columns {
 		col := ref.column(name)

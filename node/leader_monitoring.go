@@ -214,17 +214,10 @@ func (l *monitoringLeader) env(ctx context.Context, r *structs.AlertRule, now ti
 		}
 	}
 	win := l.window(d, r.Spec.WindowSpan(), now)
-	total := serving.MergeStats(win)
-	var all serving.VersionStats
-	for _, s := range win {
-		all.Requests += s.Requests
-		all.Errors += s.Errors
-	}
-	// MergeStats of one part is per version; the percentiles over every
-	// version come from adding their buckets.
+	all := serving.SumStats(win)
 	env.Requests = float64(all.Requests)
 	env.Errors = errorsEnv(all.Requests, all.Errors)
-	env.Latency = latencyOverall(total)
+	env.Latency = monitor.Latency{P50MS: all.P50MS, P95MS: all.P95MS, P99MS: all.P99MS}
 	if dep != nil && len(dep.Traffic.Versions) > 1 {
 		canary := dep.Traffic.Versions[0]
 		for _, v := range dep.Traffic.Versions {
@@ -269,23 +262,6 @@ func errorsEnv(requests, errors uint64) monitor.Errors {
 		e.Rate = float64(errors) / float64(requests)
 	}
 	return e
-}
-
-// latencyOverall reads the percentiles of every version's requests
-// together.
-func latencyOverall(stats []serving.VersionStats) monitor.Latency {
-	if len(stats) == 0 {
-		return monitor.Latency{}
-	}
-	sum := serving.VersionStats{Buckets: make([]uint64, len(stats[0].Buckets))}
-	for _, s := range stats {
-		sum.Count += s.Count
-		for i := range min(len(sum.Buckets), len(s.Buckets)) {
-			sum.Buckets[i] += s.Buckets[i]
-		}
-	}
-	merged := serving.SubtractStats([]serving.VersionStats{sum}, nil)[0]
-	return monitor.Latency{P50MS: merged.P50MS, P95MS: merged.P95MS, P99MS: merged.P99MS}
 }
 
 func perfEnv(p *VersionPerformance) monitor.Performance {

@@ -90,13 +90,7 @@ func timeRange(r *http.Request, now time.Time) (time.Time, time.Time, error) {
 		if s == "" {
 			return def, nil
 		}
-		if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-			return t, nil
-		}
-		if d, err := structs.ParseSpan(s); err == nil && d >= 0 {
-			return now.Add(-d), nil
-		}
-		return time.Time{}, structs.Errorf(structs.CodeInvalid, "%s %q: give an RFC 3339 time or a duration back from now, such as 1h", field, s)
+		return parseWhen(field, s, now)
 	}
 	from, err := parse("from", q.Get("from"), now.Add(-time.Hour))
 	if err != nil {
@@ -107,6 +101,18 @@ func timeRange(r *http.Request, now time.Time) (time.Time, time.Time, error) {
 		err = structs.Errorf(structs.CodeInvalid, "to (%s) is not after from (%s)", to.Format(time.RFC3339), from.Format(time.RFC3339))
 	}
 	return from, to, err
+}
+
+// parseWhen reads a query time: RFC 3339, or a duration back from now
+// (1h, 7d).
+func parseWhen(field, s string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	if d, err := structs.ParseSpan(s); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	return time.Time{}, structs.Errorf(structs.CodeInvalid, "%s %q: give an RFC 3339 time or a duration back from now, such as 1h", field, s)
 }
 
 // loggedRecord is a logged request as the API shows it.
@@ -392,6 +398,31 @@ func (a *Agent) labelTask(deployment string, outWidth int) (task string, classes
 	return task, max(outWidth, 2)
 }
 
+// labelTasks remembers labelTask's answers for one batch of labels, which
+// may hold thousands of one deployment's.
+type labelTasks struct {
+	a    *Agent
+	seen map[string]labelTask
+}
+
+type labelTask struct {
+	task    string
+	classes int
+}
+
+func (t *labelTasks) get(deployment string, outWidth int) (string, int) {
+	key := deployment + "/" + strconv.Itoa(outWidth)
+	v, ok := t.seen[key]
+	if !ok {
+		v.task, v.classes = t.a.labelTask(deployment, outWidth)
+		if t.seen == nil {
+			t.seen = map[string]labelTask{}
+		}
+		t.seen[key] = v
+	}
+	return v.task, v.classes
+}
+
 // deploymentOutWidth is the values per row of the first output of the
 // deployment's newest version, from its schema (0 when unknown).
 func (a *Agent) deploymentOutWidth(deployment string) int {
@@ -497,15 +528,20 @@ func (a *Agent) handleFeedback(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	matches := a.lookupAll(r.Context(), ids)
+	tasks := labelTasks{a: a}
 	byNode := map[string]map[string][]float64{}
 	var pending []predlog.Pending
+	var namedTask string // the named deployment's task, for labels not yet matched
+	var namedClasses int
+	if req.Deployment != "" {
+		namedTask, namedClasses = a.labelTask(req.Deployment, a.deploymentOutWidth(req.Deployment))
+	}
 	for i, it := range req.Items {
 		path := fmt.Sprintf("items[%d].label", i)
 		m, ok := matches[it.ID]
 		if !ok {
 			if req.Deployment != "" {
-				task, classes := a.labelTask(req.Deployment, a.deploymentOutWidth(req.Deployment))
-				if _, err := parseLabel(path, it.Label, task, classes, 0); err != nil {
+				if _, err := parseLabel(path, it.Label, namedTask, namedClasses, 0); err != nil {
 					writeError(w, err)
 					return
 				}
@@ -517,7 +553,7 @@ func (a *Agent) handleFeedback(w http.ResponseWriter, r *http.Request) {
 			writeError(w, err)
 			return
 		}
-		task, classes := a.labelTask(m.Deployment, m.OutWidth)
+		task, classes := tasks.get(m.Deployment, m.OutWidth)
 		vals, err := parseLabel(path, it.Label, task, classes, m.Rows)
 		if err != nil {
 			writeError(w, err)
@@ -584,6 +620,7 @@ func (a *Agent) matchPending(ctx context.Context) {
 		ids[i] = p.ID
 	}
 	matches := a.lookupAll(ctx, ids)
+	tasks := labelTasks{a: a}
 	byNode := map[string]map[string][]float64{}
 	var done []predlog.Pending
 	for _, p := range items {
@@ -596,7 +633,7 @@ func (a *Agent) matchPending(ctx context.Context) {
 			a.logger.Warn("feedback: a label named another deployment than its request's; dropped", "id", p.ID, "named", p.Deployment, "logged", m.Deployment)
 			continue
 		}
-		task, classes := a.labelTask(m.Deployment, m.OutWidth)
+		task, classes := tasks.get(m.Deployment, m.OutWidth)
 		vals, err := parseLabel("label", p.Label, task, classes, m.Rows)
 		if err != nil {
 			a.logger.Warn("feedback: a late label does not fit its request; dropped", "id", p.ID, "error", err)
@@ -1000,14 +1037,12 @@ func (a *Agent) handleDriftList(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	since := time.Now().Add(-24 * time.Hour)
 	if s := r.URL.Query().Get("since"); s != "" {
-		if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-			since = t
-		} else if d, err := structs.ParseSpan(s); err == nil && d > 0 {
-			since = time.Now().Add(-d)
-		} else {
-			writeError(w, structs.Errorf(structs.CodeInvalid, "since %q: give an RFC 3339 time or a duration back from now, such as 1h", s))
+		t, err := parseWhen("since", s, time.Now())
+		if err != nil {
+			writeError(w, err)
 			return
 		}
+		since = t
 	}
 	serveRead(a, w, r, func(txn *raftfsm.Txn) (map[string]any, error) {
 		if _, err := txn.Monitor(name); err != nil {

@@ -70,26 +70,39 @@ func (h pipelineHost) Evaluate(ctx context.Context, e structs.EvaluateStep) (met
 	return metrics, champion, nil
 }
 
+// loadInProcess loads a model version in this process, off the serving
+// path, to score a dataset with it (fetching its file if need be); release
+// frees what the runtime holds.
+func (a *Agent) loadInProcess(ctx context.Context, mv *structs.ModelVersion) (ml.Model, func(), error) {
+	if !formats.Supported(mv.Format) {
+		return nil, nil, fmt.Errorf("version %d of %s is a %s model, which Kiln does not run in-process", mv.Version, mv.Model, mv.Format)
+	}
+	path, err := a.xfer.Ensure(ctx, mv.Digest, mv.Holders)
+	if err != nil {
+		return nil, nil, fmt.Errorf("fetching version %d of %s: %w", mv.Version, mv.Model, err)
+	}
+	m, err := formats.Load(mv.Format, path)
+	if err != nil {
+		return nil, nil, err
+	}
+	release := func() {}
+	if c, ok := m.(ml.Closer); ok {
+		release = func() { c.Close() }
+	}
+	return m, release, nil
+}
+
 // scoreVersion predicts a dataset version's rows with a model version and
 // scores the predictions against the target. The task comes from the
 // model's output: one column per class is a classifier (two: binary, the
 // second column the positive class's probability); one column is binary
 // when the target has two labels, else a regression.
 func (a *Agent) scoreVersion(ctx context.Context, mv *structs.ModelVersion, dv *structs.DatasetVersion, dpath, target string) (map[string]float64, error) {
-	if !formats.Supported(mv.Format) {
-		return nil, fmt.Errorf("version %d of %s is a %s model, which Kiln does not score in-process", mv.Version, mv.Model, mv.Format)
-	}
-	mpath, err := a.xfer.Ensure(ctx, mv.Digest, mv.Holders)
-	if err != nil {
-		return nil, fmt.Errorf("fetching version %d of %s: %w", mv.Version, mv.Model, err)
-	}
-	m, err := formats.Load(mv.Format, mpath)
+	m, release, err := a.loadInProcess(ctx, mv)
 	if err != nil {
 		return nil, err
 	}
-	if c, ok := m.(ml.Closer); ok {
-		defer c.Close()
-	}
+	defer release()
 	task := train.Regression
 	if col := columnIndex(dv.Columns, target); col >= 0 {
 		c := dv.Columns[col]

@@ -283,3 +283,19 @@ func SubtractStats(now, before []VersionStats) []VersionStats {
 	}
 	return out
 }
+
+// SumStats adds every version's stats into one (Version 0), with the
+// percentiles of all their requests together.
+func SumStats(stats []VersionStats) VersionStats {
+	sum := VersionStats{Buckets: make([]uint64, len(latencyBuckets))}
+	for _, s := range stats {
+		sum.Requests += s.Requests
+		sum.Errors += s.Errors
+		sum.Count += s.Count
+		for i := range min(len(sum.Buckets), len(s.Buckets)) {
+			sum.Buckets[i] += s.Buckets[i]
+		}
+	}
+	sum.fillPercentiles()
+	return sum
+}

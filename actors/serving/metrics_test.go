@@ -250,3 +250,22 @@ func TestMetrics_ForgetDeletesSeries(t *testing.T) {
 		t.Fatalf("a nil Metrics forgot %d versions", n)
 	}
 }
+
+func TestSumStats(t *testing.T) {
+	m := NewMetrics(prometheus.NewRegistry())
+	for range 90 {
+		m.Observe("m", 1, time.Millisecond, nil)
+	}
+	for range 10 {
+		m.Observe("m", 2, time.Second, errors.New("x"))
+	}
+	sum := SumStats(m.Stats("m"))
+	if sum.Requests != 100 || sum.Errors != 10 || sum.Count != 100 {
+		t.Fatalf("sum %+v", sum)
+	}
+	// Nine in ten requests took 1 ms, one in ten 1 s: the median is near
+	// 1 ms and the 99th percentile near 1 s, over both versions.
+	if sum.P50MS > 1.5 || sum.P99MS < 800 {
+		t.Errorf("p50 %v ms, p99 %v ms", sum.P50MS, sum.P99MS)
+	}
+}
