@@ -304,16 +304,11 @@ func (a *Agent) scanDatasetFile(v *structs.DatasetVersion, path string, schema [
 		}
 		return qw.write(bad, raw)
 	}
-	var res *dataset.Result
-	if v.Format == structs.DatasetParquet {
-		fi, serr := f.Stat()
-		if serr != nil {
-			return nil, nil, serr
-		}
-		res, err = dataset.ScanParquet(f, fi.Size(), opts)
-	} else {
-		res, err = dataset.Scan(f, opts)
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, nil, err
 	}
+	res, err := dataset.ScanFile(f, fi.Size(), opts)
 	if qw != nil {
 		size, digest, cerr := qw.close()
 		if err == nil {
@@ -626,11 +621,7 @@ func previewRows(path string, v *structs.DatasetVersion, limit int) ([][]any, er
 			}
 			return nil
 		}}
-	if v.Format == structs.DatasetParquet {
-		_, err = dataset.ScanParquet(f, v.Size, opts)
-	} else {
-		_, err = dataset.Scan(f, opts)
-	}
+	_, err = dataset.ScanFile(f, v.Size, opts)
 	if err != nil {
 		return nil, fmt.Errorf("reading dataset %s: %w", v.Ref(), err)
 	}

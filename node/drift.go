@@ -375,12 +375,7 @@ func (a *Agent) drawSample(ctx context.Context, dv *structs.DatasetVersion) (*da
 	}
 	defer f.Close()
 	opts := dataset.Options{Format: dataset.Format(dv.Format), Seed: digestSeed(dv.Digest), NoHeader: dv.NoHeader, SampleRows: structs.MaxDatasetSample}
-	var res *dataset.Result
-	if dv.Format == structs.DatasetParquet {
-		res, err = dataset.ScanParquet(f, dv.Size, opts)
-	} else {
-		res, err = dataset.Scan(f, opts)
-	}
+	res, err := dataset.ScanFile(f, dv.Size, opts)
 	if err != nil {
 		return nil, fmt.Errorf("sampling %s: %w", dv.Ref(), err)
 	}

@@ -138,11 +138,7 @@ func (a *Agent) buildFeatureFrame(ctx context.Context, spec frameSpec) (*structs
 			}
 			return nil
 		}}
-	if in.Format == structs.DatasetParquet {
-		_, err = dataset.ScanParquet(f, in.Size, opts)
-	} else {
-		_, err = dataset.Scan(f, opts)
-	}
+	_, err = dataset.ScanFile(f, in.Size, opts)
 	f.Close()
 	if err == nil {
 		err = flush()

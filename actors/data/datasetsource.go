@@ -125,11 +125,7 @@ func (r *datasetReader) readVersion(ctx context.Context, f DatasetFile, skip uin
 			b.Bad = append(b.Bad, BadRecord{Offset: fmt.Sprintf("line %d of %s:%d", bad.Line, r.name, f.Version), Reason: bad.Reason, Raw: CutRaw(string(raw))})
 			return add()
 		}}
-	if f.Format == structs.DatasetParquet {
-		_, err = dataset.ScanParquet(file, f.Size, opts)
-	} else {
-		_, err = dataset.Scan(file, opts)
-	}
+	_, err = dataset.ScanFile(file, f.Size, opts)
 	if err != nil {
 		return fmt.Errorf("reading %s:%d: %w", r.name, f.Version, err)
 	}

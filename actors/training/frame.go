@@ -155,11 +155,7 @@ func LoadFrame(ctx context.Context, spec FrameSpec) (*train.Frame, []string, err
 		rows++
 		return nil
 	}}
-	if v.Format == structs.DatasetParquet {
-		_, err = dataset.ScanParquet(f, v.Size, opts)
-	} else {
-		_, err = dataset.Scan(f, opts)
-	}
+	_, err = dataset.ScanFile(f, v.Size, opts)
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading dataset %s: %w", v.Ref(), err)
 	}

@@ -189,3 +189,15 @@ func matchSchema(schema []Column, cols []*col) error {
 	}
 	return nil
 }
+
+// ScanFile reads a dataset file of size bytes in opts.Format: Parquet from
+// its footer (ScanParquet), the other formats in one pass (Scan).
+func ScanFile(f interface {
+	io.Reader
+	io.ReaderAt
+}, size int64, opts Options) (*Result, error) {
+	if opts.Format == Parquet {
+		return ScanParquet(f, size, opts)
+	}
+	return Scan(f, opts)
+}
