@@ -369,3 +369,13 @@ func (a *Agent) serveDelete(w http.ResponseWriter, r *http.Request, t structs.Me
 		w.WriteHeader(http.StatusNoContent)
 	}
 }
+
+// nameFromPath settles a body's name field (field, *given) against the
+// path's: empty takes the path's, another is refused.
+func nameFromPath(field string, given *string, path string) error {
+	if *given != "" && *given != path {
+		return structs.Errorf(structs.CodeInvalid, "%s %q differs from the path's %q", field, *given, path)
+	}
+	*given = path
+	return nil
+}

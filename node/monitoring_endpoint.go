@@ -889,12 +889,10 @@ func (a *Agent) handleMonitorPut(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	name := r.PathValue("name")
-	if spec.Deployment != "" && spec.Deployment != name {
-		writeError(w, structs.Errorf(structs.CodeInvalid, "deployment %q differs from the path's %q", spec.Deployment, name))
+	if err := nameFromPath("deployment", &spec.Deployment, r.PathValue("name")); err != nil {
+		writeError(w, err)
 		return
 	}
-	spec.Deployment = name
 	spec.Defaults()
 	if err := spec.Validate(); err != nil {
 		writeError(w, err)
@@ -1074,12 +1072,10 @@ func (a *Agent) handleAlertRulePut(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	name := r.PathValue("name")
-	if spec.Name != "" && spec.Name != name {
-		writeError(w, structs.Errorf(structs.CodeInvalid, "name %q differs from the path's %q", spec.Name, name))
+	if err := nameFromPath("name", &spec.Name, r.PathValue("name")); err != nil {
+		writeError(w, err)
 		return
 	}
-	spec.Name = name
 	spec.Defaults()
 	if err := spec.Validate(); err != nil {
 		writeError(w, err)

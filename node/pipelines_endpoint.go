@@ -33,12 +33,10 @@ func (a *Agent) handlePipelinePut(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	name := r.PathValue("name")
-	if spec.Name != "" && spec.Name != name {
-		writeError(w, structs.Errorf(structs.CodeInvalid, "name %q differs from the path's %q", spec.Name, name))
+	if err := nameFromPath("name", &spec.Name, r.PathValue("name")); err != nil {
+		writeError(w, err)
 		return
 	}
-	spec.Name = name
 	spec.Normalize()
 	if err := spec.Validate(); err != nil {
 		writeError(w, err)
