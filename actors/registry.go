@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"bytes"
 	"fmt"
 	"reflect"
 	"sync"
@@ -90,7 +91,10 @@ func decodeMessage(name string, body []byte) (any, error) {
 	} else {
 		ptr = reflect.New(typ)
 	}
-	if err := msgpack.Unmarshal(body, ptr.Interface()); err != nil {
+	// A fresh decoder, not msgpack.Unmarshal's pooled one, for the reason
+	// structs.Decode gives: a pooled decoder keeps the buffer a lying string
+	// length grew.
+	if err := msgpack.NewDecoder(bytes.NewReader(body)).Decode(ptr.Interface()); err != nil {
 		return nil, fmt.Errorf("actors: decode %q message: %w", name, err)
 	}
 	if typ.Kind() == reflect.Pointer {

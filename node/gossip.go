@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -39,7 +40,8 @@ type memberMeta struct {
 
 func decodeMeta(b []byte) (memberMeta, error) {
 	var m memberMeta
-	if err := msgpack.Unmarshal(b, &m); err != nil {
+	// A fresh decoder: see structs.Decode.
+	if err := msgpack.NewDecoder(bytes.NewReader(b)).Decode(&m); err != nil {
 		return m, fmt.Errorf("node: member meta: %w", err)
 	}
 	if m.ID == "" || m.RPCAddr == "" {

@@ -92,17 +92,17 @@ func putBuffer(buf *bytes.Buffer) {
 	}
 }
 
-// newStreamDecoder returns a pooled decoder reading r through a pooled buffer
+// newStreamDecoder returns a decoder reading r through a pooled buffer
 // (msgpack would allocate a fresh 4 KiB bufio.Reader per stream otherwise), and
-// the function that returns both to their pools.
+// the function that returns the buffer to its pool. The decoder itself is
+// fresh: msgpack's pooled decoders keep the buffer a string claiming a huge
+// length grew (see structs.Decode), so one malformed stream would leave it in
+// the pool for every later call.
 func newStreamDecoder(r io.Reader) (*msgpack.Decoder, func()) {
 	br := readerPool.Get().(*bufio.Reader)
 	br.Reset(r)
-	dec := msgpack.GetDecoder()
-	dec.Reset(br)
+	dec := msgpack.NewDecoder(br)
 	return dec, func() {
-		dec.Reset(nil)
-		msgpack.PutDecoder(dec)
 		br.Reset(nil)
 		readerPool.Put(br)
 	}
