@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -71,6 +72,19 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // wrong types, trailing data and oversized bodies are errors naming the problem.
 func (a *Agent) decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 	return decodeJSON(http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes), v)
+}
+
+// readBody reads the whole request body, up to max_body_bytes.
+func (a *Agent) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	size := bytes.MinRead
+	if n := r.ContentLength; n > 0 && n <= a.cfg.MaxBodyBytes {
+		size += int(n) // ReadFrom wants MinRead free before each read, EOF's included
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, size))
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes)); err != nil {
+		return nil, jsonError(err)
+	}
+	return buf.Bytes(), nil
 }
 
 // decodeJSON is decodeBody's pure part, fuzzed on its own.

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net/http"
@@ -30,7 +31,11 @@ func (a *Agent) handleModelAction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req predictBody
-	if err := a.decodeBody(w, r, &req); err != nil {
+	body, err := a.readBody(w, r)
+	if err == nil && !req.ParseFast(body) {
+		err = decodeJSON(bytes.NewReader(body), &req)
+	}
+	if err != nil {
 		writeError(w, err)
 		return
 	}

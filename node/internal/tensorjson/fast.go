@@ -17,9 +17,19 @@ import (
 // FastRows parses a JSON array of equally long arrays of numbers or null
 // into a [rows, width] tensor. ok is false for any other input.
 func FastRows(b []byte) (t ml.Tensor, ok bool) {
-	i := skipSpace(b, 0)
+	t, end, ok := fastRowsAt(b, 0)
+	if !ok || skipSpace(b, end) != len(b) {
+		return ml.Tensor{}, false
+	}
+	return t, true
+}
+
+// fastRowsAt is FastRows on the value that starts at b[i] (after any
+// space); end is the index just past its closing bracket.
+func fastRowsAt(b []byte, i int) (t ml.Tensor, end int, ok bool) {
+	i = skipSpace(b, i)
 	if i >= len(b) || b[i] != '[' {
-		return t, false
+		return t, 0, false
 	}
 	i++
 	width := -1
@@ -28,23 +38,23 @@ func FastRows(b []byte) (t ml.Tensor, ok bool) {
 	for {
 		i = skipSpace(b, i)
 		if i >= len(b) {
-			return t, false
+			return t, 0, false
 		}
 		if b[i] == ']' && rows == 0 {
-			return t, false // empty: the generic path names the problem
+			return t, 0, false // empty: the generic path names the problem
 		}
 		if b[i] != '[' {
-			return t, false
+			return t, 0, false
 		}
 		i++
 		n := 0
 		for {
 			i = skipSpace(b, i)
 			if i >= len(b) {
-				return t, false
+				return t, 0, false
 			}
 			if b[i] == ']' && n == 0 {
-				return t, false
+				return t, 0, false
 			}
 			var x float64
 			switch {
@@ -57,11 +67,11 @@ func FastRows(b []byte) (t ml.Tensor, ok bool) {
 					j++
 				}
 				if !validJSONNumber(b[i:j]) {
-					return t, false
+					return t, 0, false
 				}
 				v, err := strconv.ParseFloat(string(b[i:j]), 64)
 				if err != nil {
-					return t, false
+					return t, 0, false
 				}
 				x = v
 				i = j
@@ -70,38 +80,35 @@ func FastRows(b []byte) (t ml.Tensor, ok bool) {
 			n++
 			i = skipSpace(b, i)
 			if i >= len(b) {
-				return t, false
+				return t, 0, false
 			}
 			if b[i] == ',' {
 				i++
 				continue
 			}
 			if b[i] != ']' {
-				return t, false
+				return t, 0, false
 			}
 			i++
 			break
 		}
 		if width >= 0 && n != width {
-			return t, false
+			return t, 0, false
 		}
 		width = n
 		rows++
 		i = skipSpace(b, i)
 		if i >= len(b) {
-			return t, false
+			return t, 0, false
 		}
 		if b[i] == ',' {
 			i++
 			continue
 		}
 		if b[i] != ']' {
-			return t, false
+			return t, 0, false
 		}
-		if skipSpace(b, i+1) != len(b) {
-			return t, false
-		}
-		return ml.Tensor{Shape: []int{rows, width}, Data: data}, true
+		return ml.Tensor{Shape: []int{rows, width}, Data: data}, i + 1, true
 	}
 }
 

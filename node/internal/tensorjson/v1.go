@@ -25,6 +25,8 @@ type Request struct {
 	Alias     string                     `json:"alias"`
 	Key       string                     `json:"key"`
 	ID        string                     `json:"id"`
+
+	rows *ml.Tensor // the instances, when ParseFast read them
 }
 
 // Tensors checks the request's inputs against schema s and returns them:
@@ -34,6 +36,10 @@ type Request struct {
 func (r *Request) Tensors(s *structs.Schema) ([]ml.Tensor, error) {
 	if r.Instances == nil {
 		return FromColumns(r.Inputs, s)
+	}
+	if t, ok := r.rowsFor(len(s.Inputs)); ok {
+		t.Name = inputName(s)
+		return []ml.Tensor{t}, nil
 	}
 	if t, ok := FastRows(r.Instances); ok && len(s.Inputs) <= 1 {
 		t.Name = inputName(s)
