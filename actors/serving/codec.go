@@ -26,120 +26,116 @@ const preallocMax = 256
 
 // EncodeMsgpack implements msgpack.CustomEncoder.
 func (m *PredictBatchRequest) EncodeMsgpack(enc *msgpack.Encoder) error {
-	if err := enc.EncodeMapLen(1); err != nil {
-		return err
-	}
-	if err := enc.EncodeString("items"); err != nil {
-		return err
-	}
-	if m.Items == nil {
-		return enc.EncodeNil()
-	}
-	if err := enc.EncodeArrayLen(len(m.Items)); err != nil {
-		return err
-	}
-	for i := range m.Items {
+	return encodeItems(enc, m.Items, func(item *PredictRequest) error {
 		if err := enc.EncodeMapLen(1); err != nil {
 			return err
 		}
 		if err := enc.EncodeString("inputs"); err != nil {
 			return err
 		}
-		if err := encodeTensors(enc, m.Items[i].Inputs); err != nil {
-			return err
-		}
-	}
-	return nil
+		return encodeTensors(enc, item.Inputs)
+	})
 }
 
 // DecodeMsgpack implements msgpack.CustomDecoder.
 func (m *PredictBatchRequest) DecodeMsgpack(dec *msgpack.Decoder) error {
-	*m = PredictBatchRequest{}
-	return decodeFields(dec, func(key string) error {
-		if key != "items" {
-			return dec.Skip()
+	items, err := decodeItems(dec, func(item *PredictRequest) error {
+		return decodeFields(dec, func(key string) error {
+			if key != "inputs" {
+				return dec.Skip()
+			}
+			var err error
+			item.Inputs, err = decodeTensors(dec)
+			return err
+		})
+	})
+	*m = PredictBatchRequest{Items: items}
+	return err
+}
+
+// EncodeMsgpack implements msgpack.CustomEncoder.
+func (m *PredictBatchReply) EncodeMsgpack(enc *msgpack.Encoder) error {
+	return encodeItems(enc, m.Items, func(r *PredictItemReply) error {
+		n := 1
+		if r.Code != "" {
+			n++
 		}
-		n, err := dec.DecodeArrayLen()
-		if err != nil || n < 0 {
+		if r.Message != "" {
+			n++
+		}
+		if err := enc.EncodeMapLen(n); err != nil {
 			return err
 		}
-		m.Items = make([]PredictRequest, 0, min(n, preallocMax))
-		for range n {
-			var item PredictRequest
-			err := decodeFields(dec, func(key string) error {
-				if key != "inputs" {
-					return dec.Skip()
-				}
-				var err error
-				item.Inputs, err = decodeTensors(dec)
-				return err
-			})
-			if err != nil {
+		if err := enc.EncodeString("outputs"); err != nil {
+			return err
+		}
+		if err := encodeTensors(enc, r.Outputs); err != nil {
+			return err
+		}
+		for _, kv := range [...][2]string{{"code", r.Code}, {"message", r.Message}} {
+			if kv[1] == "" {
+				continue
+			}
+			if err := enc.EncodeString(kv[0]); err != nil {
 				return err
 			}
-			m.Items = append(m.Items, item)
+			if err := enc.EncodeString(kv[1]); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
 }
 
-// EncodeMsgpack implements msgpack.CustomEncoder.
-func (m *PredictBatchReply) EncodeMsgpack(enc *msgpack.Encoder) error {
+// DecodeMsgpack implements msgpack.CustomDecoder.
+func (m *PredictBatchReply) DecodeMsgpack(dec *msgpack.Decoder) error {
+	items, err := decodeItems(dec, func(r *PredictItemReply) error {
+		return decodeFields(dec, func(key string) error {
+			var err error
+			switch key {
+			case "outputs":
+				r.Outputs, err = decodeTensors(dec)
+			case "code":
+				r.Code, err = dec.DecodeString()
+			case "message":
+				r.Message, err = dec.DecodeString()
+			default:
+				err = dec.Skip()
+			}
+			return err
+		})
+	})
+	*m = PredictBatchReply{Items: items}
+	return err
+}
+
+// encodeItems writes {"items": [...]}, each item by each.
+func encodeItems[T any](enc *msgpack.Encoder, items []T, each func(*T) error) error {
 	if err := enc.EncodeMapLen(1); err != nil {
 		return err
 	}
 	if err := enc.EncodeString("items"); err != nil {
 		return err
 	}
-	if m.Items == nil {
+	if items == nil {
 		return enc.EncodeNil()
 	}
-	if err := enc.EncodeArrayLen(len(m.Items)); err != nil {
+	if err := enc.EncodeArrayLen(len(items)); err != nil {
 		return err
 	}
-	for i := range m.Items {
-		if err := encodeItemReply(enc, &m.Items[i]); err != nil {
+	for i := range items {
+		if err := each(&items[i]); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func encodeItemReply(enc *msgpack.Encoder, r *PredictItemReply) error {
-	n := 1
-	if r.Code != "" {
-		n++
-	}
-	if r.Message != "" {
-		n++
-	}
-	if err := enc.EncodeMapLen(n); err != nil {
-		return err
-	}
-	if err := enc.EncodeString("outputs"); err != nil {
-		return err
-	}
-	if err := encodeTensors(enc, r.Outputs); err != nil {
-		return err
-	}
-	for _, kv := range [...][2]string{{"code", r.Code}, {"message", r.Message}} {
-		if kv[1] == "" {
-			continue
-		}
-		if err := enc.EncodeString(kv[0]); err != nil {
-			return err
-		}
-		if err := enc.EncodeString(kv[1]); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// DecodeMsgpack implements msgpack.CustomDecoder.
-func (m *PredictBatchReply) DecodeMsgpack(dec *msgpack.Decoder) error {
-	*m = PredictBatchReply{}
-	return decodeFields(dec, func(key string) error {
+// decodeItems reads {"items": [...]}, each item by each; other keys are
+// skipped, and a missing or nil list reads as nil.
+func decodeItems[T any](dec *msgpack.Decoder, each func(*T) error) ([]T, error) {
+	var items []T
+	err := decodeFields(dec, func(key string) error {
 		if key != "items" {
 			return dec.Skip()
 		}
@@ -147,30 +143,17 @@ func (m *PredictBatchReply) DecodeMsgpack(dec *msgpack.Decoder) error {
 		if err != nil || n < 0 {
 			return err
 		}
-		m.Items = make([]PredictItemReply, 0, min(n, preallocMax))
+		items = make([]T, 0, min(n, preallocMax))
 		for range n {
-			var r PredictItemReply
-			err := decodeFields(dec, func(key string) error {
-				var err error
-				switch key {
-				case "outputs":
-					r.Outputs, err = decodeTensors(dec)
-				case "code":
-					r.Code, err = dec.DecodeString()
-				case "message":
-					r.Message, err = dec.DecodeString()
-				default:
-					err = dec.Skip()
-				}
-				return err
-			})
-			if err != nil {
+			var item T
+			if err := each(&item); err != nil {
 				return err
 			}
-			m.Items = append(m.Items, r)
+			items = append(items, item)
 		}
 		return nil
 	})
+	return items, err
 }
 
 // encodeTensors writes ts as reflection writes a []ml.Tensor.
