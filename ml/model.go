@@ -113,6 +113,25 @@ type Model interface {
 	Predict(ctx context.Context, inputs []Tensor) ([]Tensor, error)
 }
 
+// LoadOptions tune how a runtime readies one replica's model. Runtimes that
+// have no such knob ignore it.
+type LoadOptions struct {
+	// Threads is the runtime's intra-op thread count (ONNX Runtime); 0
+	// means 1, since replicas and their workers already give parallelism.
+	Threads int
+	// GPU is the device index the replica reserved, or -1 for none.
+	GPU int
+}
+
+// CPUOnly is the LoadOptions of a model that runs on the CPU with defaults.
+var CPUOnly = LoadOptions{GPU: -1}
+
+// Runtimed is implemented by models that can say what runs them (the
+// runtime, its version, the device), for a version's metadata.
+type Runtimed interface {
+	Runtime() string
+}
+
 // Closer is implemented by models that hold resources beyond memory (a child
 // process, a file). The shard actor calls Close when it unloads the model.
 type Closer interface {

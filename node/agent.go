@@ -27,6 +27,8 @@ import (
 	"github.com/kilnml/kiln/actors"
 	"github.com/kilnml/kiln/actors/data"
 	"github.com/kilnml/kiln/actors/training"
+	"github.com/kilnml/kiln/ml/formats"
+	"github.com/kilnml/kiln/ml/onnx"
 	"github.com/kilnml/kiln/node/internal/acl"
 	"github.com/kilnml/kiln/node/internal/blobs"
 	"github.com/kilnml/kiln/raftfsm"
@@ -45,6 +47,8 @@ type Agent struct {
 	id     string
 
 	resources structs.Resources
+	// models loads model files, ONNX ones in the runtime onnx {} chose.
+	models    *formats.Loader
 	trans     *transport.Transport
 	fsm       *raftfsm.FSM
 	wal       *raftwal.WAL
@@ -119,8 +123,13 @@ func New(cfg Config, logger hclog.Logger) (a *Agent, err error) {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
+	backend, err := onnx.Open(cfg.ONNX.Runtime, cfg.ONNX.LibraryPath)
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	logger.Info("onnx runtime", "runtime", backend.Name(), "why", backend.Reason())
 	ctx, cancel := context.WithCancel(context.Background())
-	a = &Agent{cfg: cfg, logger: logger, ctx: ctx, cancel: cancel}
+	a = &Agent{cfg: cfg, logger: logger, ctx: ctx, cancel: cancel, models: formats.NewLoader(backend)}
 	a.forwarder = &forwarder{a: a, limit: maxForwardQueue}
 	a.committer = &committer{a: a, limit: maxCommitQueue}
 	started := a // every error return below sets a to nil

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/kilnml/kiln/ml/onnx"
 )
 
 // Default ports. One TCP port carries Raft and RPC (the transport multiplexes them),
@@ -95,6 +97,9 @@ type Config struct {
 	// (monitoring {}).
 	Monitoring MonitoringConfig
 
+	// ONNX chooses the runtime of ONNX models (onnx {}).
+	ONNX ONNXConfig
+
 	// ACL is access control for the HTTP API (acl {}).
 	ACL ACLConfig
 	// Exec says which commands this node may run as processes (exec {}).
@@ -129,6 +134,24 @@ type FeatureStoreConfig struct {
 	// CompactInterval is how often the leader deletes feature values past
 	// their views' retention.
 	CompactInterval time.Duration
+}
+
+// ONNXConfig is the onnx {} block: which runtime serves ONNX models, and
+// where ONNX Runtime's shared library is.
+type ONNXConfig struct {
+	// Runtime is auto (ONNX Runtime when its library loads, else gonnx),
+	// ort (the library must load, or the node does not start) or gonnx.
+	Runtime string
+	// LibraryPath is ONNX Runtime's shared library; "" looks where
+	// scripts/install-onnxruntime installs it, then on the linker's path.
+	LibraryPath string
+}
+
+func (o ONNXConfig) validate() error {
+	if !slices.Contains(onnx.Runtimes, o.Runtime) {
+		return fmt.Errorf("node: onnx.runtime %q: use one of %s", o.Runtime, strings.Join(onnx.Runtimes, ", "))
+	}
+	return nil
 }
 
 // MonitoringConfig is the monitoring {} block.
@@ -261,6 +284,7 @@ func DefaultConfig() Config {
 		BlobGCGrace:         time.Hour,
 		PredictTimeout:      30 * time.Second,
 		FeatureStore:        FeatureStoreConfig{Online: OnlineEmbedded, RedisResync: 10 * time.Minute, CompactInterval: time.Minute},
+		ONNX:                ONNXConfig{Runtime: onnx.RuntimeAuto},
 		Monitoring:          MonitoringConfig{SampleRate: 1, Retention: 7 * 24 * time.Hour, MaxLogBytes: 2 << 30, LabelGrace: time.Hour, AlertInterval: 10 * time.Second},
 		Limits: LimitsConfig{
 			MaxConcurrentUploads:  4,
@@ -350,6 +374,9 @@ func (c *Config) Validate() error {
 	}
 	if c.BlobGCInterval < time.Second {
 		return fmt.Errorf("node: serving.blob_gc_interval must be at least 1s, got %s", c.BlobGCInterval)
+	}
+	if err := c.ONNX.validate(); err != nil {
+		return err
 	}
 	if err := c.Monitoring.validate(); err != nil {
 		return err
@@ -565,6 +592,12 @@ type fileConfig struct {
 	Limits          *fileLimits     `hcl:"limits,block"`
 	FeatureStore    *fileFeatures   `hcl:"feature_store,block"`
 	Monitoring      *fileMonitoring `hcl:"monitoring,block"`
+	ONNX            *fileONNX       `hcl:"onnx,block"`
+}
+
+type fileONNX struct {
+	Runtime     *string `hcl:"runtime,optional"`
+	LibraryPath *string `hcl:"library_path,optional"`
 }
 
 type fileMonitoring struct {
@@ -834,6 +867,14 @@ func (fc *fileConfig) applyTo(c *Config, body hcl.Body) error {
 		}
 		if fc.Limits.MaxDatasetBytes != nil {
 			c.Limits.MaxDatasetBytes = *fc.Limits.MaxDatasetBytes
+		}
+	}
+	if o := fc.ONNX; o != nil {
+		if o.Runtime != nil {
+			c.ONNX.Runtime = *o.Runtime
+		}
+		if o.LibraryPath != nil {
+			c.ONNX.LibraryPath = *o.LibraryPath
 		}
 	}
 	if m := fc.Monitoring; m != nil {

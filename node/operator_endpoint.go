@@ -31,6 +31,10 @@ type StatusResponse struct {
 	Voters        int    `json:"voters"`
 	HTTPAddr      string `json:"http_addr"`
 	RPCAddr       string `json:"rpc_addr"`
+	// ONNXRuntime is the runtime of this node's ONNX models (ort or
+	// gonnx), and ONNXRuntimeVersion ONNX Runtime's version under ort.
+	ONNXRuntime        string `json:"onnx_runtime"`
+	ONNXRuntimeVersion string `json:"onnx_runtime_version,omitempty"`
 }
 
 func (a *Agent) handleStatus(w http.ResponseWriter, r *http.Request) {
@@ -41,6 +45,7 @@ func (a *Agent) handleStatus(w http.ResponseWriter, r *http.Request) {
 		RaftState: a.raft.State().String(), Leader: string(addr), LeaderID: string(id),
 		AppliedIndex: a.fsm.AppliedIndex(), CommitIndex: a.raft.CommitIndex(), LastLogIndex: a.raft.LastIndex(),
 		Members: len(a.gossip.alive()), HTTPAddr: a.advertiseHTTP(), RPCAddr: a.trans.Addr(),
+		ONNXRuntime: a.models.ONNX().Name(), ONNXRuntimeVersion: a.models.ONNX().Version(),
 	}
 	st.Term = parseUint(stats["term"])
 	if a.raft.State() != raft.Leader {

@@ -81,7 +81,7 @@ func (a *Agent) loadInProcess(ctx context.Context, mv *structs.ModelVersion) (ml
 	if err != nil {
 		return nil, nil, fmt.Errorf("fetching version %d of %s: %w", mv.Version, mv.Model, err)
 	}
-	m, err := formats.Load(mv.Format, path)
+	m, err := a.models.Load(mv.Format, path, ml.CPUOnly)
 	if err != nil {
 		return nil, nil, err
 	}

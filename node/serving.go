@@ -9,7 +9,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/kilnml/kiln/actors/serving"
-	"github.com/kilnml/kiln/ml/formats"
 	"github.com/kilnml/kiln/raftfsm"
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
@@ -69,7 +68,7 @@ func (a *Agent) setupServing() {
 		Index:   a.fsm.IndexFunc(raftfsm.ServingTables...),
 		Propose: a.proposeCmd,
 		Blobs:   a.xfer,
-		Load:    formats.Load,
+		Load:    a.models.Load,
 		WorkDir: filepath.Join(a.cfg.DataDir, "replicas"),
 		Exec:    a.cfg.Exec.servingPolicy(),
 		Local:   local,

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/kilnml/kiln/actors/serving"
 	"github.com/kilnml/kiln/ml"
@@ -137,7 +138,7 @@ func (a *Agent) v2ModelMetadata(name string, version uint64) (*v2ModelMeta, erro
 		}
 		return out
 	}
-	return &v2ModelMeta{Name: name, Versions: list, Platform: "kiln-" + v.Format, Inputs: meta(v.Schema.Inputs), Outputs: meta(v.Schema.Outputs)}, nil
+	return &v2ModelMeta{Name: name, Versions: list, Platform: platform(v), Inputs: meta(v.Schema.Inputs), Outputs: meta(v.Schema.Outputs)}, nil
 }
 
 // handleV2ModelReady is 200 when a replica of the version (or of the
@@ -393,4 +394,14 @@ func (a *Agent) v2Endpoint() endpoint {
 		{pattern: "POST /v2/models/{name}/infer", handler: a.handleV2Infer, kind: p, need: needAllow, name: pathName},
 		{pattern: "POST /v2/models/{name}/versions/{version}/infer", handler: a.handleV2Infer, kind: p, need: needAllow, name: pathName},
 	}}
+}
+
+// platform is a version's v2 platform: "onnxruntime_onnx" for an ONNX model
+// that ONNX Runtime loaded, as Triton names it; "kiln-" and the format
+// otherwise.
+func platform(v *structs.ModelVersion) string {
+	if v.Format == ml.FormatONNX && strings.HasPrefix(v.Runtime, "onnxruntime") {
+		return "onnxruntime_onnx"
+	}
+	return "kiln-" + v.Format
 }

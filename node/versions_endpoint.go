@@ -259,15 +259,28 @@ func (a *Agent) checkArtifact(v *structs.ModelVersion, path string, size int64) 
 	if len(v.Schema.Inputs) > 0 || len(v.Schema.Outputs) > 0 {
 		return structs.Errorf(structs.CodeInvalid, "query parameter schema is only for format=process; format %s carries its own schema", v.Format)
 	}
-	m, err := formats.Load(v.Format, path)
+	m, err := a.models.Load(v.Format, path, ml.CPUOnly)
 	if err != nil {
 		return structs.Errorf(structs.CodeInvalid, "model file does not load as %s: %v", v.Format, err)
 	}
 	v.Schema = schemaFromML(m.Schema())
+	v.Runtime = runtimeName(m)
 	if c, ok := m.(ml.Closer); ok {
 		_ = c.Close()
 	}
 	return nil
+}
+
+// runtimeName is what a version records of the runtime that loaded it: the
+// runtime and its version, without the device (a replica may have a GPU
+// that the push's node has not).
+func runtimeName(m ml.Model) string {
+	r, ok := m.(ml.Runtimed)
+	if !ok {
+		return ""
+	}
+	name, _, _ := strings.Cut(r.Runtime(), ",")
+	return name
 }
 
 func schemaFromML(s ml.Schema) structs.Schema {

@@ -158,7 +158,7 @@ func (r *Reconciler) pass(ctx context.Context, health bool) {
 		}
 		want[a.ID] = a
 		configs[a.ID] = ShardConfig{
-			Alloc: *a, Version: *v, Batching: d.Batching, Blobs: r.cfg.Blobs, Load: r.cfg.Load,
+			Alloc: *a, Version: *v, Batching: d.Batching, Threads: d.Resources.Threads, Blobs: r.cfg.Blobs, Load: r.cfg.Load,
 			WorkDir: r.cfg.WorkDir, Exec: r.cfg.Exec, Local: r.cfg.Local, Logger: r.log.With("alloc", a.ID, "model", a.Deployment, "version", a.Version),
 		}
 	}

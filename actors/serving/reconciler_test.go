@@ -157,7 +157,7 @@ func newReconcilerFixture(t *testing.T, configure func(*reconcilerFixture)) *rec
 	return f
 }
 
-func (f *reconcilerFixture) load(format, path string) (ml.Model, error) {
+func (f *reconcilerFixture) load(format, path string, _ ml.LoadOptions) (ml.Model, error) {
 	f.loads.Add(1)
 	if err := f.loadErr.Load(); err != nil {
 		return nil, *err
@@ -390,7 +390,7 @@ func TestReconciler_RunEndsWithItsContext(t *testing.T) {
 		Changed: func() <-chan struct{} { return nil },
 		Propose: proposer.propose,
 		Blobs:   &fakeBlobs{},
-		Load: func(format, path string) (ml.Model, error) {
+		Load: func(format, path string, _ ml.LoadOptions) (ml.Model, error) {
 			return newSumModel(false), nil
 		},
 		Interval: 10 * time.Millisecond,

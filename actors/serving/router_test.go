@@ -141,7 +141,7 @@ func (b *fakeBlobs) Ensure(ctx context.Context, digest string, holders []string)
 // loaderOf returns a Loader that hands out models by artifact path, and
 // fails for paths it does not know.
 func loaderOf(models map[string]ml.Model) Loader {
-	return func(format, path string) (ml.Model, error) {
+	return func(format, path string, _ ml.LoadOptions) (ml.Model, error) {
 		if m, ok := models[path]; ok {
 			return m, nil
 		}

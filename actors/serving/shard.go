@@ -20,8 +20,8 @@ type BlobSource interface {
 	Ensure(ctx context.Context, digest string, holders []string) (string, error)
 }
 
-// Loader loads a model file of an in-process format (ml/formats.Load).
-type Loader func(format, path string) (ml.Model, error)
+// Loader loads a model file of an in-process format (ml/formats.Loader.Load).
+type Loader func(format, path string, opts ml.LoadOptions) (ml.Model, error)
 
 // ShardConfig is what a shard actor needs to load and serve one replica.
 type ShardConfig struct {
@@ -38,6 +38,9 @@ type ShardConfig struct {
 	// Workers is how many requests the replica scores at once; 0 means
 	// GOMAXPROCS.
 	Workers int
+	// Threads is the runtime's intra-op thread count for the model (the
+	// deployment's resources.threads); 0 means the runtime's default.
+	Threads int
 	// QueueLen bounds the requests waiting for a worker; 0 means 1024.
 	QueueLen int
 	// Local, when set, is where the loaded replica registers for direct
@@ -104,7 +107,11 @@ func (s *Shard) Start(ctx context.Context) error {
 			Exec:      s.cfg.Exec,
 		})
 	} else {
-		m, err = s.cfg.Load(v.Format, path)
+		opts := ml.LoadOptions{Threads: s.cfg.Threads, GPU: -1}
+		if len(s.cfg.Alloc.GPUs) > 0 {
+			opts.GPU = s.cfg.Alloc.GPUs[0]
+		}
+		m, err = s.cfg.Load(v.Format, path, opts)
 	}
 	if err != nil {
 		return fmt.Errorf("serving: load %s v%d: %w", v.Model, v.Version, err)

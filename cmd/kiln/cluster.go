@@ -39,7 +39,7 @@ func simpleGet(name, synopsis, usage, path string, table func(body map[string]an
 func statusCommand() *command {
 	return simpleGet("status", "Show this node's view of the cluster", "kiln status [-address ADDR] [-format table|json]", "/v1/status",
 		func(b map[string]any) ([]string, [][]string) {
-			keys := []string{"node_name", "node_id", "version", "raft_state", "leader", "term", "applied_index", "commit_index", "last_log_index", "last_contact_ms", "members", "voters", "http_addr", "rpc_addr"}
+			keys := []string{"node_name", "node_id", "version", "raft_state", "leader", "term", "applied_index", "commit_index", "last_log_index", "last_contact_ms", "members", "voters", "http_addr", "rpc_addr", "onnx_runtime", "onnx_runtime_version"}
 			var rows [][]string
 			for _, k := range keys {
 				rows = append(rows, []string{k, str(b[k])})

@@ -25,6 +25,7 @@ type batchingSpec struct {
 type resourcesSpec struct {
 	MemoryMB int64 `json:"memory_mb"`
 	GPUs     int   `json:"gpus"`
+	Threads  int   `json:"threads,omitempty"`
 }
 
 type deploymentSpec struct {
@@ -52,6 +53,7 @@ const deployHelp = `Usage: kiln deploy [flags] NAME
   -max-wait-ms N    wait up to N ms for a batch to fill
   -memory-mb N      memory per replica, on top of the model file's size
   -gpus N           whole GPUs per replica
+  -threads N        ONNX Runtime intra-op threads per replica (default 1)
   -timeout DURATION bound one prediction on the server (e.g. 5s; default:
                     the node's serving.predict_timeout, 30s)
   -wait DURATION    wait until every version has its replicas running (e.g. 60s)
@@ -71,6 +73,7 @@ func runDeploy(args []string) int {
 	maxWait := fs.Int("max-wait-ms", 0, "")
 	memoryMB := fs.Int64("memory-mb", 0, "")
 	gpus := fs.Int("gpus", 0, "")
+	threads := fs.Int("threads", 0, "")
 	wait := fs.Duration("wait", 0, "")
 	timeout := fs.Duration("timeout", 0, "")
 	var canaries stringList
@@ -93,8 +96,8 @@ func runDeploy(args []string) int {
 	if isFlagSet(fs, "max-batch") || isFlagSet(fs, "max-wait-ms") {
 		spec.Batching = &batchingSpec{MaxBatch: *maxBatch, MaxWaitMS: *maxWait}
 	}
-	if isFlagSet(fs, "memory-mb") || isFlagSet(fs, "gpus") {
-		spec.Resources = &resourcesSpec{MemoryMB: *memoryMB, GPUs: *gpus}
+	if isFlagSet(fs, "memory-mb") || isFlagSet(fs, "gpus") || isFlagSet(fs, "threads") {
+		spec.Resources = &resourcesSpec{MemoryMB: *memoryMB, GPUs: *gpus, Threads: *threads}
 	}
 	var d map[string]any
 	if err := c.do("PUT", "/v1/deployments/"+url.PathEscape(fs.Arg(0)), spec, &d); err != nil {

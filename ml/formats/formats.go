@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 
 	"github.com/kilnml/kiln/ml"
 	"github.com/kilnml/kiln/ml/gbdt"
@@ -21,25 +22,40 @@ import (
 // Names lists the formats Load takes.
 var Names = []string{ml.FormatLinear, ml.FormatLightGBM, ml.FormatXGBoost, ml.FormatXGBoostJSON, ml.FormatONNX}
 
-// loaders maps a format to its runtime's loader.
+// loaders maps a format to its runtime's loader; ONNX is the Loader's
+// backend's.
 var loaders = map[string]func(io.Reader) (ml.Model, error){
 	ml.FormatLinear:      linear.Load,
 	ml.FormatLightGBM:    gbdt.LoadLightGBM,
 	ml.FormatXGBoost:     gbdt.LoadXGBoost,
 	ml.FormatXGBoostJSON: xgbjson.Load,
-	ml.FormatONNX:        onnx.Load,
 }
 
 // Supported reports whether Load takes format.
 func Supported(format string) bool {
 	_, ok := loaders[format]
-	return ok
+	return ok || format == ml.FormatONNX
 }
 
-// Load reads the model file at path in the given format. Errors wrap
-// ml.ErrBadModel with the runtime's reason when the file does not load.
-func Load(format, path string) (ml.Model, error) {
+// A Loader loads model files, running ONNX models in one backend.
+type Loader struct {
+	onnx *onnx.Backend
+}
+
+// NewLoader returns a Loader whose ONNX models run in b.
+func NewLoader(b *onnx.Backend) *Loader { return &Loader{onnx: b} }
+
+// ONNX is the backend ONNX models run in.
+func (l *Loader) ONNX() *onnx.Backend { return l.onnx }
+
+// Load reads the model file at path in the given format, with opts for the
+// runtimes that take them. Errors wrap ml.ErrBadModel with the runtime's
+// reason when the file does not load.
+func (l *Loader) Load(format, path string, opts ml.LoadOptions) (ml.Model, error) {
 	load, ok := loaders[format]
+	if format == ml.FormatONNX {
+		load, ok = func(r io.Reader) (ml.Model, error) { return l.onnx.Load(r, opts) }, true
+	}
 	if !ok {
 		return nil, fmt.Errorf("%w: format %q is not served in-process", ml.ErrBadModel, format)
 	}
@@ -49,6 +65,23 @@ func Load(format, path string) (ml.Model, error) {
 	}
 	defer f.Close()
 	return load(bufio.NewReaderSize(f, 1<<20))
+}
+
+// Default is the Loader of a process that configures nothing: ONNX models
+// run in ONNX Runtime when its library is installed where onnx.Open looks,
+// and in gonnx otherwise.
+var Default = sync.OnceValue(func() *Loader {
+	b, err := onnx.Open(onnx.RuntimeAuto, "")
+	if err != nil { // auto falls back rather than fail; keep gonnx regardless
+		b = onnx.Gonnx()
+	}
+	return NewLoader(b)
+})
+
+// Load reads the model file at path in the given format with the Default
+// loader, on the CPU.
+func Load(format, path string) (ml.Model, error) {
+	return Default().Load(format, path, ml.CPUOnly)
 }
 
 // Detect guesses the format of a model file from its first bytes (a few KiB

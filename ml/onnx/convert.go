@@ -48,24 +48,31 @@ func supportedTypes() string {
 	return strings.Join(names, ", ")
 }
 
-// toGonnx builds a new gonnx tensor of the input's element type from a
-// request tensor whose shape has been checked. gorgonia tensors are never
-// shared between calls: each call gets its own backing slice.
-func toGonnx(spec inputSpec, t ml.Tensor) (tensor.Tensor, error) {
+// checkValues holds a request tensor's values to its input's element type:
+// no empty dimension, no NaN, and integers whole and in range.
+func (s inputSpec) checkValues(t ml.Tensor) error {
 	for i, d := range t.Shape {
 		if d == 0 {
-			return nil, fmt.Errorf("%w: onnx: input %q has shape %v: dimension %d is empty", ml.ErrBadInput, spec.name, t.Shape, i)
+			return fmt.Errorf("%w: onnx: input %q has shape %v: dimension %d is empty", ml.ErrBadInput, s.name, t.Shape, i)
 		}
 	}
-	e := spec.elem
+	e := s.elem
 	for i, v := range t.Data {
 		if math.IsNaN(v) {
-			return nil, fmt.Errorf("%w: onnx: input %q element %v is missing (NaN); ONNX models cannot take missing values", ml.ErrBadInput, spec.name, coordinates(i, t.Shape))
+			return fmt.Errorf("%w: onnx: input %q element %v is missing (NaN); ONNX models cannot take missing values", ml.ErrBadInput, s.name, coordinates(i, t.Shape))
 		}
 		if e.integer && (v != math.Trunc(v) || v < e.lo || v >= e.hi) {
-			return nil, fmt.Errorf("%w: onnx: input %q element %v is %g, which is not a valid %s (whole numbers in [%.0f, %.0f))", ml.ErrBadInput, spec.name, coordinates(i, t.Shape), v, e.name, e.lo, e.hi)
+			return fmt.Errorf("%w: onnx: input %q element %v is %g, which is not a valid %s (whole numbers in [%.0f, %.0f))", ml.ErrBadInput, s.name, coordinates(i, t.Shape), v, e.name, e.lo, e.hi)
 		}
 	}
+	return nil
+}
+
+// toGonnx builds a new gonnx tensor of the input's element type from a
+// request tensor that graph.match has checked. gorgonia tensors are never
+// shared between calls: each call gets its own backing slice.
+func toGonnx(spec inputSpec, t ml.Tensor) (tensor.Tensor, error) {
+	e := spec.elem
 	switch e.proto {
 	case pb.TensorProto_FLOAT:
 		return newTensor(narrow[float32](t.Data), t.Shape), nil

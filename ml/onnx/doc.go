@@ -1,10 +1,49 @@
-// Package onnx is Kiln's ONNX runtime: Load reads a model file, checks it
-// against what github.com/advancedclimatesystems/gonnx (v1.1.0, pure Go)
-// can run, and returns an ml.Model whose Predict feeds the graph's named
-// inputs and returns its outputs as float64 tensors in schema order, each
-// with the shape gonnx gave it. The schema comes from the graph: its inputs
-// (initializers excluded) and outputs, with element type and shape, a
-// dimension with a symbolic name or no value being free (-1).
+// Package onnx runs ONNX models in one of two backends behind one Backend
+// type: ONNX Runtime (ORT, through github.com/yalue/onnxruntime_go and ORT's
+// C API, loaded at run time from libonnxruntime.so.1) or
+// github.com/advancedclimatesystems/gonnx (v1.1.0, pure Go). Either way a
+// loaded model is an ml.Model whose Predict feeds the graph's named inputs
+// and returns its outputs as float64 tensors in schema order.
+//
+// Choosing. Open picks the backend once per process (ORT has one
+// environment per process): "ort" needs the library to load and fails
+// naming every path tried; "auto" (the node's default) uses ORT when it
+// loads and gonnx otherwise, and says why; "gonnx" never touches ORT. With
+// no path configured ORT is looked for where scripts/install-onnxruntime
+// puts it (/usr/local/lib), then on the dynamic linker's path. ORT code is
+// built under cgo on linux only (ort.go); elsewhere, and with
+// CGO_ENABLED=0, ort_stub.go makes every ORT load fail, so such a binary
+// runs ONNX models on gonnx.
+//
+// What both share (graph.go). The schema comes from the model's protobuf,
+// read by Kiln whichever backend runs it: the inputs (initializers
+// excluded) and outputs, with element type and shape, a dimension with a
+// symbolic name or no value being free (-1). Every request is checked
+// against it before a backend sees it (graph.match): input names, rank,
+// fixed dimensions, dimensions two inputs share by name, NaN, and integer
+// and boolean values whole and in range. So malformed input never reaches
+// ORT's C++ code, and both backends refuse it with the same words.
+//
+// ORT (ort.go). One session per loaded model (per replica), shared by all
+// its goroutines: ORT's Run is safe to call concurrently. Intra-op threads
+// default to 1 (replicas and their workers already give the parallelism;
+// ml.LoadOptions.Threads, from a deployment's resources.threads, raises
+// it) and inter-op threads are 1. Opsets below 7, for which ORT has no
+// kernels, are refused before ORT is asked, naming
+// onnx.version_converter as the fix; anything else ORT cannot load is
+// refused with ORT's own message. A replica that reserved a GPU asks for
+// ORT's CUDA provider on that device, and runs on CPU when the provider
+// does not load (the npm build Kiln installs has none); the model's
+// Runtime() says which. Input tensors are built per call (ORT copies
+// nothing: the Go slice is the tensor's memory for the call), and outputs
+// are allocated by ORT and freed after conversion. A ZipMap output (a
+// sequence of maps class -> probability, as skl2onnx and onnxmltools
+// write classifiers) is served as an FP32 tensor [rows, classes], its
+// columns in the ZipMap's class-label order; an int64 label output is a
+// tensor as any other. String label outputs and BYTES inputs are not
+// served: ml tensors carry numbers.
+//
+// gonnx, in detail:
 //
 // Opsets. gonnx implements opset 13 of the default ONNX domain and nothing
 // else, plus the ai.onnx.ml ops Scaler and LinearRegressor. A model of

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"runtime/debug"
-	"strconv"
-	"strings"
 
 	"github.com/advancedclimatesystems/gonnx"
 	pb "github.com/advancedclimatesystems/gonnx/onnx"
@@ -33,6 +31,19 @@ func Load(r io.Reader) (ml.Model, error) {
 }
 
 func load(r io.Reader, limit int64) (ml.Model, error) {
+	b, err := readModelFile(r, limit)
+	if err != nil {
+		return nil, err
+	}
+	m, err := fromBytes(b)
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// readModelFile reads a model file of at most limit bytes.
+func readModelFile(r io.Reader, limit int64) ([]byte, error) {
 	b, err := io.ReadAll(io.LimitReader(r, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("%w: onnx: read model: %v", ml.ErrBadModel, err)
@@ -42,11 +53,18 @@ func load(r io.Reader, limit int64) (ml.Model, error) {
 		// stream without end; "larger than the cap" is what matters.
 		return nil, fmt.Errorf("%w: onnx: model file is larger than %d bytes, the cap on ONNX models (MaxModelBytes)", ml.ErrBadModel, limit)
 	}
-	m, err := fromBytes(b)
-	if err != nil {
-		return nil, err
+	if len(b) == 0 {
+		return nil, fmt.Errorf("%w: onnx: model file is empty", ml.ErrBadModel)
 	}
-	return m, nil
+	return b, nil
+}
+
+// unmarshalModel parses a ModelProto.
+func unmarshalModel(b []byte, mp *pb.ModelProto) error {
+	if err := proto.Unmarshal(b, mp); err != nil {
+		return fmt.Errorf("%w: onnx: not an ONNX model: %v", ml.ErrBadModel, err)
+	}
+	return nil
 }
 
 // fromBytes parses and checks a model. gonnx and gorgonia panic on some
@@ -61,9 +79,9 @@ func fromBytes(b []byte) (m *model, err error) {
 	if len(b) == 0 {
 		return nil, fmt.Errorf("%w: onnx: model file is empty", ml.ErrBadModel)
 	}
-	mp, err := gonnx.ModelProtoFromBytes(b)
-	if err != nil {
-		return nil, fmt.Errorf("%w: onnx: not an ONNX model: %v", ml.ErrBadModel, err)
+	mp := &pb.ModelProto{}
+	if err := unmarshalModel(b, mp); err != nil {
+		return nil, err
 	}
 	g := mp.GetGraph()
 	if g == nil || len(g.GetNode()) == 0 {
@@ -98,7 +116,7 @@ func fromBytes(b []byte) (m *model, err error) {
 	if err := m.checkNodes(g); err != nil {
 		return nil, err
 	}
-	if err := m.readSchema(g); err != nil {
+	if m.graph, err = readGraph(g, func(name string) bool { _, ok := params[name]; return ok }, false); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -110,25 +128,11 @@ func fromBytes(b []byte) (m *model, err error) {
 // its bias, GRU its initial state), which breaks even a second sequential
 // run of gonnx.Model.Run on a Conv model with a bias.
 type model struct {
-	schema  ml.Schema
-	inputs  []inputSpec // schema order
-	outputs []string    // schema order
-	nodes   []*pb.NodeProto
+	*graph
+	nodes []*pb.NodeProto
 	// params are the decoded initializers, read only: run clones them.
 	params      map[string]tensor.Tensor
 	getOperator gonnx.OpGetter
-}
-
-// inputSpec is one graph input the caller feeds.
-type inputSpec struct {
-	name string
-	elem elemType
-	// dims holds the declared size of each dimension, -1 where free; nil
-	// when the graph gives no shape.
-	dims []int
-	// dimParams holds each dimension's symbolic name (dim_param), "" where
-	// none: two inputs naming the same parameter must agree on its size.
-	dimParams []string
 }
 
 // checkInitializers rejects what gonnx would silently mis-read: sparse or
@@ -231,85 +235,11 @@ func (m *model) checkNodes(g *pb.GraphProto) error {
 	return nil
 }
 
-// readSchema takes the schema from the graph: the inputs a caller feeds
-// (graph inputs that are not initializers) and the outputs.
-func (m *model) readSchema(g *pb.GraphProto) error {
-	for _, vi := range g.GetInput() {
-		if _, ok := m.params[vi.GetName()]; ok {
-			continue
-		}
-		elem, dims, params, err := tensorType("input", vi)
-		if err != nil {
-			return err
-		}
-		m.inputs = append(m.inputs, inputSpec{name: vi.GetName(), elem: elem, dims: dims, dimParams: params})
-		m.schema.Inputs = append(m.schema.Inputs, ml.TensorSpec{Name: vi.GetName(), DataType: elem.name, Shape: dims})
-	}
-	if len(m.inputs) == 0 {
-		return fmt.Errorf("%w: onnx: model takes no inputs", ml.ErrBadModel)
-	}
-	if len(g.GetOutput()) == 0 {
-		return fmt.Errorf("%w: onnx: model has no outputs", ml.ErrBadModel)
-	}
-	for _, vi := range g.GetOutput() {
-		elem, dims, _, err := tensorType("output", vi)
-		if err != nil {
-			return err
-		}
-		m.outputs = append(m.outputs, vi.GetName())
-		m.schema.Outputs = append(m.schema.Outputs, ml.TensorSpec{Name: vi.GetName(), DataType: elem.name, Shape: dims})
-	}
-	return nil
-}
+// Runtime says what serves the model.
+func (m *model) Runtime() string { return "gonnx " + gonnxVersion }
 
-// tensorType reads a graph input's or output's element type and shape. A
-// dimension with a symbolic name or no value is free (-1).
-func tensorType(kind string, vi *pb.ValueInfoProto) (elemType, []int, []string, error) {
-	tt := vi.GetType().GetTensorType()
-	if tt == nil {
-		return elemType{}, nil, nil, fmt.Errorf("%w: onnx: %s %q is not a tensor (sequences, maps and optionals are not supported)", ml.ErrBadModel, kind, vi.GetName())
-	}
-	elem, ok := elemTypes[pb.TensorProto_DataType(tt.GetElemType())]
-	if !ok {
-		return elemType{}, nil, nil, fmt.Errorf("%w: onnx: %s %q has element type %s, which this runtime does not carry (it takes %s)",
-			ml.ErrBadModel, kind, vi.GetName(), pb.TensorProto_DataType(tt.GetElemType()), supportedTypes())
-	}
-	if tt.GetShape() == nil {
-		return elem, nil, nil, nil
-	}
-	dims := make([]int, len(tt.GetShape().GetDim()))
-	params := make([]string, len(dims))
-	for i, d := range tt.GetShape().GetDim() {
-		dims[i] = -1
-		if v, ok := d.GetValue().(*pb.TensorShapeProto_Dimension_DimValue); ok && v.DimValue > 0 {
-			dims[i] = int(v.DimValue)
-		}
-		params[i] = d.GetDimParam()
-	}
-	return elem, dims, params, nil
-}
-
-// Schema implements ml.Model.
-func (m *model) Schema() ml.Schema {
-	s := ml.Schema{
-		Inputs:  make([]ml.TensorSpec, len(m.schema.Inputs)),
-		Outputs: make([]ml.TensorSpec, len(m.schema.Outputs)),
-	}
-	for i, t := range m.schema.Inputs {
-		s.Inputs[i] = ml.TensorSpec{Name: t.Name, DataType: t.DataType, Shape: cloneInts(t.Shape)}
-	}
-	for i, t := range m.schema.Outputs {
-		s.Outputs[i] = ml.TensorSpec{Name: t.Name, DataType: t.DataType, Shape: cloneInts(t.Shape)}
-	}
-	return s
-}
-
-func cloneInts(s []int) []int {
-	if s == nil {
-		return nil
-	}
-	return append([]int{}, s...)
-}
+// gonnxVersion is the gonnx module go.mod pins.
+const gonnxVersion = "v1.1.0"
 
 // Predict implements ml.Model. It is safe for concurrent use: every call
 // builds its own tensors and hands gonnx its own copies of the weights. A
@@ -331,7 +261,8 @@ func (m *model) Predict(ctx context.Context, inputs []ml.Tensor) (out []ml.Tenso
 		return nil, err
 	}
 	out = make([]ml.Tensor, len(m.outputs))
-	for i, name := range m.outputs {
+	for i, o := range m.outputs {
+		name := o.name
 		t, ok := results[name]
 		if !ok || t == nil {
 			return nil, fmt.Errorf("%w: onnx: gonnx gave no tensor for output %q", ml.ErrRuntime, name)
@@ -343,110 +274,22 @@ func (m *model) Predict(ctx context.Context, inputs []ml.Tensor) (out []ml.Tenso
 	return out, nil
 }
 
-// feeds matches the request's tensors to the graph inputs, checks them and
-// converts each to a fresh gonnx tensor of the input's element type.
+// feeds checks the request's tensors (graph.match) and converts each to a
+// fresh gonnx tensor of its input's element type.
 func (m *model) feeds(inputs []ml.Tensor) (map[string]tensor.Tensor, error) {
-	byName := make(map[string]ml.Tensor, len(inputs))
-	for _, t := range inputs {
-		if t.Name == "" {
-			if len(m.inputs) != 1 || len(inputs) != 1 {
-				return nil, fmt.Errorf("%w: onnx: an input has no name; the model takes %s", ml.ErrBadInput, m.describeInputs())
-			}
-			t.Name = m.inputs[0].name
-		}
-		if _, dup := byName[t.Name]; dup {
-			return nil, fmt.Errorf("%w: onnx: input %q is given twice", ml.ErrBadInput, t.Name)
-		}
-		if !m.hasInput(t.Name) {
-			return nil, fmt.Errorf("%w: onnx: unknown input %q; the model takes %s", ml.ErrBadInput, t.Name, m.describeInputs())
-		}
-		byName[t.Name] = t
+	ts, err := m.match(inputs)
+	if err != nil {
+		return nil, err
 	}
-
-	feeds := make(map[string]tensor.Tensor, len(m.inputs))
-	dimSizes := map[string]int{} // dim_param -> size seen first
-	dimOwner := map[string]string{}
-	for _, spec := range m.inputs {
-		t, ok := byName[spec.name]
-		if !ok {
-			return nil, fmt.Errorf("%w: onnx: missing input %q (%s of shape %s)", ml.ErrBadInput, spec.name, spec.elem.name, spec.shapeString())
-		}
-		if err := t.Check(); err != nil {
-			return nil, err
-		}
-		if err := spec.checkShape(t.Shape); err != nil {
-			return nil, err
-		}
-		for i, p := range spec.dimParams {
-			if p == "" || spec.dims[i] != -1 {
-				continue
-			}
-			if size, seen := dimSizes[p]; seen && size != t.Shape[i] {
-				return nil, fmt.Errorf("%w: onnx: input %q has %s = %d (dimension %d) but input %q has %s = %d",
-					ml.ErrBadInput, spec.name, p, t.Shape[i], i, dimOwner[p], p, size)
-			}
-			dimSizes[p], dimOwner[p] = t.Shape[i], spec.name
-		}
-		g, err := toGonnx(spec, t)
+	feeds := make(map[string]tensor.Tensor, len(ts))
+	for i, spec := range m.inputs {
+		g, err := toGonnx(spec, ts[i])
 		if err != nil {
 			return nil, err
 		}
 		feeds[spec.name] = g
 	}
 	return feeds, nil
-}
-
-func (m *model) hasInput(name string) bool {
-	for _, s := range m.inputs {
-		if s.name == name {
-			return true
-		}
-	}
-	return false
-}
-
-func (m *model) describeInputs() string {
-	parts := make([]string, len(m.inputs))
-	for i, s := range m.inputs {
-		parts[i] = fmt.Sprintf("%q (%s %s)", s.name, s.elem.name, s.shapeString())
-	}
-	return strings.Join(parts, ", ")
-}
-
-// checkShape compares a request's shape with the declared one, where the
-// graph declares one.
-func (s inputSpec) checkShape(shape []int) error {
-	if s.dims == nil {
-		return nil
-	}
-	ok := len(shape) == len(s.dims)
-	for i := 0; ok && i < len(shape); i++ {
-		ok = s.dims[i] == -1 || s.dims[i] == shape[i]
-	}
-	if !ok {
-		return fmt.Errorf("%w: onnx: input %q has shape %v; the model expects %s", ml.ErrBadInput, s.name, shape, s.shapeString())
-	}
-	return nil
-}
-
-// shapeString writes the declared shape with free dimensions by their
-// symbolic name, or "?": [batch_size, 3].
-func (s inputSpec) shapeString() string {
-	if s.dims == nil {
-		return "[any]"
-	}
-	parts := make([]string, len(s.dims))
-	for i, d := range s.dims {
-		switch {
-		case d != -1:
-			parts[i] = strconv.Itoa(d)
-		case s.dimParams[i] != "":
-			parts[i] = s.dimParams[i]
-		default:
-			parts[i] = "?"
-		}
-	}
-	return "[" + strings.Join(parts, ", ") + "]"
 }
 
 // run executes the graph with gonnx's ops, as gonnx.Model.Run does, on this

@@ -77,6 +77,7 @@ const (
 	MaxProcessArgs      = 256
 	MaxAllocMessageLen  = 1024
 	MaxReplicaGPUs      = 64
+	MaxReplicaThreads   = 256
 )
 
 var digestRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
@@ -191,9 +192,13 @@ type ModelVersion struct {
 	Format  string `msgpack:"format" json:"format"`
 	// Digest is the sha256 of the artifact, empty for a process version
 	// uploaded without a file. Size is its length in bytes.
-	Digest   string            `msgpack:"digest" json:"digest"`
-	Size     int64             `msgpack:"size" json:"size"`
-	Schema   Schema            `msgpack:"schema" json:"schema"`
+	Digest string `msgpack:"digest" json:"digest"`
+	Size   int64  `msgpack:"size" json:"size"`
+	Schema Schema `msgpack:"schema" json:"schema"`
+	// Runtime names what loaded the file when it was pushed (for ONNX,
+	// "onnxruntime 1.30.0" or "gonnx v1.1.0"): the node checks every
+	// artifact in the runtime that will serve it.
+	Runtime  string            `msgpack:"runtime,omitempty" json:"runtime,omitempty"`
 	Metadata map[string]string `msgpack:"metadata" json:"metadata"`
 	Lineage  Lineage           `msgpack:"lineage" json:"lineage"`
 	Process  *ProcessSpec      `msgpack:"process,omitempty" json:"process,omitempty"`
@@ -345,6 +350,10 @@ type Batching struct {
 type ReplicaResources struct {
 	MemoryMB int64 `msgpack:"memory_mb" json:"memory_mb"`
 	GPUs     int   `msgpack:"gpus" json:"gpus"`
+	// Threads is the runtime's intra-op thread count per replica (ONNX
+	// Runtime); 0 means 1, since replicas and their workers already run
+	// requests in parallel.
+	Threads int `msgpack:"threads,omitempty" json:"threads,omitempty"`
 }
 
 // Deployment serves a model: which versions take traffic, how many replicas
@@ -401,6 +410,9 @@ func (d *Deployment) Validate() error {
 	}
 	if d.Resources.GPUs < 0 || d.Resources.GPUs > 64 {
 		return Errorf(CodeInvalid, "resources.gpus %d is out of range 0..64", d.Resources.GPUs)
+	}
+	if d.Resources.Threads < 0 || d.Resources.Threads > MaxReplicaThreads {
+		return Errorf(CodeInvalid, "resources.threads %d is out of range 0..%d", d.Resources.Threads, MaxReplicaThreads)
 	}
 	return nil
 }

@@ -1,0 +1,299 @@
+//go:build cgo && linux
+
+package onnx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+
+	pb "github.com/advancedclimatesystems/gonnx/onnx"
+	ort "github.com/yalue/onnxruntime_go"
+
+	"github.com/kilnml/kiln/ml"
+)
+
+// ortEnv is the process's one ONNX Runtime environment: the library a
+// successful initORT loaded. A failed load leaves it unset, so another path
+// may be tried.
+var ortEnv struct {
+	sync.Mutex
+	path, version string
+}
+
+// initORT loads ONNX Runtime's shared library from path and starts its
+// environment, once per process; a later call with the same path is a no-op.
+func initORT(path string) (string, error) {
+	ortEnv.Lock()
+	defer ortEnv.Unlock()
+	if ortEnv.path != "" {
+		if ortEnv.path != path {
+			return "", fmt.Errorf("ONNX Runtime is already loaded from %s in this process", ortEnv.path)
+		}
+		return ortEnv.version, nil
+	}
+	ort.SetSharedLibraryPath(path)
+	if err := ort.InitializeEnvironment(ort.WithLogLevelError()); err != nil {
+		return "", err
+	}
+	ortEnv.path, ortEnv.version = path, ort.GetVersion()
+	return ortEnv.version, nil
+}
+
+// ortModel is a model served by ONNX Runtime: one session, shared by every
+// goroutine of the replica (ORT's Run is safe to call concurrently).
+type ortModel struct {
+	*graph
+	session *ort.DynamicAdvancedSession
+	runtime string
+}
+
+func loadORT(data []byte, version string, opts ml.LoadOptions) (ml.Model, error) {
+	gr, err := ortGraph(data)
+	if err != nil {
+		return nil, err
+	}
+	so, err := ort.NewSessionOptions()
+	if err != nil {
+		return nil, fmt.Errorf("%w: onnxruntime: session options: %v", ml.ErrRuntime, err)
+	}
+	defer so.Destroy()
+	threads := max(opts.Threads, 1)
+	if err := so.SetIntraOpNumThreads(threads); err != nil {
+		return nil, fmt.Errorf("%w: onnxruntime: intra-op threads: %v", ml.ErrRuntime, err)
+	}
+	if err := so.SetInterOpNumThreads(1); err != nil {
+		return nil, fmt.Errorf("%w: onnxruntime: inter-op threads: %v", ml.ErrRuntime, err)
+	}
+	device := "CPU"
+	if opts.GPU >= 0 {
+		if err := useCUDA(so, opts.GPU); err != nil {
+			device = fmt.Sprintf("CPU (GPU %d reserved, but ORT's CUDA provider did not load: %v)", opts.GPU, err)
+		} else {
+			device = "CUDA GPU " + strconv.Itoa(opts.GPU)
+		}
+	}
+	in := make([]string, len(gr.inputs))
+	for i, s := range gr.inputs {
+		in[i] = s.name
+	}
+	out := make([]string, len(gr.outputs))
+	for i, s := range gr.outputs {
+		out[i] = s.name
+	}
+	s, err := ort.NewDynamicAdvancedSessionWithONNXData(data, in, out, so)
+	if err != nil {
+		return nil, fmt.Errorf("%w: onnxruntime: %v", ml.ErrBadModel, err)
+	}
+	return &ortModel{graph: gr, session: s, runtime: fmt.Sprintf("onnxruntime %s, %s, %d intra-op thread(s)", version, device, threads)}, nil
+}
+
+func useCUDA(so *ort.SessionOptions, gpu int) error {
+	co, err := ort.NewCUDAProviderOptions()
+	if err != nil {
+		return err
+	}
+	defer co.Destroy()
+	if err := co.Update(map[string]string{"device_id": strconv.Itoa(gpu)}); err != nil {
+		return err
+	}
+	return so.AppendExecutionProviderCUDA(co)
+}
+
+// Runtime says what serves the model: ORT's version and the device.
+func (m *ortModel) Runtime() string { return m.runtime }
+
+// Close ends the session.
+func (m *ortModel) Close() error { return m.session.Destroy() }
+
+// Predict implements ml.Model. The request is checked against the graph
+// before ORT sees it; ORT's own errors wrap ml.ErrRuntime.
+func (m *ortModel) Predict(ctx context.Context, inputs []ml.Tensor) ([]ml.Tensor, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ts, err := m.match(inputs)
+	if err != nil {
+		return nil, err
+	}
+	in := make([]ort.Value, len(ts))
+	defer destroyValues(in)
+	for i, t := range ts {
+		if in[i], err = toORT(m.inputs[i], t); err != nil {
+			return nil, err
+		}
+	}
+	outs := make([]ort.Value, len(m.outputs)) // nil: ORT allocates each
+	defer destroyValues(outs)
+	if err := m.session.Run(in, outs); err != nil {
+		return nil, fmt.Errorf("%w: onnxruntime: %v", ml.ErrRuntime, err)
+	}
+	res := make([]ml.Tensor, len(outs))
+	for i, v := range outs {
+		if res[i], err = fromORT(m.outputs[i], v); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func destroyValues(vs []ort.Value) {
+	for _, v := range vs {
+		if v != nil {
+			v.Destroy()
+		}
+	}
+}
+
+// toORT builds an ORT tensor of the input's element type from a tensor
+// graph.match has checked.
+func toORT(spec inputSpec, t ml.Tensor) (ort.Value, error) {
+	shape := make(ort.Shape, len(t.Shape))
+	for i, d := range t.Shape {
+		shape[i] = int64(d)
+	}
+	switch spec.elem.proto {
+	case pb.TensorProto_FLOAT:
+		return ort.NewTensor(shape, narrow[float32](t.Data))
+	case pb.TensorProto_DOUBLE:
+		return ort.NewTensor(shape, slices.Clone(t.Data))
+	case pb.TensorProto_INT64:
+		return ort.NewTensor(shape, narrow[int64](t.Data))
+	case pb.TensorProto_INT32:
+		return ort.NewTensor(shape, narrow[int32](t.Data))
+	case pb.TensorProto_INT16:
+		return ort.NewTensor(shape, narrow[int16](t.Data))
+	case pb.TensorProto_INT8:
+		return ort.NewTensor(shape, narrow[int8](t.Data))
+	case pb.TensorProto_UINT64:
+		return ort.NewTensor(shape, narrow[uint64](t.Data))
+	case pb.TensorProto_UINT32:
+		return ort.NewTensor(shape, narrow[uint32](t.Data))
+	case pb.TensorProto_UINT16:
+		return ort.NewTensor(shape, narrow[uint16](t.Data))
+	case pb.TensorProto_UINT8:
+		return ort.NewTensor(shape, narrow[uint8](t.Data))
+	case pb.TensorProto_BOOL:
+		b := make([]bool, len(t.Data))
+		for i, v := range t.Data {
+			b[i] = v != 0
+		}
+		return ort.NewTensor(shape, b)
+	}
+	return nil, fmt.Errorf("%w: onnxruntime: input %q: element type %s is not converted", ml.ErrRuntime, spec.name, spec.elem.name)
+}
+
+// fromORT copies an ORT output into an ml.Tensor: a tensor as it is, a
+// ZipMap's sequence of maps as [rows, classes] in the ZipMap's class order.
+func fromORT(spec outputSpec, v ort.Value) (ml.Tensor, error) {
+	if spec.zipMap {
+		return fromZipMap(spec, v)
+	}
+	var data []float64
+	switch t := v.(type) {
+	case *ort.Tensor[float32]:
+		data = widen(t.GetData())
+	case *ort.Tensor[float64]:
+		data = slices.Clone(t.GetData())
+	case *ort.Tensor[int64]:
+		data = widen(t.GetData())
+	case *ort.Tensor[int32]:
+		data = widen(t.GetData())
+	case *ort.Tensor[int16]:
+		data = widen(t.GetData())
+	case *ort.Tensor[int8]:
+		data = widen(t.GetData())
+	case *ort.Tensor[uint64]:
+		data = widen(t.GetData())
+	case *ort.Tensor[uint32]:
+		data = widen(t.GetData())
+	case *ort.Tensor[uint16]:
+		data = widen(t.GetData())
+	case *ort.Tensor[uint8]:
+		data = widen(t.GetData())
+	case *ort.Tensor[bool]:
+		data = make([]float64, len(t.GetData()))
+		for i, b := range t.GetData() {
+			if b {
+				data[i] = 1
+			}
+		}
+	default:
+		return ml.Tensor{}, fmt.Errorf("%w: onnxruntime: output %q is a %s, which is not converted", ml.ErrRuntime, spec.name, v.GetONNXType())
+	}
+	shape := make([]int, len(v.GetShape()))
+	for i, d := range v.GetShape() {
+		shape[i] = int(d)
+	}
+	out := ml.Tensor{Name: spec.name, Shape: shape, Data: data}
+	if out.Len() != len(data) {
+		return ml.Tensor{}, fmt.Errorf("%w: onnxruntime: output %q has shape %v but %d values", ml.ErrRuntime, spec.name, shape, len(data))
+	}
+	return out, nil
+}
+
+// fromZipMap turns ZipMap's output, one map class -> probability per row,
+// into a [rows, classes] tensor.
+func fromZipMap(spec outputSpec, v ort.Value) (ml.Tensor, error) {
+	bad := func(format string, args ...any) (ml.Tensor, error) {
+		return ml.Tensor{}, fmt.Errorf("%w: onnxruntime: ZipMap output %q: %s", ml.ErrRuntime, spec.name, fmt.Sprintf(format, args...))
+	}
+	seq, ok := v.(*ort.Sequence)
+	if !ok {
+		return bad("ORT gave a %s, not a sequence", v.GetONNXType())
+	}
+	rows, err := seq.GetValues()
+	if err != nil {
+		return bad("%v", err)
+	}
+	col := make(map[string]int, len(spec.classes))
+	for i, c := range spec.classes {
+		col[c] = i
+	}
+	data := make([]float64, len(rows)*len(spec.classes))
+	for r, row := range rows {
+		mp, ok := row.(*ort.Map)
+		if !ok {
+			return bad("row %d is a %s, not a map", r, row.GetONNXType())
+		}
+		keys, vals, err := mp.GetKeysAndValues()
+		if err != nil {
+			return bad("row %d: %v", r, err)
+		}
+		names, err := keyStrings(keys)
+		if err != nil {
+			return bad("row %d: %v", r, err)
+		}
+		probs, ok := vals.(*ort.Tensor[float32])
+		if !ok || len(probs.GetData()) != len(names) {
+			return bad("row %d: values are not one float per class", r)
+		}
+		for k, name := range names {
+			c, ok := col[name]
+			if !ok {
+				return bad("row %d: class %q is not among the ZipMap's labels", r, name)
+			}
+			data[r*len(spec.classes)+c] = float64(probs.GetData()[k])
+		}
+	}
+	return ml.Tensor{Name: spec.name, Shape: []int{len(rows), len(spec.classes)}, Data: data}, nil
+}
+
+// keyStrings reads a map's keys (int64 or string) as the strings
+// zipMapClasses keyed the columns by.
+func keyStrings(keys ort.Value) ([]string, error) {
+	switch k := keys.(type) {
+	case *ort.Tensor[int64]:
+		out := make([]string, len(k.GetData()))
+		for i, x := range k.GetData() {
+			out[i] = strconv.FormatInt(x, 10)
+		}
+		return out, nil
+	case *ort.StringTensor:
+		return k.GetContents()
+	}
+	return nil, errors.New("map keys are neither int64 nor strings")
+}
