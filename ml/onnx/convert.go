@@ -49,16 +49,12 @@ func supportedTypes() string {
 }
 
 // checkValues holds a request tensor's values to its input's element type:
-// no empty dimension, no NaN, and integers whole and in range.
-func (s inputSpec) checkValues(t ml.Tensor) error {
-	for i, d := range t.Shape {
-		if d == 0 {
-			return fmt.Errorf("%w: onnx: input %q has shape %v: dimension %d is empty", ml.ErrBadInput, s.name, t.Shape, i)
-		}
-	}
+// integers and booleans whole and in range, and no NaN unless nanOK (a
+// float NaN then passes to the model).
+func (s inputSpec) checkValues(t ml.Tensor, nanOK bool) error {
 	e := s.elem
 	for i, v := range t.Data {
-		if math.IsNaN(v) {
+		if math.IsNaN(v) && !(nanOK && !e.integer) {
 			return fmt.Errorf("%w: onnx: input %q element %v is missing (NaN); ONNX models cannot take missing values", ml.ErrBadInput, s.name, coordinates(i, t.Shape))
 		}
 		if e.integer && (v != math.Trunc(v) || v < e.lo || v >= e.hi) {
@@ -72,6 +68,11 @@ func (s inputSpec) checkValues(t ml.Tensor) error {
 // request tensor that graph.match has checked. gorgonia tensors are never
 // shared between calls: each call gets its own backing slice.
 func toGonnx(spec inputSpec, t ml.Tensor) (tensor.Tensor, error) {
+	for i, d := range t.Shape {
+		if d == 0 { // gorgonia has no empty tensors
+			return nil, fmt.Errorf("%w: onnx: input %q has shape %v: dimension %d is empty", ml.ErrBadInput, spec.name, t.Shape, i)
+		}
+	}
 	e := spec.elem
 	switch e.proto {
 	case pb.TensorProto_FLOAT:

@@ -18,6 +18,9 @@ type graph struct {
 	schema  ml.Schema
 	inputs  []inputSpec  // schema order
 	outputs []outputSpec // schema order
+	// nanOK lets float inputs carry NaN, which ORT passes to the ops (tree
+	// ensembles read it as a missing value); gonnx refuses it.
+	nanOK bool
 }
 
 // inputSpec is one graph input the caller feeds.
@@ -35,6 +38,9 @@ type inputSpec struct {
 // outputSpec is one graph output.
 type outputSpec struct {
 	name string
+	elem elemType
+	// dims is the declared shape, nil when the graph gives none.
+	dims []int
 	// zipMap is set for the sequence of maps a ZipMap node gives (class ->
 	// probability, one map per row), which is served as an FP32 tensor
 	// [rows, classes], its columns in the ZipMap's class order.
@@ -80,7 +86,7 @@ func readGraph(g *pb.GraphProto, isInitializer func(string) bool, zipMaps bool) 
 		if err != nil {
 			return nil, err
 		}
-		gr.outputs = append(gr.outputs, outputSpec{name: vi.GetName()})
+		gr.outputs = append(gr.outputs, outputSpec{name: vi.GetName(), elem: elem, dims: dims})
 		gr.schema.Outputs = append(gr.schema.Outputs, ml.TensorSpec{Name: vi.GetName(), DataType: elem.name, Shape: dims})
 	}
 	return gr, nil
@@ -213,7 +219,7 @@ func (gr *graph) match(inputs []ml.Tensor) ([]ml.Tensor, error) {
 			}
 			dimSizes[p], dimOwner[p] = t.Shape[i], spec.name
 		}
-		if err := spec.checkValues(t); err != nil {
+		if err := spec.checkValues(t, gr.nanOK); err != nil {
 			return nil, err
 		}
 		out[k] = t

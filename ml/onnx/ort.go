@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strconv"
 	"sync"
@@ -128,6 +129,13 @@ func (m *ortModel) Predict(ctx context.Context, inputs []ml.Tensor) ([]ml.Tensor
 	}
 	outs := make([]ort.Value, len(m.outputs)) // nil: ORT allocates each
 	defer destroyValues(outs)
+	for i, o := range m.outputs {
+		if o.dims != nil && len(o.dims) == 0 { // the binding cannot take a rank-0 output from ORT
+			if outs[i], err = emptyScalar(o); err != nil {
+				return nil, err
+			}
+		}
+	}
 	if err := m.session.Run(in, outs); err != nil {
 		return nil, fmt.Errorf("%w: onnxruntime: %v", ml.ErrRuntime, err)
 	}
@@ -140,9 +148,12 @@ func (m *ortModel) Predict(ctx context.Context, inputs []ml.Tensor) ([]ml.Tensor
 	return res, nil
 }
 
+// destroyValues frees what ORT holds for each value. A failed Run can leave
+// a typed nil in the slice (the binding converts outputs one by one), so
+// nil pointers inside the interface are skipped too.
 func destroyValues(vs []ort.Value) {
 	for _, v := range vs {
-		if v != nil {
+		if v != nil && !reflect.ValueOf(v).IsNil() {
 			v.Destroy()
 		}
 	}
@@ -157,33 +168,74 @@ func toORT(spec inputSpec, t ml.Tensor) (ort.Value, error) {
 	}
 	switch spec.elem.proto {
 	case pb.TensorProto_FLOAT:
-		return ort.NewTensor(shape, narrow[float32](t.Data))
+		return newValue(spec, shape, narrow[float32](t.Data))
 	case pb.TensorProto_DOUBLE:
-		return ort.NewTensor(shape, slices.Clone(t.Data))
+		return newValue(spec, shape, slices.Clone(t.Data))
 	case pb.TensorProto_INT64:
-		return ort.NewTensor(shape, narrow[int64](t.Data))
+		return newValue(spec, shape, narrow[int64](t.Data))
 	case pb.TensorProto_INT32:
-		return ort.NewTensor(shape, narrow[int32](t.Data))
+		return newValue(spec, shape, narrow[int32](t.Data))
 	case pb.TensorProto_INT16:
-		return ort.NewTensor(shape, narrow[int16](t.Data))
+		return newValue(spec, shape, narrow[int16](t.Data))
 	case pb.TensorProto_INT8:
-		return ort.NewTensor(shape, narrow[int8](t.Data))
+		return newValue(spec, shape, narrow[int8](t.Data))
 	case pb.TensorProto_UINT64:
-		return ort.NewTensor(shape, narrow[uint64](t.Data))
+		return newValue(spec, shape, narrow[uint64](t.Data))
 	case pb.TensorProto_UINT32:
-		return ort.NewTensor(shape, narrow[uint32](t.Data))
+		return newValue(spec, shape, narrow[uint32](t.Data))
 	case pb.TensorProto_UINT16:
-		return ort.NewTensor(shape, narrow[uint16](t.Data))
+		return newValue(spec, shape, narrow[uint16](t.Data))
 	case pb.TensorProto_UINT8:
-		return ort.NewTensor(shape, narrow[uint8](t.Data))
+		return newValue(spec, shape, narrow[uint8](t.Data))
 	case pb.TensorProto_BOOL:
 		b := make([]bool, len(t.Data))
 		for i, v := range t.Data {
 			b[i] = v != 0
 		}
-		return ort.NewTensor(shape, b)
+		return newValue(spec, shape, b)
 	}
 	return nil, fmt.Errorf("%w: onnxruntime: input %q: element type %s is not converted", ml.ErrRuntime, spec.name, spec.elem.name)
+}
+
+// newValue is ort.NewTensor, or ort.NewScalar for a rank-0 input (the
+// binding's tensors need a dimension), returning a nil Value (not a nil
+// pointer in an interface) on failure, so that destroyValues skips it.
+func newValue[T ort.TensorData](spec inputSpec, shape ort.Shape, data []T) (ort.Value, error) {
+	var t ort.Value
+	var err error
+	if len(shape) == 0 {
+		t, err = ort.NewScalar(data[0])
+	} else {
+		t, err = ort.NewTensor(shape, data)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: onnxruntime: input %q: %v", ml.ErrBadInput, spec.name, err)
+	}
+	return t, nil
+}
+
+// emptyScalar allocates a rank-0 output of the output's element type.
+func emptyScalar(o outputSpec) (ort.Value, error) {
+	var v ort.Value
+	var err error
+	switch o.elem.proto {
+	case pb.TensorProto_FLOAT:
+		v, err = ort.NewEmptyScalar[float32]()
+	case pb.TensorProto_DOUBLE:
+		v, err = ort.NewEmptyScalar[float64]()
+	case pb.TensorProto_INT64:
+		v, err = ort.NewEmptyScalar[int64]()
+	case pb.TensorProto_INT32:
+		v, err = ort.NewEmptyScalar[int32]()
+	case pb.TensorProto_BOOL:
+		v, err = ort.NewEmptyScalar[bool]()
+	default:
+		return nil, fmt.Errorf("%w: onnxruntime: output %q: a scalar %s is not converted", ml.ErrRuntime, o.name, o.elem.name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: onnxruntime: output %q: %v", ml.ErrRuntime, o.name, err)
+	}
+	return v, nil
 }
 
 // fromORT copies an ORT output into an ml.Tensor: a tensor as it is, a
@@ -220,6 +272,19 @@ func fromORT(spec outputSpec, v ort.Value) (ml.Tensor, error) {
 			if b {
 				data[i] = 1
 			}
+		}
+	case *ort.Scalar[float32]:
+		data = []float64{float64(t.GetData())}
+	case *ort.Scalar[float64]:
+		data = []float64{t.GetData()}
+	case *ort.Scalar[int64]:
+		data = []float64{float64(t.GetData())}
+	case *ort.Scalar[int32]:
+		data = []float64{float64(t.GetData())}
+	case *ort.Scalar[bool]:
+		data = []float64{0}
+		if t.GetData() {
+			data[0] = 1
 		}
 	default:
 		return ml.Tensor{}, fmt.Errorf("%w: onnxruntime: output %q is a %s, which is not converted", ml.ErrRuntime, spec.name, v.GetONNXType())

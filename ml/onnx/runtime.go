@@ -152,5 +152,10 @@ func ortGraph(data []byte) (gr *graph, err error) {
 	for _, t := range g.GetInitializer() {
 		inits[t.GetName()] = true
 	}
-	return readGraph(g, func(name string) bool { return inits[name] }, true)
+	gr, err = readGraph(g, func(name string) bool { return inits[name] }, true)
+	if err != nil {
+		return nil, err
+	}
+	gr.nanOK = true
+	return gr, nil
 }
