@@ -613,9 +613,15 @@ func (r *response) String() string {
 }
 
 // do sends a request with an optional JSON body to the node.
+// rawBody is a request body sent as it is, not encoded as JSON: for
+// malformed requests.
+type rawBody []byte
+
 func (nd *node) do(ctx context.Context, method, path string, body any) (*response, error) {
 	var rd io.Reader
-	if body != nil {
+	if raw, ok := body.(rawBody); ok {
+		rd = bytes.NewReader(raw)
+	} else if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
 			return nil, err

@@ -3,6 +3,7 @@ package onnx
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"math"
 	"strings"
@@ -197,4 +198,64 @@ func TestOpen(t *testing.T) {
 	if b, err := Open(RuntimeGonnx, ""); err != nil || b.Name() != RuntimeGonnx || b.Platform() != "gonnx_onnx" {
 		t.Errorf("gonnx: %v %+v", err, b)
 	}
+}
+
+// FuzzORTPredict feeds arbitrary tensors (rank, dimensions, name, values)
+// to a model served by ORT: each is refused with ml.ErrBadInput or scored,
+// never a crash, and never an error from ORT itself (what reaches ORT has
+// been checked).
+func FuzzORTPredict(f *testing.F) {
+	for _, s := range [][]byte{
+		{2, 1, 4, 0, 1, 2, 3, 4, 5, 6, 7, 8},
+		{2, 0, 4, 1},
+		{1, 4, 0},
+		{3, 1, 1, 4, 2},
+		{0, 0},
+		{2, 2, 4, 1, 0xff, 0xf8, 0, 0, 0, 0, 0, 0},
+	} {
+		f.Add(s)
+	}
+	b, err := Open(RuntimeORT, "")
+	if err != nil {
+		f.Skipf("ONNX Runtime is not installed here: %v", err)
+	}
+	data, err := RandomMLP(3, 4, 8, 2).Marshal()
+	if err != nil {
+		f.Fatal(err)
+	}
+	m := loadWith(f, b, data)
+	name := m.Schema().Inputs[0].Name
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if len(in) < 2 {
+			return
+		}
+		rank := int(in[0] % 4)
+		in = in[1:]
+		if len(in) < rank+1 {
+			return
+		}
+		shape := make([]int, rank)
+		for i := range shape {
+			shape[i] = int(in[i] % 6)
+		}
+		names := []string{"", name, "x"}
+		tn := names[int(in[rank])%len(names)]
+		in = in[rank+1:]
+		var vals []float64
+		for len(in) >= 8 {
+			vals = append(vals, math.Float64frombits(binary.LittleEndian.Uint64(in)))
+			in = in[8:]
+		}
+		for _, c := range in {
+			vals = append(vals, float64(c)-128)
+		}
+		out, err := m.Predict(context.Background(), []ml.Tensor{{Name: tn, Shape: shape, Data: vals}})
+		switch {
+		case errors.Is(err, ml.ErrBadInput):
+		case err != nil:
+			t.Fatalf("shape %v, %d values: %v", shape, len(vals), err)
+		case len(out) != 1 || len(out[0].Shape) != 2 || out[0].Shape[0] != shape[0] || out[0].Shape[1] != 2:
+			t.Fatalf("shape %v: output %+v", shape, out)
+		}
+	})
 }
