@@ -20,9 +20,13 @@
 // excluded) and outputs, with element type and shape, a dimension with a
 // symbolic name or no value being free (-1). Every request is checked
 // against it before a backend sees it (graph.match): input names, rank,
-// fixed dimensions, dimensions two inputs share by name, NaN, and integer
-// and boolean values whole and in range. So malformed input never reaches
-// ORT's C++ code, and both backends refuse it with the same words.
+// fixed dimensions, dimensions two inputs share by name, and integer and
+// boolean values whole and in range. So malformed input never reaches ORT's
+// C++ code, and both backends refuse it with the same words. Two things
+// differ: under ORT a float NaN passes to the model (a tree ensemble reads
+// it as a missing value) and an empty dimension is a valid empty tensor;
+// gonnx refuses both (gorgonia has no empty tensors). Rank-0 inputs and
+// outputs go to ORT as scalars (the binding's tensors need a dimension).
 //
 // ORT (ort.go). One session per loaded model (per replica), shared by all
 // its goroutines: ORT's Run is safe to call concurrently. Intra-op threads
@@ -80,9 +84,9 @@
 // up to three times (file bytes, protobuf, decoded tensors); afterwards the
 // model keeps the tensors, and each Predict call in flight one copy more.
 //
-// Inputs. A model with one input also takes an unnamed tensor. A value that
-// is NaN is refused (ONNX graphs here have no notion of a missing value), as
-// is a shape that contradicts a fixed dimension or a dimension name two
+// Inputs. A model with one input also takes an unnamed tensor. Under gonnx
+// a value that is NaN is refused (its kernels have no notion of a missing
+// value), as is a shape that contradicts a fixed dimension or a dimension name two
 // inputs share; values are converted to the input's element type (float32,
 // float64, int64, int32, narrower integers, bool), integers being required
 // to be whole and in range. Those errors wrap ml.ErrBadInput; a failure or
