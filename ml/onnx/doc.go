@@ -38,9 +38,11 @@
 // refused with ORT's own message. A replica that reserved a GPU asks for
 // ORT's CUDA provider on that device, and runs on CPU when the provider
 // does not load (the npm build Kiln installs has none); the model's
-// Runtime() says which. Input tensors are built per call (ORT copies
-// nothing: the Go slice is the tensor's memory for the call), and outputs
-// are allocated by ORT and freed after conversion. A ZipMap output (a
+// Runtime() says which. Input tensors are pooled per input and shape (an
+// ORT tensor over a Go slice of its element type: refilling the slice
+// reuses the tensor), up to 32 shapes of 8 tensors a model; rank-0 inputs
+// are made per call. Outputs are allocated by ORT, since their shapes are
+// only known after the run, and freed after conversion. A ZipMap output (a
 // sequence of maps class -> probability, as skl2onnx and onnxmltools
 // write classifiers) is served as an FP32 tensor [rows, classes], its
 // columns in the ZipMap's class-label order; an int64 label output is a

@@ -50,6 +50,7 @@ type ortModel struct {
 	*graph
 	session *ort.DynamicAdvancedSession
 	runtime string
+	inputs  inputPool
 }
 
 func loadORT(data []byte, version string, opts ml.LoadOptions) (ml.Model, error) {
@@ -107,8 +108,11 @@ func useCUDA(so *ort.SessionOptions, gpu int) error {
 // Runtime says what serves the model: ORT's version and the device.
 func (m *ortModel) Runtime() string { return m.runtime }
 
-// Close ends the session.
-func (m *ortModel) Close() error { return m.session.Destroy() }
+// Close ends the session and frees the pooled input tensors.
+func (m *ortModel) Close() error {
+	m.inputs.close()
+	return m.session.Destroy()
+}
 
 // Predict implements ml.Model. The request is checked against the graph
 // before ORT sees it; ORT's own errors wrap ml.ErrRuntime.
@@ -121,11 +125,17 @@ func (m *ortModel) Predict(ctx context.Context, inputs []ml.Tensor) ([]ml.Tensor
 		return nil, err
 	}
 	in := make([]ort.Value, len(ts))
-	defer destroyValues(in)
+	held := make([]*pooledInput, len(ts))
+	defer func() {
+		for _, p := range held {
+			m.inputs.put(p)
+		}
+	}()
 	for i, t := range ts {
-		if in[i], err = toORT(m.inputs[i], t); err != nil {
+		if held[i], err = m.inputs.get(i, m.graph.inputs[i], t); err != nil {
 			return nil, err
 		}
+		in[i] = held[i].value
 	}
 	outs := make([]ort.Value, len(m.outputs)) // nil: ORT allocates each
 	defer destroyValues(outs)
@@ -159,59 +169,150 @@ func destroyValues(vs []ort.Value) {
 	}
 }
 
-// toORT builds an ORT tensor of the input's element type from a tensor
-// graph.match has checked.
-func toORT(spec inputSpec, t ml.Tensor) (ort.Value, error) {
+// pooledInput is an ORT tensor over a Go slice of its element type, with
+// the function that copies a request's values into that slice. The slice is
+// the tensor's memory, so refilling it reuses the tensor.
+type pooledInput struct {
+	key   string
+	value ort.Value
+	fill  func([]float64)
+}
+
+// inputPool keeps input tensors for reuse, per input and shape: the shapes
+// a replica sees are few (single rows, a client's batch size), and reuse
+// saves a conversion slice and two C calls a request. At most poolShapes
+// shapes per model and poolDepth tensors per shape are kept; anything
+// beyond is freed after its call.
+type inputPool struct {
+	mu     sync.Mutex
+	free   map[string][]*pooledInput
+	closed bool
+}
+
+const (
+	poolShapes = 32
+	poolDepth  = 8
+)
+
+// get returns a tensor for input i holding t's values.
+func (p *inputPool) get(i int, spec inputSpec, t ml.Tensor) (*pooledInput, error) {
+	var buf [64]byte
+	k := strconv.AppendInt(buf[:0], int64(i), 10)
+	for _, d := range t.Shape {
+		k = strconv.AppendInt(append(k, ','), int64(d), 10)
+	}
+	p.mu.Lock()
+	if l := p.free[string(k)]; len(l) > 0 { // no allocation for the lookup
+		in := l[len(l)-1]
+		p.free[string(k)] = l[:len(l)-1]
+		p.mu.Unlock()
+		in.fill(t.Data)
+		return in, nil
+	}
+	p.mu.Unlock()
+	key := string(k)
+	in, err := newInput(spec, t)
+	if err != nil {
+		return nil, err
+	}
+	if len(t.Shape) > 0 {
+		in.key = key // scalars are not pooled (see typedInput)
+	}
+	in.fill(t.Data)
+	return in, nil
+}
+
+// put takes a tensor back after its call, or frees it.
+func (p *inputPool) put(in *pooledInput) {
+	if in == nil {
+		return
+	}
+	if in.key == "" {
+		in.value.Destroy()
+		return
+	}
+	p.mu.Lock()
+	if p.free == nil {
+		p.free = map[string][]*pooledInput{}
+	}
+	l, known := p.free[in.key]
+	if !p.closed && len(l) < poolDepth && (known || len(p.free) < poolShapes) {
+		p.free[in.key] = append(l, in)
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
+	in.value.Destroy()
+}
+
+func (p *inputPool) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	for _, l := range p.free {
+		for _, in := range l {
+			in.value.Destroy()
+		}
+	}
+	p.free = nil
+}
+
+// newInput makes an input tensor of the input's element type and t's
+// shape.
+func newInput(spec inputSpec, t ml.Tensor) (*pooledInput, error) {
 	shape := make(ort.Shape, len(t.Shape))
 	for i, d := range t.Shape {
 		shape[i] = int64(d)
 	}
 	switch spec.elem.proto {
 	case pb.TensorProto_FLOAT:
-		return newValue(spec, shape, narrow[float32](t.Data))
+		return typedInput(spec, shape, t.Data, func(x float64) float32 { return float32(x) })
 	case pb.TensorProto_DOUBLE:
-		return newValue(spec, shape, slices.Clone(t.Data))
+		return typedInput(spec, shape, t.Data, func(x float64) float64 { return x })
 	case pb.TensorProto_INT64:
-		return newValue(spec, shape, narrow[int64](t.Data))
+		return typedInput(spec, shape, t.Data, func(x float64) int64 { return int64(x) })
 	case pb.TensorProto_INT32:
-		return newValue(spec, shape, narrow[int32](t.Data))
+		return typedInput(spec, shape, t.Data, func(x float64) int32 { return int32(x) })
 	case pb.TensorProto_INT16:
-		return newValue(spec, shape, narrow[int16](t.Data))
+		return typedInput(spec, shape, t.Data, func(x float64) int16 { return int16(x) })
 	case pb.TensorProto_INT8:
-		return newValue(spec, shape, narrow[int8](t.Data))
+		return typedInput(spec, shape, t.Data, func(x float64) int8 { return int8(x) })
 	case pb.TensorProto_UINT64:
-		return newValue(spec, shape, narrow[uint64](t.Data))
+		return typedInput(spec, shape, t.Data, func(x float64) uint64 { return uint64(x) })
 	case pb.TensorProto_UINT32:
-		return newValue(spec, shape, narrow[uint32](t.Data))
+		return typedInput(spec, shape, t.Data, func(x float64) uint32 { return uint32(x) })
 	case pb.TensorProto_UINT16:
-		return newValue(spec, shape, narrow[uint16](t.Data))
+		return typedInput(spec, shape, t.Data, func(x float64) uint16 { return uint16(x) })
 	case pb.TensorProto_UINT8:
-		return newValue(spec, shape, narrow[uint8](t.Data))
+		return typedInput(spec, shape, t.Data, func(x float64) uint8 { return uint8(x) })
 	case pb.TensorProto_BOOL:
-		b := make([]bool, len(t.Data))
-		for i, v := range t.Data {
-			b[i] = v != 0
-		}
-		return newValue(spec, shape, b)
+		return typedInput(spec, shape, t.Data, func(x float64) bool { return x != 0 })
 	}
 	return nil, fmt.Errorf("%w: onnxruntime: input %q: element type %s is not converted", ml.ErrRuntime, spec.name, spec.elem.name)
 }
 
-// newValue is ort.NewTensor, or ort.NewScalar for a rank-0 input (the
-// binding's tensors need a dimension), returning a nil Value (not a nil
-// pointer in an interface) on failure, so that destroyValues skips it.
-func newValue[T ort.TensorData](spec inputSpec, shape ort.Shape, data []T) (ort.Value, error) {
-	var t ort.Value
-	var err error
+// typedInput makes the tensor over a slice of len(src) elements of type T.
+// A rank-0 input is a scalar (the binding's tensors need a dimension) made
+// with its value and never pooled: the binding's Scalar.Set replaces its
+// Go slice, not the memory ORT reads.
+func typedInput[T ort.TensorData](spec inputSpec, shape ort.Shape, src []float64, conv func(float64) T) (*pooledInput, error) {
 	if len(shape) == 0 {
-		t, err = ort.NewScalar(data[0])
-	} else {
-		t, err = ort.NewTensor(shape, data)
+		sc, err := ort.NewScalar(conv(src[0]))
+		if err != nil {
+			return nil, fmt.Errorf("%w: onnxruntime: input %q: %v", ml.ErrBadInput, spec.name, err)
+		}
+		return &pooledInput{value: sc, fill: func([]float64) {}}, nil
 	}
+	data := make([]T, len(src))
+	t, err := ort.NewTensor(shape, data)
 	if err != nil {
 		return nil, fmt.Errorf("%w: onnxruntime: input %q: %v", ml.ErrBadInput, spec.name, err)
 	}
-	return t, nil
+	return &pooledInput{value: t, fill: func(src []float64) {
+		for i, x := range src {
+			data[i] = conv(x)
+		}
+	}}, nil
 }
 
 // emptyScalar allocates a rank-0 output of the output's element type.

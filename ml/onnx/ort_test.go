@@ -259,3 +259,38 @@ func FuzzORTPredict(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkPredictSmall compares the backends on gonnx's sample mlp.onnx
+// (3 -> 2, what cluster-tests/onnx-bench.sh serves) and on the generated
+// 28-512-512-3 MLP, one row a call.
+func BenchmarkPredictSmall(b *testing.B) {
+	big, err := RandomMLP(7, benchMLP...).Marshal()
+	if err != nil {
+		b.Fatal(err)
+	}
+	backends := []*Backend{Gonnx()}
+	if o, err := Open(RuntimeORT, ""); err == nil {
+		backends = append(backends, o)
+	}
+	for _, c := range []struct {
+		name  string
+		model []byte
+		in    ml.Tensor
+	}{
+		{"mlp.onnx", readModel(b, "mlp.onnx"), ml.Tensor{Shape: []int{1, 3}, Data: []float64{0, 1, 2}}},
+		{"mlp-28-512-512-3", big, ml.Tensor{Shape: []int{1, 28}, Data: mlpRows(1, 28, 1)}},
+	} {
+		for _, be := range backends {
+			b.Run(c.name+"/"+be.Name(), func(b *testing.B) {
+				m := loadWith(b, be, c.model)
+				in := []ml.Tensor{c.in}
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := m.Predict(context.Background(), in); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
