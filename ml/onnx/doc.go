@@ -23,9 +23,11 @@
 // fixed dimensions, dimensions two inputs share by name, and integer and
 // boolean values whole and in range. So malformed input never reaches ORT's
 // C++ code, and both backends refuse it with the same words. Two things
-// differ: under ORT a float NaN passes to the model (a tree ensemble reads
-// it as a missing value) and an empty dimension is a valid empty tensor;
-// gonnx refuses both (gorgonia has no empty tensors). Rank-0 inputs and
+// differ: under ORT a float NaN passes to a model with a tree ensemble or
+// an Imputer (ai.onnx.ml ops that read NaN as a missing value; elsewhere a
+// NaN only makes the answer NaN, and is refused as missing), and an empty
+// dimension is a valid empty tensor; gonnx refuses both (it has neither
+// op, and gorgonia has no empty tensors). Rank-0 inputs and
 // outputs go to ORT as scalars (the binding's tensors need a dimension).
 //
 // ORT (ort.go). One session per loaded model (per replica), shared by all

@@ -67,6 +67,12 @@ func TestORT_RandomForest(t *testing.T) {
 			if !equalInts(out[0].Shape, []int{len(rows)}) || !equalInts(out[1].Shape, []int{len(rows), 3}) {
 				t.Fatalf("output shapes %v %v", out[0].Shape, out[1].Shape)
 			}
+			// A tree ensemble reads NaN as a missing value: it is served,
+			// and every row still gets probabilities that sum to 1.
+			nan := []ml.Tensor{{Name: "input", Shape: []int{1, 4}, Data: []float64{math.NaN(), 3, math.NaN(), 0.2}}}
+			if got, err := m.Predict(context.Background(), nan); err != nil || math.Abs(got[1].Data[0]+got[1].Data[1]+got[1].Data[2]-1) > 1e-6 {
+				t.Errorf("a row with missing values: %v %+v", err, got)
+			}
 			for i := range rows {
 				if out[0].Data[i] != labels[i] {
 					t.Errorf("row %d: label %v, scikit-learn says %v", i, out[0].Data[i], labels[i])

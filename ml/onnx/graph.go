@@ -18,8 +18,8 @@ type graph struct {
 	schema  ml.Schema
 	inputs  []inputSpec  // schema order
 	outputs []outputSpec // schema order
-	// nanOK lets float inputs carry NaN, which ORT passes to the ops (tree
-	// ensembles read it as a missing value); gonnx refuses it.
+	// nanOK lets float inputs carry NaN to the model: under ORT, for a
+	// graph whose ops read NaN as a missing value (readsMissing).
 	nanOK bool
 }
 

@@ -156,6 +156,23 @@ func ortGraph(data []byte) (gr *graph, err error) {
 	if err != nil {
 		return nil, err
 	}
-	gr.nanOK = true
+	gr.nanOK = readsMissing(g)
 	return gr, nil
+}
+
+// missingOps are the ai.onnx.ml ops that read a float NaN as a missing
+// value (a tree's missing branch, an imputed value), as LightGBM and
+// XGBoost models converted to ONNX rely on.
+var missingOps = map[string]bool{"TreeEnsembleClassifier": true, "TreeEnsembleRegressor": true, "TreeEnsemble": true, "Imputer": true}
+
+// readsMissing reports whether the graph has one of missingOps: only then
+// does a request's NaN reach the model; elsewhere it would only turn the
+// answer into NaN, and is refused as a missing value.
+func readsMissing(g *pb.GraphProto) bool {
+	for _, n := range g.GetNode() {
+		if n.GetDomain() == domainML && missingOps[n.GetOpType()] {
+			return true
+		}
+	}
+	return false
 }

@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -75,6 +76,11 @@ func readSuite(t *testing.T) []suiteCase {
 				}
 				if err != nil {
 					t.Fatalf("%s %s_%d: %v", c.name, kind, i, err)
+				}
+				if kind == "input" && slices.ContainsFunc(tensor.Data, math.IsNaN) {
+					// Kiln refuses NaN as a missing value unless the model
+					// reads it as one (see the package doc).
+					c.unread = "a NaN input, which Kiln takes as missing"
 				}
 				if kind == "input" {
 					c.inputs = append(c.inputs, tensor)
