@@ -117,6 +117,11 @@ func (s *Shard) Start(ctx context.Context) error {
 		return fmt.Errorf("serving: load %s v%d: %w", v.Model, v.Version, err)
 	}
 	s.model = m
+	if r, ok := m.(ml.Runtimed); ok {
+		// Which runtime and device serve the replica (a GPU replica may
+		// have fallen back to CPU): said once, where the operator looks.
+		s.cfg.Logger.Info("replica loaded", "runtime", r.Runtime())
+	}
 	workers := s.cfg.Workers
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)

@@ -290,3 +290,31 @@ func BenchmarkPredictSmall(b *testing.B) {
 		}
 	}
 }
+
+// TestORT_SessionOptions: the thread count reaches the session, and a
+// replica with a GPU falls back to CPU, saying why, when ORT's CUDA
+// provider does not load (the npm build Kiln installs has none; on a
+// machine with a CUDA build the same call runs on the device).
+func TestORT_SessionOptions(t *testing.T) {
+	b := ortBackend(t)
+	data, err := RandomMLP(3, 4, 8, 2).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := b.Load(bytes.NewReader(data), ml.LoadOptions{Threads: 2, GPU: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.(ml.Closer).Close()
+	r := m.(ml.Runtimed).Runtime()
+	if !strings.Contains(r, "2 intra-op thread(s)") {
+		t.Errorf("Runtime() = %q, want 2 intra-op threads", r)
+	}
+	if !strings.Contains(r, "CUDA GPU 0") && !strings.Contains(r, "CPU (GPU 0 reserved, but ORT's CUDA provider did not load") {
+		t.Errorf("Runtime() = %q, want the device or why not", r)
+	}
+	if _, err := m.Predict(context.Background(), []ml.Tensor{{Shape: []int{1, 4}, Data: []float64{1, 2, 3, 4}}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Log(r)
+}
