@@ -117,7 +117,7 @@ func (s *Shard) Start(ctx context.Context) error {
 		return fmt.Errorf("serving: load %s v%d: %w", v.Model, v.Version, err)
 	}
 	s.model = m
-	if r, ok := m.(ml.Runtimed); ok {
+	if r, ok := m.(ml.Runtimed); ok && s.cfg.Logger != nil {
 		// Which runtime and device serve the replica (a GPU replica may
 		// have fallen back to CPU): said once, where the operator looks.
 		s.cfg.Logger.Info("replica loaded", "runtime", r.Runtime())
