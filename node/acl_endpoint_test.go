@@ -115,6 +115,10 @@ func TestRoutes_DeclareAccess(t *testing.T) {
 				if rt.pattern != "POST /v1/acl/bootstrap" {
 					t.Fatalf("only the bootstrap is open to requests without a token")
 				}
+			case needSession:
+				if !strings.Contains(rt.pattern, " /ui/") && rt.pattern != "GET /{$}" {
+					t.Fatalf("only the dashboard's pages read a session cookie")
+				}
 			default:
 				t.Fatalf("need is not set")
 			}

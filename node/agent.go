@@ -48,7 +48,9 @@ type Agent struct {
 
 	resources structs.Resources
 	// models loads model files, ONNX ones in the runtime onnx {} chose.
-	models    *formats.Loader
+	models *formats.Loader
+	// api is the HTTP API's handler; the dashboard calls it in-process.
+	api       http.Handler
 	trans     *transport.Transport
 	fsm       *raftfsm.FSM
 	wal       *raftwal.WAL
@@ -234,8 +236,9 @@ func New(cfg Config, logger hclog.Logger) (a *Agent, err error) {
 	a.logAccess()
 	// Uploads and snapshots replace the read and write timeouts with an idle
 	// bound of their own (limits.go).
+	a.api = a.routes()
 	a.http = &http.Server{
-		Handler:           a.routes(),
+		Handler:           a.api,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       cfg.HTTPReadTimeout,
 		WriteTimeout:      cfg.HTTPWriteTimeout,

@@ -26,6 +26,10 @@ const (
 	needBody
 	needToken // any valid token (health, token/self)
 	needNone  // no token at all: ACL bootstrap, and /metrics when metrics_anonymous
+	// needSession: a dashboard page or action; the handler reads the
+	// browser's session cookie and calls the API in-process with it, so
+	// the API's own checks apply (ui_endpoint.go).
+	needSession
 )
 
 func (n need) access() structs.ACLAccess {
@@ -90,6 +94,7 @@ func (a *Agent) endpoints() []endpoint {
 		a.monitoringEndpoint(),
 		a.aclEndpoint(),
 		a.blobsEndpoint(),
+		a.uiEndpoint(),
 	}
 }
 
@@ -130,7 +135,7 @@ func (a *Agent) routes() http.Handler {
 // otherwise) and inference is the handler itself, so that it pays nothing:
 // inference waits for ?index= in resolveTarget, within its own timeout.
 func (a *Agent) guard(rt route) http.Handler {
-	checked := a.acl != nil && rt.need != needNone
+	checked := a.acl != nil && rt.need != needNone && rt.need != needSession
 	if !checked && a.audit == nil {
 		if rt.need == needAllow {
 			return rt.handler
@@ -240,6 +245,14 @@ func (rt *route) check(id *acl.Identity, r *http.Request) error {
 		name = rt.name(r)
 	}
 	return id.Check(rt.kind, name, want)
+}
+
+// aclIdentity resolves a token, or returns nil with ACLs off.
+func (a *Agent) aclIdentity(token string) (*acl.Identity, error) {
+	if a.acl == nil {
+		return nil, nil
+	}
+	return a.acl.Resolve(token)
 }
 
 // requestToken reads the token from X-Kiln-Token or Authorization: Bearer.

@@ -1,0 +1,457 @@
+package node
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/subtle"
+	"embed"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"io"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kilnml/kiln/raftfsm/structs"
+)
+
+// The dashboard (node/DESIGN.md, "Dashboard"). Every node serves it under
+// /ui/. A page is server-rendered with html/template from what the JSON API
+// answers: the handler calls the API in-process (uiAPI), with the browser's
+// session token, so a page shows exactly what that token may read through
+// the API, by the same read paths, and an action is the API's own write
+// with its own checks and audit record. Nothing here reads the registry
+// directly.
+
+//go:embed ui/templates/*.html ui/static
+var uiFiles embed.FS
+
+const (
+	uiSessionCookie = "kiln_session" // the token, with ACLs on
+	uiCSRFCookie    = "kiln_csrf"    // double-submit token for the forms
+	uiPageSize      = 50
+)
+
+// uiPages are the templates, each page with the layout, parsed once.
+var uiPages = func() map[string]*template.Template {
+	funcs := template.FuncMap{
+		"since": func(s string) string {
+			t, err := time.Parse(time.RFC3339Nano, s)
+			if err != nil {
+				return s
+			}
+			return time.Since(t).Round(time.Second).String() + " ago"
+		},
+		"num": func(v any) string {
+			switch x := v.(type) {
+			case float64:
+				return strconv.FormatFloat(x, 'f', -1, 64)
+			case nil:
+				return "–"
+			}
+			return fmt.Sprint(v)
+		},
+		"query": url.QueryEscape,
+		"path":  url.PathEscape,
+	}
+	pages := map[string]*template.Template{}
+	for _, p := range []string{"cluster", "models", "model", "login", "error"} {
+		pages[p] = template.Must(template.New(p).Funcs(funcs).ParseFS(uiFiles, "ui/templates/layout.html", "ui/templates/"+p+".html"))
+	}
+	return pages
+}()
+
+// uiEndpoint: the dashboard's pages, its static files and its actions.
+// Routes take needSession: the handler reads the session cookie itself.
+func (a *Agent) uiEndpoint() endpoint {
+	static, err := fs.Sub(uiFiles, "ui/static")
+	if err != nil {
+		panic(err)
+	}
+	files := http.StripPrefix("/ui/static/", http.FileServerFS(static))
+	return endpoint{routes: []route{
+		{pattern: "GET /{$}", handler: a.uiRoot, need: needSession},
+		{pattern: "GET /ui/static/", handler: func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Cache-Control", "public, max-age=86400")
+			files.ServeHTTP(w, r)
+		}, need: needSession},
+		{pattern: "GET /ui/{$}", handler: a.uiPage(a.uiCluster), need: needSession},
+		{pattern: "GET /ui/login", handler: a.uiLoginForm, need: needSession},
+		{pattern: "POST /ui/login", handler: a.uiLogin, need: needSession},
+		{pattern: "POST /ui/logout", handler: a.uiLogout, need: needSession},
+		{pattern: "GET /ui/models", handler: a.uiPage(a.uiModels), need: needSession},
+		{pattern: "GET /ui/models/{name}", handler: a.uiPage(a.uiModel), need: needSession},
+		{pattern: "POST /ui/models/{name}/rollback", handler: a.uiAction(a.uiRollback), need: needSession},
+	}}
+}
+
+// uiRoot sends browsers to the dashboard; an API client asking for / gets
+// the API's 404, as before.
+func (a *Agent) uiRoot(w http.ResponseWriter, r *http.Request) {
+	if strings.Contains(r.Header.Get("Accept"), "text/html") {
+		http.Redirect(w, r, "/ui/", http.StatusSeeOther)
+		return
+	}
+	writeError(w, structs.Errorf(structs.CodeNotFound, "no route for %s %s; the dashboard is at /ui/", r.Method, r.URL.Path))
+}
+
+// uiView is what every page's template gets.
+type uiView struct {
+	Title string
+	Nav   string // the section, for the menu
+	// Open is set when ACLs are off: the banner says anyone may do anything.
+	Open bool
+	// SignedIn is set with ACLs on and a valid session.
+	SignedIn bool
+	// Stale is set when a read could not reach a leader and shows this
+	// node's own, possibly old, copy.
+	Stale bool
+	// API is the JSON API call the page shows, for its link.
+	API  string
+	CSRF string
+	Node string
+	Data any
+}
+
+// uiReq is one page request: the browser's token and what the API answered.
+type uiReq struct {
+	a     *Agent
+	r     *http.Request
+	w     http.ResponseWriter
+	token string
+	view  *uiView
+}
+
+// uiPage wraps a page: it checks the session (with ACLs on, no valid
+// session sends the browser to the login page), renders the page's
+// template with what fill put in the view, and answers an error page on
+// an API error.
+func (a *Agent) uiPage(fill func(*uiReq) (string, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		q, ok := a.uiSession(w, r)
+		if !ok {
+			return
+		}
+		page, err := fill(q)
+		if err != nil {
+			q.renderError(err)
+			return
+		}
+		q.render(http.StatusOK, page)
+	}
+}
+
+// uiSession starts a uiReq: the session's token and the CSRF cookie. With
+// ACLs on and no valid session it redirects to the login page and reports
+// false.
+func (a *Agent) uiSession(w http.ResponseWriter, r *http.Request) (*uiReq, bool) {
+	q := &uiReq{a: a, r: r, w: w, view: &uiView{Open: a.acl == nil, Node: a.cfg.NodeName}}
+	if c, err := r.Cookie(uiSessionCookie); err == nil {
+		q.token = c.Value
+	}
+	if a.acl != nil {
+		if _, err := a.acl.Resolve(q.token); q.token == "" || err != nil {
+			http.Redirect(w, r, "/ui/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+			return nil, false
+		}
+		q.view.SignedIn = true
+	}
+	q.view.CSRF = uiCSRF(w, r)
+	return q, true
+}
+
+// uiCSRF returns the browser's CSRF token, setting the cookie on first use.
+// Forms carry it in a hidden field, and an action must present both equal
+// (uiAction): a page of another site can neither read the cookie nor, with
+// SameSite=Strict, send it.
+func uiCSRF(w http.ResponseWriter, r *http.Request) string {
+	if c, err := r.Cookie(uiCSRFCookie); err == nil && len(c.Value) == 32 {
+		return c.Value
+	}
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	v := hex.EncodeToString(b)
+	http.SetCookie(w, &http.Cookie{Name: uiCSRFCookie, Value: v, Path: "/ui/", HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+	return v
+}
+
+// uiAction wraps a POST from a page's form: session, then the CSRF check
+// (403 without it), then do, which answers the redirect or an error page.
+func (a *Agent) uiAction(do func(*uiReq) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !uiCSRFValid(r) {
+			http.Error(w, "403 forbidden: the form's CSRF token is missing or does not match; reload the page and try again", http.StatusForbidden)
+			return
+		}
+		q, ok := a.uiSession(w, r)
+		if !ok {
+			return
+		}
+		if err := do(q); err != nil {
+			q.renderError(err)
+		}
+	}
+}
+
+func uiCSRFValid(r *http.Request) bool {
+	c, err := r.Cookie(uiCSRFCookie)
+	if err != nil || len(c.Value) != 32 {
+		return false
+	}
+	r.Body = http.MaxBytesReader(nil, r.Body, 64<<10)
+	form := r.PostFormValue("csrf")
+	return subtle.ConstantTimeCompare([]byte(form), []byte(c.Value)) == 1
+}
+
+// apiAnswer is what an in-process API call answered.
+type apiAnswer struct {
+	status int
+	header http.Header
+	body   bytes.Buffer
+}
+
+func (w *apiAnswer) Header() http.Header { return w.header }
+func (w *apiAnswer) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.body.Write(b)
+}
+func (w *apiAnswer) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+}
+
+// api calls the JSON API in-process with the session's token and decodes
+// the answer into out. A read that finds no leader is repeated against this
+// node's own copy (?consistency=stale) and the page marked stale. An answer
+// that is not 2xx is returned as the API's error.
+func (q *uiReq) api(method, path string, body any, out any) error {
+	ans := q.call(method, path, body)
+	if ans.status == http.StatusServiceUnavailable && method == http.MethodGet && !strings.Contains(path, "consistency=") {
+		sep := "?"
+		if strings.Contains(path, "?") {
+			sep = "&"
+		}
+		if again := q.call(method, path+sep+"consistency=stale", nil); again.status < 300 {
+			ans = again
+			q.view.Stale = true
+		}
+	}
+	if ans.header.Get("X-Kiln-Known-Leader") == "false" {
+		q.view.Stale = true
+	}
+	if ans.status >= 300 {
+		var e struct {
+			Code  string `json:"code"`
+			Error string `json:"error"`
+		}
+		_ = json.Unmarshal(ans.body.Bytes(), &e)
+		if e.Error == "" {
+			e.Error = strings.TrimSpace(ans.body.String())
+		}
+		return &uiError{status: ans.status, code: e.Code, msg: e.Error, path: path}
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(ans.body.Bytes(), out)
+}
+
+func (q *uiReq) call(method, path string, body any) *apiAnswer {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(q.r.Context(), method, path, rd)
+	ans := &apiAnswer{header: http.Header{}}
+	if err != nil {
+		ans.status = http.StatusBadRequest
+		ans.body.WriteString(err.Error())
+		return ans
+	}
+	req.RemoteAddr = q.r.RemoteAddr
+	if q.token != "" {
+		req.Header.Set("X-Kiln-Token", q.token)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	q.a.api.ServeHTTP(ans, req)
+	return ans
+}
+
+// uiError is an API error shown on a page.
+type uiError struct {
+	status    int
+	code, msg string
+	path      string
+}
+
+func (e *uiError) Error() string { return fmt.Sprintf("%s %s: %s", e.path, e.code, e.msg) }
+
+func (q *uiReq) renderError(err error) {
+	status := http.StatusInternalServerError
+	msg := err.Error()
+	if ue, ok := err.(*uiError); ok {
+		status, msg = ue.status, ue.msg
+		q.view.API = ue.path
+	}
+	q.view.Title = http.StatusText(status)
+	q.view.Data = map[string]any{"Status": status, "Message": msg}
+	q.render(status, "error")
+}
+
+func (q *uiReq) render(status int, page string) {
+	var buf bytes.Buffer
+	if err := uiPages[page].ExecuteTemplate(&buf, "layout", q.view); err != nil {
+		q.a.logger.Error("dashboard template", "page", page, "error", err)
+		http.Error(q.w, "500 internal error: the page did not render", http.StatusInternalServerError)
+		return
+	}
+	h := q.w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'")
+	q.w.WriteHeader(status)
+	_, _ = q.w.Write(buf.Bytes())
+}
+
+// uiLoginForm asks for a token (with ACLs on; without, there is nothing
+// to sign in to).
+func (a *Agent) uiLoginForm(w http.ResponseWriter, r *http.Request) {
+	q := &uiReq{a: a, r: r, w: w, view: &uiView{Title: "Sign in", Open: a.acl == nil, Node: a.cfg.NodeName}}
+	q.view.CSRF = uiCSRF(w, r)
+	q.view.Data = map[string]any{"Next": safeNext(r.URL.Query().Get("next"))}
+	q.render(http.StatusOK, "login")
+}
+
+// uiLogin checks the token and keeps it in an HttpOnly, SameSite=Strict
+// cookie; it never travels in a URL.
+func (a *Agent) uiLogin(w http.ResponseWriter, r *http.Request) {
+	if !uiCSRFValid(r) {
+		http.Error(w, "403 forbidden: the form's CSRF token is missing or does not match; reload the page and try again", http.StatusForbidden)
+		return
+	}
+	next := safeNext(r.PostFormValue("next"))
+	token := strings.TrimSpace(r.PostFormValue("token"))
+	if a.acl != nil {
+		if _, err := a.acl.Resolve(token); token == "" || err != nil {
+			q := &uiReq{a: a, r: r, w: w, view: &uiView{Title: "Sign in", Node: a.cfg.NodeName, CSRF: uiCSRF(w, r)}}
+			q.view.Data = map[string]any{"Next": next, "Error": "That token is not valid on this cluster."}
+			q.render(http.StatusUnauthorized, "login")
+			return
+		}
+		http.SetCookie(w, &http.Cookie{Name: uiSessionCookie, Value: token, Path: "/", HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+	}
+	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+func (a *Agent) uiLogout(w http.ResponseWriter, r *http.Request) {
+	if !uiCSRFValid(r) {
+		http.Error(w, "403 forbidden: the form's CSRF token is missing or does not match", http.StatusForbidden)
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: uiSessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+	http.Redirect(w, r, "/ui/login", http.StatusSeeOther)
+}
+
+// safeNext keeps a post-login redirect on this dashboard.
+func safeNext(s string) string {
+	if !strings.HasPrefix(s, "/ui/") || strings.HasPrefix(s, "//") || strings.Contains(s, "\\") {
+		return "/ui/"
+	}
+	return s
+}
+
+// uiCluster is the cluster page: this node's view, the nodes and the Raft
+// peers.
+func (a *Agent) uiCluster(q *uiReq) (string, error) {
+	q.view.Title, q.view.Nav, q.view.API = "Cluster", "cluster", "/v1/status"
+	var status map[string]any
+	if err := q.api("GET", "/v1/status", nil, &status); err != nil {
+		return "", err
+	}
+	var nodes, peers struct {
+		Items []map[string]any `json:"items"`
+	}
+	if err := q.api("GET", "/v1/nodes", nil, &nodes); err != nil {
+		return "", err
+	}
+	peersErr := q.api("GET", "/v1/operator/raft/peers", nil, &peers)
+	q.view.Data = map[string]any{"Status": status, "Nodes": nodes.Items, "Peers": peers.Items, "PeersHidden": peersErr != nil}
+	return "cluster", nil
+}
+
+// uiModels lists models, 50 a page.
+func (a *Agent) uiModels(q *uiReq) (string, error) {
+	path := "/v1/models?limit=" + strconv.Itoa(uiPageSize)
+	if c := q.r.URL.Query().Get("cursor"); c != "" {
+		path += "&cursor=" + url.QueryEscape(c)
+	}
+	q.view.Title, q.view.Nav, q.view.API = "Models", "models", path
+	var list struct {
+		Items []map[string]any `json:"items"`
+		Next  string           `json:"next_cursor"`
+	}
+	if err := q.api("GET", path, nil, &list); err != nil {
+		return "", err
+	}
+	q.view.Data = map[string]any{"Models": list.Items, "Next": list.Next}
+	return "models", nil
+}
+
+// uiModel shows one model: its versions and its deployment, with the
+// actions the token may take.
+func (a *Agent) uiModel(q *uiReq) (string, error) {
+	name := q.r.PathValue("name")
+	base := "/v1/models/" + url.PathEscape(name)
+	q.view.Title, q.view.Nav, q.view.API = "Model "+name, "models", base
+	var model map[string]any
+	if err := q.api("GET", base, nil, &model); err != nil {
+		return "", err
+	}
+	var versions struct {
+		Items []map[string]any `json:"items"`
+	}
+	if err := q.api("GET", base+"/versions?limit="+strconv.Itoa(uiPageSize), nil, &versions); err != nil {
+		return "", err
+	}
+	var deployment map[string]any
+	err := q.api("GET", "/v1/deployments/"+url.PathEscape(name), nil, &deployment)
+	if ue, ok := err.(*uiError); ok && ue.status == http.StatusNotFound {
+		deployment, err = nil, nil
+	}
+	if err != nil && !isForbidden(err) {
+		return "", err
+	}
+	canWrite := a.acl == nil
+	if id, err := a.aclIdentity(q.token); err == nil && id != nil {
+		canWrite = id.Check(structs.KindDeployment, name, structs.AccessWrite) == nil
+	}
+	q.view.Data = map[string]any{"Model": model, "Versions": versions.Items, "Deployment": deployment, "CanWrite": canWrite && deployment != nil}
+	return "model", nil
+}
+
+func isForbidden(err error) bool {
+	ue, ok := err.(*uiError)
+	return ok && ue.status == http.StatusForbidden
+}
+
+// uiRollback rolls a deployment back to its previous traffic split.
+func (a *Agent) uiRollback(q *uiReq) error {
+	name := q.r.PathValue("name")
+	if err := q.api("POST", "/v1/deployments/"+url.PathEscape(name)+"/rollback", nil, nil); err != nil {
+		return err
+	}
+	http.Redirect(q.w, q.r, "/ui/models/"+url.PathEscape(name), http.StatusSeeOther)
+	return nil
+}

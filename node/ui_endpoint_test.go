@@ -1,0 +1,207 @@
+package node
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// browser is a test client that keeps cookies and does not follow
+// redirects, as the dashboard's tests need to see them.
+type browser struct {
+	t    *testing.T
+	a    *Agent
+	http *http.Client
+}
+
+func newBrowser(t *testing.T, a *Agent) *browser {
+	jar, _ := cookiejar.New(nil)
+	return &browser{t: t, a: a, http: &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse
+	}}}
+}
+
+type page struct {
+	status int
+	header http.Header
+	body   string
+}
+
+func (b *browser) do(method, path string, form url.Values) page {
+	b.t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequest(method, "http://"+b.a.HTTPAddr()+path, body)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	req.Header.Set("Accept", "text/html")
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	resp, err := b.http.Do(req)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return page{status: resp.StatusCode, header: resp.Header, body: string(raw)}
+}
+
+var csrfField = regexp.MustCompile(`name="csrf" value="([0-9a-f]{32})"`)
+
+// csrf is the CSRF token of the form on a page.
+func (p page) csrf(t *testing.T) string {
+	t.Helper()
+	m := csrfField.FindStringSubmatch(p.body)
+	if m == nil {
+		t.Fatalf("no CSRF field on the page:\n%s", p.body)
+	}
+	return m[1]
+}
+
+func (p page) must(t *testing.T, status int, contains ...string) {
+	t.Helper()
+	if p.status != status {
+		t.Fatalf("status %d, want %d:\n%s", p.status, status, p.body)
+	}
+	for _, s := range contains {
+		if !strings.Contains(p.body, s) {
+			t.Fatalf("the page lacks %q:\n%s", s, p.body)
+		}
+	}
+}
+
+// TestUI_OpenCluster: without ACLs, / sends browsers to /ui/ (API clients
+// still get JSON), every page carries the open-cluster banner and the API
+// call it shows, the lists page at 50, and a rollback needs the CSRF token.
+func TestUI_OpenCluster(t *testing.T) {
+	a := testNode(t)
+	waitLeader(t, a)
+	b := newBrowser(t, a)
+	if p := b.do("GET", "/", nil); p.status != http.StatusSeeOther || p.header.Get("Location") != "/ui/" {
+		t.Fatalf("GET / from a browser: %d %v", p.status, p.header)
+	}
+	if r := call(t, a, "GET", "/", ""); r.status != 404 || r.body["code"] != "not_found" {
+		t.Fatalf("GET / from an API client: %d %v", r.status, r.body)
+	}
+
+	home := b.do("GET", "/ui/", nil)
+	home.must(t, 200, "This cluster is open", a.cfg.NodeName, "Raft", `href="/v1/status"`, "Leader")
+	for _, h := range []string{"Content-Security-Policy", "X-Frame-Options"} {
+		if home.header.Get(h) == "" {
+			t.Errorf("no %s header", h)
+		}
+	}
+	if p := b.do("GET", "/ui/static/vendor/htmx.min.js", nil); p.status != 200 || len(p.body) < 10000 {
+		t.Errorf("htmx: %d, %d bytes", p.status, len(p.body))
+	}
+
+	for i := range 51 {
+		createModel(t, a, fmt.Sprintf("m%03d", i))
+	}
+	list := b.do("GET", "/ui/models", nil)
+	list.must(t, 200, `href="/ui/models/m000"`, `href="/ui/models/m049"`, "50 on this page", `rel="next"`)
+	if strings.Contains(list.body, "m050") {
+		t.Fatal("the first page shows more than 50 models")
+	}
+	next := regexp.MustCompile(`href="(/ui/models\?cursor=[^"]+)"`).FindStringSubmatch(list.body)
+	b.do("GET", strings.ReplaceAll(next[1], "&amp;", "&"), nil).must(t, 200, `href="/ui/models/m050"`, "1 on this page")
+
+	// A deployment with a canary, then rollback from the page.
+	createModel(t, a, "iris")
+	file := readTestdata(t, linearIrisFile)
+	uploadOK(t, a, "iris", "", file)
+	uploadOK(t, a, "iris", "", file)
+	deployAndWait(t, a, "iris")
+	mustStatus(t, call(t, a, "PUT", "/v1/deployments/iris", `{"versions":[{"version":1,"weight":90},{"version":2,"weight":10}],"replicas":1}`), 200, "canary")
+	model := b.do("GET", "/ui/models/iris", nil)
+	model.must(t, 200, "<td>v1</td><td>90</td>", "<td>v2</td><td>10</td>", "Roll back", `href="/v1/models/iris"`)
+	token := model.csrf(t)
+	b.do("POST", "/ui/models/iris/rollback", url.Values{}).must(t, 403, "CSRF")
+	b.do("POST", "/ui/models/iris/rollback", url.Values{"csrf": {"0123456789abcdef0123456789abcdef"}}).must(t, 403, "CSRF")
+	if d := call(t, a, "GET", "/v1/deployments/iris", ""); len(d.body["traffic"].(map[string]any)["versions"].([]any)) != 2 {
+		t.Fatal("a refused rollback changed the deployment")
+	}
+	done := b.do("POST", "/ui/models/iris/rollback", url.Values{"csrf": {token}})
+	if done.status != http.StatusSeeOther || done.header.Get("Location") != "/ui/models/iris" {
+		t.Fatalf("rollback: %d %v %s", done.status, done.header, done.body)
+	}
+	d := call(t, a, "GET", "/v1/deployments/iris", "")
+	if vs := d.body["traffic"].(map[string]any)["versions"].([]any); len(vs) != 1 {
+		t.Fatalf("after the rollback the traffic is %v", vs)
+	}
+	b.do("GET", "/ui/models/nope", nil).must(t, 404, "nope")
+}
+
+// TestUI_Access: with ACLs on, pages need a signed-in token kept in an
+// HttpOnly, SameSite=Strict cookie; a page shows what the token may read,
+// and only a token that may write a deployment sees its actions.
+func TestUI_Access(t *testing.T) {
+	a, mgmt := aclSetup(t)
+	mustStatus(t, callAs(t, a, mgmt, "POST", "/v1/models", `{"name":"fraud"}`), 201, "create")
+	mustStatus(t, callAs(t, a, mgmt, "PUT", "/v1/deployments/fraud", `{"versions":[{"version":0,"weight":1}],"replicas":1}`), 400, "a deployment needs a version")
+	reader := tokenFor(t, a, mgmt, "reader", `
+model "*"      { policy = "read" }
+deployment "*" { policy = "read" }
+node           { policy = "read" }
+`)
+	predictOnly := tokenFor(t, a, mgmt, "predictor", `predict "*" { policy = "allow" }`)
+
+	b := newBrowser(t, a)
+	p := b.do("GET", "/ui/models", nil)
+	if p.status != http.StatusSeeOther || p.header.Get("Location") != "/ui/login?next=%2Fui%2Fmodels" {
+		t.Fatalf("a page without a session: %d %v", p.status, p.header)
+	}
+	login := b.do("GET", "/ui/login?next=/ui/models", nil)
+	login.must(t, 200, `type="password"`, `name="next" value="/ui/models"`)
+	if strings.Contains(login.body, "This cluster is open") {
+		t.Fatal("the open banner shows with ACLs on")
+	}
+	b.do("POST", "/ui/login", url.Values{"csrf": {login.csrf(t)}, "token": {"not-a-token"}, "next": {"/ui/models"}}).must(t, 401, "not valid")
+	b.do("POST", "/ui/login", url.Values{"token": {reader}, "next": {"/ui/models"}}).must(t, 403, "CSRF")
+
+	in := b.do("POST", "/ui/login", url.Values{"csrf": {login.csrf(t)}, "token": {reader}, "next": {"https://evil.example/"}})
+	if in.status != http.StatusSeeOther || in.header.Get("Location") != "/ui/" {
+		t.Fatalf("login: %d %v (a foreign next must not be followed)", in.status, in.header)
+	}
+	cookie := in.header.Get("Set-Cookie")
+	for _, want := range []string{"kiln_session=" + reader, "HttpOnly", "SameSite=Strict"} {
+		if !strings.Contains(cookie, want) {
+			t.Errorf("session cookie %q lacks %q", cookie, want)
+		}
+	}
+	if strings.Contains(in.header.Get("Location"), reader) {
+		t.Fatal("the token is in a URL")
+	}
+	b.do("GET", "/ui/models", nil).must(t, 200, `href="/ui/models/fraud"`, "Sign out")
+	model := b.do("GET", "/ui/models/fraud", nil)
+	model.must(t, 200, "Model fraud")
+	if strings.Contains(model.body, "Roll back") {
+		t.Fatal("a read-only token is offered a rollback")
+	}
+	// The cluster page's peers need operator read, which the reader lacks:
+	// the section is left out, the page still renders.
+	home := b.do("GET", "/ui/", nil)
+	home.must(t, 200, "Nodes")
+	if strings.Contains(home.body, "Raft peers") {
+		t.Fatal("a token without operator read sees the Raft peers")
+	}
+
+	pb := newBrowser(t, a)
+	form := pb.do("GET", "/ui/login", nil)
+	pb.do("POST", "/ui/login", url.Values{"csrf": {form.csrf(t)}, "token": {predictOnly}, "next": {"/ui/models/fraud"}})
+	denied := pb.do("GET", "/ui/models/fraud", nil)
+	denied.must(t, 403, `lacks &#34;read&#34; on model &#34;fraud&#34;`)
+	if strings.Contains(denied.body, "Roll back") {
+		t.Fatal("a predict-only token is offered an action")
+	}
+	pb.do("GET", "/ui/models", nil).must(t, 200, "0 on this page")
+}
