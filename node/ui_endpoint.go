@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -57,10 +58,18 @@ var uiPages = func() map[string]*template.Template {
 			return fmt.Sprint(v)
 		},
 		"query": url.QueryEscape,
+		"json": func(v any) (template.JS, error) {
+			b, err := json.Marshal(v)
+			return template.JS(b), err
+		},
+		"finished": func(state any) bool {
+			s, _ := state.(string)
+			return s == "succeeded" || s == "failed" || s == "cancelled"
+		},
 		"path":  url.PathEscape,
 	}
 	pages := map[string]*template.Template{}
-	for _, p := range []string{"cluster", "models", "model", "login", "error"} {
+	for _, p := range []string{"cluster", "models", "model", "jobs", "job", "login", "error"} {
 		pages[p] = template.Must(template.New(p).Funcs(funcs).ParseFS(uiFiles, "ui/templates/layout.html", "ui/templates/"+p+".html"))
 	}
 	return pages
@@ -87,6 +96,9 @@ func (a *Agent) uiEndpoint() endpoint {
 		{pattern: "GET /ui/models", handler: a.uiPage(a.uiModels), need: needSession},
 		{pattern: "GET /ui/models/{name}", handler: a.uiPage(a.uiModel), need: needSession},
 		{pattern: "POST /ui/models/{name}/rollback", handler: a.uiAction(a.uiRollback), need: needSession},
+		{pattern: "GET /ui/jobs", handler: a.uiPage(a.uiJobs), need: needSession},
+		{pattern: "GET /ui/jobs/{id}", handler: a.uiPage(a.uiJob), need: needSession},
+		{pattern: "POST /ui/jobs/{id}/cancel", handler: a.uiAction(a.uiJobCancel), need: needSession},
 	}}
 }
 
@@ -453,5 +465,95 @@ func (a *Agent) uiRollback(q *uiReq) error {
 		return err
 	}
 	http.Redirect(q.w, q.r, "/ui/models/"+url.PathEscape(name), http.StatusSeeOther)
+	return nil
+}
+
+// uiJobs lists jobs, 50 a page: the queue and the running ones first as the
+// API orders them, with their nodes and GPUs.
+func (a *Agent) uiJobs(q *uiReq) (string, error) {
+	path := "/v1/jobs?limit=" + strconv.Itoa(uiPageSize)
+	if c := q.r.URL.Query().Get("cursor"); c != "" {
+		path += "&cursor=" + url.QueryEscape(c)
+	}
+	q.view.Title, q.view.Nav, q.view.API = "Jobs", "jobs", path
+	var list struct {
+		Items []map[string]any `json:"items"`
+		Next  string           `json:"next_cursor"`
+	}
+	if err := q.api("GET", path, nil, &list); err != nil {
+		return "", err
+	}
+	q.view.Data = map[string]any{"Jobs": list.Items, "Next": list.Next}
+	return "jobs", nil
+}
+
+// uiJob shows a job: its state history, allocations, log tail, final
+// metrics, and a chart of each metric's steps from its run.
+func (a *Agent) uiJob(q *uiReq) (string, error) {
+	id := q.r.PathValue("id")
+	path := "/v1/jobs/" + url.PathEscape(id)
+	q.view.Title, q.view.Nav, q.view.API = "Job "+id, "jobs", path
+	var job map[string]any
+	if err := q.api("GET", path, nil, &job); err != nil {
+		return "", err
+	}
+	if spec, ok := job["spec"].(map[string]any); ok {
+		q.view.Title = fmt.Sprintf("Job %v", spec["name"])
+	}
+	type series struct {
+		Key    string
+		Steps  []float64
+		Values []float64
+	}
+	var charts []series
+	runID, _ := job["run_id"].(string)
+	metrics, _ := job["metrics"].(map[string]any)
+	keys := make([]string, 0, len(metrics))
+	for k := range metrics {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		if runID == "" {
+			break
+		}
+		var hist struct {
+			Points []struct {
+				Step  float64 `json:"step"`
+				Value any     `json:"value"`
+			} `json:"points"`
+		}
+		if err := q.api("GET", "/v1/runs/"+url.PathEscape(runID)+"/metrics/"+url.PathEscape(k), nil, &hist); err != nil {
+			continue // the run may be unreadable to this token; the final value still shows
+		}
+		s := series{Key: k}
+		for _, p := range hist.Points {
+			if v, ok := p.Value.(float64); ok {
+				s.Steps, s.Values = append(s.Steps, p.Step), append(s.Values, v)
+			}
+		}
+		if len(s.Steps) > 0 {
+			charts = append(charts, s)
+		}
+	}
+	canWrite := a.acl == nil
+	if id, err := a.aclIdentity(q.token); err == nil && id != nil {
+		name := ""
+		if spec, ok := job["spec"].(map[string]any); ok {
+			name, _ = spec["name"].(string)
+		}
+		canWrite = id.Check(structs.KindJob, name, structs.AccessWrite) == nil
+	}
+	q.view.Data = map[string]any{"Job": job, "Charts": charts, "CanWrite": canWrite}
+	return "job", nil
+}
+
+// uiJobCancel asks to cancel a job.
+func (a *Agent) uiJobCancel(q *uiReq) error {
+	id := q.r.PathValue("id")
+	if err := q.api("POST", "/v1/jobs/"+url.PathEscape(id)+"/cancel", nil, nil); err != nil {
+		return err
+	}
+	http.Redirect(q.w, q.r, "/ui/jobs/"+url.PathEscape(id), http.StatusSeeOther)
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -204,4 +205,34 @@ node           { policy = "read" }
 		t.Fatal("a predict-only token is offered an action")
 	}
 	pb.do("GET", "/ui/models", nil).must(t, 200, "0 on this page")
+}
+
+// TestUI_Jobs: a finished built-in job shows on the jobs page and on its
+// own, with its state history, placement, final metrics and a chart (with
+// its table) of each metric it logged by step.
+func TestUI_Jobs(t *testing.T) {
+	a := testNode(t)
+	waitLeader(t, a)
+	waitRegistered(t, a)
+	if r := pushDataset(t, a, "iris", "", readTestdata(t, irisCSV)); r.status != 201 {
+		t.Fatalf("push: %d %v", r.status, r.body)
+	}
+	r := call(t, a, "POST", "/v1/jobs", `{"name": "iris-softmax", "experiment": "iris", "trainer": {"kind": "builtin", "algorithm": "softmax_regression"},
+		"dataset": "iris", "target": "Species", "validation": {"split": 0.3}, "resources": {"cpu": 1}}`)
+	mustStatus(t, r, 201, "submit")
+	id := r.body["id"].(string)
+	j := waitJob(t, a, id)
+	b := newBrowser(t, a)
+	b.do("GET", "/ui/jobs", nil).must(t, 200, `href="/ui/jobs/`+id+`"`, "iris-softmax", `class="state succeeded"`, a.cfg.NodeName)
+	p := b.do("GET", "/ui/jobs/"+id, nil)
+	acc := j["metrics"].(map[string]any)["accuracy"].(float64)
+	p.must(t, 200, "Job iris-softmax", "State history", "pending", "running", "succeeded",
+		"<td>accuracy</td><td>"+strconv.FormatFloat(acc, 'f', -1, 64)+"</td>", `href="/v1/jobs/`+id+`"`)
+	if strings.Contains(p.body, "Cancel the job") {
+		t.Error("a finished job offers a cancel")
+	}
+	if !strings.Contains(p.body, `<figure class="chart">`) || !strings.Contains(p.body, `class="series">{"steps": [`) {
+		t.Errorf("no chart with data on the job page:\n%s", p.body)
+	}
+	b.do("GET", "/ui/jobs/01abcdefghjkmnpqrstvwxyz00", nil).must(t, 404)
 }
