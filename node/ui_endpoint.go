@@ -66,7 +66,7 @@ var uiPages = func() map[string]*template.Template {
 			s, _ := state.(string)
 			return s == "succeeded" || s == "failed" || s == "cancelled"
 		},
-		"path":  url.PathEscape,
+		"path": url.PathEscape,
 	}
 	pages := map[string]*template.Template{}
 	for _, p := range []string{"cluster", "models", "model", "jobs", "job", "login", "error"} {
