@@ -69,7 +69,7 @@ var uiPages = func() map[string]*template.Template {
 		"path": url.PathEscape,
 	}
 	pages := map[string]*template.Template{}
-	for _, p := range []string{"cluster", "models", "model", "jobs", "job", "login", "error"} {
+	for _, p := range []string{"cluster", "models", "model", "jobs", "job", "access", "login", "error"} {
 		pages[p] = template.Must(template.New(p).Funcs(funcs).ParseFS(uiFiles, "ui/templates/layout.html", "ui/templates/"+p+".html"))
 	}
 	return pages
@@ -97,6 +97,7 @@ func (a *Agent) uiEndpoint() endpoint {
 		{pattern: "GET /ui/models/{name}", handler: a.uiPage(a.uiModel), need: needSession},
 		{pattern: "POST /ui/models/{name}/rollback", handler: a.uiAction(a.uiRollback), need: needSession},
 		{pattern: "GET /ui/jobs", handler: a.uiPage(a.uiJobs), need: needSession},
+		{pattern: "GET /ui/access", handler: a.uiPage(a.uiAccess), need: needSession},
 		{pattern: "GET /ui/jobs/{id}", handler: a.uiPage(a.uiJob), need: needSession},
 		{pattern: "POST /ui/jobs/{id}/cancel", handler: a.uiAction(a.uiJobCancel), need: needSession},
 	}}
@@ -556,4 +557,40 @@ func (a *Agent) uiJobCancel(q *uiReq) error {
 	}
 	http.Redirect(q.w, q.r, "/ui/jobs/"+url.PathEscape(id), http.StatusSeeOther)
 	return nil
+}
+
+// uiAccess lists tokens (never their secrets) and policies, for a token
+// with read on acl, and says which token the browser holds.
+func (a *Agent) uiAccess(q *uiReq) (string, error) {
+	q.view.Title, q.view.Nav, q.view.API = "Access", "access", "/v1/acl/tokens"
+	data := map[string]any{"Enabled": a.acl != nil}
+	q.view.Data = data
+	if a.acl == nil {
+		return "access", nil
+	}
+	var self map[string]any
+	if err := q.api("GET", "/v1/acl/token/self", nil, &self); err != nil {
+		return "", err
+	}
+	delete(self, "secret_id")
+	data["Self"] = self
+	var tokens, policies struct {
+		Items []map[string]any `json:"items"`
+	}
+	err := q.api("GET", "/v1/acl/tokens", nil, &tokens)
+	if isForbidden(err) {
+		data["Hidden"] = true
+		return "access", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	if err := q.api("GET", "/v1/acl/policies", nil, &policies); err != nil {
+		return "", err
+	}
+	for _, t := range tokens.Items {
+		delete(t, "secret_id")
+	}
+	data["Tokens"], data["Policies"] = tokens.Items, policies.Items
+	return "access", nil
 }

@@ -236,3 +236,31 @@ func TestUI_Jobs(t *testing.T) {
 	}
 	b.do("GET", "/ui/jobs/01abcdefghjkmnpqrstvwxyz00", nil).must(t, 404)
 }
+
+// TestUI_AccessPage: tokens and policies without secrets for a token that
+// may read them; others see only their own token.
+func TestUI_AccessPage(t *testing.T) {
+	a, mgmt := aclSetup(t)
+	reader := tokenFor(t, a, mgmt, "reader", `model "*" { policy = "read" }`)
+	signIn := func(token string) *browser {
+		b := newBrowser(t, a)
+		form := b.do("GET", "/ui/login", nil)
+		b.do("POST", "/ui/login", url.Values{"csrf": {form.csrf(t)}, "token": {token}, "next": {"/ui/access"}})
+		return b
+	}
+	p := signIn(mgmt).do("GET", "/ui/access", nil)
+	p.must(t, 200, "Tokens", "Policies", "reader", `model &#34;*&#34; { policy = &#34;read&#34; }`)
+	for _, secret := range []string{mgmt, reader} {
+		if strings.Contains(p.body, secret) {
+			t.Fatal("the access page shows a token's secret")
+		}
+	}
+	p = signIn(reader).do("GET", "/ui/access", nil)
+	p.must(t, 200, "Your token", "may not read the cluster")
+	if strings.Contains(p.body, "<h2 id=\"tokens\">") {
+		t.Fatal("a token without acl read sees the token list")
+	}
+	open := testNode(t)
+	waitLeader(t, open)
+	newBrowser(t, open).do("GET", "/ui/access", nil).must(t, 200, "Access control is off")
+}
