@@ -48,6 +48,14 @@ var uiPages = func() map[string]*template.Template {
 			}
 			return time.Since(t).Round(time.Second).String() + " ago"
 		},
+		"when": func(v any) string {
+			s, _ := v.(string)
+			t, err := time.Parse(time.RFC3339Nano, s)
+			if err != nil || t.Year() <= 1 {
+				return "–"
+			}
+			return t.UTC().Format("2006-01-02 15:04:05 UTC")
+		},
 		"num": func(v any) string {
 			switch x := v.(type) {
 			case float64:
@@ -69,7 +77,7 @@ var uiPages = func() map[string]*template.Template {
 		"path": url.PathEscape,
 	}
 	pages := map[string]*template.Template{}
-	for _, p := range []string{"cluster", "models", "model", "jobs", "job", "access", "login", "error"} {
+	for _, p := range []string{"cluster", "models", "model", "jobs", "job", "pipelines", "pipeline", "pipeline_run", "access", "login", "error"} {
 		pages[p] = template.Must(template.New(p).Funcs(funcs).ParseFS(uiFiles, "ui/templates/layout.html", "ui/templates/"+p+".html"))
 	}
 	return pages
@@ -98,6 +106,12 @@ func (a *Agent) uiEndpoint() endpoint {
 		{pattern: "POST /ui/models/{name}/rollback", handler: a.uiAction(a.uiRollback), need: needSession},
 		{pattern: "GET /ui/jobs", handler: a.uiPage(a.uiJobs), need: needSession},
 		{pattern: "GET /ui/access", handler: a.uiPage(a.uiAccess), need: needSession},
+		{pattern: "GET /ui/pipelines", handler: a.uiPage(a.uiPipelines), need: needSession},
+		{pattern: "GET /ui/pipelines/{name}", handler: a.uiPage(a.uiPipeline), need: needSession},
+		{pattern: "GET /ui/pipelines/{name}/runs/{id}", handler: a.uiPage(a.uiPipelineRun), need: needSession},
+		{pattern: "POST /ui/pipelines/{name}/runs", handler: a.uiAction(a.uiPipelineAction("run")), need: needSession},
+		{pattern: "POST /ui/pipelines/{name}/runs/{id}/cancel", handler: a.uiAction(a.uiPipelineAction("cancel")), need: needSession},
+		{pattern: "POST /ui/pipelines/{name}/runs/{id}/retry", handler: a.uiAction(a.uiPipelineAction("retry")), need: needSession},
 		{pattern: "GET /ui/jobs/{id}", handler: a.uiPage(a.uiJob), need: needSession},
 		{pattern: "POST /ui/jobs/{id}/cancel", handler: a.uiAction(a.uiJobCancel), need: needSession},
 	}}
@@ -446,11 +460,8 @@ func (a *Agent) uiModel(q *uiReq) (string, error) {
 	if err != nil && !isForbidden(err) {
 		return "", err
 	}
-	canWrite := a.acl == nil
-	if id, err := a.aclIdentity(q.token); err == nil && id != nil {
-		canWrite = id.Check(structs.KindDeployment, name, structs.AccessWrite) == nil
-	}
-	q.view.Data = map[string]any{"Model": model, "Versions": versions.Items, "Deployment": deployment, "CanWrite": canWrite && deployment != nil}
+	q.view.Data = map[string]any{"Model": model, "Versions": versions.Items, "Deployment": deployment,
+		"CanWrite": deployment != nil && q.mayWrite(structs.KindDeployment, name)}
 	return "model", nil
 }
 
@@ -537,15 +548,9 @@ func (a *Agent) uiJob(q *uiReq) (string, error) {
 			charts = append(charts, s)
 		}
 	}
-	canWrite := a.acl == nil
-	if id, err := a.aclIdentity(q.token); err == nil && id != nil {
-		name := ""
-		if spec, ok := job["spec"].(map[string]any); ok {
-			name, _ = spec["name"].(string)
-		}
-		canWrite = id.Check(structs.KindJob, name, structs.AccessWrite) == nil
-	}
-	q.view.Data = map[string]any{"Job": job, "Charts": charts, "CanWrite": canWrite}
+	spec, _ := job["spec"].(map[string]any)
+	name, _ := spec["name"].(string)
+	q.view.Data = map[string]any{"Job": job, "Charts": charts, "CanWrite": q.mayWrite(structs.KindJob, name)}
 	return "job", nil
 }
 
@@ -593,4 +598,14 @@ func (a *Agent) uiAccess(q *uiReq) (string, error) {
 	}
 	data["Tokens"], data["Policies"] = tokens.Items, policies.Items
 	return "access", nil
+}
+
+// mayWrite reports whether the session's token may write the named
+// resource (always, with ACLs off): pages offer actions only then.
+func (q *uiReq) mayWrite(kind structs.ACLKind, name string) bool {
+	id, err := q.a.aclIdentity(q.token)
+	if err != nil {
+		return false
+	}
+	return id == nil || id.Check(kind, name, structs.AccessWrite) == nil
 }

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -263,4 +264,44 @@ func TestUI_AccessPage(t *testing.T) {
 	open := testNode(t)
 	waitLeader(t, open)
 	newBrowser(t, open).do("GET", "/ui/access", nil).must(t, 200, "Access control is off")
+}
+
+// TestUI_Pipelines: a diamond pipeline's DAG is drawn in layers (a, then b
+// and c, then d) with arrows, the run button starts a run from the page,
+// and the run's page colours each step by its state and lists its steps.
+func TestUI_Pipelines(t *testing.T) {
+	a := testNode(t, withExec)
+	waitLeader(t, a)
+	waitRegistered(t, a)
+	step := func(name string, deps ...string) string {
+		d, _ := json.Marshal(deps)
+		return fmt.Sprintf(`{"name": %q, "type": "command", "depends_on": %s, "command": ["/bin/sh", "-c", "true"]}`, name, d)
+	}
+	spec := `{"steps": [` + strings.Join([]string{step("a"), step("b", "a"), step("c", "a"), step("d", "b", "c")}, ",") + `]}`
+	mustStatus(t, call(t, a, "PUT", "/v1/pipelines/diamond", spec), 200, "put")
+	b := newBrowser(t, a)
+	b.do("GET", "/ui/pipelines", nil).must(t, 200, `href="/ui/pipelines/diamond"`, "<td>4</td>", "manual")
+	p := b.do("GET", "/ui/pipelines/diamond", nil)
+	p.must(t, 200, "<svg", "No runs yet", "Run the pipeline now", "<td>d</td><td>command</td><td>b, c</td>")
+	// Layers: a at x=10, b and c at x=230, d at x=450; four arrows.
+	for _, box := range []string{`<rect x="10" y="10"`, `<rect x="230" y="10"`, `<rect x="230" y="66"`, `<rect x="450" y="10"`} {
+		if !strings.Contains(p.body, box) {
+			t.Errorf("the DAG lacks %s:\n%s", box, p.body)
+		}
+	}
+	if n := strings.Count(p.body, "<line "); n != 4 {
+		t.Errorf("%d edges, want 4", n)
+	}
+	started := b.do("POST", "/ui/pipelines/diamond/runs", url.Values{"csrf": {p.csrf(t)}})
+	loc := started.header.Get("Location")
+	if started.status != http.StatusSeeOther || !strings.HasPrefix(loc, "/ui/pipelines/diamond/runs/") {
+		t.Fatalf("run from the page: %d %v %s", started.status, started.header, started.body)
+	}
+	id := strings.TrimPrefix(loc, "/ui/pipelines/diamond/runs/")
+	waitPipelineRun(t, a, "diamond", id)
+	run := b.do("GET", loc, nil)
+	run.must(t, 200, `class="state succeeded"`, `<g class="step succeeded">`, "Retry from the failed steps")
+	if strings.Count(run.body, `<g class="step succeeded">`) != 4 {
+		t.Errorf("not every step is drawn as succeeded:\n%s", run.body)
+	}
 }
