@@ -143,7 +143,7 @@ func TestAgent_FeatureViewOnDataset(t *testing.T) {
 		h := call(t, a, "POST", "/v1/features/historical", `{"features": ["spend_max:top"], "entity_rows": [{"user_id": 1, "ts": "2026-02-02T00:00:00Z"}]}`)
 		return h.body["rows"].([]any)[0].(map[string]any)["values"].(map[string]any)["spend_max:top"]
 	}
-	testutil.Until(t, 20*time.Second, "the second view filled", func() bool { return top() == 9.0 })
+	testutil.Until(t, 45*time.Second, "the second view filled", func() bool { return top() == 9.0 })
 	if v := asOf(); v["spend_stats:n"] != 3.0 {
 		t.Fatalf("user 1 = %v after the re-read; want still 3 rows", v)
 	}
