@@ -56,8 +56,16 @@ var uiPages = func() map[string]*template.Template {
 			}
 			return t.UTC().Format("2006-01-02 15:04:05 UTC")
 		},
+		"unix": func(v *float64) string {
+			return time.Unix(int64(*v), 0).UTC().Format("2006-01-02 15:04:05 UTC")
+		},
 		"num": func(v any) string {
 			switch x := v.(type) {
+			case *float64:
+				if x == nil {
+					return "–"
+				}
+				return strconv.FormatFloat(*x, 'g', 6, 64)
 			case float64:
 				return strconv.FormatFloat(x, 'f', -1, 64)
 			case nil:
@@ -77,7 +85,7 @@ var uiPages = func() map[string]*template.Template {
 		"path": url.PathEscape,
 	}
 	pages := map[string]*template.Template{}
-	for _, p := range []string{"cluster", "models", "model", "jobs", "job", "pipelines", "pipeline", "pipeline_run", "access", "login", "error"} {
+	for _, p := range []string{"cluster", "models", "model", "jobs", "job", "pipelines", "pipeline", "pipeline_run", "monitoring", "monitor", "access", "login", "error"} {
 		pages[p] = template.Must(template.New(p).Funcs(funcs).ParseFS(uiFiles, "ui/templates/layout.html", "ui/templates/"+p+".html"))
 	}
 	return pages
@@ -106,6 +114,8 @@ func (a *Agent) uiEndpoint() endpoint {
 		{pattern: "POST /ui/models/{name}/rollback", handler: a.uiAction(a.uiRollback), need: needSession},
 		{pattern: "GET /ui/jobs", handler: a.uiPage(a.uiJobs), need: needSession},
 		{pattern: "GET /ui/access", handler: a.uiPage(a.uiAccess), need: needSession},
+		{pattern: "GET /ui/monitoring", handler: a.uiPage(a.uiMonitoring), need: needSession},
+		{pattern: "GET /ui/monitoring/{name}", handler: a.uiPage(a.uiMonitor), need: needSession},
 		{pattern: "GET /ui/pipelines", handler: a.uiPage(a.uiPipelines), need: needSession},
 		{pattern: "GET /ui/pipelines/{name}", handler: a.uiPage(a.uiPipeline), need: needSession},
 		{pattern: "GET /ui/pipelines/{name}/runs/{id}", handler: a.uiPage(a.uiPipelineRun), need: needSession},
@@ -512,12 +522,7 @@ func (a *Agent) uiJob(q *uiReq) (string, error) {
 	if spec, ok := job["spec"].(map[string]any); ok {
 		q.view.Title = fmt.Sprintf("Job %v", spec["name"])
 	}
-	type series struct {
-		Key    string
-		Steps  []float64
-		Values []float64
-	}
-	var charts []series
+	var charts []uiChart
 	runID, _ := job["run_id"].(string)
 	metrics, _ := job["metrics"].(map[string]any)
 	keys := make([]string, 0, len(metrics))
@@ -538,14 +543,14 @@ func (a *Agent) uiJob(q *uiReq) (string, error) {
 		if err := q.api("GET", "/v1/runs/"+url.PathEscape(runID)+"/metrics/"+url.PathEscape(k), nil, &hist); err != nil {
 			continue // the run may be unreadable to this token; the final value still shows
 		}
-		s := series{Key: k}
+		c := uiChart{Title: k + " by step", XLabel: "step", Series: []uiSeries{{Label: k}}}
 		for _, p := range hist.Points {
 			if v, ok := p.Value.(float64); ok {
-				s.Steps, s.Values = append(s.Steps, p.Step), append(s.Values, v)
+				c.X, c.Series[0].Values = append(c.X, p.Step), append(c.Series[0].Values, &v)
 			}
 		}
-		if len(s.Steps) > 0 {
-			charts = append(charts, s)
+		if len(c.X) > 0 {
+			charts = append(charts, c)
 		}
 	}
 	spec, _ := job["spec"].(map[string]any)

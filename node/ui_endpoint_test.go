@@ -232,7 +232,7 @@ func TestUI_Jobs(t *testing.T) {
 	if strings.Contains(p.body, "Cancel the job") {
 		t.Error("a finished job offers a cancel")
 	}
-	if !strings.Contains(p.body, `<figure class="chart">`) || !strings.Contains(p.body, `class="series">{"steps": [`) {
+	if !strings.Contains(p.body, `<figure class="chart">`) || !strings.Contains(p.body, `class="series">{"title":"accuracy by step","time":false,"xlabel":"step","x":[`) {
 		t.Errorf("no chart with data on the job page:\n%s", p.body)
 	}
 	b.do("GET", "/ui/jobs/01abcdefghjkmnpqrstvwxyz00", nil).must(t, 404)
@@ -303,5 +303,27 @@ func TestUI_Pipelines(t *testing.T) {
 	run.must(t, 200, `class="state succeeded"`, `<g class="step succeeded">`, "Retry from the failed steps")
 	if strings.Count(run.body, `<g class="step succeeded">`) != 4 {
 		t.Errorf("not every step is drawn as succeeded:\n%s", run.body)
+	}
+}
+
+// TestUI_Monitoring: after two drift checks, the monitoring page lists the
+// monitor, and the deployment's page draws each feature's statistic
+// against its threshold, with the same numbers in its table.
+func TestUI_Monitoring(t *testing.T) {
+	a := servedIris(t)
+	x, _ := irisRows(t)
+	mustStatus(t, call(t, a, "PUT", "/v1/monitors/iris", `{"reference_dataset":"iris:1","schedule":"1h","min_samples":50}`), 200, "monitor")
+	predictRows(t, a, x, "a", 0)
+	first := call(t, a, "POST", "/v1/monitors/iris/check", "")
+	mustStatus(t, first, 200, "check")
+	predictRows(t, a, x, "b", 3)
+	mustStatus(t, call(t, a, "POST", "/v1/monitors/iris/check", ""), 200, "check")
+	b := newBrowser(t, a)
+	b.do("GET", "/ui/monitoring", nil).must(t, 200, `href="/ui/monitoring/iris"`, "iris:1", "No alerts.")
+	p := b.do("GET", "/ui/monitoring/iris", nil)
+	p.must(t, 200, "2 checks", "Petal_Length (ks)", "Sepal_Width (ks)", `"series":[{"label":"statistic","values":[`, "uPlot.iife.min.js")
+	stat := first.body["features"].([]any)[0].(map[string]any)["statistic"].(float64)
+	if !strings.Contains(p.body, strconv.FormatFloat(stat, 'g', 6, 64)) {
+		t.Errorf("the first check's statistic %v is not in the tables", stat)
 	}
 }

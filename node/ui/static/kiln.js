@@ -1,18 +1,21 @@
-// Draws each chart on a dashboard page with uPlot: a .plot element, then a
-// <script type="application/json" class="series"> with {steps, values}.
-// The page also holds the same numbers as a table, for readers without
+// Draws each chart of a dashboard page with uPlot: a figure.chart holds a
+// .plot element and a <script type="application/json" class="series"> with
+// {title, time, xlabel, x: [...], series: [{label, values: [...]}]}. The
+// figure also holds the same numbers as a table, for readers without
 // script or sight.
+var colours = ["#0b5cad", "#a40000", "#1d6b2a", "#8a6d00"];
 document.addEventListener("DOMContentLoaded", function () {
   document.querySelectorAll("figure.chart").forEach(function (fig) {
     var el = fig.querySelector(".plot");
-    var data = JSON.parse(fig.querySelector("script.series").textContent);
+    var c = JSON.parse(fig.querySelector("script.series").textContent);
     var width = Math.min(el.parentElement.clientWidth || 640, 720);
-    new uPlot({
-      width: width, height: 220,
-      scales: { x: { time: false } },
-      series: [{ label: "step" }, { label: el.dataset.key, stroke: "#0b5cad", width: 2 }],
-      axes: [{ label: "step" }, {}],
-    }, [data.steps, data.values], el);
-    el.dataset.points = String(data.steps.length);
+    var series = [{ label: c.xlabel }];
+    var data = [c.x];
+    c.series.forEach(function (s, i) {
+      series.push({ label: s.label, stroke: colours[i % colours.length], width: 2, spanGaps: true });
+      data.push(s.values);
+    });
+    new uPlot({ width: width, height: 220, scales: { x: { time: !!c.time } }, series: series }, data, el);
+    el.dataset.points = String(c.x.length);
   });
 });
