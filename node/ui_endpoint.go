@@ -56,8 +56,15 @@ var uiPages = func() map[string]*template.Template {
 			}
 			return t.UTC().Format("2006-01-02 15:04:05 UTC")
 		},
-		"unix": func(v *float64) string {
-			return time.Unix(int64(*v), 0).UTC().Format("2006-01-02 15:04:05 UTC")
+		"unix": func(v any) string {
+			var x float64
+			switch t := v.(type) {
+			case *float64:
+				x = *t
+			case float64:
+				x = t
+			}
+			return time.Unix(int64(x), 0).UTC().Format("2006-01-02 15:04:05 UTC")
 		},
 		"num": func(v any) string {
 			switch x := v.(type) {
@@ -85,7 +92,7 @@ var uiPages = func() map[string]*template.Template {
 		"path": url.PathEscape,
 	}
 	pages := map[string]*template.Template{}
-	for _, p := range []string{"cluster", "models", "model", "jobs", "job", "pipelines", "pipeline", "pipeline_run", "monitoring", "monitor", "access", "login", "error"} {
+	for _, p := range []string{"cluster", "models", "model", "jobs", "job", "pipelines", "pipeline", "pipeline_run", "monitoring", "monitor", "experiments", "experiment", "compare", "access", "login", "error"} {
 		pages[p] = template.Must(template.New(p).Funcs(funcs).ParseFS(uiFiles, "ui/templates/layout.html", "ui/templates/"+p+".html"))
 	}
 	return pages
@@ -115,6 +122,9 @@ func (a *Agent) uiEndpoint() endpoint {
 		{pattern: "GET /ui/jobs", handler: a.uiPage(a.uiJobs), need: needSession},
 		{pattern: "GET /ui/access", handler: a.uiPage(a.uiAccess), need: needSession},
 		{pattern: "GET /ui/monitoring", handler: a.uiPage(a.uiMonitoring), need: needSession},
+		{pattern: "GET /ui/experiments", handler: a.uiPage(a.uiExperiments), need: needSession},
+		{pattern: "GET /ui/experiments/{name}", handler: a.uiPage(a.uiExperiment), need: needSession},
+		{pattern: "GET /ui/experiments/{name}/compare", handler: a.uiPage(a.uiCompare), need: needSession},
 		{pattern: "GET /ui/monitoring/{name}", handler: a.uiPage(a.uiMonitor), need: needSession},
 		{pattern: "GET /ui/pipelines", handler: a.uiPage(a.uiPipelines), need: needSession},
 		{pattern: "GET /ui/pipelines/{name}", handler: a.uiPage(a.uiPipeline), need: needSession},

@@ -327,3 +327,33 @@ func TestUI_Monitoring(t *testing.T) {
 		t.Errorf("the first check's statistic %v is not in the tables", stat)
 	}
 }
+
+// TestUI_Experiments: two built-in runs of one experiment show in its
+// table with a column per metric; a header sorts through the API's
+// order_by; comparing them overlays their curves, one series per run.
+func TestUI_Experiments(t *testing.T) {
+	a := testNode(t)
+	waitLeader(t, a)
+	waitRegistered(t, a)
+	if r := pushDataset(t, a, "iris", "", readTestdata(t, irisCSV)); r.status != 201 {
+		t.Fatalf("push: %d %v", r.status, r.body)
+	}
+	var ids []string
+	for _, split := range []string{"0.3", "0.5"} {
+		r := call(t, a, "POST", "/v1/jobs", `{"name": "iris-`+split+`", "experiment": "iris", "trainer": {"kind": "builtin", "algorithm": "softmax_regression"},
+			"dataset": "iris", "target": "Species", "validation": {"split": `+split+`}, "resources": {"cpu": 1}}`)
+		mustStatus(t, r, 201, "submit")
+		j := waitJob(t, a, r.body["id"].(string))
+		ids = append(ids, j["run_id"].(string))
+	}
+	b := newBrowser(t, a)
+	b.do("GET", "/ui/experiments", nil).must(t, 200, `href="/ui/experiments/iris"`)
+	p := b.do("GET", "/ui/experiments/iris", nil)
+	p.must(t, 200, ids[0], ids[1], ">metrics.accuracy</a>", `href="?order_by=metrics.accuracy&#43;DESC"`)
+	sorted := b.do("GET", "/ui/experiments/iris?order_by=metrics.accuracy+DESC", nil)
+	sorted.must(t, 200, "sorted by metrics.accuracy DESC")
+	b.do("GET", "/ui/experiments/iris?filter=metrics.accuracy+%3E+2", nil).must(t, 200, "No runs match the filter")
+	b.do("GET", "/ui/experiments/iris?filter=metrics.accuracy+%3E%3E", nil).must(t, 400, "filter")
+	cmp := b.do("GET", "/ui/experiments/iris/compare?run="+ids[0]+"&run="+ids[1], nil)
+	cmp.must(t, 200, "accuracy by step", `"label":"iris-0.3`, `"label":"iris-0.5`)
+}
