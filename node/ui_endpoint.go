@@ -92,7 +92,7 @@ var uiPages = func() map[string]*template.Template {
 		"path": url.PathEscape,
 	}
 	pages := map[string]*template.Template{}
-	for _, p := range []string{"cluster", "models", "model", "jobs", "job", "pipelines", "pipeline", "pipeline_run", "monitoring", "monitor", "experiments", "experiment", "compare", "access", "login", "error"} {
+	for _, p := range []string{"cluster", "models", "model", "jobs", "job", "pipelines", "pipeline", "pipeline_run", "monitoring", "monitor", "experiments", "experiment", "compare", "data", "dataset", "access", "login", "error"} {
 		pages[p] = template.Must(template.New(p).Funcs(funcs).ParseFS(uiFiles, "ui/templates/layout.html", "ui/templates/"+p+".html"))
 	}
 	return pages
@@ -123,6 +123,8 @@ func (a *Agent) uiEndpoint() endpoint {
 		{pattern: "GET /ui/access", handler: a.uiPage(a.uiAccess), need: needSession},
 		{pattern: "GET /ui/monitoring", handler: a.uiPage(a.uiMonitoring), need: needSession},
 		{pattern: "GET /ui/experiments", handler: a.uiPage(a.uiExperiments), need: needSession},
+		{pattern: "GET /ui/data", handler: a.uiPage(a.uiData), need: needSession},
+		{pattern: "GET /ui/data/datasets/{name}", handler: a.uiPage(a.uiDataset), need: needSession},
 		{pattern: "GET /ui/experiments/{name}", handler: a.uiPage(a.uiExperiment), need: needSession},
 		{pattern: "GET /ui/experiments/{name}/compare", handler: a.uiPage(a.uiCompare), need: needSession},
 		{pattern: "GET /ui/monitoring/{name}", handler: a.uiPage(a.uiMonitor), need: needSession},

@@ -357,3 +357,21 @@ func TestUI_Experiments(t *testing.T) {
 	cmp := b.do("GET", "/ui/experiments/iris/compare?run="+ids[0]+"&run="+ids[1], nil)
 	cmp.must(t, 200, "accuracy by step", `"label":"iris-0.3`, `"label":"iris-0.5`)
 }
+
+// TestUI_Data: a dataset's page shows its versions and the chosen one's
+// columns with statistics and a histogram per numeric column.
+func TestUI_Data(t *testing.T) {
+	a := testNode(t)
+	waitLeader(t, a)
+	if r := pushDataset(t, a, "iris", "", readTestdata(t, irisCSV)); r.status != 201 {
+		t.Fatalf("push: %d %v", r.status, r.body)
+	}
+	b := newBrowser(t, a)
+	b.do("GET", "/ui/data", nil).must(t, 200, `href="/ui/data/datasets/iris"`, "No sources.", "No feature views.")
+	p := b.do("GET", "/ui/data/datasets/iris", nil)
+	p.must(t, 200, "Version 1: 150 rows", "<td>Sepal_Length</td>", "<td>Species</td>", "setosa (50)", `<svg class="hist"`)
+	if n := strings.Count(p.body, `<svg class="hist"`); n != 5 {
+		t.Errorf("%d histograms, want one per numeric column (_index_ and four measures)", n)
+	}
+	b.do("GET", "/ui/data/datasets/iris?version=7", nil).must(t, 404)
+}
