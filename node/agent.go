@@ -50,7 +50,9 @@ type Agent struct {
 	// models loads model files, ONNX ones in the runtime onnx {} chose.
 	models *formats.Loader
 	// api is the HTTP API's handler; the dashboard calls it in-process.
-	api       http.Handler
+	api http.Handler
+	// series keeps the serving time series the dashboard charts.
+	series    timeSeries
 	trans     *transport.Transport
 	fsm       *raftfsm.FSM
 	wal       *raftwal.WAL
@@ -263,6 +265,7 @@ func New(cfg Config, logger hclog.Logger) (a *Agent, err error) {
 	a.goFunc(func() { a.sources.Run(a.ctx) })
 	a.goFunc(func() { a.pushes.run(a.ctx) })
 	a.goFunc(a.monitoringLoop)
+	a.goFunc(a.timeSeriesLoop)
 	a.logger.Info("agent started", "node_id", a.id, "name", cfg.NodeName,
 		"http", a.httpLn.Addr().String(), "grpc", a.GRPCAddr(), "rpc", a.trans.Addr(), "gossip_port", cfg.GossipPort)
 	return a, nil

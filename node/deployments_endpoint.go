@@ -9,6 +9,7 @@ import (
 	"github.com/kilnml/kiln/actors/serving"
 	"github.com/kilnml/kiln/raftfsm"
 	"github.com/kilnml/kiln/raftfsm/structs"
+	"github.com/kilnml/kiln/transport"
 )
 
 // deploymentPutRequest is the body of PUT /v1/deployments/{name}.
@@ -218,5 +219,6 @@ func (a *Agent) deploymentsEndpoint() endpoint {
 		{pattern: "GET /v1/deployments/{name}", handler: a.handleDeploymentGet, kind: d, need: needRead, name: pathName},
 		{pattern: "DELETE /v1/deployments/{name}", handler: a.handleDeploymentDelete, kind: d, need: needWrite, name: pathName},
 		{pattern: "POST /v1/deployments/{name}/rollback", handler: a.handleDeploymentRollback, kind: d, need: needWrite, name: pathName},
-	}}
+		{pattern: "GET /v1/deployments/{name}/timeseries", handler: a.handleTimeSeries, kind: d, need: needRead, name: pathName},
+	}, rpcs: map[string]transport.Handler{rpcTimeSeries: a.handleTimeSeriesRPC}}
 }

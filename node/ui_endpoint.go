@@ -482,7 +482,11 @@ func (a *Agent) uiModel(q *uiReq) (string, error) {
 	if err != nil && !isForbidden(err) {
 		return "", err
 	}
-	q.view.Data = map[string]any{"Model": model, "Versions": versions.Items, "Deployment": deployment,
+	var charts []uiChart
+	if deployment != nil {
+		charts = q.servingCharts(name)
+	}
+	q.view.Data = map[string]any{"Model": model, "Versions": versions.Items, "Deployment": deployment, "Charts": charts,
 		"CanWrite": deployment != nil && q.mayWrite(structs.KindDeployment, name)}
 	return "model", nil
 }
@@ -625,4 +629,67 @@ func (q *uiReq) mayWrite(kind structs.ACLKind, name string) bool {
 		return false
 	}
 	return id == nil || id.Check(kind, name, structs.AccessWrite) == nil
+}
+
+// servingCharts reads a deployment's last hour (GET
+// /v1/deployments/{name}/timeseries) as charts: requests a second, one
+// series per version, then each version's latency percentiles.
+func (q *uiReq) servingCharts(name string) []uiChart {
+	var ts struct {
+		Points []struct {
+			At       time.Time           `json:"at"`
+			Versions []TimeSeriesVersion `json:"versions"`
+		} `json:"points"`
+	}
+	if err := q.api("GET", "/v1/deployments/"+url.PathEscape(name)+"/timeseries?window=1h", nil, &ts); err != nil || len(ts.Points) == 0 {
+		return nil
+	}
+	var versions []uint64
+	for _, p := range ts.Points {
+		for _, v := range p.Versions {
+			if !slices.Contains(versions, v.Version) {
+				versions = append(versions, v.Version)
+			}
+		}
+	}
+	slices.Sort(versions)
+	x := make([]float64, len(ts.Points))
+	for i, p := range ts.Points {
+		x[i] = float64(p.At.Unix())
+	}
+	at := func(i int, version uint64) *TimeSeriesVersion {
+		for k := range ts.Points[i].Versions {
+			if ts.Points[i].Versions[k].Version == version {
+				return &ts.Points[i].Versions[k]
+			}
+		}
+		return nil
+	}
+	rate := uiChart{Title: "Requests a second, by version", Time: true, XLabel: "time", X: x}
+	charts := []uiChart{}
+	for _, v := range versions {
+		label := "v" + strconv.FormatUint(v, 10)
+		rs := uiSeries{Label: label}
+		lat := uiChart{Title: "Latency of " + label + " (ms)", Time: true, XLabel: "time", X: x,
+			Series: []uiSeries{{Label: "p50"}, {Label: "p95"}, {Label: "p99"}}}
+		for i := range ts.Points {
+			p := at(i, v)
+			if p == nil {
+				zero := 0.0
+				rs.Values = append(rs.Values, &zero)
+				for k := range lat.Series {
+					lat.Series[k].Values = append(lat.Series[k].Values, nil)
+				}
+				continue
+			}
+			r, p50, p95, p99 := p.RequestsSec, p.P50MS, p.P95MS, p.P99MS
+			rs.Values = append(rs.Values, &r)
+			lat.Series[0].Values = append(lat.Series[0].Values, &p50)
+			lat.Series[1].Values = append(lat.Series[1].Values, &p95)
+			lat.Series[2].Values = append(lat.Series[2].Values, &p99)
+		}
+		rate.Series = append(rate.Series, rs)
+		charts = append(charts, lat)
+	}
+	return append([]uiChart{rate}, charts...)
 }

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // browser is a test client that keeps cookies and does not follow
@@ -374,4 +375,48 @@ func TestUI_Data(t *testing.T) {
 		t.Errorf("%d histograms, want one per numeric column (_index_ and four measures)", n)
 	}
 	b.do("GET", "/ui/data/datasets/iris?version=7", nil).must(t, 404)
+}
+
+// TestUI_ServingTimeSeries: samples around 30 predictions hold 30
+// requests of version 1 at 10 s a slot, which the API returns and the
+// model page charts.
+func TestUI_ServingTimeSeries(t *testing.T) {
+	a := servedIris(t)
+	now := time.Now()
+	a.sampleTimeSeries(now.Add(-20 * time.Second)) // the baseline
+	x, _ := irisRows(t)
+	for i := range 30 {
+		r := call(t, a, "POST", "/v1/models/iris:predict", fmt.Sprintf(`{"instances":[%s]}`, mustJSON(t, x[i])))
+		mustStatus(t, r, 200, "predict")
+	}
+	a.sampleTimeSeries(now.Add(-10 * time.Second))
+	r := call(t, a, "GET", "/v1/deployments/iris/timeseries?window=1h", "")
+	mustStatus(t, r, 200, "timeseries")
+	// The agent's own sampler may add a point in between: the requests add
+	// up to 30 over the points whatever their split.
+	total := 0.0
+	for _, p := range r.body["points"].([]any) {
+		for _, v := range p.(map[string]any)["versions"].([]any) {
+			v := v.(map[string]any)
+			if v["version"] != 1.0 || v["p50_ms"].(float64) <= 0 {
+				t.Fatalf("point %v, want version 1 with a latency", v)
+			}
+			total += v["requests_per_sec"].(float64) * 10
+		}
+	}
+	if total != 30 {
+		t.Fatalf("%v requests in the series, want 30: %s", total, r.raw)
+	}
+	mustStatus(t, call(t, a, "GET", "/v1/deployments/iris/timeseries?window=2h", ""), 400, "a window past the ring")
+	p := newBrowser(t, a).do("GET", "/ui/models/iris", nil)
+	p.must(t, 200, "Serving, last hour", "Requests a second, by version", "Latency of v1 (ms)", `{"label":"v1","values":[`)
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
