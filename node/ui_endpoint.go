@@ -652,6 +652,9 @@ func (q *uiReq) servingCharts(name string) []uiChart {
 			}
 		}
 	}
+	if len(versions) == 0 {
+		return nil // nothing served in the window: no chart to draw
+	}
 	slices.Sort(versions)
 	x := make([]float64, len(ts.Points))
 	for i, p := range ts.Points {

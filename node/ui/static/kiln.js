@@ -15,7 +15,10 @@ document.addEventListener("DOMContentLoaded", function () {
       series.push({ label: s.label, stroke: colours[i % colours.length], width: 2, spanGaps: true });
       data.push(s.values);
     });
-    new uPlot({ width: width, height: 220, scales: { x: { time: !!c.time } }, series: series }, data, el);
+    // A time chart spans the last hour up to its newest point, however
+    // few points it has yet.
+    var x = c.time ? { time: true, range: function (u, min, max) { return [max - 3600, max + 10]; } } : { time: false };
+    new uPlot({ width: width, height: 220, scales: { x: x }, series: series }, data, el);
     el.dataset.points = String(c.x.length);
   });
 });

@@ -1,0 +1,259 @@
+package clustertest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/kilnml/kiln/cluster-tests/testutil"
+)
+
+// The dashboard in a real browser: headless Chromium (Debian's chromium
+// package, which .ci/run installs) driven with chromedp. Screenshots go to
+// $KILN_TEST_ARTIFACTS when it is set (one PNG per page), else to the
+// test's temporary directory.
+
+// chromiumPath finds the browser, or skips the test.
+func chromiumPath(t *testing.T) string {
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Skip("no Chromium on this machine (apt-get install chromium); the dashboard's browser test needs one")
+	return ""
+}
+
+// axeScript fetches axe-core from the npm registry (npm pack), or skips.
+func axeScript(t *testing.T) string {
+	dir := t.TempDir()
+	cmd := exec.Command("npm", "pack", "--silent", "axe-core@4.14.1")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Skipf("npm pack axe-core: %v: %s", err, out)
+	}
+	if out, err := exec.Command("tar", "-xzf", filepath.Join(dir, "axe-core-4.14.1.tgz"), "-C", dir, "package/axe.min.js").CombinedOutput(); err != nil {
+		t.Fatalf("untar axe-core: %v: %s", err, out)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "package", "axe.min.js"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func artifactsDir(t *testing.T) string {
+	if d := os.Getenv("KILN_TEST_ARTIFACTS"); d != "" {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	return t.TempDir()
+}
+
+// newBrowserCtx starts headless Chromium; it is killed when the test ends.
+func newBrowserCtx(t *testing.T) context.Context {
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromiumPath(t)),
+		chromedp.Flag("headless", true), chromedp.NoSandbox, chromedp.Flag("disable-gpu", true),
+		chromedp.WindowSize(1280, 1000))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	ctx, cancelTimeout := context.WithTimeout(ctx, 10*time.Minute)
+	t.Cleanup(func() { cancelTimeout(); cancel(); cancelAlloc() })
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return ctx
+}
+
+// axeViolations runs axe-core on the open page and returns its violations'
+// ids and the first node of each.
+func axeViolations(ctx context.Context, axe string) ([]string, error) {
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[any](axe+";0")); err != nil {
+		return nil, err
+	}
+	return chromedp.Run(ctx, chromedp.Evaluate[[]string](
+		`axe.run(document, {runOnly: ["wcag2a", "wcag2aa"]}).then(r => r.violations.map(v => v.id + ": " + v.help + " (" + v.nodes[0].html.slice(0, 120) + ")"))`,
+		chromedp.EvalAwaitPromise))
+}
+
+// TestCluster_DashboardInABrowser opens every page through a node that
+// holds none of the model's replicas and checks what a person sees: names,
+// states, numbers that match the JSON API, a chart with data points; then
+// rolls a canary back by clicking, and runs axe-core on every page.
+func TestCluster_DashboardInABrowser(t *testing.T) {
+	ctx := newBrowserCtx(t)
+	axe := axeScript(t)
+	shots := artifactsDir(t)
+	c := newCluster(t, 3, withHCL(execAnyHCL))
+	nodes := c.all()
+	leader := c.waitLeader(leaderTimeout)
+	c.waitRegistered(leader, 3)
+
+	// A model with two versions and a 90/10 canary.
+	n1 := nodes[0]
+	n1.createModel("iris", nil)
+	n1.push("iris", filepath.Join(testdataDir, "linear/iris.json"), "")
+	n1.push("iris", filepath.Join(testdataDir, "linear/iris.json"), "")
+	n1.write("PUT", "/v1/deployments/iris", map[string]any{"versions": []map[string]any{{"version": 1, "weight": 100}}, "replicas": 1}, 200)
+	c.waitRunning(n1, "iris", 1, 1)
+	n1.write("PUT", "/v1/deployments/iris", map[string]any{"versions": []map[string]any{{"version": 1, "weight": 90}, {"version": 2, "weight": 10}}, "replicas": 1}, 200)
+	d := c.waitRunning(n1, "iris", 1, 1, 2)
+	holders := map[string]bool{}
+	for _, r := range d.ReplicaStates {
+		holders[r.NodeID] = true
+	}
+	var via *node
+	for _, nd := range nodes {
+		if !holders[nd.id] {
+			via = nd
+		}
+	}
+	if via == nil {
+		t.Skip("every node holds a replica; the page would not be read through a forwarder")
+	}
+	// A finished built-in training job, a pipeline run and a monitor.
+	iris := filepath.Join(testdataDir, "datasets", "iris.csv")
+	var ds datasetVersion
+	n1.upload("/v1/datasets/iris/versions", "", iris, &ds)
+	j := n1.submitJob(map[string]any{"name": "iris-softmax", "experiment": "iris",
+		"trainer": map[string]any{"kind": "builtin", "algorithm": "softmax_regression"}, "dataset": "iris", "target": "Species",
+		"validation": map[string]any{"split": 0.3}})
+	j = n1.waitJobState(j.ID, 90*time.Second, "succeeded")
+	n1.write("PUT", "/v1/pipelines/nightly", map[string]any{"steps": []map[string]any{
+		{"name": "prepare", "type": "command", "command": []string{"/bin/sh", "-c", "true"}},
+		{"name": "train", "type": "command", "depends_on": []string{"prepare"}, "command": []string{"/bin/sh", "-c", "true"}},
+	}}, 200)
+	var run struct {
+		ID string `json:"id"`
+	}
+	r := n1.write("POST", "/v1/pipelines/nightly/runs", map[string]any{}, 201)
+	if err := json.Unmarshal(r.body, &run); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 60*time.Second, func() error {
+		var got struct {
+			State string `json:"state"`
+		}
+		if err := n1.getJSON("/v1/pipelines/nightly/runs/"+run.ID, &got); err != nil || got.State != "succeeded" {
+			return fmt.Errorf("pipeline run is %q (%v)", got.State, err)
+		}
+		return nil
+	})
+	mon := n1.write("PUT", "/v1/monitors/iris", map[string]any{"reference_dataset": "iris:1", "schedule": "1h", "min_samples": 10}, http.StatusOK)
+	rows, _ := readIris(t, iris)
+	for _, row := range rows[:40] {
+		if r, _, err := via.predict("iris", map[string]any{"instances": [][]float64{row}}); err != nil || r.status != 200 {
+			t.Fatalf("predict: %v %v", r, err)
+		}
+	}
+	n1.write("POST", fmt.Sprintf("/v1/monitors/iris/check?index=%d", mon.index()), nil, http.StatusOK)
+	// The model page charts the last hour once a node has sampled some
+	// predictions (every 10 s, from a first reading that may come after the
+	// ones above): predict until one has.
+	testutil.WaitFor(t, 60*time.Second, func() error {
+		for _, row := range rows[:5] {
+			if r, _, err := via.predict("iris", map[string]any{"instances": [][]float64{row}}); err != nil || r.status != 200 {
+				return fmt.Errorf("predict: %v %v", r, err)
+			}
+		}
+		var ts struct {
+			Points []struct {
+				Versions []any `json:"versions"`
+			} `json:"points"`
+		}
+		if err := via.getJSON("/v1/deployments/iris/timeseries", &ts); err != nil {
+			return err
+		}
+		for _, p := range ts.Points {
+			if len(p.Versions) > 0 {
+				return nil
+			}
+		}
+		return fmt.Errorf("no node has sampled the predictions yet: %+v", ts.Points)
+	})
+
+	base := via.baseURL()
+	visit := func(path, wantSelector string) string {
+		t.Helper()
+		vctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := chromedp.Do(vctx, chromedp.Navigate(base+path), chromedp.WaitVisible(chromedp.CSS(wantSelector))); err != nil {
+			html, _ := chromedp.Run(ctx, chromedp.Evaluate[string]("document.body ? document.body.outerHTML : ''"))
+			t.Fatalf("%s: no %s on the page: %v\n%s", path, wantSelector, err, html)
+		}
+		text, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("main")))
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatalf("%s: screenshot: %v", path, err)
+		}
+		name := strings.Trim(strings.NewReplacer("/", "_", "?", "_", "=", "_").Replace(path), "_") + ".png"
+		if err := os.WriteFile(filepath.Join(shots, name), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := axeViolations(ctx, axe); err != nil || len(v) > 0 {
+			t.Errorf("%s: accessibility violations %v (%v)", path, v, err)
+		}
+		return text
+	}
+	expect := func(path, text string, want ...string) {
+		t.Helper()
+		for _, w := range want {
+			if !strings.Contains(text, w) {
+				t.Errorf("%s shows no %q:\n%s", path, w, text)
+			}
+		}
+	}
+
+	home := visit("/ui/", "table")
+	expect("/ui/", home, "Leader", "n1", "n2", "n3", "alive")
+	expect("/ui/models", visit("/ui/models", "table"), "iris")
+	model := visit("/ui/models/iris", "figure.chart .plot[data-points]")
+	expect("/ui/models/iris", model, "90", "10", "running", "Requests a second")
+	if points, err := chromedp.Run(ctx, chromedp.AttributeValue(chromedp.CSS("figure.chart .plot"), "data-points")); err != nil || points.Value == "" || points.Value == "0" {
+		t.Errorf("the first chart has %q points (%v)", points.Value, err)
+	}
+	expect("/ui/jobs", visit("/ui/jobs", "table"), "iris-softmax", "succeeded")
+	expect("/ui/jobs/"+j.ID, visit("/ui/jobs/"+j.ID, "figure.chart .plot[data-points]"), "State history", "accuracy",
+		fmt.Sprint(j.Metrics["accuracy"]))
+	expect("/ui/experiments/iris", visit("/ui/experiments/iris", "table"), "metrics.accuracy")
+	expect("/ui/data/datasets/iris", visit("/ui/data/datasets/iris", "svg.hist"), "150 rows", "Sepal_Length")
+	expect("/ui/pipelines/nightly", visit("/ui/pipelines/nightly", "svg"), "prepare", "train", "succeeded")
+	expect("/ui/monitoring/iris", visit("/ui/monitoring/iris", "figure.chart .plot[data-points]"), "Petal_Length")
+	expect("/ui/monitoring", visit("/ui/monitoring", "table"), "iris:1")
+	expect("/ui/access", visit("/ui/access", "main p"), "Access control is off")
+
+	// Roll the canary back by clicking; the API then shows one version.
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(base+"/ui/models/iris"),
+		chromedp.WaitVisible(chromedp.CSS(`form[action$="/rollback"] button`)),
+		chromedp.Click(chromedp.CSS(`form[action$="/rollback"] button`)),
+		chromedp.WaitVisible(chromedp.CSS("main h1")),
+	); err != nil {
+		t.Fatalf("rollback click: %v", err)
+	}
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		var got deployment
+		if err := via.getJSON("/v1/deployments/iris?consistency=consistent", &got); err != nil {
+			return err
+		}
+		if len(got.Traffic.Versions) != 1 {
+			return fmt.Errorf("traffic after the rollback click: %+v", got.Traffic)
+		}
+		return nil
+	})
+	t.Logf("screenshots in %s", shots)
+}
