@@ -257,3 +257,58 @@ func TestCluster_DashboardInABrowser(t *testing.T) {
 	})
 	t.Logf("screenshots in %s", shots)
 }
+
+// TestCluster_DashboardACLInABrowser: with ACLs on, the browser is sent to
+// the login page, signs in by typing a token, and a predict-only token is
+// offered no action; a POST without the CSRF token is refused with 403.
+func TestCluster_DashboardACLInABrowser(t *testing.T) {
+	ctx := newBrowserCtx(t)
+	c := newCluster(t, 1, withACL())
+	nd := c.all()[0]
+	nd.createModel("iris", nil)
+	nd.push("iris", filepath.Join(testdataDir, "linear/iris.json"), "")
+	nd.write("PUT", "/v1/deployments/iris", map[string]any{"versions": []map[string]any{{"version": 1, "weight": 100}}, "replicas": 1}, 200)
+	c.waitRunning(nd, "iris", 1, 1)
+	_, reader := createToken(t, nd, "reader", `model "*" { policy = "read" }
+deployment "*" { policy = "read" }
+predict "*" { policy = "allow" }`)
+	base := nd.baseURL()
+	// A page without a session sends the browser to the login form, which
+	// comes back to the page.
+	signIn := func(from, token string) {
+		t.Helper()
+		vctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := chromedp.Do(vctx,
+			chromedp.Navigate(base+from),
+			chromedp.WaitVisible(chromedp.CSS("#token")),
+			chromedp.SendKeys(chromedp.CSS("#token"), token),
+			chromedp.Submit(chromedp.CSS("#token")),
+			chromedp.WaitVisible(chromedp.CSS("#deployment")), // the model page's, not the login page's
+
+		); err != nil {
+			t.Fatalf("sign in: %v", err)
+		}
+	}
+	signIn("/ui/models/iris", reader)
+	url, err := chromedp.Run(ctx, chromedp.Location())
+	if err != nil || url != base+"/ui/models/iris" {
+		t.Fatalf("after signing in the browser is at %q (%v), want the page it asked for", url, err)
+	}
+	text, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("main")))
+	if err != nil || !strings.Contains(text, "Traffic split") || strings.Contains(text, "Roll back") {
+		t.Fatalf("a read-and-predict token's model page: %v\n%s", err, text)
+	}
+	// The page's own form posted without its CSRF field is refused.
+	status, err := chromedp.Run(ctx, chromedp.Evaluate[float64](
+		`fetch("/ui/models/iris/rollback", {method: "POST", body: new URLSearchParams({csrf: ""})}).then(r => r.status)`,
+		chromedp.EvalAwaitPromise))
+	if err != nil || status != 403 {
+		t.Fatalf("a POST without the CSRF token: %v %v, want 403", status, err)
+	}
+	signIn("/ui/login?next=/ui/models/iris", c.token)
+	text, err = chromedp.Run(ctx, chromedp.Text(chromedp.CSS("main")))
+	if err != nil || !strings.Contains(text, "Roll back") {
+		t.Fatalf("the management token is offered no rollback: %v\n%s", err, text)
+	}
+}
