@@ -255,6 +255,26 @@ func TestCluster_DashboardInABrowser(t *testing.T) {
 		}
 		return nil
 	})
+	// A job's page follows the job: open it while the job runs, and the
+	// page shows it succeeded without a reload (htmx polls every 3 s).
+	live := n1.submitJob(shJob("sleeper", "sleep 4", map[string]any{"cpu": 0.1}))
+	n1.waitJobState(live.ID, 30*time.Second, "running")
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/ui/jobs/"+live.ID), chromedp.WaitVisible(chromedp.CSS("#live"))); err != nil {
+		t.Fatalf("job page: %v", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := chromedp.Do(wctx, chromedp.WaitVisible(chromedp.CSS(`#live .state.succeeded`))); err != nil {
+		t.Fatalf("the open job page never showed the job succeeded: %v", err)
+	}
+	seen := time.Now()
+	var done struct {
+		FinishedAt time.Time `json:"finished_at"`
+	}
+	if err := via.getJSON("/v1/jobs/"+live.ID, &done); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("a job's success reached its open page %v after the job finished", seen.Sub(done.FinishedAt).Round(10*time.Millisecond))
 	t.Logf("screenshots in %s", shots)
 }
 

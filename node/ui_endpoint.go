@@ -161,7 +161,12 @@ type uiView struct {
 	// node's own, possibly old, copy.
 	Stale bool
 	// API is the JSON API call the page shows, for its link.
-	API  string
+	API string
+	// Live pages poll: htmx asks for the page again every few seconds
+	// and swaps in its content (render answers an htmx request with the
+	// content alone). Self is the page's own address.
+	Live bool
+	Self string
 	CSRF string
 	Node string
 	Data any
@@ -360,7 +365,12 @@ func (q *uiReq) renderError(err error) {
 
 func (q *uiReq) render(status int, page string) {
 	var buf bytes.Buffer
-	if err := uiPages[page].ExecuteTemplate(&buf, "layout", q.view); err != nil {
+	tmpl := "layout"
+	if q.r.Header.Get("HX-Request") == "true" {
+		tmpl = "content" // a live page's refresh: the content alone
+	}
+	q.view.Self = q.r.URL.RequestURI()
+	if err := uiPages[page].ExecuteTemplate(&buf, tmpl, q.view); err != nil {
 		q.a.logger.Error("dashboard template", "page", page, "error", err)
 		http.Error(q.w, "500 internal error: the page did not render", http.StatusInternalServerError)
 		return
@@ -424,7 +434,7 @@ func safeNext(s string) string {
 // uiCluster is the cluster page: this node's view, the nodes and the Raft
 // peers.
 func (a *Agent) uiCluster(q *uiReq) (string, error) {
-	q.view.Title, q.view.Nav, q.view.API = "Cluster", "cluster", "/v1/status"
+	q.view.Title, q.view.Nav, q.view.API, q.view.Live = "Cluster", "cluster", "/v1/status", true
 	var status map[string]any
 	if err := q.api("GET", "/v1/status", nil, &status); err != nil {
 		return "", err
@@ -513,7 +523,7 @@ func (a *Agent) uiJobs(q *uiReq) (string, error) {
 	if c := q.r.URL.Query().Get("cursor"); c != "" {
 		path += "&cursor=" + url.QueryEscape(c)
 	}
-	q.view.Title, q.view.Nav, q.view.API = "Jobs", "jobs", path
+	q.view.Title, q.view.Nav, q.view.API, q.view.Live = "Jobs", "jobs", path, true
 	var list struct {
 		Items []map[string]any `json:"items"`
 		Next  string           `json:"next_cursor"`
@@ -530,7 +540,7 @@ func (a *Agent) uiJobs(q *uiReq) (string, error) {
 func (a *Agent) uiJob(q *uiReq) (string, error) {
 	id := q.r.PathValue("id")
 	path := "/v1/jobs/" + url.PathEscape(id)
-	q.view.Title, q.view.Nav, q.view.API = "Job "+id, "jobs", path
+	q.view.Title, q.view.Nav, q.view.API, q.view.Live = "Job "+id, "jobs", path, true
 	var job map[string]any
 	if err := q.api("GET", path, nil, &job); err != nil {
 		return "", err
@@ -538,6 +548,10 @@ func (a *Agent) uiJob(q *uiReq) (string, error) {
 	if spec, ok := job["spec"].(map[string]any); ok {
 		q.view.Title = fmt.Sprintf("Job %v", spec["name"])
 	}
+	// A finished job no longer changes: its page stops polling (and keeps
+	// its charts, which a refresh would have to redraw).
+	state, _ := job["state"].(string)
+	q.view.Live = !slices.Contains([]string{"succeeded", "failed", "cancelled", "lost"}, state)
 	var charts []uiChart
 	runID, _ := job["run_id"].(string)
 	metrics, _ := job["metrics"].(map[string]any)

@@ -420,3 +420,26 @@ func mustJSON(t *testing.T, v any) string {
 	}
 	return string(b)
 }
+
+// TestUI_LivePages: the cluster and jobs pages poll themselves through
+// htmx, and an htmx request gets the page's content alone.
+func TestUI_LivePages(t *testing.T) {
+	a := testNode(t)
+	waitLeader(t, a)
+	b := newBrowser(t, a)
+	b.do("GET", "/ui/jobs", nil).must(t, 200, `<div id="live" hx-get="/ui/jobs" hx-trigger="every 3s"`, "<html")
+	req, _ := http.NewRequest("GET", "http://"+a.HTTPAddr()+"/ui/jobs", nil)
+	req.Header.Set("HX-Request", "true")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || strings.Contains(string(body), "<html") || !strings.Contains(string(body), "No jobs yet") {
+		t.Fatalf("an htmx refresh: %d\n%s", resp.StatusCode, body)
+	}
+	if p := b.do("GET", "/ui/models", nil); strings.Contains(p.body, `id="live"`) {
+		t.Error("the models page polls")
+	}
+}

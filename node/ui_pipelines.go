@@ -148,7 +148,7 @@ func (a *Agent) uiPipelineRun(q *uiReq) (string, error) {
 	name, id := q.r.PathValue("name"), q.r.PathValue("id")
 	base := "/v1/pipelines/" + url.PathEscape(name)
 	path := base + "/runs/" + url.PathEscape(id)
-	q.view.Title, q.view.Nav, q.view.API = "Run "+id+" of "+name, "pipelines", path
+	q.view.Title, q.view.Nav, q.view.API, q.view.Live = "Run "+id+" of "+name, "pipelines", path, true
 	var p, run map[string]any
 	if err := q.api("GET", base, nil, &p); err != nil {
 		return "", err
@@ -156,6 +156,8 @@ func (a *Agent) uiPipelineRun(q *uiReq) (string, error) {
 	if err := q.api("GET", path, nil, &run); err != nil {
 		return "", err
 	}
+	state, _ := run["state"].(string)
+	q.view.Live = state != "succeeded" && state != "failed" && state != "cancelled"
 	spec, _ := p["spec"].(map[string]any)
 	q.view.Data = map[string]any{"Name": name, "Run": run, "DAG": layoutDAG(asMaps(spec["steps"]), stepStates(run)),
 		"CanWrite": q.mayWrite(structs.KindPipeline, name)}
