@@ -119,6 +119,7 @@ func (a *Agent) uiEndpoint() endpoint {
 		{pattern: "GET /ui/models", handler: a.uiPage(a.uiModels), need: needSession},
 		{pattern: "GET /ui/models/{name}", handler: a.uiPage(a.uiModel), need: needSession},
 		{pattern: "POST /ui/models/{name}/rollback", handler: a.uiAction(a.uiRollback), need: needSession},
+		{pattern: "POST /ui/models/{name}/traffic", handler: a.uiAction(a.uiTraffic), need: needSession},
 		{pattern: "GET /ui/jobs", handler: a.uiPage(a.uiJobs), need: needSession},
 		{pattern: "GET /ui/access", handler: a.uiPage(a.uiAccess), need: needSession},
 		{pattern: "GET /ui/monitoring", handler: a.uiPage(a.uiMonitoring), need: needSession},
@@ -709,4 +710,52 @@ func (q *uiReq) servingCharts(name string) []uiChart {
 		charts = append(charts, lat)
 	}
 	return append([]uiChart{rate}, charts...)
+}
+
+// uiTraffic sets a deployment's traffic split and replicas from the model
+// page's form (weight_N per version, 0 leaving it out; replicas), keeping
+// everything else of the deployment as it is: shift weights, promote a
+// version to 100, scale.
+func (a *Agent) uiTraffic(q *uiReq) error {
+	name := q.r.PathValue("name")
+	path := "/v1/deployments/" + url.PathEscape(name)
+	var d map[string]any
+	if err := q.api("GET", path, nil, &d); err != nil {
+		return err
+	}
+	var versions []map[string]any
+	for key, vals := range q.r.PostForm {
+		v, ok := strings.CutPrefix(key, "weight_")
+		if !ok || len(vals) != 1 {
+			continue
+		}
+		version, err := strconv.ParseUint(v, 10, 64)
+		weight, werr := strconv.Atoi(strings.TrimSpace(vals[0]))
+		if err != nil || werr != nil || weight < 0 {
+			return &uiError{status: http.StatusBadRequest, code: "invalid", msg: fmt.Sprintf("weight of version %s must be a whole number from 0, not %q", v, vals[0]), path: path}
+		}
+		if weight > 0 {
+			versions = append(versions, map[string]any{"version": version, "weight": weight})
+		}
+	}
+	slices.SortFunc(versions, func(x, y map[string]any) int { return int(x["version"].(uint64)) - int(y["version"].(uint64)) })
+	replicas, err := strconv.Atoi(strings.TrimSpace(q.r.PostFormValue("replicas")))
+	if err != nil {
+		return &uiError{status: http.StatusBadRequest, code: "invalid", msg: fmt.Sprintf("replicas must be a whole number, not %q", q.r.PostFormValue("replicas")), path: path}
+	}
+	body := map[string]any{"versions": versions, "replicas": replicas}
+	traffic, _ := d["traffic"].(map[string]any)
+	if shadow, ok := traffic["shadow"]; ok {
+		body["shadow"] = shadow
+	}
+	for _, k := range []string{"batching", "resources", "timeout_ms", "feature_service"} {
+		if v, ok := d[k]; ok {
+			body[k] = v
+		}
+	}
+	if err := q.api("PUT", path, body, nil); err != nil {
+		return err
+	}
+	http.Redirect(q.w, q.r, "/ui/models/"+url.PathEscape(name), http.StatusSeeOther)
+	return nil
 }

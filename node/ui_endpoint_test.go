@@ -443,3 +443,33 @@ func TestUI_LivePages(t *testing.T) {
 		t.Error("the models page polls")
 	}
 }
+
+// TestUI_Traffic: the model page's form shifts the weights and scales,
+// keeping the rest of the deployment (its batching); a bad weight is
+// refused naming it.
+func TestUI_Traffic(t *testing.T) {
+	a := testNode(t)
+	waitLeader(t, a)
+	createModel(t, a, "iris")
+	file := readTestdata(t, linearIrisFile)
+	uploadOK(t, a, "iris", "", file)
+	uploadOK(t, a, "iris", "", file)
+	mustStatus(t, call(t, a, "PUT", "/v1/deployments/iris", `{"versions":[{"version":1,"weight":1}],"replicas":1,"batching":{"max_batch":8,"max_wait_ms":2}}`), 200, "deploy")
+	b := newBrowser(t, a)
+	p := b.do("GET", "/ui/models/iris", nil)
+	p.must(t, 200, `name="weight_1" type="number" min="0" max="100" value="1"`, `name="weight_2" type="number" min="0" max="100" value=""`)
+	csrf := p.csrf(t)
+	b.do("POST", "/ui/models/iris/traffic", url.Values{"csrf": {csrf}, "weight_1": {"-3"}, "replicas": {"1"}}).must(t, 400, "weight of version 1")
+	done := b.do("POST", "/ui/models/iris/traffic", url.Values{"csrf": {csrf}, "weight_1": {"80"}, "weight_2": {"20"}, "replicas": {"2"}})
+	if done.status != http.StatusSeeOther {
+		t.Fatalf("traffic: %d %s", done.status, done.body)
+	}
+	d := call(t, a, "GET", "/v1/deployments/iris", "")
+	got := mustJSON(t, d.body["traffic"].(map[string]any)["versions"])
+	if got != `[{"version":1,"weight":80},{"version":2,"weight":20}]` || d.body["replicas"] != 2.0 || d.body["batching"].(map[string]any)["max_batch"] != 8.0 {
+		t.Fatalf("deployment after the form: %v", d.body)
+	}
+	if h, _ := d.body["history"].([]any); len(h) != 1 {
+		t.Errorf("history %v: the old split should be kept for a rollback", h)
+	}
+}
