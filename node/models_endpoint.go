@@ -2,6 +2,7 @@ package node
 
 import (
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/kilnml/kiln/raftfsm"
@@ -49,9 +50,29 @@ func (a *Agent) handleModelCreate(w http.ResponseWriter, r *http.Request) {
 	writeCommitted(w, http.StatusCreated, idx, modelJSON(&stored))
 }
 
+// handleModelList answers GET /v1/models?prefix=P&limit=N&cursor=C: the
+// models whose name starts with P (all without one), in name order.
 func (a *Agent) handleModelList(w http.ResponseWriter, r *http.Request) {
+	prefix := r.URL.Query().Get("prefix")
 	serveList(a, w, r, structs.KindModel,
-		func(txn *raftfsm.Txn) func(string, int) ([]*structs.Model, string, error) { return txn.Models },
+		func(txn *raftfsm.Txn) func(string, int) ([]*structs.Model, string, error) {
+			if prefix == "" {
+				return txn.Models
+			}
+			return func(cursor string, limit int) ([]*structs.Model, string, error) {
+				page, next, err := txn.Models(cursor, limit)
+				kept := page[:0]
+				for _, m := range page {
+					switch {
+					case strings.HasPrefix(m.Name, prefix):
+						kept = append(kept, m)
+					case m.Name > prefix:
+						return kept, "", err // names are sorted: nothing further matches
+					}
+				}
+				return kept, next, err
+			}
+		},
 		func(m *structs.Model) string { return m.Name }, modelJSON)
 }
 

@@ -454,8 +454,10 @@ func (a *Agent) uiCluster(q *uiReq) (string, error) {
 // uiModels lists models, 50 a page.
 func (a *Agent) uiModels(q *uiReq) (string, error) {
 	path := "/v1/models?limit=" + strconv.Itoa(uiPageSize)
-	if c := q.r.URL.Query().Get("cursor"); c != "" {
-		path += "&cursor=" + url.QueryEscape(c)
+	for _, k := range []string{"cursor", "prefix"} {
+		if v := q.r.URL.Query().Get(k); v != "" {
+			path += "&" + k + "=" + url.QueryEscape(v)
+		}
 	}
 	q.view.Title, q.view.Nav, q.view.API = "Models", "models", path
 	var list struct {
@@ -465,7 +467,7 @@ func (a *Agent) uiModels(q *uiReq) (string, error) {
 	if err := q.api("GET", path, nil, &list); err != nil {
 		return "", err
 	}
-	q.view.Data = map[string]any{"Models": list.Items, "Next": list.Next}
+	q.view.Data = map[string]any{"Models": list.Items, "Next": list.Next, "Prefix": q.r.URL.Query().Get("prefix")}
 	return "models", nil
 }
 

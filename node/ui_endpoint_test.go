@@ -117,6 +117,11 @@ func TestUI_OpenCluster(t *testing.T) {
 	}
 	next := regexp.MustCompile(`href="(/ui/models\?cursor=[^"]+)"`).FindStringSubmatch(list.body)
 	b.do("GET", strings.ReplaceAll(next[1], "&amp;", "&"), nil).must(t, 200, `href="/ui/models/m050"`, "1 on this page")
+	found := b.do("GET", "/ui/models?prefix=m04", nil)
+	found.must(t, 200, "10 on this page", `href="/ui/models/m040"`, `href="/ui/models/m049"`, `href="/v1/models?limit=50&amp;prefix=m04"`)
+	if strings.Contains(found.body, "m039") || strings.Contains(found.body, "m050") || strings.Contains(found.body, `rel="next"`) {
+		t.Errorf("the search shows models outside the prefix:\n%s", found.body)
+	}
 
 	// A deployment with a canary, then rollback from the page.
 	createModel(t, a, "iris")
