@@ -451,24 +451,33 @@ func (a *Agent) uiCluster(q *uiReq) (string, error) {
 	return "cluster", nil
 }
 
-// uiModels lists models, 50 a page.
+// uiModels lists models, 50 a page, those starting with ?prefix= if given.
 func (a *Agent) uiModels(q *uiReq) (string, error) {
-	path := "/v1/models?limit=" + strconv.Itoa(uiPageSize)
-	for _, k := range []string{"cursor", "prefix"} {
+	q.view.Title, q.view.Nav = "Models", "models"
+	items, next, err := q.listPage("/v1/models", "prefix")
+	if err != nil {
+		return "", err
+	}
+	q.view.Data = map[string]any{"Models": items, "Next": next, "Prefix": q.r.URL.Query().Get("prefix")}
+	return "models", nil
+}
+
+// listPage reads one page of a list (?limit=50, the page's ?cursor= and
+// the named query parameters passed on) and sets the page's API link.
+func (q *uiReq) listPage(base string, pass ...string) ([]map[string]any, string, error) {
+	path := base + "?limit=" + strconv.Itoa(uiPageSize)
+	for _, k := range append([]string{"cursor"}, pass...) {
 		if v := q.r.URL.Query().Get(k); v != "" {
 			path += "&" + k + "=" + url.QueryEscape(v)
 		}
 	}
-	q.view.Title, q.view.Nav, q.view.API = "Models", "models", path
+	q.view.API = path
 	var list struct {
 		Items []map[string]any `json:"items"`
 		Next  string           `json:"next_cursor"`
 	}
-	if err := q.api("GET", path, nil, &list); err != nil {
-		return "", err
-	}
-	q.view.Data = map[string]any{"Models": list.Items, "Next": list.Next, "Prefix": q.r.URL.Query().Get("prefix")}
-	return "models", nil
+	err := q.api("GET", path, nil, &list)
+	return list.Items, list.Next, err
 }
 
 // uiModel shows one model: its versions and its deployment, with the
@@ -522,19 +531,12 @@ func (a *Agent) uiRollback(q *uiReq) error {
 // uiJobs lists jobs, 50 a page: the queue and the running ones first as the
 // API orders them, with their nodes and GPUs.
 func (a *Agent) uiJobs(q *uiReq) (string, error) {
-	path := "/v1/jobs?limit=" + strconv.Itoa(uiPageSize)
-	if c := q.r.URL.Query().Get("cursor"); c != "" {
-		path += "&cursor=" + url.QueryEscape(c)
-	}
-	q.view.Title, q.view.Nav, q.view.API, q.view.Live = "Jobs", "jobs", path, true
-	var list struct {
-		Items []map[string]any `json:"items"`
-		Next  string           `json:"next_cursor"`
-	}
-	if err := q.api("GET", path, nil, &list); err != nil {
+	q.view.Title, q.view.Nav, q.view.Live = "Jobs", "jobs", true
+	items, next, err := q.listPage("/v1/jobs")
+	if err != nil {
 		return "", err
 	}
-	q.view.Data = map[string]any{"Jobs": list.Items, "Next": list.Next}
+	q.view.Data = map[string]any{"Jobs": items, "Next": next}
 	return "jobs", nil
 }
 

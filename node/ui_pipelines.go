@@ -100,19 +100,12 @@ func asList(v any) []string {
 
 // uiPipelines lists pipelines, 50 a page.
 func (a *Agent) uiPipelines(q *uiReq) (string, error) {
-	path := "/v1/pipelines?limit=" + strconv.Itoa(uiPageSize)
-	if c := q.r.URL.Query().Get("cursor"); c != "" {
-		path += "&cursor=" + url.QueryEscape(c)
-	}
-	q.view.Title, q.view.Nav, q.view.API = "Pipelines", "pipelines", path
-	var list struct {
-		Items []map[string]any `json:"items"`
-		Next  string           `json:"next_cursor"`
-	}
-	if err := q.api("GET", path, nil, &list); err != nil {
+	q.view.Title, q.view.Nav = "Pipelines", "pipelines"
+	items, next, err := q.listPage("/v1/pipelines")
+	if err != nil {
 		return "", err
 	}
-	q.view.Data = map[string]any{"Pipelines": list.Items, "Next": list.Next}
+	q.view.Data = map[string]any{"Pipelines": items, "Next": next}
 	return "pipelines", nil
 }
 
