@@ -13,7 +13,6 @@ import (
 	"io/fs"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -451,159 +450,6 @@ func (a *Agent) uiCluster(q *uiReq) (string, error) {
 	return "cluster", nil
 }
 
-// uiModels lists models, 50 a page, those starting with ?prefix= if given.
-func (a *Agent) uiModels(q *uiReq) (string, error) {
-	q.view.Title, q.view.Nav = "Models", "models"
-	items, next, err := q.listPage("/v1/models", "prefix")
-	if err != nil {
-		return "", err
-	}
-	q.view.Data = map[string]any{"Models": items, "Next": next, "Prefix": q.r.URL.Query().Get("prefix")}
-	return "models", nil
-}
-
-// listPage reads one page of a list (?limit=50, the page's ?cursor= and
-// the named query parameters passed on) and sets the page's API link.
-func (q *uiReq) listPage(base string, pass ...string) ([]map[string]any, string, error) {
-	path := base + "?limit=" + strconv.Itoa(uiPageSize)
-	for _, k := range append([]string{"cursor"}, pass...) {
-		if v := q.r.URL.Query().Get(k); v != "" {
-			path += "&" + k + "=" + url.QueryEscape(v)
-		}
-	}
-	q.view.API = path
-	var list struct {
-		Items []map[string]any `json:"items"`
-		Next  string           `json:"next_cursor"`
-	}
-	err := q.api("GET", path, nil, &list)
-	return list.Items, list.Next, err
-}
-
-// uiModel shows one model: its versions and its deployment, with the
-// actions the token may take.
-func (a *Agent) uiModel(q *uiReq) (string, error) {
-	name := q.r.PathValue("name")
-	base := "/v1/models/" + url.PathEscape(name)
-	q.view.Title, q.view.Nav, q.view.API = "Model "+name, "models", base
-	var model map[string]any
-	if err := q.api("GET", base, nil, &model); err != nil {
-		return "", err
-	}
-	var versions struct {
-		Items []map[string]any `json:"items"`
-	}
-	if err := q.api("GET", base+"/versions?limit="+strconv.Itoa(uiPageSize), nil, &versions); err != nil {
-		return "", err
-	}
-	var deployment map[string]any
-	err := q.api("GET", "/v1/deployments/"+url.PathEscape(name), nil, &deployment)
-	if ue, ok := err.(*uiError); ok && ue.status == http.StatusNotFound {
-		deployment, err = nil, nil
-	}
-	if err != nil && !isForbidden(err) {
-		return "", err
-	}
-	var charts []uiChart
-	if deployment != nil {
-		charts = q.servingCharts(name)
-	}
-	q.view.Data = map[string]any{"Model": model, "Versions": versions.Items, "Deployment": deployment, "Charts": charts,
-		"CanWrite": deployment != nil && q.mayWrite(structs.KindDeployment, name)}
-	return "model", nil
-}
-
-func isForbidden(err error) bool {
-	ue, ok := err.(*uiError)
-	return ok && ue.status == http.StatusForbidden
-}
-
-// uiRollback rolls a deployment back to its previous traffic split.
-func (a *Agent) uiRollback(q *uiReq) error {
-	name := q.r.PathValue("name")
-	if err := q.api("POST", "/v1/deployments/"+url.PathEscape(name)+"/rollback", nil, nil); err != nil {
-		return err
-	}
-	http.Redirect(q.w, q.r, "/ui/models/"+url.PathEscape(name), http.StatusSeeOther)
-	return nil
-}
-
-// uiJobs lists jobs, 50 a page: the queue and the running ones first as the
-// API orders them, with their nodes and GPUs.
-func (a *Agent) uiJobs(q *uiReq) (string, error) {
-	q.view.Title, q.view.Nav, q.view.Live = "Jobs", "jobs", true
-	items, next, err := q.listPage("/v1/jobs")
-	if err != nil {
-		return "", err
-	}
-	q.view.Data = map[string]any{"Jobs": items, "Next": next}
-	return "jobs", nil
-}
-
-// uiJob shows a job: its state history, allocations, log tail, final
-// metrics, and a chart of each metric's steps from its run.
-func (a *Agent) uiJob(q *uiReq) (string, error) {
-	id := q.r.PathValue("id")
-	path := "/v1/jobs/" + url.PathEscape(id)
-	q.view.Title, q.view.Nav, q.view.API, q.view.Live = "Job "+id, "jobs", path, true
-	var job map[string]any
-	if err := q.api("GET", path, nil, &job); err != nil {
-		return "", err
-	}
-	if spec, ok := job["spec"].(map[string]any); ok {
-		q.view.Title = fmt.Sprintf("Job %v", spec["name"])
-	}
-	// A finished job no longer changes: its page stops polling (and keeps
-	// its charts, which a refresh would have to redraw).
-	state, _ := job["state"].(string)
-	q.view.Live = !slices.Contains([]string{"succeeded", "failed", "cancelled", "lost"}, state)
-	var charts []uiChart
-	runID, _ := job["run_id"].(string)
-	metrics, _ := job["metrics"].(map[string]any)
-	keys := make([]string, 0, len(metrics))
-	for k := range metrics {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		if runID == "" {
-			break
-		}
-		var hist struct {
-			Points []struct {
-				Step  float64 `json:"step"`
-				Value any     `json:"value"`
-			} `json:"points"`
-		}
-		if err := q.api("GET", "/v1/runs/"+url.PathEscape(runID)+"/metrics/"+url.PathEscape(k), nil, &hist); err != nil {
-			continue // the run may be unreadable to this token; the final value still shows
-		}
-		c := uiChart{Title: k + " by step", XLabel: "step", Series: []uiSeries{{Label: k}}}
-		for _, p := range hist.Points {
-			if v, ok := p.Value.(float64); ok {
-				c.X, c.Series[0].Values = append(c.X, p.Step), append(c.Series[0].Values, &v)
-			}
-		}
-		if len(c.X) > 0 {
-			charts = append(charts, c)
-		}
-	}
-	spec, _ := job["spec"].(map[string]any)
-	name, _ := spec["name"].(string)
-	q.view.Data = map[string]any{"Job": job, "Charts": charts, "CanWrite": q.mayWrite(structs.KindJob, name)}
-	return "job", nil
-}
-
-// uiJobCancel asks to cancel a job.
-func (a *Agent) uiJobCancel(q *uiReq) error {
-	id := q.r.PathValue("id")
-	if err := q.api("POST", "/v1/jobs/"+url.PathEscape(id)+"/cancel", nil, nil); err != nil {
-		return err
-	}
-	http.Redirect(q.w, q.r, "/ui/jobs/"+url.PathEscape(id), http.StatusSeeOther)
-	return nil
-}
-
 // uiAccess lists tokens (never their secrets) and policies, for a token
 // with read on acl, and says which token the browser holds.
 func (a *Agent) uiAccess(q *uiReq) (string, error) {
@@ -650,116 +496,27 @@ func (q *uiReq) mayWrite(kind structs.ACLKind, name string) bool {
 	return id == nil || id.Check(kind, name, structs.AccessWrite) == nil
 }
 
-// servingCharts reads a deployment's last hour (GET
-// /v1/deployments/{name}/timeseries) as charts: requests a second, one
-// series per version, then each version's latency percentiles.
-func (q *uiReq) servingCharts(name string) []uiChart {
-	var ts struct {
-		Points []struct {
-			At       time.Time           `json:"at"`
-			Versions []TimeSeriesVersion `json:"versions"`
-		} `json:"points"`
-	}
-	if err := q.api("GET", "/v1/deployments/"+url.PathEscape(name)+"/timeseries?window=1h", nil, &ts); err != nil || len(ts.Points) == 0 {
-		return nil
-	}
-	var versions []uint64
-	for _, p := range ts.Points {
-		for _, v := range p.Versions {
-			if !slices.Contains(versions, v.Version) {
-				versions = append(versions, v.Version)
-			}
-		}
-	}
-	if len(versions) == 0 {
-		return nil // nothing served in the window: no chart to draw
-	}
-	slices.Sort(versions)
-	x := make([]float64, len(ts.Points))
-	for i, p := range ts.Points {
-		x[i] = float64(p.At.Unix())
-	}
-	at := func(i int, version uint64) *TimeSeriesVersion {
-		for k := range ts.Points[i].Versions {
-			if ts.Points[i].Versions[k].Version == version {
-				return &ts.Points[i].Versions[k]
-			}
-		}
-		return nil
-	}
-	rate := uiChart{Title: "Requests a second, by version", Time: true, XLabel: "time", X: x}
-	charts := []uiChart{}
-	for _, v := range versions {
-		label := "v" + strconv.FormatUint(v, 10)
-		rs := uiSeries{Label: label}
-		lat := uiChart{Title: "Latency of " + label + " (ms)", Time: true, XLabel: "time", X: x,
-			Series: []uiSeries{{Label: "p50"}, {Label: "p95"}, {Label: "p99"}}}
-		for i := range ts.Points {
-			p := at(i, v)
-			if p == nil {
-				zero := 0.0
-				rs.Values = append(rs.Values, &zero)
-				for k := range lat.Series {
-					lat.Series[k].Values = append(lat.Series[k].Values, nil)
-				}
-				continue
-			}
-			r, p50, p95, p99 := p.RequestsSec, p.P50MS, p.P95MS, p.P99MS
-			rs.Values = append(rs.Values, &r)
-			lat.Series[0].Values = append(lat.Series[0].Values, &p50)
-			lat.Series[1].Values = append(lat.Series[1].Values, &p95)
-			lat.Series[2].Values = append(lat.Series[2].Values, &p99)
-		}
-		rate.Series = append(rate.Series, rs)
-		charts = append(charts, lat)
-	}
-	return append([]uiChart{rate}, charts...)
+// isForbidden reports whether an API call was refused for the token's
+// rights (403), which a page shows as a section left out.
+func isForbidden(err error) bool {
+	ue, ok := err.(*uiError)
+	return ok && ue.status == http.StatusForbidden
 }
 
-// uiTraffic sets a deployment's traffic split and replicas from the model
-// page's form (weight_N per version, 0 leaving it out; replicas), keeping
-// everything else of the deployment as it is: shift weights, promote a
-// version to 100, scale.
-func (a *Agent) uiTraffic(q *uiReq) error {
-	name := q.r.PathValue("name")
-	path := "/v1/deployments/" + url.PathEscape(name)
-	var d map[string]any
-	if err := q.api("GET", path, nil, &d); err != nil {
-		return err
-	}
-	var versions []map[string]any
-	for key, vals := range q.r.PostForm {
-		v, ok := strings.CutPrefix(key, "weight_")
-		if !ok || len(vals) != 1 {
-			continue
-		}
-		version, err := strconv.ParseUint(v, 10, 64)
-		weight, werr := strconv.Atoi(strings.TrimSpace(vals[0]))
-		if err != nil || werr != nil || weight < 0 {
-			return &uiError{status: http.StatusBadRequest, code: "invalid", msg: fmt.Sprintf("weight of version %s must be a whole number from 0, not %q", v, vals[0]), path: path}
-		}
-		if weight > 0 {
-			versions = append(versions, map[string]any{"version": version, "weight": weight})
+// listPage reads one page of a list (?limit=50, the page's ?cursor= and
+// the named query parameters passed on) and sets the page's API link.
+func (q *uiReq) listPage(base string, pass ...string) ([]map[string]any, string, error) {
+	path := base + "?limit=" + strconv.Itoa(uiPageSize)
+	for _, k := range append([]string{"cursor"}, pass...) {
+		if v := q.r.URL.Query().Get(k); v != "" {
+			path += "&" + k + "=" + url.QueryEscape(v)
 		}
 	}
-	slices.SortFunc(versions, func(x, y map[string]any) int { return int(x["version"].(uint64)) - int(y["version"].(uint64)) })
-	replicas, err := strconv.Atoi(strings.TrimSpace(q.r.PostFormValue("replicas")))
-	if err != nil {
-		return &uiError{status: http.StatusBadRequest, code: "invalid", msg: fmt.Sprintf("replicas must be a whole number, not %q", q.r.PostFormValue("replicas")), path: path}
+	q.view.API = path
+	var list struct {
+		Items []map[string]any `json:"items"`
+		Next  string           `json:"next_cursor"`
 	}
-	body := map[string]any{"versions": versions, "replicas": replicas}
-	traffic, _ := d["traffic"].(map[string]any)
-	if shadow, ok := traffic["shadow"]; ok {
-		body["shadow"] = shadow
-	}
-	for _, k := range []string{"batching", "resources", "timeout_ms", "feature_service"} {
-		if v, ok := d[k]; ok {
-			body[k] = v
-		}
-	}
-	if err := q.api("PUT", path, body, nil); err != nil {
-		return err
-	}
-	http.Redirect(q.w, q.r, "/ui/models/"+url.PathEscape(name), http.StatusSeeOther)
-	return nil
+	err := q.api("GET", path, nil, &list)
+	return list.Items, list.Next, err
 }
