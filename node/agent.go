@@ -52,7 +52,9 @@ type Agent struct {
 	// api is the HTTP API's handler; the dashboard calls it in-process.
 	api http.Handler
 	// series keeps the serving time series the dashboard charts.
-	series    timeSeries
+	series timeSeries
+	// events keeps what this node saw happen to the cluster (events.go).
+	events    *eventRing
 	trans     *transport.Transport
 	fsm       *raftfsm.FSM
 	wal       *raftwal.WAL
@@ -225,7 +227,8 @@ func New(cfg Config, logger hclog.Logger) (a *Agent, err error) {
 	if a.keyring, err = loadKeyring(cfg.DataDir, cfg.EncryptKey, logger.Named("gossip")); err != nil {
 		return nil, err
 	}
-	if a.gossip, err = newGossip(&a.cfg, meta, a.keyring, logger.Named("gossip")); err != nil {
+	a.events = &eventRing{node: cfg.NodeName}
+	if a.gossip, err = newGossip(&a.cfg, meta, a.keyring, a.events, logger.Named("gossip")); err != nil {
 		return nil, err
 	}
 

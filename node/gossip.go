@@ -85,6 +85,8 @@ type gossip struct {
 	up     map[string]member // guarded by mu
 	gone   map[string]member // guarded by mu: by node ID, peers that left or died
 	events chan struct{}     // wakes the reconciler; buffered, never blocks
+	// seen records joins and leaves for the dashboard's events (events.go).
+	seen *eventRing
 
 	// changes counts membership events; aliveCache is alive()'s answer as of
 	// a count, so the request path (which asks per prediction) decodes the
@@ -101,8 +103,8 @@ type aliveSet struct {
 
 // newGossip starts memberlist; kr, when not nil, is the keyring it encrypts
 // with (and then cfg.EncryptKey is only how kr began).
-func newGossip(cfg *Config, meta memberMeta, kr *keyring, logger hclog.Logger) (*gossip, error) {
-	g := &gossip{logger: logger, meta: meta, up: map[string]member{}, gone: map[string]member{}, events: make(chan struct{}, 1)}
+func newGossip(cfg *Config, meta memberMeta, kr *keyring, seen *eventRing, logger hclog.Logger) (*gossip, error) {
+	g := &gossip{logger: logger, meta: meta, up: map[string]member{}, gone: map[string]member{}, events: make(chan struct{}, 1), seen: seen}
 	if b, _ := msgpack.Marshal(meta); len(b) > maxMetaSize {
 		return nil, fmt.Errorf("node: member meta is %d bytes, over memberlist's %d", len(b), maxMetaSize)
 	}
@@ -152,6 +154,7 @@ func (g *gossip) NotifyJoin(n *memberlist.Node) {
 		g.mu.Unlock()
 	}
 	g.logger.Info("member joined", "name", n.Name, "addr", n.Address())
+	g.seen.add("join", n.Name+" joined ("+n.Address()+")")
 	g.wake()
 }
 
@@ -172,6 +175,7 @@ func (g *gossip) NotifyLeave(n *memberlist.Node) {
 	}
 	g.mu.Unlock()
 	g.logger.Info("member gone", "name", n.Name, "status", status)
+	g.seen.add("leave", n.Name+" "+map[string]string{"dead": "died", "left": "left"}[status])
 	g.wake()
 }
 

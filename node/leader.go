@@ -53,9 +53,11 @@ func (a *Agent) monitorLeadership() {
 			a.leaderReady.Store(false)
 			if !isLeader {
 				a.logger.Info("lost leadership")
+				a.events.add("leader", a.cfg.NodeName+" lost the leadership")
 				continue
 			}
 			a.logger.Info("gained leadership")
+			a.events.add("leader", a.cfg.NodeName+" became the leader")
 			var ctx context.Context
 			ctx, stop = context.WithCancel(a.ctx)
 			done = make(chan struct{})

@@ -220,6 +220,7 @@ func (a *Agent) operatorEndpoint() endpoint {
 			{pattern: "GET /v1/status", handler: a.handleStatus, kind: n, need: needRead},
 			{pattern: "GET /v1/members", handler: a.handleMembers, kind: n, need: needRead},
 			{pattern: "GET /v1/nodes", handler: a.handleNodes, kind: n, need: needRead},
+			{pattern: "GET /v1/events", handler: a.handleEvents, kind: n, need: needRead},
 			{pattern: "GET /metrics", handler: a.metricsHandler().ServeHTTP, kind: n, need: a.metricsNeed()},
 			{pattern: "GET /v1/operator/raft/peers", handler: a.handlePeers, kind: o, need: needRead},
 			{pattern: "DELETE /v1/operator/raft/peers/{id}", handler: a.handleRemovePeer, kind: o, need: needWrite},
@@ -231,6 +232,7 @@ func (a *Agent) operatorEndpoint() endpoint {
 		},
 		rpcs: map[string]transport.Handler{
 			rpcKeyring: a.handleKeyringRPC,
+			rpcEvents:  a.handleEventsRPC,
 			rpcNodeStatus: func(ctx context.Context, dec transport.Decoder) (any, error) {
 				return &nodeStatusReply{
 					ID: a.id, AppliedIndex: a.fsm.AppliedIndex(), LastIndex: a.raft.LastIndex(), State: a.raft.State().String(),

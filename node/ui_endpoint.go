@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -446,8 +447,60 @@ func (a *Agent) uiCluster(q *uiReq) (string, error) {
 		return "", err
 	}
 	peersErr := q.api("GET", "/v1/operator/raft/peers", nil, &peers)
-	q.view.Data = map[string]any{"Status": status, "Nodes": nodes.Items, "Peers": peers.Items, "PeersHidden": peersErr != nil}
+	q.view.Data = map[string]any{"Status": status, "Nodes": nodes.Items, "Peers": peers.Items, "PeersHidden": peersErr != nil,
+		"Events": q.recentEvents(30)}
 	return "cluster", nil
+}
+
+// uiEvent is one line of the cluster page's recent events.
+type uiEvent struct {
+	At         time.Time
+	Kind, Text string
+}
+
+// recentEvents merges, newest first, what the nodes saw (GET /v1/events:
+// joins, leaves, leadership) with what the registry records: job state
+// changes, deployments changed, alerts fired or resolved. A source the
+// token may not read is left out.
+func (q *uiReq) recentEvents(n int) []uiEvent {
+	var out []uiEvent
+	var events struct {
+		Items []ClusterEvent `json:"items"`
+	}
+	if q.api("GET", "/v1/events?limit="+strconv.Itoa(n), nil, &events) == nil {
+		for _, e := range events.Items {
+			out = append(out, uiEvent{At: e.At, Kind: e.Kind, Text: e.Text})
+		}
+	}
+	var jobs, deps, alerts struct {
+		Items []map[string]any `json:"items"`
+	}
+	if q.api("GET", "/v1/jobs?limit=50", nil, &jobs) == nil {
+		for _, j := range jobs.Items {
+			spec, _ := j["spec"].(map[string]any)
+			for _, h := range asMaps(j["history"]) {
+				if at, err := time.Parse(time.RFC3339Nano, fmt.Sprint(h["at"])); err == nil {
+					out = append(out, uiEvent{At: at, Kind: "job", Text: fmt.Sprintf("job %v %v", spec["name"], h["state"])})
+				}
+			}
+		}
+	}
+	if q.api("GET", "/v1/deployments?limit=50", nil, &deps) == nil {
+		for _, d := range deps.Items {
+			if at, err := time.Parse(time.RFC3339Nano, fmt.Sprint(d["updated_at"])); err == nil {
+				out = append(out, uiEvent{At: at, Kind: "deployment", Text: fmt.Sprintf("deployment %v changed", d["name"])})
+			}
+		}
+	}
+	if q.api("GET", "/v1/alerts", nil, &alerts) == nil {
+		for _, al := range alerts.Items {
+			if at, err := time.Parse(time.RFC3339Nano, fmt.Sprint(al["since"])); err == nil {
+				out = append(out, uiEvent{At: at, Kind: "alert", Text: fmt.Sprintf("alert %v on %v %v", al["rule"], al["deployment"], al["state"])})
+			}
+		}
+	}
+	slices.SortFunc(out, func(x, y uiEvent) int { return y.At.Compare(x.At) })
+	return out[:min(n, len(out))]
 }
 
 // uiAccess lists tokens (never their secrets) and policies, for a token

@@ -478,3 +478,18 @@ func TestUI_Traffic(t *testing.T) {
 		t.Errorf("history %v: the old split should be kept for a rollback", h)
 	}
 }
+
+// TestUI_Events: GET /v1/events lists the node's own join and its
+// leadership, and the cluster page merges them with the registry's events
+// (a deployment changed, a job's states).
+func TestUI_Events(t *testing.T) {
+	a := servedIris(t)
+	r := call(t, a, "GET", "/v1/events", "")
+	mustStatus(t, r, 200, "events")
+	if !strings.Contains(r.raw, a.cfg.NodeName+" joined") || !strings.Contains(r.raw, a.cfg.NodeName+" became the leader") {
+		t.Fatalf("events %s, want the node's join and leadership", r.raw)
+	}
+	mustStatus(t, call(t, a, "GET", "/v1/events?limit=0", ""), 400, "limit 0")
+	p := newBrowser(t, a).do("GET", "/ui/", nil)
+	p.must(t, 200, "Recent events", a.cfg.NodeName+" became the leader", "deployment iris changed")
+}
