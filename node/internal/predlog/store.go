@@ -2,6 +2,7 @@ package predlog
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -245,10 +246,10 @@ func (s *Store) write(batch []queued) {
 		return
 	}
 	slices.SortStableFunc(recs, func(a, b queued) int {
-		if c := cmpString(a.deployment, b.deployment); c != 0 {
+		if c := cmp.Compare(a.deployment, b.deployment); c != 0 {
 			return c
 		}
-		return cmpInt(a.at, b.at)
+		return cmp.Compare(a.at, b.at)
 	})
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
@@ -308,26 +309,6 @@ func (s *Store) Sync() {
 	case <-done:
 	case <-s.stop:
 	}
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
-func cmpInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func recordPrefix(deployment string) []byte {
@@ -874,7 +855,7 @@ func (s *Store) Trim() (int, error) {
 	if err != nil || total <= s.opts.MaxBytes {
 		return 0, err
 	}
-	slices.SortFunc(all, func(a, b block) int { return cmpInt(int64(a.at), int64(b.at)) })
+	slices.SortFunc(all, func(a, b block) int { return cmp.Compare(a.at, b.at) })
 	target := s.opts.MaxBytes / 10 * 9
 	var doomed [][]byte
 	for _, b := range all {

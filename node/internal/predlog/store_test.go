@@ -1,6 +1,7 @@
 package predlog
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -420,7 +421,7 @@ func blockSizes(t testing.TB, s *Store) (times, sizes []int64) {
 		}
 		return nil
 	}))
-	slices.SortFunc(blocks, func(a, b block) int { return cmpInt(a.at, b.at) })
+	slices.SortFunc(blocks, func(a, b block) int { return cmp.Compare(a.at, b.at) })
 	for _, b := range blocks {
 		times, sizes = append(times, b.at), append(sizes, b.size)
 	}
