@@ -53,18 +53,23 @@ func readModelFile(r io.Reader, limit int64) ([]byte, error) {
 		// stream without end; "larger than the cap" is what matters.
 		return nil, fmt.Errorf("%w: onnx: model file is larger than %d bytes, the cap on ONNX models (MaxModelBytes)", ml.ErrBadModel, limit)
 	}
-	if len(b) == 0 {
-		return nil, fmt.Errorf("%w: onnx: model file is empty", ml.ErrBadModel)
-	}
 	return b, nil
 }
 
-// unmarshalModel parses a ModelProto.
-func unmarshalModel(b []byte, mp *pb.ModelProto) error {
-	if err := proto.Unmarshal(b, mp); err != nil {
-		return fmt.Errorf("%w: onnx: not an ONNX model: %v", ml.ErrBadModel, err)
+// parseModel parses a ModelProto and checks that it has a graph with
+// nodes: what both backends need before anything else.
+func parseModel(b []byte) (*pb.ModelProto, error) {
+	if len(b) == 0 {
+		return nil, fmt.Errorf("%w: onnx: model file is empty", ml.ErrBadModel)
 	}
-	return nil
+	mp := &pb.ModelProto{}
+	if err := proto.Unmarshal(b, mp); err != nil {
+		return nil, fmt.Errorf("%w: onnx: not an ONNX model: %v", ml.ErrBadModel, err)
+	}
+	if g := mp.GetGraph(); g == nil || len(g.GetNode()) == 0 {
+		return nil, fmt.Errorf("%w: onnx: model has no graph (or a graph without nodes)", ml.ErrBadModel)
+	}
+	return mp, nil
 }
 
 // fromBytes parses and checks a model. gonnx and gorgonia panic on some
@@ -76,17 +81,11 @@ func fromBytes(b []byte) (m *model, err error) {
 			err = fmt.Errorf("%w: onnx: gonnx panicked loading the model: %v", ml.ErrBadModel, r)
 		}
 	}()
-	if len(b) == 0 {
-		return nil, fmt.Errorf("%w: onnx: model file is empty", ml.ErrBadModel)
-	}
-	mp := &pb.ModelProto{}
-	if err := unmarshalModel(b, mp); err != nil {
+	mp, err := parseModel(b)
+	if err != nil {
 		return nil, err
 	}
 	g := mp.GetGraph()
-	if g == nil || len(g.GetNode()) == 0 {
-		return nil, fmt.Errorf("%w: onnx: model has no graph (or a graph without nodes)", ml.ErrBadModel)
-	}
 	if err := prepareOpsets(mp); err != nil {
 		return nil, err
 	}

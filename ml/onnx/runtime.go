@@ -134,14 +134,11 @@ func (b *Backend) Load(r io.Reader, opts ml.LoadOptions) (ml.Model, error) {
 // sees it: a graph with nodes, an opset ORT has kernels for, and the
 // schema.
 func ortGraph(data []byte) (gr *graph, err error) {
-	mp := &pb.ModelProto{}
-	if err := unmarshalModel(data, mp); err != nil {
+	mp, err := parseModel(data)
+	if err != nil {
 		return nil, err
 	}
 	g := mp.GetGraph()
-	if g == nil || len(g.GetNode()) == 0 {
-		return nil, fmt.Errorf("%w: onnx: model has no graph (or a graph without nodes)", ml.ErrBadModel)
-	}
 	for _, imp := range mp.GetOpsetImport() {
 		if d := imp.GetDomain(); (d == domainDefault || d == domainAlias) && imp.GetVersion() < minORTOpset {
 			return nil, fmt.Errorf("%w: onnx: model uses opset %d of the default ONNX domain; ONNX Runtime has no kernels below opset %d. Convert it with onnx.version_converter.convert_version(model, 13) and push the result",
