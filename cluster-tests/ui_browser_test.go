@@ -230,9 +230,20 @@ func TestCluster_DashboardInABrowser(t *testing.T) {
 	expect("/ui/jobs/"+j.ID, visit("/ui/jobs/"+j.ID, "figure.chart .plot[data-points]"), "State history", "accuracy",
 		fmt.Sprint(j.Metrics["accuracy"]))
 	expect("/ui/experiments/iris", visit("/ui/experiments/iris", "table"), "metrics.accuracy")
+	expect("/ui/tuning", visit("/ui/tuning", "table"), "No tuning studies")
+	expect("/ui/data", visit("/ui/data", "table"), "iris", "No feature views")
 	expect("/ui/data/datasets/iris", visit("/ui/data/datasets/iris", "svg.hist"), "150 rows", "Sepal_Length")
 	expect("/ui/pipelines/nightly", visit("/ui/pipelines/nightly", "svg"), "prepare", "train", "succeeded")
 	expect("/ui/monitoring/iris", visit("/ui/monitoring/iris", "figure.chart .plot[data-points]"), "Petal_Length")
+	// The page polls; after htmx swaps its content in anew, the charts
+	// are drawn again rather than left empty.
+	if drawn, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`new Promise(function (ok) {
+		document.addEventListener("htmx:after:swap", function () { setTimeout(function () {
+			ok(document.querySelectorAll("figure.chart .plot[data-points] canvas").length > 0);
+		}, 100); }, { once: true });
+	})`, chromedp.EvalAwaitPromise)); err != nil || !drawn {
+		t.Errorf("/ui/monitoring/iris after a refresh: charts drawn %v (%v)", drawn, err)
+	}
 	expect("/ui/monitoring", visit("/ui/monitoring", "table"), "iris:1")
 	expect("/ui/access", visit("/ui/access", "main p"), "Access control is off")
 

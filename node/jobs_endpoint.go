@@ -41,27 +41,60 @@ func (a *Agent) handleJobSubmit(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if err := a.authorize(r, structs.KindJob, spec.Name, structs.AccessWrite); err != nil {
+	if err := a.authorizeJobSubmit(r, &spec); err != nil {
 		writeError(w, err)
 		return
-	}
-	if spec.Trainer.Kind == structs.TrainerProcess {
-		if err := a.authorize(r, structs.KindExec, "", structs.AccessAllow); err != nil {
-			writeError(w, err)
-			return
-		}
 	}
 	if err := a.buildJobFrame(r, &spec); err != nil {
 		writeError(w, err)
 		return
 	}
+	a.submitJob(w, r, spec, "")
+}
+
+// handleJobRetry submits a finished job's spec again as a new job, which
+// names the old one in retry_of. The spec's dataset was pinned to a version
+// at the first submit (and a feature frame built into one), so the retry
+// trains on the same data.
+func (a *Agent) handleJobRetry(w http.ResponseWriter, r *http.Request) {
+	old, err := a.readJob(w, r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	spec := old.Spec
+	if err := a.authorizeJobSubmit(r, &spec); err != nil {
+		writeError(w, err)
+		return
+	}
+	if !old.Terminal() {
+		writeError(w, structs.Errorf(structs.CodeConflict, "job %s is %s: only a finished job is retried; cancel it first", old.ID, old.State))
+		return
+	}
+	a.submitJob(w, r, spec, old.ID)
+}
+
+// authorizeJobSubmit checks the rights a submit needs: write on the job's
+// name, and exec for a process trainer.
+func (a *Agent) authorizeJobSubmit(r *http.Request, spec *structs.JobSpec) error {
+	if err := a.authorize(r, structs.KindJob, spec.Name, structs.AccessWrite); err != nil {
+		return err
+	}
+	if spec.Trainer.Kind == structs.TrainerProcess {
+		return a.authorize(r, structs.KindExec, "", structs.AccessAllow)
+	}
+	return nil
+}
+
+// submitJob checks a builtin job's data and commits the job.
+func (a *Agent) submitJob(w http.ResponseWriter, r *http.Request, spec structs.JobSpec, retryOf string) {
 	if err := a.checkJobData(r.Context(), &spec); err != nil {
 		writeError(w, err)
 		return
 	}
 	now := time.Now().UTC()
 	var j structs.Job
-	idx, err := a.propose(r.Context(), structs.JobSubmitType, &structs.JobSubmitRequest{ID: structs.NewID(now), Spec: spec, SubmittedAt: now}, &j)
+	idx, err := a.propose(r.Context(), structs.JobSubmitType, &structs.JobSubmitRequest{ID: structs.NewID(now), Spec: spec, SubmittedAt: now, RetryOf: retryOf}, &j)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -412,6 +445,7 @@ func (a *Agent) jobsEndpoint() endpoint {
 			{pattern: "GET /v1/jobs", handler: a.handleJobList, kind: k, need: needList},
 			{pattern: "GET /v1/jobs/{id}", handler: a.handleJobGet, kind: k, need: needBody},
 			{pattern: "POST /v1/jobs/{id}/cancel", handler: a.handleJobCancel, kind: k, need: needBody},
+			{pattern: "POST /v1/jobs/{id}/retry", handler: a.handleJobRetry, kind: k, need: needBody},
 			{pattern: "GET /v1/jobs/{id}/logs", handler: a.handleJobLogs, kind: k, need: needBody},
 		},
 		rpcs: map[string]transport.Handler{rpcJobLogs: a.handleJobLogsRPC},

@@ -217,6 +217,32 @@ MODEL
 	}
 }
 
+// irisTuning is a tuning of softmax regression on iris over two values of
+// l2, with the extra fields given.
+func irisTuning(name, extra string) string {
+	return `{"name": "` + name + `", "job": {"trainer": {"kind": "builtin", "algorithm": "softmax_regression"}, "dataset": "iris", "target": "Species",
+		"features": ["Sepal_Length", "Sepal_Width", "Petal_Length", "Petal_Width"], "validation": {"split": 0.3}},
+		"space": {"l2": {"kind": "values", "values": [0.0001, 10]}}, "parallelism": 2, "metric": "accuracy"` + extra + `}`
+}
+
+// runTuning submits a tuning and waits for it to end.
+func runTuning(t *testing.T, a *Agent, spec string) (string, map[string]any) {
+	t.Helper()
+	r := call(t, a, "POST", "/v1/tuning", spec)
+	if r.status != 201 {
+		t.Fatalf("submit: %d %v", r.status, r.body)
+	}
+	id := r.body["id"].(string)
+	var tu map[string]any
+	testutil.WaitFor(t, 60*time.Second, func() error {
+		if tu = call(t, a, "GET", "/v1/tuning/"+id, "").body; tu["state"] == "running" {
+			return fmt.Errorf("tuning running: %v", tu["trials"])
+		}
+		return nil
+	})
+	return id, tu
+}
+
 // A tuning of builtin trainers registers its best trial's model.
 func TestAgent_TuningRegistersTheBest(t *testing.T) {
 	a := testNode(t)
@@ -225,22 +251,8 @@ func TestAgent_TuningRegistersTheBest(t *testing.T) {
 	if r := pushDataset(t, a, "iris", "", readTestdata(t, irisCSV)); r.status != 201 {
 		t.Fatalf("push: %d %v", r.status, r.body)
 	}
-	spec := `{"name": "l2", "job": {"trainer": {"kind": "builtin", "algorithm": "softmax_regression"}, "dataset": "iris", "target": "Species",
-		"features": ["Sepal_Length", "Sepal_Width", "Petal_Length", "Petal_Width"], "validation": {"split": 0.3}},
-		"space": {"l2": {"kind": "values", "values": [0.0001, 10]}}, "parallelism": 2, "metric": "accuracy", "register_best_as": "iris-best"}`
-	r := call(t, a, "POST", "/v1/tuning", spec)
-	if r.status != 201 {
-		t.Fatalf("submit: %d %v", r.status, r.body)
-	}
-	id := r.body["id"].(string)
-	var tu map[string]any
-	testutil.WaitFor(t, 60*time.Second, func() error {
-		tu = call(t, a, "GET", "/v1/tuning/"+id, "").body
-		if tu["state"] == "running" {
-			return fmt.Errorf("tuning running: %v", tu["trials"])
-		}
-		return nil
-	})
+	spec := irisTuning("l2", `, "register_best_as": "iris-best"`)
+	id, tu := runTuning(t, a, spec)
 	trials, _ := tu["trials"].([]any)
 	if tu["state"] != "succeeded" || len(trials) != 2 || tu["best_version"] != 1.0 {
 		t.Fatalf("tuning %v", tu)
@@ -277,5 +289,42 @@ func TestAgent_JobTimeout(t *testing.T) {
 	j := waitJob(t, a, r.body["id"].(string))
 	if j["state"] != "failed" || !strings.Contains(fmt.Sprint(j["reason"]), "timed out after 1s") {
 		t.Fatalf("job %v, want failed for its timeout", j)
+	}
+}
+
+// A finished job is retried as a new job with its spec, naming the old one;
+// a job still running is refused, naming its state.
+func TestAgent_JobRetry(t *testing.T) {
+	a := testNode(t, withExec)
+	waitLeader(t, a)
+	waitRegistered(t, a)
+	slow := call(t, a, "POST", "/v1/jobs", `{"name": "slow", "trainer": {"kind": "process", "command": ["/bin/sh", "-c", "exec sleep 60"]}}`)
+	mustStatus(t, slow, 201, "submit slow")
+	slowID := slow.body["id"].(string)
+	if r := call(t, a, "POST", "/v1/jobs/"+slowID+"/retry", ""); r.status != 409 || !strings.Contains(fmt.Sprint(r.body["error"]), "cancel it first") {
+		t.Fatalf("retry of an unfinished job: %d %v", r.status, r.body)
+	}
+	mustStatus(t, call(t, a, "POST", "/v1/jobs/"+slowID+"/cancel", ""), 200, "cancel")
+	waitJob(t, a, slowID)
+
+	r := call(t, a, "POST", "/v1/jobs", `{"name": "flaky", "trainer": {"kind": "process", "command": ["/bin/sh", "-c", "echo try; exit 3"]}}`)
+	mustStatus(t, r, 201, "submit")
+	first := waitJob(t, a, r.body["id"].(string))
+	if first["state"] != "failed" {
+		t.Fatalf("first attempt: %v", first)
+	}
+	again := call(t, a, "POST", "/v1/jobs/"+first["id"].(string)+"/retry", "")
+	mustStatus(t, again, 201, "retry")
+	if again.body["id"] == first["id"] || again.body["retry_of"] != first["id"] || again.body["run_id"] == first["run_id"] {
+		t.Fatalf("retry %v: want a new job and run naming %v", again.body, first["id"])
+	}
+	if fmt.Sprint(again.body["spec"]) != fmt.Sprint(first["spec"]) {
+		t.Fatalf("retry's spec %v, want the first's %v", again.body["spec"], first["spec"])
+	}
+	if second := waitJob(t, a, again.body["id"].(string)); second["state"] != "failed" || !strings.Contains(fmt.Sprint(second["reason"]), "code 3") {
+		t.Fatalf("the retry did not run the same command: %v", second)
+	}
+	if r := call(t, a, "POST", "/v1/jobs/01jzzzzzzzzzzzzzzzzzzzzzzz/retry", ""); r.status != 404 {
+		t.Fatalf("retry of an unknown job: %d %v", r.status, r.body)
 	}
 }

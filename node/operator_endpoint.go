@@ -1,15 +1,18 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"net/http"
 	"net/http/pprof"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
 
 	"github.com/hashicorp/raft"
 
+	"github.com/kilnml/kiln/raftfsm"
 	"github.com/kilnml/kiln/raftfsm/structs"
 	"github.com/kilnml/kiln/transport"
 )
@@ -85,10 +88,71 @@ func (a *Agent) handleMembers(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"items": out})
 }
 
-// NodeResponse is a registry node record with its gossip status.
+// NodeResponse is a registry node record with its gossip status and what
+// the capacity ledger holds of it.
 type NodeResponse struct {
 	structs.Node
-	Status string `json:"status"`
+	Status string  `json:"status"`
+	Use    NodeUse `json:"use"`
+}
+
+// NodeUse is what placed and running jobs and serving replicas hold of a
+// node, as the leader places against it: CPU (jobs declare it; replicas do
+// not), memory, and each GPU with its holder.
+type NodeUse struct {
+	CPU      float64  `json:"cpu"`
+	MemoryMB int64    `json:"memory_mb"`
+	GPUs     []GPUUse `json:"gpus"`
+}
+
+// GPUUse names what holds one GPU: a job's member or a model's replica.
+type GPUUse struct {
+	Index      int    `json:"index"`
+	JobID      string `json:"job_id,omitempty"`
+	Rank       int    `json:"rank,omitempty"`
+	Deployment string `json:"deployment,omitempty"`
+	Version    uint64 `json:"version,omitempty"`
+}
+
+// nodeUse adds up the ledger per node.
+func nodeUse(txn *raftfsm.Txn) (map[string]*NodeUse, error) {
+	use := map[string]*NodeUse{}
+	get := func(id string) *NodeUse {
+		if use[id] == nil {
+			use[id] = &NodeUse{GPUs: []GPUUse{}}
+		}
+		return use[id]
+	}
+	jobs, err := txn.JobAllocations()
+	if err != nil {
+		return nil, err
+	}
+	for _, j := range jobs {
+		u := get(j.NodeID)
+		u.CPU += j.CPU
+		u.MemoryMB += j.MemoryMB
+		for _, g := range j.GPUs {
+			u.GPUs = append(u.GPUs, GPUUse{Index: g, JobID: j.JobID, Rank: j.Rank})
+		}
+	}
+	replicas, err := txn.Allocations()
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range replicas {
+		if r.State == structs.AllocFailed {
+			continue
+		}
+		u := get(r.NodeID)
+		u.MemoryMB += r.MemoryMB
+		for _, g := range r.GPUs {
+			u.GPUs = append(u.GPUs, GPUUse{Index: g, Deployment: r.Deployment, Version: r.Version})
+		}
+	}
+	for _, u := range use {
+		slices.SortFunc(u.GPUs, func(x, y GPUUse) int { return cmp.Compare(x.Index, y.Index) })
+	}
+	return use, nil
 }
 
 func (a *Agent) handleNodes(w http.ResponseWriter, r *http.Request) {
@@ -103,6 +167,11 @@ func (a *Agent) handleNodes(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	use, err := nodeUse(txn)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
 	status := map[string]string{}
 	for _, m := range a.gossip.all() {
 		status[m.Meta.ID] = m.Status
@@ -113,7 +182,11 @@ func (a *Agent) handleNodes(w http.ResponseWriter, r *http.Request) {
 		if s == "" {
 			s = "unknown"
 		}
-		out = append(out, NodeResponse{Node: *n, Status: s})
+		nr := NodeResponse{Node: *n, Status: s, Use: NodeUse{GPUs: []GPUUse{}}}
+		if u := use[n.ID]; u != nil {
+			nr.Use = *u
+		}
+		out = append(out, nr)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"items": out})
 }

@@ -1,8 +1,13 @@
 package node
 
 import (
+	"fmt"
 	"net/url"
 	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kilnml/kiln/raftfsm/structs"
 )
 
 // The dashboard's data pages (ui_endpoint.go has the frame): datasets,
@@ -24,8 +29,98 @@ func (a *Agent) uiData(q *uiReq) (string, error) {
 	if err := q.api("GET", "/v1/feature-views?limit="+strconv.Itoa(uiPageSize), nil, &views); err != nil && !isForbidden(err) {
 		return "", err
 	}
+	now := time.Now()
+	for _, v := range views.Items {
+		v["freshness"] = viewFreshness(v, now)
+	}
+	for _, s := range sources.Items {
+		if at, err := time.Parse(time.RFC3339Nano, fmt.Sprint(s["last_ingest_at"])); err == nil && at.Year() > 1 {
+			s["lag"] = now.Sub(at).Round(time.Second).String()
+		}
+	}
 	q.view.Data = map[string]any{"Datasets": datasets.Items, "Sources": sources.Items, "Views": views.Items}
 	return "data", nil
+}
+
+// freshness is how current a feature view is: the age of its newest value
+// against its TTL (a value older than the TTL reads as no value).
+type freshness struct {
+	Lag   string // age of the newest value, "" with none
+	State string // fresh, stale (lag past the TTL), no TTL, or empty
+}
+
+func viewFreshness(v map[string]any, now time.Time) freshness {
+	newest, err := time.Parse(time.RFC3339Nano, fmt.Sprint(v["newest_value_at"]))
+	if err != nil || newest.Year() <= 1 {
+		return freshness{State: "empty"}
+	}
+	lag := now.Sub(newest)
+	f := freshness{Lag: lag.Round(time.Second).String(), State: "no TTL"}
+	if ttl, _ := v["ttl"].(string); ttl != "" {
+		if d, err := structs.ParseSpan(ttl); err == nil && d > 0 {
+			f.State = "fresh"
+			if lag > d {
+				f.State = "stale"
+			}
+		}
+	}
+	return f
+}
+
+// uiFeatureView shows a feature view, its freshness, and a lookup box: the
+// entity's join keys as a form (GET, a read) whose answer is an online
+// read of every feature of the view, as POST /v1/features/online gives it.
+func (a *Agent) uiFeatureView(q *uiReq) (string, error) {
+	name := q.r.PathValue("name")
+	path := "/v1/feature-views/" + url.PathEscape(name)
+	q.view.Title, q.view.Nav, q.view.API = "Feature view "+name, "data", path
+	var view map[string]any
+	if err := q.api("GET", path, nil, &view); err != nil {
+		return "", err
+	}
+	var entity struct {
+		JoinKeys []string `json:"join_keys"`
+	}
+	if err := q.api("GET", "/v1/entities/"+url.PathEscape(fmt.Sprint(view["entity"])), nil, &entity); err != nil {
+		return "", err
+	}
+	in := q.r.URL.Query()
+	keys := make([]map[string]string, len(entity.JoinKeys))
+	asked := map[string]string{}
+	for i, k := range entity.JoinKeys {
+		keys[i] = map[string]string{"Name": k, "Value": in.Get(k)}
+		if v := in.Get(k); v != "" {
+			asked[k] = v
+		}
+	}
+	data := map[string]any{"View": view, "Freshness": viewFreshness(view, time.Now()), "Keys": keys}
+	if len(asked) > 0 {
+		var answer struct {
+			Features []string `json:"features"`
+			Rows     []struct {
+				Values     map[string]any `json:"values"`
+				Timestamps map[string]any `json:"timestamps"`
+			} `json:"rows"`
+		}
+		err := q.api("POST", "/v1/features/online", map[string]any{"features": []string{name + ":*"}, "entities": asked}, &answer)
+		switch {
+		case err != nil:
+			data["LookupError"] = err.Error()
+		case len(answer.Rows) == 1:
+			var found []map[string]any
+			for _, f := range answer.Features {
+				feature := f
+				if _, after, ok := strings.Cut(f, ":"); ok {
+					feature = after
+				}
+				found = append(found, map[string]any{"Name": feature, "Value": answer.Rows[0].Values[f], "At": answer.Rows[0].Timestamps[f]})
+			}
+			data["Found"] = found
+		}
+		q.view.API = "/v1/features/online"
+	}
+	q.view.Data = data
+	return "feature_view", nil
 }
 
 // histBar is one bar of a column's histogram, laid out for SVG.

@@ -92,7 +92,7 @@ var uiPages = func() map[string]*template.Template {
 		"path": url.PathEscape,
 	}
 	pages := map[string]*template.Template{}
-	for _, p := range []string{"cluster", "models", "model", "jobs", "job", "pipelines", "pipeline", "pipeline_run", "monitoring", "monitor", "experiments", "experiment", "compare", "data", "dataset", "access", "login", "error"} {
+	for _, p := range []string{"cluster", "models", "model", "jobs", "job", "pipelines", "pipeline", "pipeline_run", "monitoring", "monitor", "experiments", "experiment", "compare", "tunings", "tuning", "data", "dataset", "feature_view", "access", "login", "error"} {
 		pages[p] = template.Must(template.New(p).Funcs(funcs).ParseFS(uiFiles, "ui/templates/layout.html", "ui/templates/"+p+".html"))
 	}
 	return pages
@@ -126,8 +126,11 @@ func (a *Agent) uiEndpoint() endpoint {
 		{pattern: "GET /ui/experiments", handler: a.uiPage(a.uiExperiments), need: needSession},
 		{pattern: "GET /ui/data", handler: a.uiPage(a.uiData), need: needSession},
 		{pattern: "GET /ui/data/datasets/{name}", handler: a.uiPage(a.uiDataset), need: needSession},
+		{pattern: "GET /ui/data/features/{name}", handler: a.uiPage(a.uiFeatureView), need: needSession},
 		{pattern: "GET /ui/experiments/{name}", handler: a.uiPage(a.uiExperiment), need: needSession},
 		{pattern: "GET /ui/experiments/{name}/compare", handler: a.uiPage(a.uiCompare), need: needSession},
+		{pattern: "GET /ui/tuning", handler: a.uiPage(a.uiTunings), need: needSession},
+		{pattern: "GET /ui/tuning/{id}", handler: a.uiPage(a.uiTuning), need: needSession},
 		{pattern: "GET /ui/monitoring/{name}", handler: a.uiPage(a.uiMonitor), need: needSession},
 		{pattern: "GET /ui/pipelines", handler: a.uiPage(a.uiPipelines), need: needSession},
 		{pattern: "GET /ui/pipelines/{name}", handler: a.uiPage(a.uiPipeline), need: needSession},
@@ -137,6 +140,7 @@ func (a *Agent) uiEndpoint() endpoint {
 		{pattern: "POST /ui/pipelines/{name}/runs/{id}/retry", handler: a.uiAction(a.uiPipelineAction("retry")), need: needSession},
 		{pattern: "GET /ui/jobs/{id}", handler: a.uiPage(a.uiJob), need: needSession},
 		{pattern: "POST /ui/jobs/{id}/cancel", handler: a.uiAction(a.uiJobCancel), need: needSession},
+		{pattern: "POST /ui/jobs/{id}/retry", handler: a.uiAction(a.uiJobRetry), need: needSession},
 	}}
 }
 
@@ -446,10 +450,58 @@ func (a *Agent) uiCluster(q *uiReq) (string, error) {
 	if err := q.api("GET", "/v1/nodes", nil, &nodes); err != nil {
 		return "", err
 	}
+	for _, n := range nodes.Items {
+		n["gpu_use"] = gpuUse(n)
+	}
 	peersErr := q.api("GET", "/v1/operator/raft/peers", nil, &peers)
 	q.view.Data = map[string]any{"Status": status, "Nodes": nodes.Items, "Peers": peers.Items, "PeersHidden": peersErr != nil,
 		"Events": q.recentEvents(30)}
 	return "cluster", nil
+}
+
+// uiGPU is one device of a node with what holds it, for the cluster page.
+type uiGPU struct {
+	Index    int
+	Model    string
+	MemoryMB int64
+	Held     string // "job ID rank N", "replica of NAME vN", or ""
+	Link     string // the holder's page
+}
+
+// gpuUse pairs a node's GPUs (resources.gpus) with their holders (use.gpus).
+func gpuUse(n map[string]any) []uiGPU {
+	var node struct {
+		Resources struct {
+			GPUs []structs.GPU `json:"gpus"`
+		} `json:"resources"`
+		Use NodeUse `json:"use"`
+	}
+	if remarshalJSON(n, &node) != nil {
+		return nil
+	}
+	out := make([]uiGPU, len(node.Resources.GPUs))
+	for i, g := range node.Resources.GPUs {
+		out[i] = uiGPU{Index: g.Index, Model: g.Model, MemoryMB: g.MemoryMB}
+		for _, u := range node.Use.GPUs {
+			switch {
+			case u.Index != g.Index:
+			case u.JobID != "":
+				out[i].Held, out[i].Link = fmt.Sprintf("job %s rank %d", u.JobID, u.Rank), "/ui/jobs/"+url.PathEscape(u.JobID)
+			default:
+				out[i].Held, out[i].Link = fmt.Sprintf("replica of %s v%d", u.Deployment, u.Version), "/ui/models/"+url.PathEscape(u.Deployment)
+			}
+		}
+	}
+	return out
+}
+
+// remarshalJSON decodes what the API answered as a map into a typed value.
+func remarshalJSON(in any, out any) error {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, out)
 }
 
 // uiEvent is one line of the cluster page's recent events.

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kilnml/kiln/cluster-tests/testutil"
 )
 
 // browser is a test client that keeps cookies and does not follow
@@ -235,13 +237,28 @@ func TestUI_Jobs(t *testing.T) {
 	acc := j["metrics"].(map[string]any)["accuracy"].(float64)
 	p.must(t, 200, "Job iris-softmax", "State history", "pending", "running", "succeeded",
 		"<td>accuracy</td><td>"+strconv.FormatFloat(acc, 'f', -1, 64)+"</td>", `href="/v1/jobs/`+id+`"`)
-	if strings.Contains(p.body, "Cancel the job") {
-		t.Error("a finished job offers a cancel")
+	if strings.Contains(p.body, "Cancel the job") || !strings.Contains(p.body, `action="/ui/jobs/`+id+`/retry"`) {
+		t.Error("a finished job offers a cancel, or no retry")
 	}
 	if !strings.Contains(p.body, `<figure class="chart">`) || !strings.Contains(p.body, `class="series">{"title":"accuracy by step","time":false,"xlabel":"step","x":[`) {
 		t.Errorf("no chart with data on the job page:\n%s", p.body)
 	}
 	b.do("GET", "/ui/jobs/01abcdefghjkmnpqrstvwxyz00", nil).must(t, 404)
+	// Retry: a form of the finished job's page submits it again, and the
+	// browser lands on the new job, which names the first.
+	if b.do("POST", "/ui/jobs/"+id+"/retry", url.Values{}).status != 403 {
+		t.Error("a retry without the CSRF token is not refused")
+	}
+	done := b.do("POST", "/ui/jobs/"+id+"/retry", url.Values{"csrf": {p.csrf(t)}})
+	loc := done.header.Get("Location")
+	if done.status != http.StatusSeeOther || !strings.HasPrefix(loc, "/ui/jobs/") || loc == "/ui/jobs/"+id {
+		t.Fatalf("retry: %d to %q", done.status, loc)
+	}
+	retry := waitJob(t, a, strings.TrimPrefix(loc, "/ui/jobs/"))
+	if retry["retry_of"] != id || retry["state"] != "succeeded" {
+		t.Fatalf("the retried job: %v", retry)
+	}
+	b.do("GET", loc, nil).must(t, 200, "Retry of", `href="/ui/jobs/`+id+`"`)
 }
 
 // TestUI_AccessPage: tokens and policies without secrets for a token that
@@ -426,7 +443,7 @@ func mustJSON(t *testing.T, v any) string {
 	return string(b)
 }
 
-// TestUI_LivePages: the cluster and jobs pages poll themselves through
+// TestUI_LivePages: the cluster, jobs and monitoring pages poll themselves through
 // htmx, and an htmx request gets the page's content alone.
 func TestUI_LivePages(t *testing.T) {
 	a := testNode(t)
@@ -444,6 +461,7 @@ func TestUI_LivePages(t *testing.T) {
 	if resp.StatusCode != 200 || strings.Contains(string(body), "<html") || !strings.Contains(string(body), "No jobs yet") {
 		t.Fatalf("an htmx refresh: %d\n%s", resp.StatusCode, body)
 	}
+	b.do("GET", "/ui/monitoring", nil).must(t, 200, `<div id="live" hx-get="/ui/monitoring"`, `src="/ui/static/kiln.js"`)
 	if p := b.do("GET", "/ui/models", nil); strings.Contains(p.body, `id="live"`) {
 		t.Error("the models page polls")
 	}
@@ -492,4 +510,87 @@ func TestUI_Events(t *testing.T) {
 	mustStatus(t, call(t, a, "GET", "/v1/events?limit=0", ""), 400, "limit 0")
 	p := newBrowser(t, a).do("GET", "/ui/", nil)
 	p.must(t, 200, "Recent events", a.cfg.NodeName+" became the leader", "deployment iris changed")
+}
+
+// TestUI_Tuning: the studies page lists a tuning, and its page shows every
+// trial with its parameter, state and the value the API reports, the best
+// linked, and a chart of the values.
+func TestUI_Tuning(t *testing.T) {
+	a := testNode(t)
+	waitLeader(t, a)
+	waitRegistered(t, a)
+	if r := pushDataset(t, a, "iris", "", readTestdata(t, irisCSV)); r.status != 201 {
+		t.Fatalf("push: %d %v", r.status, r.body)
+	}
+	b := newBrowser(t, a)
+	b.do("GET", "/ui/tuning", nil).must(t, 200, "No tuning studies")
+	id, tu := runTuning(t, a, irisTuning("l2-search", ""))
+	b.do("GET", "/ui/tuning", nil).must(t, 200, `href="/ui/tuning/`+id+`">l2-search</a>`, "succeeded", "2 of 2")
+	want := []string{"<th scope=\"col\">l2</th>", `<figure class="chart">`, "/v1/tuning/" + id, `href="/ui/jobs/` + tu["best_job"].(string) + `">`}
+	for _, tr := range tu["trials"].([]any) {
+		tr := tr.(map[string]any)
+		want = append(want, "<code>"+tr["job_id"].(string)+"</code>", "<td>"+strconv.FormatFloat(tr["value"].(float64), 'g', 6, 64)+"</td>")
+	}
+	p := b.do("GET", "/ui/tuning/"+id, nil)
+	p.must(t, 200, want...)
+	if strings.Contains(p.body, `id="live"`) {
+		t.Error("a finished study's page still polls")
+	}
+	b.do("GET", "/ui/tuning/nosuch", nil).must(t, 400, `id &#34;nosuch&#34; is not an ID`)
+}
+
+// TestUI_FeatureView: the data page shows each view's last write, newest
+// value and freshness against its TTL, and the view's lookup box runs an
+// online read.
+func TestUI_FeatureView(t *testing.T) {
+	a := testNode(t)
+	waitLeader(t, a)
+	featureSetup(t, a)
+	b := newBrowser(t, a)
+	b.do("GET", "/ui/data", nil).must(t, 200, `href="/ui/data/features/txn_stats">txn_stats</a>`, `<span class="state empty">empty</span>`)
+	// A value from January is past the view's 24 h TTL.
+	res := call(t, a, "POST", "/v1/sources/txns/records", `{"user_id": 1, "ts": "2026-01-01T10:00:00Z", "amount": 10.5, "country": "fr"}`)
+	mustStatus(t, res, 200, "push")
+	v := call(t, a, "GET", "/v1/feature-views/txn_stats", "")
+	if v.body["newest_value_at"] != "2026-01-01T10:00:00Z" || v.body["last_write_at"] == nil || v.body["rows"] != 1.0 {
+		t.Fatalf("view after one push: %s", v.raw)
+	}
+	b.do("GET", "/ui/data", nil).must(t, 200, "2026-01-01 10:00:00 UTC", `<span class="state stale">stale</span>`)
+	b.do("GET", "/ui/data/features/txn_stats?user_id=1", nil).must(t, 200, `<span class="state stale">stale</span>`,
+		`name="user_id" value="1"`, "no value (none written, or older than the TTL)", "/v1/features/online")
+	res = call(t, a, "POST", "/v1/sources/txns/records", `{"user_id": 2, "ts": "`+nowRFC3339()+`", "amount": 3.5, "country": "it"}`)
+	mustStatus(t, res, 200, "push")
+	b.do("GET", "/ui/data", nil).must(t, 200, `<span class="state fresh">fresh</span>`)
+	b.do("GET", "/ui/data/features/txn_stats?user_id=2", nil).must(t, 200, `<span class="state fresh">fresh</span>`,
+		"<td>amount</td><td>3.5</td>", "<td>country</td><td>it</td>", "<td>amount_cents</td><td>350</td>")
+	b.do("GET", "/ui/data/features/txn_stats?user_id=x%1f", nil).must(t, 200, `role="alert"`)
+	b.do("GET", "/ui/data/features/nosuch", nil).must(t, 404, "nosuch")
+}
+
+// TestUI_ClusterUse: the nodes API and the cluster page show what a running
+// job holds of its node: CPU, memory and the GPU, linked to the job.
+func TestUI_ClusterUse(t *testing.T) {
+	a := testNode(t, withExec, func(c *Config) { c.GPUs = []GPUDecl{{Model: "T4", MemoryMB: 16384, Count: 2}} })
+	waitLeader(t, a)
+	waitRegistered(t, a)
+	r := call(t, a, "POST", "/v1/jobs", `{"name": "holder", "trainer": {"kind": "process", "command": ["/bin/sh", "-c", "exec sleep 60"]},
+		"resources": {"cpu": 0.5, "memory_mb": 64, "gpus": 1}}`)
+	mustStatus(t, r, 201, "submit")
+	id := r.body["id"].(string)
+	t.Cleanup(func() {
+		call(t, a, "POST", "/v1/jobs/"+id+"/cancel", "")
+		waitJob(t, a, id)
+	})
+	testutil.WaitFor(t, 20*time.Second, func() error {
+		n := call(t, a, "GET", "/v1/nodes", "")
+		use := n.body["items"].([]any)[0].(map[string]any)["use"].(map[string]any)
+		gpus := use["gpus"].([]any)
+		if use["cpu"] != 0.5 || use["memory_mb"] != 64.0 || len(gpus) != 1 || gpus[0].(map[string]any)["job_id"] != id {
+			return fmt.Errorf("use %v", use)
+		}
+		return nil
+	})
+	b := newBrowser(t, a)
+	b.do("GET", "/ui/", nil).must(t, 200, "<td>0.5 of ", "<td>64 of ",
+		`MiB: <a href="/ui/jobs/`+id+`">job `+id+` rank 0</a>`, "#1 T4 16384 MiB: free")
 }

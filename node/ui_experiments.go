@@ -1,6 +1,8 @@
 package node
 
 import (
+	"encoding/json"
+	"fmt"
 	"net/url"
 	"slices"
 	"strconv"
@@ -191,4 +193,79 @@ func millis(v any) float64 {
 		return f
 	}
 	return 0
+}
+
+// uiTunings lists tuning studies, newest first, with their best trial.
+func (a *Agent) uiTunings(q *uiReq) (string, error) {
+	q.view.Title, q.view.Nav, q.view.API, q.view.Live = "Tuning studies", "experiments", "/v1/tuning", true
+	var list struct {
+		Items []map[string]any `json:"items"`
+	}
+	if err := q.api("GET", "/v1/tuning", nil, &list); err != nil {
+		return "", err
+	}
+	slices.Reverse(list.Items)
+	if len(list.Items) > uiPageSize {
+		list.Items = list.Items[:uiPageSize]
+	}
+	q.view.Data = map[string]any{"Studies": list.Items}
+	return "tunings", nil
+}
+
+// uiTuning shows one study: its search, each trial's parameters, state and
+// value, and the early-stopping decisions, with a chart of the value by
+// trial.
+func (a *Agent) uiTuning(q *uiReq) (string, error) {
+	id := q.r.PathValue("id")
+	path := "/v1/tuning/" + url.PathEscape(id)
+	q.view.Title, q.view.Nav, q.view.API = "Tuning "+id, "experiments", path
+	var body json.RawMessage
+	if err := q.api("GET", path, nil, &body); err != nil {
+		return "", err
+	}
+	var raw map[string]any
+	var study struct {
+		State  string `json:"state"`
+		Trials []struct {
+			Index        int            `json:"index"`
+			JobID        string         `json:"job_id"`
+			Params       map[string]any `json:"params"`
+			State        string         `json:"state"`
+			Value        *float64       `json:"value"`
+			StoppedEarly bool           `json:"stopped_early"`
+			StopReason   string         `json:"stop_reason"`
+		} `json:"trials"`
+	}
+	if err := json.Unmarshal(body, &raw); err != nil {
+		return "", err
+	}
+	if err := json.Unmarshal(body, &study); err != nil {
+		return "", err
+	}
+	if spec, ok := raw["spec"].(map[string]any); ok && spec["name"] != nil {
+		q.view.Title = fmt.Sprintf("Tuning %v", spec["name"])
+	}
+	q.view.Live = study.State == "running"
+	var params []string
+	chart := uiChart{Title: "Trial values", XLabel: "trial", Series: []uiSeries{{Label: "value"}}}
+	stopped := 0
+	for _, tr := range study.Trials {
+		for k := range tr.Params {
+			if !slices.Contains(params, k) {
+				params = append(params, k)
+			}
+		}
+		if tr.StoppedEarly {
+			stopped++
+		}
+		chart.X = append(chart.X, float64(tr.Index))
+		chart.Series[0].Values = append(chart.Series[0].Values, tr.Value)
+	}
+	slices.Sort(params)
+	var charts []uiChart
+	if len(chart.X) > 0 {
+		charts = append(charts, chart)
+	}
+	q.view.Data = map[string]any{"Study": raw, "Trials": study.Trials, "Params": params, "Stopped": stopped, "Charts": charts}
+	return "tuning", nil
 }

@@ -86,3 +86,15 @@ func (a *Agent) uiJobCancel(q *uiReq) error {
 	http.Redirect(q.w, q.r, "/ui/jobs/"+url.PathEscape(id), http.StatusSeeOther)
 	return nil
 }
+
+// uiJobRetry submits a finished job again and shows the new job.
+func (a *Agent) uiJobRetry(q *uiReq) error {
+	var j struct {
+		ID string `json:"id"`
+	}
+	if err := q.api("POST", "/v1/jobs/"+url.PathEscape(q.r.PathValue("id"))+"/retry", nil, &j); err != nil {
+		return err
+	}
+	http.Redirect(q.w, q.r, "/ui/jobs/"+url.PathEscape(j.ID), http.StatusSeeOther)
+	return nil
+}

@@ -40,7 +40,7 @@ func (c uiChart) Rows() [][]*float64 {
 // uiMonitoring lists the monitors and the alerts, firing and resolved,
 // with the actions they took.
 func (a *Agent) uiMonitoring(q *uiReq) (string, error) {
-	q.view.Title, q.view.Nav, q.view.API = "Monitoring", "monitoring", "/v1/alerts"
+	q.view.Title, q.view.Nav, q.view.API, q.view.Live = "Monitoring", "monitoring", "/v1/alerts", true
 	var monitors, alerts struct {
 		Items []map[string]any `json:"items"`
 	}
@@ -60,7 +60,7 @@ func (a *Agent) uiMonitoring(q *uiReq) (string, error) {
 func (a *Agent) uiMonitor(q *uiReq) (string, error) {
 	name := q.r.PathValue("name")
 	path := "/v1/monitors/" + url.PathEscape(name) + "/drift"
-	q.view.Title, q.view.Nav, q.view.API = "Monitoring "+name, "monitoring", path
+	q.view.Title, q.view.Nav, q.view.API, q.view.Live = "Monitoring "+name, "monitoring", path, true
 	var monitor map[string]any
 	if err := q.api("GET", "/v1/monitors/"+url.PathEscape(name), nil, &monitor); err != nil {
 		return "", err

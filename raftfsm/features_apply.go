@@ -422,6 +422,10 @@ func applySourceIngest(tx *applyTxn, body []byte) (interface{}, error) {
 		}
 		v.Rows++
 		r.Seq = v.Rows
+		v.LastWriteAt = req.At
+		if t := r.Time(); t.After(v.NewestValueAt) {
+			v.NewestValueAt = t
+		}
 		seqs[i] = r.Seq
 		if err := tx.put(featureValueKey(r), r); err != nil {
 			return nil, err
@@ -582,6 +586,7 @@ func applyFeatureViewPut(tx *applyTxn, body []byte) (interface{}, error) {
 			return nil, structs.Errorf(structs.CodeConflict, "feature view %q holds values of entity %q; delete it to change its entity", v.Name, old.Entity)
 		}
 		v.CreatedAt, v.CreateIndex, v.Rows = old.CreatedAt, old.CreateIndex, old.Rows
+		v.LastWriteAt, v.NewestValueAt = old.LastWriteAt, old.NewestValueAt
 	} else {
 		if err := tx.noValuesLeft(v.Name); err != nil {
 			return nil, err

@@ -70,9 +70,26 @@ func applyJobSubmit(tx *applyTxn, body []byte) (interface{}, error) {
 	if err := decodeBody(structs.JobSubmitType, body, &req); err != nil {
 		return nil, err
 	}
+	if req.RetryOf != "" {
+		var old structs.Job
+		if found, err := tx.get(jobKey(req.RetryOf), &old); err != nil {
+			return nil, err
+		} else if !found {
+			return nil, structs.Errorf(structs.CodeNotFound, "job %q not found", req.RetryOf)
+		}
+		if !old.Terminal() {
+			return nil, structs.Errorf(structs.CodeConflict, "job %s is %s: only a finished job is retried; cancel it first", req.RetryOf, old.State)
+		}
+	}
 	j, err := tx.submitJob(req.ID, req.Spec, req.SubmittedAt)
 	if err != nil {
 		return nil, err
+	}
+	if req.RetryOf != "" {
+		j.RetryOf = req.RetryOf
+		if err := tx.put(jobKey(j.ID), j); err != nil {
+			return nil, err
+		}
 	}
 	return utcJob(j), nil
 }

@@ -39,13 +39,14 @@ const jobFollowFailures = 10
 
 func jobsCommands() map[string]*command {
 	return map[string]*command{
-		"jobs":        groupCommand("Submit and follow training jobs", "kiln jobs <submit|list|status|logs|watch|cancel>"),
+		"jobs":        groupCommand("Submit and follow training jobs", "kiln jobs <submit|list|status|logs|watch|cancel|retry>"),
 		"jobs submit": jobsSubmitCommand(),
 		"jobs list":   jobsListCommand(),
 		"jobs status": jobsStatusCommand(),
 		"jobs logs":   jobsLogsCommand(),
 		"jobs watch":  jobsWatchCommand(),
 		"jobs cancel": jobsCancelCommand(),
+		"jobs retry":  jobsRetryCommand(),
 	}
 }
 
@@ -654,6 +655,33 @@ func jobsCancelCommand() *command {
 		if !jobTerminal(j) {
 			fmt.Println("Its nodes are stopping it; kiln jobs watch " + str(j["id"]) + " follows it to the end.")
 		}
+		return 0
+	}}
+}
+
+func jobsRetryCommand() *command {
+	usage := `Usage: kiln jobs retry [flags] ID
+
+  Submits a finished job (failed, cancelled, lost or succeeded) again, as a
+  new job with the same spec and the same dataset version, and prints the
+  new job's ID and state; its retry_of names ID. A job that has not
+  finished is refused: cancel it first.` + jobsConnUsage
+	return &command{synopsis: "Submit a finished training job again", help: usage, run: func(args []string) int {
+		fs, cf := newClientFlags("jobs retry")
+		c, err := connect(fs, cf, args, 1, usage)
+		if err != nil {
+			return fail(err)
+		}
+		var j map[string]any
+		if err := c.do("POST", jobPath(fs.Arg(0), "/retry"), nil, &j); err != nil {
+			return fail(err)
+		}
+		if cf.format == "json" {
+			printJSON(j)
+			return 0
+		}
+		printTable(jobSubmitHeaders, [][]string{jobSubmitRow(j)})
+		fmt.Println("kiln jobs watch " + str(j["id"]) + " follows it.")
 		return 0
 	}}
 }

@@ -716,3 +716,20 @@ func TestJobsSubmitHelp_ExampleParses(t *testing.T) {
 		t.Errorf("the help's example reads as %+v", spec)
 	}
 }
+
+func TestJobsRetry_PostsToRetryPath(t *testing.T) {
+	srv, got := recordingServer(t, func(w http.ResponseWriter, _ request) {
+		writeJSONReply(w, 201, jobRecord("pending", map[string]any{"id": "01NEWJOB", "retry_of": "01JOBID"}))
+	})
+	var code int
+	out, errOut := captureOutput(t, func() { code = run([]string{"jobs", "retry", "-address", srv.URL, "01JOBID"}) })
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	if reqs := got(); len(reqs) != 1 || reqs[0].Method != "POST" || reqs[0].Path != "/v1/jobs/01JOBID/retry" {
+		t.Errorf("requests %+v, want one POST /v1/jobs/01JOBID/retry", reqs)
+	}
+	if !hasLine(out, []string{"01NEWJOB", "iris-softmax", "pending"}) || !strings.Contains(out, "kiln jobs watch 01NEWJOB") {
+		t.Errorf("output lacks the new job:\n%s", out)
+	}
+}

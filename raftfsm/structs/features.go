@@ -185,6 +185,11 @@ type FeatureView struct {
 	// values of one entity with one timestamp are read in the order they
 	// were written.
 	Rows uint64 `msgpack:"rows" json:"rows"`
+	// LastWriteAt is when the last batch with values of the view was
+	// committed, and NewestValueAt the newest value timestamp it holds:
+	// how fresh the view is (the dashboard's lag against TTL).
+	LastWriteAt   time.Time `msgpack:"last_write_at,omitempty" json:"last_write_at,omitzero"`
+	NewestValueAt time.Time `msgpack:"newest_value_at,omitempty" json:"newest_value_at,omitzero"`
 }
 
 // TTLDuration is the parsed TTL, 0 for none.

@@ -356,11 +356,13 @@ type Job struct {
 	Metrics         map[string]float64 `msgpack:"metrics,omitempty" json:"metrics,omitempty"`
 	RunID           string             `msgpack:"run_id" json:"run_id"`
 	ModelVersion    uint64             `msgpack:"model_version,omitempty" json:"model_version,omitempty"`
-	SubmittedAt     time.Time          `msgpack:"submitted_at" json:"submitted_at"`
-	StartedAt       time.Time          `msgpack:"started_at,omitempty" json:"started_at,omitempty"`
-	FinishedAt      time.Time          `msgpack:"finished_at,omitempty" json:"finished_at,omitempty"`
-	CreateIndex     uint64             `msgpack:"create_index" json:"create_index"`
-	ModifyIndex     uint64             `msgpack:"modify_index" json:"modify_index"`
+	// RetryOf is the finished job this one retries, with its spec.
+	RetryOf     string    `msgpack:"retry_of,omitempty" json:"retry_of,omitempty"`
+	SubmittedAt time.Time `msgpack:"submitted_at" json:"submitted_at"`
+	StartedAt   time.Time `msgpack:"started_at,omitempty" json:"started_at,omitempty"`
+	FinishedAt  time.Time `msgpack:"finished_at,omitempty" json:"finished_at,omitempty"`
+	CreateIndex uint64    `msgpack:"create_index" json:"create_index"`
+	ModifyIndex uint64    `msgpack:"modify_index" json:"modify_index"`
 }
 
 // Terminal reports whether the job will not change state again.
@@ -377,6 +379,9 @@ type JobSubmitRequest struct {
 	ID          string    `msgpack:"id"`
 	Spec        JobSpec   `msgpack:"spec"`
 	SubmittedAt time.Time `msgpack:"submitted_at"`
+	// RetryOf names a finished job this one retries; the apply refuses it
+	// unless that job has finished.
+	RetryOf string `msgpack:"retry_of,omitempty"`
 }
 
 // JobPlacement places one pending job: all its members at once.
