@@ -51,8 +51,10 @@ type Agent struct {
 	models *formats.Loader
 	// api is the HTTP API's handler; the dashboard calls it in-process.
 	api http.Handler
-	// series keeps the serving time series the dashboard charts.
+	// series keeps the serving time series the dashboard charts, and
+	// gpus this node's GPU readings.
 	series timeSeries
+	gpus   gpuSeries
 	// events keeps what this node saw happen to the cluster (events.go).
 	events    *eventRing
 	trans     *transport.Transport

@@ -145,6 +145,21 @@ func TestParseNvidiaSMI(t *testing.T) {
 	}
 }
 
+func TestParseNvidiaSMIUse(t *testing.T) {
+	use, err := parseNvidiaSMIUse("0, 87, 30000\n1, [N/A], [N/A]\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(use) != 2 || use[0].UtilPct == nil || *use[0].UtilPct != 87 || use[0].MemoryUsedMB != 30000 || use[1].UtilPct != nil || use[1].Index != 1 {
+		t.Errorf("got %+v", use)
+	}
+	for _, bad := range []string{"0, 87\n", "x, 87, 3\n"} {
+		if _, err := parseNvidiaSMIUse(bad); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
 func TestFingerprint_DeclaredGPUs(t *testing.T) {
 	res := Fingerprint([]GPUDecl{{Model: "T4", MemoryMB: 16384, Count: 2}}, "n1")
 	if res.CPUCores < 1 {

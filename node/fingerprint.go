@@ -77,18 +77,24 @@ func memTotalMB() int64 {
 // nvidiaSMIGPUs asks nvidia-smi, for machines where NVML cannot be loaded from this
 // binary (e.g. a static build) but the tool is installed.
 func nvidiaSMIGPUs() ([]structs.GPU, error) {
+	out, err := nvidiaSMI("index,uuid,name,memory.total", 10*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	return parseNvidiaSMI(out)
+}
+
+// nvidiaSMI runs nvidia-smi --query-gpu=fields as CSV without header or
+// units.
+func nvidiaSMI(fields string, timeout time.Duration) (string, error) {
 	path, err := exec.LookPath("nvidia-smi")
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, path,
-		"--query-gpu=index,uuid,name,memory.total", "--format=csv,noheader,nounits").Output()
-	if err != nil {
-		return nil, err
-	}
-	return parseNvidiaSMI(string(out))
+	out, err := exec.CommandContext(ctx, path, "--query-gpu="+fields, "--format=csv,noheader,nounits").Output()
+	return string(out), err
 }
 
 // parseNvidiaSMI parses lines of "index, uuid, name, memory_mib".

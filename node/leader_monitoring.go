@@ -238,7 +238,7 @@ func (l *monitoringLeader) env(ctx context.Context, r *structs.AlertRule, now ti
 		key := d + "/" + r.Spec.Window
 		p, ok := cache[key]
 		if !ok {
-			p = l.a.performance(ctx, d, r.Spec.WindowSpan())
+			p = l.a.performance(ctx, d, r.Spec.WindowSpan(), 0)
 			cache[key] = p
 		}
 		if p.All != nil {

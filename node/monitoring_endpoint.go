@@ -690,20 +690,27 @@ type labeledVersion struct {
 	Width  int    `msgpack:"width"`
 	Out    []byte `msgpack:"out"`
 	Labels []byte `msgpack:"labels"`
+	// Times holds each row's log time (Unix nanoseconds, as float64s like
+	// Out), for performance over time. A node of an older version sends
+	// none: its rows count in the window's scores only.
+	Times []byte `msgpack:"times,omitempty"`
 }
 
 type labeledReply struct {
 	Versions map[uint64]*labeledVersion `msgpack:"versions"`
 }
 
+// maxPerformanceSteps bounds the steps of GET .../performance?step=.
+const maxPerformanceSteps = 500
+
 // maxLabeledRows bounds the labelled rows one node sends for a window.
 const maxLabeledRows = 1_000_000
 
 func (a *Agent) localLabeled(args *logRange) (*labeledReply, error) {
 	out := &labeledReply{Versions: map[uint64]*labeledVersion{}}
-	outs, labels := map[uint64][]float64{}, map[uint64][]float64{}
+	outs, labels, times := map[uint64][]float64{}, map[uint64][]float64{}, map[uint64][]float64{}
 	rows := 0
-	err := a.monitoring.log.Labeled(args.Deployment, time.Unix(0, args.From), time.Unix(0, args.To), func(version uint64, o ml.Tensor, l []float64) {
+	err := a.monitoring.log.Labeled(args.Deployment, time.Unix(0, args.From), time.Unix(0, args.To), func(version uint64, at time.Time, o ml.Tensor, l []float64) {
 		if rows >= maxLabeledRows || len(l) == 0 || o.Len()%len(l) != 0 {
 			return
 		}
@@ -718,10 +725,13 @@ func (a *Agent) localLabeled(args *logRange) (*labeledReply, error) {
 		}
 		outs[version] = append(outs[version], o.Data...)
 		labels[version] = append(labels[version], l...)
+		for range l {
+			times[version] = append(times[version], float64(at.UnixNano()))
+		}
 		rows += len(l)
 	})
 	for v, lv := range out.Versions {
-		lv.Out, lv.Labels = floatBytes(outs[v]), floatBytes(labels[v])
+		lv.Out, lv.Labels, lv.Times = floatBytes(outs[v]), floatBytes(labels[v]), floatBytes(times[v])
 	}
 	return out, err
 }
@@ -757,19 +767,37 @@ type performanceReport struct {
 	// name this deployment, or none.
 	Unmatched    int `json:"unmatched"`
 	NodesMissing int `json:"nodes_missing"`
+	// Series, with ?step=, scores each step of the window on its own,
+	// oldest first; a step without labelled rows has no versions.
+	Series []performanceStep `json:"series,omitempty"`
+}
+
+// performanceStep is one step of the window: the rows logged in [from,
+// from+step), scored per version.
+type performanceStep struct {
+	From     time.Time            `json:"from"`
+	Versions []VersionPerformance `json:"versions"`
 }
 
 // performance scores the labelled predictions of deployment in the last
-// window, per version and over all of them.
-func (a *Agent) performance(ctx context.Context, deployment string, window time.Duration) *performanceReport {
+// window, per version and over all of them; with step > 0, also each step
+// of the window on its own (the steps end at now).
+func (a *Agent) performance(ctx context.Context, deployment string, window, step time.Duration) *performanceReport {
 	now := time.Now()
-	args := &logRange{Deployment: deployment, From: now.Add(-window).UnixNano(), To: now.Add(time.Second).UnixNano()}
+	from := now.Add(-window)
+	args := &logRange{Deployment: deployment, From: from.UnixNano(), To: now.Add(time.Second).UnixNano()}
 	replies, missing := fanOut(ctx, a, rpcLogLabeled, args, fanOutTimeout, func() (*labeledReply, error) { return a.localLabeled(args) })
 	type acc struct {
 		width     int
 		out, want []float64
 	}
 	byVersion := map[uint64]*acc{}
+	nSteps := 0
+	if step > 0 {
+		nSteps = int((window + step - 1) / step)
+	}
+	// byStep[i][v]: the rows of version v logged in step i.
+	byStep := make([]map[uint64]*acc, nSteps)
 	for _, rep := range replies {
 		for v, lv := range rep.Versions {
 			ac := byVersion[v]
@@ -780,8 +808,29 @@ func (a *Agent) performance(ctx context.Context, deployment string, window time.
 			if ac.width != lv.Width {
 				continue
 			}
-			ac.out = append(ac.out, bytesFloats(lv.Out)...)
-			ac.want = append(ac.want, bytesFloats(lv.Labels)...)
+			out, want := bytesFloats(lv.Out), bytesFloats(lv.Labels)
+			ac.out = append(ac.out, out...)
+			ac.want = append(ac.want, want...)
+			times := bytesFloats(lv.Times)
+			if nSteps == 0 || len(times) != len(want) {
+				continue
+			}
+			for r, at := range times {
+				i := int((int64(at) - from.UnixNano()) / int64(step))
+				if i < 0 || i >= nSteps {
+					continue
+				}
+				if byStep[i] == nil {
+					byStep[i] = map[uint64]*acc{}
+				}
+				sa := byStep[i][v]
+				if sa == nil {
+					sa = &acc{width: lv.Width}
+					byStep[i][v] = sa
+				}
+				sa.out = append(sa.out, out[r*lv.Width:(r+1)*lv.Width]...)
+				sa.want = append(sa.want, want[r])
+			}
 		}
 	}
 	width := max(a.deploymentOutWidth(deployment), 1)
@@ -802,6 +851,13 @@ func (a *Agent) performance(ctx context.Context, deployment string, window time.
 	if len(all.want) > 0 {
 		s := score(0, task, classes, width, all.want, all.out)
 		rep.All = &s
+	}
+	for i, vs := range byStep {
+		ps := performanceStep{From: from.Add(time.Duration(i) * step).UTC(), Versions: []VersionPerformance{}}
+		for _, v := range slices.Sorted(maps.Keys(vs)) {
+			ps.Versions = append(ps.Versions, score(v, task, classes, vs[v].width, vs[v].want, vs[v].out))
+		}
+		rep.Series = append(rep.Series, ps)
 	}
 	pargs := &pendingArgs{Deployment: deployment}
 	pend, _ := fanOut(ctx, a, rpcLogPending, pargs, fanOutTimeout, func() (*pendingReply, error) { return a.localPending(pargs) })
@@ -874,11 +930,20 @@ func (a *Agent) handlePerformance(w http.ResponseWriter, r *http.Request) {
 		}
 		window = d
 	}
+	var step time.Duration
+	if s := r.URL.Query().Get("step"); s != "" {
+		d, err := structs.ParseSpan(s)
+		if err != nil || d <= 0 || d > window || window/d > maxPerformanceSteps {
+			writeError(w, structs.Errorf(structs.CodeInvalid, "step %q: give a duration no longer than the window (%s) and at least 1/%d of it, such as 1h", s, window, maxPerformanceSteps))
+			return
+		}
+		step = d
+	}
 	if err := a.deploymentExists(name); err != nil {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, a.performance(r.Context(), name, window))
+	writeJSON(w, http.StatusOK, a.performance(r.Context(), name, window, step))
 }
 
 // Monitors.

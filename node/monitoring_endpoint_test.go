@@ -122,6 +122,37 @@ func TestMonitoring_LogFeedbackPerformance(t *testing.T) {
 	if v["labeled"] != float64(75) || v["accuracy"].(float64) < 0.9 || v["f1"] == nil || v["auc"] == nil || v["logloss"] == nil {
 		t.Errorf("version 1's performance %v", v)
 	}
+	// Over time: six steps of ten minutes, oldest first, whose labelled
+	// rows add up to the window's, each scored on its own.
+	r = call(t, a, "GET", "/v1/deployments/iris/performance?window=1h&step=10m", "")
+	series, _ := r.body["series"].([]any)
+	if r.status != 200 || len(series) != 6 {
+		t.Fatalf("performance over time: %d %v", r.status, r.raw)
+	}
+	labeled, prev := 0.0, ""
+	for _, st := range series {
+		st := st.(map[string]any)
+		if from := st["from"].(string); from <= prev {
+			t.Errorf("steps out of order: %v after %v", from, prev)
+		} else {
+			prev = from
+		}
+		for _, sv := range st["versions"].([]any) {
+			sv := sv.(map[string]any)
+			labeled += sv["labeled"].(float64)
+			if sv["accuracy"] == nil {
+				t.Errorf("a step with rows has no accuracy: %v", sv)
+			}
+		}
+	}
+	if labeled != 75 {
+		t.Errorf("the steps hold %v labelled rows, want 75: %s", labeled, r.raw)
+	}
+	for _, q := range []string{"window=1h&step=2h", "window=1h&step=1s", "step=soon"} {
+		if r := call(t, a, "GET", "/v1/deployments/iris/performance?"+q, ""); r.status != 400 || !strings.Contains(r.raw, "step") {
+			t.Errorf("performance?%s: %d %s, want 400 naming step", q, r.status, r.raw)
+		}
+	}
 
 	// A label that arrives before its request is logged waits, and is
 	// joined once the request is served.

@@ -293,6 +293,7 @@ func (a *Agent) operatorEndpoint() endpoint {
 			{pattern: "GET /v1/status", handler: a.handleStatus, kind: n, need: needRead},
 			{pattern: "GET /v1/members", handler: a.handleMembers, kind: n, need: needRead},
 			{pattern: "GET /v1/nodes", handler: a.handleNodes, kind: n, need: needRead},
+			{pattern: "GET /v1/nodes/gpus/timeseries", handler: a.handleGPUSeries, kind: n, need: needRead},
 			{pattern: "GET /v1/events", handler: a.handleEvents, kind: n, need: needRead},
 			{pattern: "GET /metrics", handler: a.metricsHandler().ServeHTTP, kind: n, need: a.metricsNeed()},
 			{pattern: "GET /v1/operator/raft/peers", handler: a.handlePeers, kind: o, need: needRead},
@@ -304,8 +305,9 @@ func (a *Agent) operatorEndpoint() endpoint {
 			{pattern: "DELETE /v1/operator/keyring", handler: a.handleKeyring(keyringRemove), kind: o, need: needWrite},
 		},
 		rpcs: map[string]transport.Handler{
-			rpcKeyring: a.handleKeyringRPC,
-			rpcEvents:  a.handleEventsRPC,
+			rpcKeyring:   a.handleKeyringRPC,
+			rpcEvents:    a.handleEventsRPC,
+			rpcGPUSeries: a.handleGPUSeriesRPC,
 			rpcNodeStatus: func(ctx context.Context, dec transport.Decoder) (any, error) {
 				return &nodeStatusReply{
 					ID: a.id, AppliedIndex: a.fsm.AppliedIndex(), LastIndex: a.raft.LastIndex(), State: a.raft.State().String(),

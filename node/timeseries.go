@@ -31,25 +31,32 @@ type tsPoint struct {
 	Stats []serving.VersionStats `msgpack:"stats"`
 }
 
-type tsRing struct {
-	points [tsSlots]tsPoint
+// ring keeps the last tsSlots points of one series, each stamped with its
+// slot's time (unix seconds).
+type ring[T any] struct {
+	points [tsSlots]stamped[T]
 	next   int
 	n      int
 }
 
-func (r *tsRing) add(p tsPoint) {
-	r.points[r.next] = p
+type stamped[T any] struct {
+	at int64
+	v  T
+}
+
+func (r *ring[T]) add(at int64, v T) {
+	r.points[r.next] = stamped[T]{at, v}
 	r.next = (r.next + 1) % tsSlots
 	r.n = min(r.n+1, tsSlots)
 }
 
 // since returns the points at or after from, oldest first.
-func (r *tsRing) since(from int64) []tsPoint {
-	out := make([]tsPoint, 0, r.n)
+func (r *ring[T]) since(from int64) []T {
+	out := make([]T, 0, r.n)
 	for i := range r.n {
 		p := r.points[(r.next-r.n+i+tsSlots)%tsSlots]
-		if p.At >= from {
-			out = append(out, p)
+		if p.at >= from {
+			out = append(out, p.v)
 		}
 	}
 	return out
@@ -59,7 +66,7 @@ func (r *tsRing) since(from int64) []tsPoint {
 // readings they are differences of.
 type timeSeries struct {
 	mu    sync.Mutex
-	rings map[string]*tsRing
+	rings map[string]*ring[tsPoint]
 	last  map[string][]serving.VersionStats
 }
 
@@ -76,7 +83,7 @@ func (a *Agent) sampleTimeSeries(now time.Time) {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
 	if ts.rings == nil {
-		ts.rings, ts.last = map[string]*tsRing{}, map[string][]serving.VersionStats{}
+		ts.rings, ts.last = map[string]*ring[tsPoint]{}, map[string][]serving.VersionStats{}
 	}
 	at := now.Truncate(tsStep).Unix()
 	live := map[string]bool{}
@@ -97,10 +104,10 @@ func (a *Agent) sampleTimeSeries(now time.Time) {
 		}
 		r := ts.rings[d.Name]
 		if r == nil {
-			r = &tsRing{}
+			r = &ring[tsPoint]{}
 			ts.rings[d.Name] = r
 		}
-		r.add(p)
+		r.add(at, p)
 	}
 	for name := range ts.rings {
 		if !live[name] {
@@ -120,6 +127,7 @@ func (a *Agent) timeSeriesLoop() {
 			return
 		case now := <-t.C:
 			a.sampleTimeSeries(now)
+			a.sampleGPUs(now)
 		}
 	}
 }
@@ -166,14 +174,10 @@ func (a *Agent) handleTimeSeries(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	window := time.Hour
-	if s := r.URL.Query().Get("window"); s != "" {
-		d, err := time.ParseDuration(s)
-		if err != nil || d <= 0 || d > tsSlots*tsStep {
-			writeError(w, structs.Errorf(structs.CodeInvalid, "window must be a duration from 10s to 1h, not %q", s))
-			return
-		}
-		window = d
+	window, err := seriesWindow(r)
+	if err != nil {
+		writeError(w, err)
+		return
 	}
 	args := tsArgs{Deployment: name, From: time.Now().Add(-window).Truncate(tsStep).Unix()}
 	parts, missing := fanOut(r.Context(), a, rpcTimeSeries, &args, 5*time.Second, func() ([]tsPoint, error) {
@@ -201,6 +205,20 @@ func (a *Agent) handleTimeSeries(w http.ResponseWriter, r *http.Request) {
 		out = append(out, p)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"deployment": name, "step_seconds": step, "points": out, "nodes_missing": missing})
+}
+
+// seriesWindow reads ?window= of a ring's time series: the last hour by
+// default, at most what the ring holds.
+func seriesWindow(r *http.Request) (time.Duration, error) {
+	s := r.URL.Query().Get("window")
+	if s == "" {
+		return time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 || d > tsSlots*tsStep {
+		return 0, structs.Errorf(structs.CodeInvalid, "window must be a duration from 10s to 1h, not %q", s)
+	}
+	return d, nil
 }
 
 func (a *Agent) handleTimeSeriesRPC(ctx context.Context, dec transport.Decoder) (any, error) {

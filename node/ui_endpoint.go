@@ -454,9 +454,37 @@ func (a *Agent) uiCluster(q *uiReq) (string, error) {
 		n["gpu_use"] = gpuUse(n)
 	}
 	peersErr := q.api("GET", "/v1/operator/raft/peers", nil, &peers)
+	var gpus struct {
+		Nodes []NodeGPUSeries `json:"nodes"`
+	}
+	_ = q.api("GET", "/v1/nodes/gpus/timeseries", nil, &gpus)
 	q.view.Data = map[string]any{"Status": status, "Nodes": nodes.Items, "Peers": peers.Items, "PeersHidden": peersErr != nil,
-		"Events": q.recentEvents(30)}
+		"Events": q.recentEvents(30), "GPUCharts": gpuCharts(gpus.Nodes)}
 	return "cluster", nil
+}
+
+// gpuCharts draws each node's GPU utilisation over the last hour, a line
+// per device.
+func gpuCharts(nodes []NodeGPUSeries) []uiChart {
+	var charts []uiChart
+	for _, n := range nodes {
+		c := uiChart{Title: "GPU utilisation on " + n.NodeName + " (%)", Time: true, XLabel: "time"}
+		col := map[int]int{} // device index → series
+		for i, p := range n.Points {
+			c.X = append(c.X, float64(p.At.Unix()))
+			for _, g := range p.GPUs {
+				s, ok := col[g.Index]
+				if !ok {
+					s = len(c.Series)
+					col[g.Index] = s
+					c.Series = append(c.Series, uiSeries{Label: fmt.Sprintf("GPU %d", g.Index), Values: make([]*float64, len(n.Points))})
+				}
+				c.Series[s].Values[i] = g.UtilPct
+			}
+		}
+		charts = append(charts, c)
+	}
+	return charts
 }
 
 // uiGPU is one device of a node with what holds it, for the cluster page.

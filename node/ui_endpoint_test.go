@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -349,6 +351,19 @@ func TestUI_Monitoring(t *testing.T) {
 	if !strings.Contains(p.body, strconv.FormatFloat(stat, 'g', 6, 64)) {
 		t.Errorf("the first check's statistic %v is not in the tables", stat)
 	}
+	// Feedback labels make the performance chart: accuracy by hour, a
+	// line for version 1 whose newest point is the API's score.
+	var fb []string
+	for i := range x {
+		fb = append(fb, fmt.Sprintf(`{"id":"a%d","label":%d}`, i, i*3/len(x)))
+	}
+	mustStatus(t, call(t, a, "POST", "/v1/feedback", `{"deployment":"iris","items":[`+strings.Join(fb, ",")+`]}`), 200, "feedback")
+	perf := call(t, a, "GET", "/v1/deployments/iris/performance?window=24h&step=1h", "")
+	series := perf.body["series"].([]any)
+	last := series[len(series)-1].(map[string]any)["versions"].([]any)[0].(map[string]any)
+	acc := strconv.FormatFloat(last["accuracy"].(float64), 'g', 6, 64)
+	p = b.do("GET", "/ui/monitoring/iris", nil)
+	p.must(t, 200, "accuracy by hour, from feedback", `"span":86400`, `{"label":"v1","values":[`, "<td>"+acc+"</td>")
 }
 
 // TestUI_Experiments: two built-in runs of one experiment show in its
@@ -593,4 +608,57 @@ func TestUI_ClusterUse(t *testing.T) {
 	b := newBrowser(t, a)
 	b.do("GET", "/ui/", nil).must(t, 200, "<td>0.5 of ", "<td>64 of ",
 		`MiB: <a href="/ui/jobs/`+id+`">job `+id+` rank 0</a>`, "#1 T4 16384 MiB: free")
+}
+
+// fakeNvidiaSMI puts an nvidia-smi on PATH that reports two GPUs: their
+// inventory, and utilisation 37% and "[N/A]" with memory in use.
+func fakeNvidiaSMI(t *testing.T) {
+	dir := t.TempDir()
+	script := `#!/bin/sh
+case "$1" in
+--query-gpu=index,uuid,name,memory.total) printf '0, GPU-fake-0, Fake A100, 40960\n1, GPU-fake-1, Fake A100, 40960\n' ;;
+--query-gpu=index,utilization.gpu,memory.used) printf '0, 37, 1200\n1, [N/A], 0\n' ;;
+*) exit 2 ;;
+esac
+`
+	if err := os.WriteFile(filepath.Join(dir, "nvidia-smi"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+}
+
+// TestUI_GPUUse: a node whose GPUs nvidia-smi found reads their use every
+// 10 s; the API gathers the readings and the cluster page charts them.
+func TestUI_GPUUse(t *testing.T) {
+	fakeNvidiaSMI(t)
+	a := testNode(t)
+	waitLeader(t, a)
+	waitRegistered(t, a)
+	if a.resources.GPUSource != "nvidia-smi" || len(a.resources.GPUs) != 2 || a.resources.GPUs[1].UUID != "GPU-fake-1" {
+		t.Fatalf("fingerprint %+v", a.resources)
+	}
+	now := time.Now()
+	a.sampleGPUs(now.Add(-tsStep))
+	a.sampleGPUs(now)
+	r := call(t, a, "GET", "/v1/nodes/gpus/timeseries?window=5m", "")
+	mustStatus(t, r, 200, "gpu series")
+	nodes := r.body["nodes"].([]any)
+	if len(nodes) != 1 {
+		t.Fatalf("gpu series %s", r.raw)
+	}
+	points := nodes[0].(map[string]any)["points"].([]any)
+	if len(points) != 2 {
+		t.Fatalf("points %s", r.raw)
+	}
+	gpus := points[1].(map[string]any)["gpus"].([]any)
+	g0, g1 := gpus[0].(map[string]any), gpus[1].(map[string]any)
+	if g0["utilization_pct"] != 37.0 || g0["memory_used_mb"] != 1200.0 || g1["utilization_pct"] != nil {
+		t.Fatalf("readings %v", gpus)
+	}
+	if r := call(t, a, "GET", "/v1/nodes/gpus/timeseries?window=2h", ""); r.status != 400 || !strings.Contains(r.raw, "window") {
+		t.Fatalf("a window past the ring: %d %s", r.status, r.raw)
+	}
+	b := newBrowser(t, a)
+	b.do("GET", "/ui/", nil).must(t, 200, "GPU use, last hour", "GPU utilisation on "+a.cfg.NodeName+" (%)",
+		`{"label":"GPU 0","values":[37,37]}`, `{"label":"GPU 1","values":[null,null]}`, "#1 Fake A100 40960 MiB: free")
 }

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"fmt"
 	"net/url"
 	"slices"
 	"time"
@@ -12,8 +13,11 @@ import (
 // or more series over them. The template draws it with uPlot (kiln.js)
 // and writes the same numbers as a table.
 type uiChart struct {
-	Title  string     `json:"title"`
-	Time   bool       `json:"time"`
+	Title string `json:"title"`
+	Time  bool   `json:"time"`
+	// Span is the seconds a time chart shows up to its newest point (an
+	// hour when 0).
+	Span   int        `json:"span,omitempty"`
 	XLabel string     `json:"xlabel"`
 	X      []float64  `json:"x"`
 	Series []uiSeries `json:"series"`
@@ -90,7 +94,7 @@ func (a *Agent) uiMonitor(q *uiReq) (string, error) {
 		for _, f := range c.Features {
 			ch, ok := charts[f.Name]
 			if !ok {
-				ch = &uiChart{Title: f.Name + " (" + f.Test + ")", Time: true, XLabel: "checked at",
+				ch = &uiChart{Title: f.Name + " (" + f.Test + ")", Time: true, Span: 86400, XLabel: "checked at",
 					Series: []uiSeries{{Label: "statistic"}, {Label: "threshold"}}}
 				charts[f.Name] = ch
 				order = append(order, f.Name)
@@ -118,7 +122,72 @@ func (a *Agent) uiMonitor(q *uiReq) (string, error) {
 		list = append(list, *ch)
 	}
 	var perf map[string]any
-	_ = q.api("GET", "/v1/deployments/"+url.PathEscape(name)+"/performance?window=1h", nil, &perf)
-	q.view.Data = map[string]any{"Monitor": monitor, "Charts": list, "Checks": len(checks.Items), "Performance": perf}
+	var perfCharts []uiChart
+	if q.api("GET", "/v1/deployments/"+url.PathEscape(name)+"/performance?window=24h&step=1h", nil, &perf) == nil {
+		perfCharts = performanceCharts(perf)
+		list = append(list, perfCharts...)
+	}
+	q.view.Data = map[string]any{"Monitor": monitor, "Charts": list, "DriftCharts": list[:len(list)-len(perfCharts)],
+		"PerfCharts": perfCharts, "Checks": len(checks.Items), "Performance": perf}
 	return "monitor", nil
+}
+
+// performanceCharts draws a performance report's series (?step=): one
+// chart per metric the task has, one line per version, a point per step
+// with labelled rows.
+func performanceCharts(perf map[string]any) []uiChart {
+	metrics := []string{"accuracy", "f1"}
+	if perf["task"] == "regression" {
+		metrics = []string{"rmse", "mae"}
+	}
+	series, _ := perf["series"].([]any)
+	var xs []float64
+	vals := map[string]map[float64][]*float64{} // metric → version → value per step
+	var versions []float64
+	for i, st := range series {
+		st, _ := st.(map[string]any)
+		at, err := time.Parse(time.RFC3339Nano, fmt.Sprint(st["from"]))
+		if err != nil {
+			return nil
+		}
+		xs = append(xs, float64(at.Unix()))
+		for _, v := range asMaps(st["versions"]) {
+			ver, _ := v["version"].(float64)
+			if !slices.Contains(versions, ver) {
+				versions = append(versions, ver)
+			}
+			for _, m := range metrics {
+				x, ok := v[m].(float64)
+				if !ok {
+					continue
+				}
+				if vals[m] == nil {
+					vals[m] = map[float64][]*float64{}
+				}
+				col := vals[m][ver]
+				for len(col) < len(series) {
+					col = append(col, nil)
+				}
+				col[i] = &x
+				vals[m][ver] = col
+			}
+		}
+	}
+	slices.Sort(versions)
+	var charts []uiChart
+	for _, m := range metrics {
+		if len(vals[m]) == 0 {
+			continue
+		}
+		c := uiChart{Title: m + " by hour, from feedback", Time: true, Span: 86400, XLabel: "hour from", X: xs}
+		for _, ver := range versions {
+			col := vals[m][ver]
+			for len(col) < len(xs) {
+				col = append(col, nil)
+			}
+			c.Series = append(c.Series, uiSeries{Label: fmt.Sprintf("v%v", ver), Values: col})
+		}
+		charts = append(charts, c)
+	}
+	return charts
 }

@@ -676,9 +676,9 @@ func (s *Store) Label(labels map[string][]float64) ([]string, error) {
 }
 
 // Labeled calls fn for every labelled record of deployment logged in
-// [from, to): its version, its first output (rows × width values) and its
-// labels.
-func (s *Store) Labeled(deployment string, from, to time.Time, fn func(version uint64, out ml.Tensor, labels []float64)) error {
+// [from, to): its version, when it was logged, its first output (rows ×
+// width values) and its labels.
+func (s *Store) Labeled(deployment string, from, to time.Time, fn func(version uint64, at time.Time, out ml.Tensor, labels []float64)) error {
 	prefix := append([]byte{tagLabel}, deployment...)
 	prefix = append(prefix, 0)
 	lo, hi := from.UnixNano(), to.UnixNano()
@@ -716,7 +716,7 @@ func (s *Store) Labeled(deployment string, from, to time.Time, fn func(version u
 				return false, err
 			}
 			if len(r.Outputs) > 0 {
-				fn(r.Version, r.Outputs[0], labels)
+				fn(r.Version, time.Unix(0, br.at).UTC(), r.Outputs[0], labels)
 			}
 			return true, nil
 		})

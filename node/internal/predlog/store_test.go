@@ -289,21 +289,22 @@ func TestStore_LabelJoinsByID(t *testing.T) {
 
 	type labeled struct {
 		Version uint64
+		At      time.Time
 		Out     ml.Tensor
 		Labels  []float64
 	}
 	labeledIn := func(deployment string, from, to time.Time) []labeled {
 		t.Helper()
 		var out []labeled
-		err := s.Labeled(deployment, from, to, func(v uint64, o ml.Tensor, l []float64) { out = append(out, labeled{v, o, l}) })
+		err := s.Labeled(deployment, from, to, func(v uint64, at time.Time, o ml.Tensor, l []float64) { out = append(out, labeled{v, at, o, l}) })
 		if err != nil {
 			t.Fatalf("Labeled(%s): %v", deployment, err)
 		}
 		return out
 	}
 	wantAll := []labeled{
-		{1, ml.Tensor{Name: "output", Shape: []int{1, 3}, Data: []float64{0.1, 0.2, 0.7}}, []float64{2}},
-		{3, ml.Tensor{Name: "output", Shape: []int{3, 3}, Data: []float64{1, 0, 0, 0, 1, 0, 0, 0, 1}}, []float64{0, 1, 2}},
+		{1, t0, ml.Tensor{Name: "output", Shape: []int{1, 3}, Data: []float64{0.1, 0.2, 0.7}}, []float64{2}},
+		{3, t0.Add(2 * time.Second), ml.Tensor{Name: "output", Shape: []int{3, 3}, Data: []float64{1, 0, 0, 0, 1, 0, 0, 0, 1}}, []float64{0, 1, 2}},
 	}
 	if got := labeledIn("iris", t0, t0.Add(time.Minute)); !reflect.DeepEqual(got, wantAll) {
 		t.Fatalf("Labeled(iris) = %+v, want %+v", got, wantAll)

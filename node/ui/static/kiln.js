@@ -21,9 +21,10 @@
         series.push({ label: s.label, stroke: colours[i % colours.length], width: 2, spanGaps: true });
         data.push(s.values);
       });
-      // A time chart spans the last hour up to its newest point, however
-      // few points it has yet.
-      var x = c.time ? { time: true, range: function (u, min, max) { return [max - 3600, max + 10]; } } : { time: false };
+      // A time chart spans its span (an hour by default) up to its newest
+      // point, however few points it has yet.
+      var span = c.span || 3600;
+      var x = c.time ? { time: true, range: function (u, min, max) { return [max - span, max + 10]; } } : { time: false };
       new uPlot({ width: width, height: 220, scales: { x: x }, series: series }, data, el);
       el.dataset.points = String(c.x.length);
     });
