@@ -86,14 +86,30 @@ type apiError struct {
 	Status  int
 	Message string `json:"error"`
 	Code    string `json:"code"`
+	// Hint says what to do (client_errors.go); notKiln marks an answer
+	// that was not Kiln's, whose Message says so in full.
+	Hint    string `json:"-"`
+	notKiln bool
 }
 
 func (e *apiError) Error() string {
-	if e.Code != "" {
-		return fmt.Sprintf("%s (%s, HTTP %d)", e.Message, e.Code, e.Status)
+	var s string
+	switch {
+	case e.notKiln:
+		return e.Message
+	case e.Code != "":
+		s = fmt.Sprintf("%s (%s, HTTP %d)", e.Message, e.Code, e.Status)
+	default:
+		s = fmt.Sprintf("%s (HTTP %d)", e.Message, e.Status)
 	}
-	return fmt.Sprintf("%s (HTTP %d)", e.Message, e.Status)
+	if e.Hint != "" {
+		s += ": " + e.Hint
+	}
+	return s
 }
+
+// clientTimeout bounds one request of a command; tests shorten it.
+var clientTimeout = 60 * time.Second
 
 // client talks to one node's HTTP API.
 type client struct {
@@ -117,7 +133,7 @@ func newClient(address string, cf *clientFlags) (*client, error) {
 		return nil, err
 	}
 	return &client{base: strings.TrimRight(address, "/"), token: cf.token,
-		http: &http.Client{Timeout: 60 * time.Second, Transport: tr}}, nil
+		http: &http.Client{Timeout: clientTimeout, Transport: tr}}, nil
 }
 
 // do sends a request with an optional JSON body and decodes a JSON answer into out.
@@ -139,7 +155,14 @@ func (c *client) do(method, path string, in, out any) error {
 		_, err = io.Copy(io.Discard, resp.Body)
 		return err
 	}
-	return json.NewDecoder(resp.Body).Decode(out)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if json.Unmarshal(b, out) != nil {
+		return c.notKiln(resp)
+	}
+	return nil
 }
 
 // raw sends a request and returns the response if its status is 2xx.
@@ -162,16 +185,14 @@ func (c *client) send(req *http.Request) (*http.Response, error) {
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, c.explainTransport(err)
 	}
 	if resp.StatusCode/100 != 2 {
 		defer resp.Body.Close()
 		ae := &apiError{Status: resp.StatusCode}
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		if json.Unmarshal(b, ae) != nil || ae.Message == "" {
-			ae.Message = strings.TrimSpace(string(b))
-		}
-		return nil, ae
+		_ = json.Unmarshal(b, ae)
+		return nil, c.explainStatus(resp, b, ae)
 	}
 	return resp, nil
 }

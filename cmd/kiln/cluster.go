@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/kilnml/kiln/raftfsm/structs"
 )
@@ -36,16 +37,61 @@ func simpleGet(name, synopsis, usage, path string, table func(body map[string]an
 	}
 }
 
+const statusHelp = `Usage: kiln status [-wait DURATION] [-address ADDR] [-format table|json]
+
+  Show this node's view of the cluster.
+
+  -wait DURATION  wait up to DURATION (e.g. 30s) for the node to answer
+                  and know a leader, as a script does after starting agents;
+                  exit 1 if it does not in time
+  -address ADDR   node HTTP address (env KILN_ADDR)
+  -format FMT     table or json`
+
+// statusPoll is how often status -wait asks again; tests shorten it.
+var statusPoll = 250 * time.Millisecond
+
 func statusCommand() *command {
-	return simpleGet("status", "Show this node's view of the cluster", "kiln status [-address ADDR] [-format table|json]", "/v1/status",
-		func(b map[string]any) ([]string, [][]string) {
+	return &command{synopsis: "Show this node's view of the cluster", help: statusHelp, run: func(args []string) int {
+		fs, cf := newClientFlags("status")
+		wait := fs.Duration("wait", 0, "")
+		c, err := connect(fs, cf, args, 0, statusHelp)
+		if err != nil {
+			return fail(err)
+		}
+		deadline := time.Now().Add(*wait)
+		var body map[string]any
+		for {
+			body = nil
+			err = c.do("GET", "/v1/status", nil, &body)
+			if err == nil && str(body["leader"]) != "" && str(body["leader"]) != "-" {
+				break
+			}
+			if time.Now().After(deadline) {
+				if err == nil && *wait > 0 {
+					err = fmt.Errorf("the node at %s knows no leader after %s: are enough servers up for bootstrap_expect?", c.base, *wait)
+				}
+				break
+			}
+			time.Sleep(statusPoll)
+		}
+		if err != nil && body == nil {
+			return fail(err)
+		}
+		if cf.format == "json" {
+			printJSON(body)
+		} else {
 			keys := []string{"node_name", "node_id", "version", "raft_state", "leader", "term", "applied_index", "commit_index", "last_log_index", "last_contact_ms", "members", "voters", "http_addr", "rpc_addr", "onnx_runtime", "onnx_runtime_version"}
 			var rows [][]string
 			for _, k := range keys {
-				rows = append(rows, []string{k, str(b[k])})
+				rows = append(rows, []string{k, str(body[k])})
 			}
-			return []string{"FIELD", "VALUE"}, rows
-		})
+			printTable([]string{"FIELD", "VALUE"}, rows)
+		}
+		if err != nil {
+			return fail(err)
+		}
+		return 0
+	}}
 }
 
 func membersCommand() *command {

@@ -600,7 +600,7 @@ func pushRecords(c *client, name, file string) (raw json.RawMessage, ans pushAns
 	c.http.Timeout = 0 // a large push takes as long as it takes
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, ans, err
+		return nil, ans, c.explainTransport(err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
@@ -609,9 +609,9 @@ func pushRecords(c *client, name, file string) (raw json.RawMessage, ans pushAns
 	}
 	if err := json.Unmarshal(b, &ans); err != nil {
 		if resp.StatusCode/100 != 2 {
-			return nil, ans, &apiError{Status: resp.StatusCode, Message: strings.TrimSpace(string(b))}
+			return nil, ans, c.explainStatus(resp, b, &apiError{Status: resp.StatusCode})
 		}
-		return nil, ans, fmt.Errorf("reading the push's answer: %w", err)
+		return nil, ans, c.notKiln(resp)
 	}
 	if resp.StatusCode/100 != 2 {
 		msg := ans.Error
