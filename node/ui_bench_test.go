@@ -14,7 +14,8 @@ import (
 // BenchmarkUIPages measures the dashboard's server time per page, and its
 // HTML's size, on a node holding 1,000 models and 10,000 runs of one
 // experiment (the scale): the models list, a model, the
-// experiment's runs (50 a page each) and the cluster. It reports p50 and
+// experiment's runs (50 a page each), the cluster, and the jobs, data,
+// tuning and monitoring lists. It reports p50 and
 // p99 of the server time over b.N requests per page, and the HTML's bytes.
 //
 //	go test ./node -run x -bench UIPages -benchtime 200x
@@ -31,7 +32,7 @@ func BenchmarkUIPages(b *testing.B) {
 		}
 	})
 	client := &http.Client{}
-	for _, page := range []string{"/ui/models", "/ui/models/model-0500", "/ui/experiments/big", "/ui/"} {
+	for _, page := range []string{"/ui/models", "/ui/models/model-0500", "/ui/experiments/big", "/ui/", "/ui/jobs", "/ui/data", "/ui/tuning", "/ui/monitoring"} {
 		b.Run(page, func(b *testing.B) {
 			times := make([]time.Duration, 0, b.N)
 			size := 0

@@ -2,6 +2,14 @@
 //
 // `kiln agent` runs a node; every other subcommand talks HTTP to a node given by
 // -address or KILN_ADDR (default http://127.0.0.1:7070).
+//
+// Errors are one line on stderr and exit status 1. When a request does not
+// reach Kiln's API as it should, the line says so in a person's terms
+// (client_errors.go): no agent at the address (and how to set it or start
+// one), HTTP against HTTPS or the reverse, an untrusted CA, a client
+// certificate wanted, a missing or refused token, a timeout, or an answer
+// that is not Kiln's JSON. Kiln's own errors keep the server's words, with
+// its code and HTTP status.
 package main
 
 import (
