@@ -79,6 +79,7 @@ type stepBlock struct {
 	Command   []string           `hcl:"command,optional"`
 	Env       map[string]string  `hcl:"env,optional"`
 	WaitFor   *waitForBlock      `hcl:"wait_for,block"`
+	Approval  *approvalBlock     `hcl:"approval,block"`
 	DefRange  hcl.Range          `hcl:",def_range"`
 }
 
@@ -103,6 +104,10 @@ type deployBlock struct {
 	Watch        string  `hcl:"watch"`
 	MaxErrorRate float64 `hcl:"max_error_rate,optional"`
 	MaxP99MS     float64 `hcl:"max_p99_ms,optional"`
+}
+
+type approvalBlock struct {
+	Message string `hcl:"message"`
 }
 
 type waitForBlock struct {
@@ -222,6 +227,9 @@ func (s *stepBlock) spec(file hcl.Body) (structs.StepSpec, error) {
 	}
 	if w := s.WaitFor; w != nil {
 		step.WaitFor = &structs.WaitForStep{Dataset: w.Dataset, Alert: w.Alert}
+	}
+	if ap := s.Approval; ap != nil {
+		step.Approval = &structs.ApprovalStep{Message: ap.Message}
 	}
 	return step, nil
 }

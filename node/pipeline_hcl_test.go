@@ -95,6 +95,13 @@ const examplePipelineHCL = `pipeline "churn" {
       dataset = "labels"
     }
   }
+  step "signoff" {
+    type       = "approval"
+    depends_on = ["eval"]
+    approval {
+      message = "promote churn v${steps.train.model_version}?"
+    }
+  }
 }
 `
 
@@ -126,6 +133,8 @@ var examplePipelineSpec = structs.PipelineSpec{
 			Command: []string{"/usr/bin/report", "${steps.frame.dataset}", "--region=${params.region}"},
 			Env:     map[string]string{"X": "1", "DATASET": "${steps.frame.dataset}"}},
 		{Name: "wait", Type: "wait_for", WaitFor: &structs.WaitForStep{Dataset: "labels"}},
+		{Name: "signoff", Type: "approval", DependsOn: []string{"eval"},
+			Approval: &structs.ApprovalStep{Message: "promote churn v${steps.train.model_version}?"}},
 	},
 }
 

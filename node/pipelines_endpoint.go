@@ -3,6 +3,7 @@ package node
 import (
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/expr-lang/expr"
@@ -149,6 +150,82 @@ func (a *Agent) handlePipelineRunCancel(w http.ResponseWriter, r *http.Request) 
 		&structs.PipelineRunCancelRequest{Pipeline: r.PathValue("name"), RunID: r.PathValue("id"), At: time.Now().UTC()}, http.StatusOK)
 }
 
+// pipelineApproveRequest is POST .../runs/{id}/steps/{step}/approve.
+type pipelineApproveRequest struct {
+	Approve *bool  `json:"approve"`
+	Comment string `json:"comment"`
+}
+
+// handlePipelineStepApprove records a person's decision on an approval
+// step: who (the token's description and accessor; "anonymous" with
+// access control off), yes or no, and a comment.
+func (a *Agent) handlePipelineStepApprove(w http.ResponseWriter, r *http.Request) {
+	var req pipelineApproveRequest
+	if err := a.decodeBody(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if req.Approve == nil {
+		writeError(w, structs.Errorf(structs.CodeInvalid, "approve is required: true to approve, false to reject"))
+		return
+	}
+	by := "anonymous"
+	if id := acl.FromContext(r.Context()); id != nil && id.Token != nil {
+		by = "token " + id.Token.AccessorID
+		if id.Token.Description != "" {
+			by = id.Token.Description + " (" + by + ")"
+		}
+	}
+	serveWrite[structs.PipelineRun](a, w, r, structs.PipelineRunApproveType, &structs.PipelineRunApproveRequest{
+		Pipeline: r.PathValue("name"), RunID: r.PathValue("id"), Step: r.PathValue("step"),
+		Decision: structs.ApprovalDecision{Approved: *req.Approve, By: by, Comment: req.Comment, At: time.Now().UTC()},
+	}, http.StatusOK)
+}
+
+// PendingApproval is an approval step that waits for a decision, in GET
+// /v1/approvals.
+type PendingApproval struct {
+	Pipeline string    `json:"pipeline"`
+	RunID    string    `json:"run_id"`
+	Step     string    `json:"step"`
+	Message  string    `json:"message"`
+	Since    time.Time `json:"since"`
+}
+
+// handleApprovals lists the approval steps of runs that have not ended
+// which wait for a decision, oldest first, on the pipelines the token may
+// read.
+func (a *Agent) handleApprovals(w http.ResponseWriter, r *http.Request) {
+	serveRead(a, w, r, func(txn *raftfsm.Txn) (any, error) {
+		runs, err := txn.ActivePipelineRuns()
+		if err != nil {
+			return nil, err
+		}
+		items := []PendingApproval{}
+		for _, run := range runs {
+			if run.CancelRequested || !a.allowed(r, structs.KindPipeline, run.Pipeline, structs.AccessRead) {
+				continue
+			}
+			for _, st := range run.Steps {
+				if st.Type != structs.StepApproval || st.State != structs.StepRunning || st.Decision != nil {
+					continue
+				}
+				pa := PendingApproval{Pipeline: run.Pipeline, RunID: run.ID, Step: st.Name, Since: st.StartedAt}
+				// The actor writes the message with the run's params in it;
+				// until it has, the spec's.
+				if m, ok := strings.CutPrefix(st.Waiting, structs.AwaitingApproval); ok {
+					pa.Message = m
+				} else if i := slices.IndexFunc(run.Spec.Steps, func(s structs.StepSpec) bool { return s.Name == st.Name }); i >= 0 && run.Spec.Steps[i].Approval != nil {
+					pa.Message = run.Spec.Steps[i].Approval.Message
+				}
+				items = append(items, pa)
+			}
+		}
+		slices.SortFunc(items, func(x, y PendingApproval) int { return x.Since.Compare(y.Since) })
+		return map[string]any{"items": items}, nil
+	})
+}
+
 // pipelineRetryRequest is POST .../runs/{id}/retry.
 type pipelineRetryRequest struct {
 	From string `json:"from"`
@@ -263,6 +340,8 @@ func (a *Agent) pipelinesEndpoint() endpoint {
 		{pattern: "GET /v1/pipelines/{name}/runs/{id}", handler: a.handlePipelineRunGet, kind: p, need: needRead, name: pathName},
 		{pattern: "POST /v1/pipelines/{name}/runs/{id}/cancel", handler: a.handlePipelineRunCancel, kind: p, need: needWrite, name: pathName},
 		{pattern: "POST /v1/pipelines/{name}/runs/{id}/retry", handler: a.handlePipelineRunRetry, kind: p, need: needWrite, name: pathName},
+		{pattern: "GET /v1/approvals", handler: a.handleApprovals, kind: p, need: needList},
+		{pattern: "POST /v1/pipelines/{name}/runs/{id}/steps/{step}/approve", handler: a.handlePipelineStepApprove, kind: p, need: needWrite, name: pathName},
 		{pattern: "GET /v1/pipelines/{name}/runs/{id}/steps/{step}/logs", handler: a.handlePipelineStepLogs, kind: p, need: needRead, name: pathName},
 	}}
 }

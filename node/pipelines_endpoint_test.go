@@ -520,3 +520,98 @@ func TestAgent_PipelineSourceTrigger(t *testing.T) {
 		t.Fatalf("%d runs; a source run that wrote nothing started one", n)
 	}
 }
+
+// approvalPipeline: a command, then an approval, then a command that runs
+// only once someone approves.
+const approvalPipeline = `{"max_parallel": 2, "steps": [
+	{"name": "build", "type": "command", "command": ["/bin/sh", "-c", "true"]},
+	{"name": "signoff", "type": "approval", "depends_on": ["build"], "approval": {"message": "ship build ${params.tag}?"}},
+	{"name": "ship", "type": "command", "depends_on": ["signoff"], "command": ["/bin/sh", "-c", "true"]}],
+	"params": {"tag": "v1"}}`
+
+// waitStep polls a run until its step is in state.
+func waitStep(t *testing.T, a *Agent, pipeline, id, step, state string) map[string]any {
+	t.Helper()
+	var st map[string]any
+	testutil.WaitFor(t, 60*time.Second, func() error {
+		st = stepsOf(call(t, a, "GET", "/v1/pipelines/"+pipeline+"/runs/"+id, "").body)[step]
+		if st["state"] != state {
+			return fmt.Errorf("step %s: %v", step, st)
+		}
+		return nil
+	})
+	return st
+}
+
+// TestAgent_PipelineApproval: an approval step waits, saying what for,
+// until a person approves (the run goes on) or rejects (the run fails, its
+// dependents skipped); a decision is taken once, only on a waiting
+// approval step.
+func TestAgent_PipelineApproval(t *testing.T) {
+	a := testNode(t, withExec)
+	waitLeader(t, a)
+	waitRegistered(t, a)
+	mustStatus(t, call(t, a, "PUT", "/v1/pipelines/release", approvalPipeline), 200, "put")
+	bad := strings.Replace(approvalPipeline, `"approval": {"message": "ship build ${params.tag}?"}`, `"approval": {"message": " "}`, 1)
+	if r := call(t, a, "PUT", "/v1/pipelines/release", bad); r.status != 400 || !strings.Contains(r.raw, "steps.signoff.approval.message is required") {
+		t.Fatalf("an empty message: %d %s", r.status, r.raw)
+	}
+	start := func() string {
+		r := call(t, a, "POST", "/v1/pipelines/release/runs", `{}`)
+		mustStatus(t, r, 201, "run")
+		return r.body["id"].(string)
+	}
+	approve := func(id, step, body string) apiResp {
+		return call(t, a, "POST", "/v1/pipelines/release/runs/"+id+"/steps/"+step+"/approve", body)
+	}
+
+	id := start()
+	st := waitStep(t, a, "release", id, "signoff", "running")
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		st = stepsOf(call(t, a, "GET", "/v1/pipelines/release/runs/"+id, "").body)["signoff"]
+		if st["waiting"] != "awaiting approval: ship build v1?" {
+			return fmt.Errorf("signoff %v", st)
+		}
+		return nil
+	})
+	pending := call(t, a, "GET", "/v1/approvals", "")
+	items, _ := pending.body["items"].([]any)
+	if len(items) != 1 || items[0].(map[string]any)["run_id"] != id || items[0].(map[string]any)["message"] != "ship build v1?" {
+		t.Fatalf("pending approvals: %s", pending.raw)
+	}
+	if r := approve(id, "build", `{"approve": true}`); r.status != 400 || !strings.Contains(r.raw, "not an approval step") {
+		t.Fatalf("approving a command step: %d %s", r.status, r.raw)
+	}
+	if r := approve(id, "signoff", `{"comment": "ok"}`); r.status != 400 || !strings.Contains(r.raw, "approve is required") {
+		t.Fatalf("no decision: %d %s", r.status, r.raw)
+	}
+	if r := approve(id, "nosuch", `{"approve": true}`); r.status != 404 {
+		t.Fatalf("an unknown step: %d %s", r.status, r.raw)
+	}
+	mustStatus(t, approve(id, "signoff", `{"approve": true, "comment": "looks good"}`), 200, "approve")
+	if r := approve(id, "signoff", `{"approve": false}`); r.status != 409 || !strings.Contains(r.raw, "approved by anonymous already") {
+		t.Fatalf("a second decision: %d %s", r.status, r.raw)
+	}
+	if r := call(t, a, "GET", "/v1/approvals", ""); !strings.Contains(r.raw, `"items":[]`) {
+		t.Fatalf("pending approvals after the decision: %s", r.raw)
+	}
+	run := waitPipelineRun(t, a, "release", id)
+	steps := stepsOf(run)
+	dec, _ := steps["signoff"]["decision"].(map[string]any)
+	if run["state"] != "succeeded" || steps["ship"]["state"] != "succeeded" || steps["signoff"]["outputs"].(map[string]any)["approved_by"] != "anonymous" ||
+		dec["approved"] != true || dec["comment"] != "looks good" {
+		t.Fatalf("approved run: %v", run)
+	}
+
+	id = start()
+	waitStep(t, a, "release", id, "signoff", "running")
+	mustStatus(t, approve(id, "signoff", `{"approve": false, "comment": "not this week"}`), 200, "reject")
+	run = waitPipelineRun(t, a, "release", id)
+	steps = stepsOf(run)
+	if run["state"] != "failed" || steps["signoff"]["state"] != "failed" || steps["signoff"]["error"] != "rejected by anonymous: not this week" || steps["ship"]["state"] != "skipped" {
+		t.Fatalf("rejected run: %v", run)
+	}
+	if r := approve(id, "signoff", `{"approve": true}`); r.status != 409 {
+		t.Fatalf("a decision on an ended run: %d %s", r.status, r.raw)
+	}
+}

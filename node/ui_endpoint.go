@@ -137,6 +137,7 @@ func (a *Agent) uiEndpoint() endpoint {
 		{pattern: "GET /ui/pipelines/{name}/runs/{id}", handler: a.uiPage(a.uiPipelineRun), need: needSession},
 		{pattern: "POST /ui/pipelines/{name}/runs", handler: a.uiAction(a.uiPipelineAction("run")), need: needSession},
 		{pattern: "POST /ui/pipelines/{name}/runs/{id}/cancel", handler: a.uiAction(a.uiPipelineAction("cancel")), need: needSession},
+		{pattern: "POST /ui/pipelines/{name}/runs/{id}/steps/{step}/approve", handler: a.uiAction(a.uiPipelineApprove), need: needSession},
 		{pattern: "POST /ui/pipelines/{name}/runs/{id}/retry", handler: a.uiAction(a.uiPipelineAction("retry")), need: needSession},
 		{pattern: "GET /ui/jobs/{id}", handler: a.uiPage(a.uiJob), need: needSession},
 		{pattern: "POST /ui/jobs/{id}/cancel", handler: a.uiAction(a.uiJobCancel), need: needSession},

@@ -662,3 +662,40 @@ func TestUI_GPUUse(t *testing.T) {
 	b.do("GET", "/ui/", nil).must(t, 200, "GPU use, last hour", "GPU utilisation on "+a.cfg.NodeName+" (%)",
 		`{"label":"GPU 0","values":[37,37]}`, `{"label":"GPU 1","values":[null,null]}`, "#1 Fake A100 40960 MiB: free")
 }
+
+// TestUI_PipelineApproval: the pipelines page lists an approval step that
+// waits; the run's page approves it with a comment (CSRF required), and
+// the run goes on and shows who decided.
+func TestUI_PipelineApproval(t *testing.T) {
+	a := testNode(t, withExec)
+	waitLeader(t, a)
+	waitRegistered(t, a)
+	mustStatus(t, call(t, a, "PUT", "/v1/pipelines/release", approvalPipeline), 200, "put")
+	r := call(t, a, "POST", "/v1/pipelines/release/runs", `{}`)
+	mustStatus(t, r, 201, "run")
+	id := r.body["id"].(string)
+	waitStep(t, a, "release", id, "signoff", "running")
+	b := newBrowser(t, a)
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if p := b.do("GET", "/ui/pipelines", nil); !strings.Contains(p.body, "ship build v1?") {
+			return fmt.Errorf("no pending approval on the pipelines page")
+		}
+		return nil
+	})
+	b.do("GET", "/ui/pipelines", nil).must(t, 200, "Awaiting approval", `href="/ui/pipelines/release/runs/`+id+`#approve"`, "<td>signoff</td>")
+	runPage := "/ui/pipelines/release/runs/" + id
+	p := b.do("GET", runPage, nil)
+	p.must(t, 200, `action="/ui/pipelines/release/runs/`+id+`/steps/signoff/approve"`, `name="approve" value="true"`, "signoff: awaiting approval: ship build v1?")
+	action := runPage + "/steps/signoff/approve"
+	if b.do("POST", action, url.Values{"approve": {"true"}}).status != 403 {
+		t.Fatal("an approval without the CSRF token was taken")
+	}
+	done := b.do("POST", action, url.Values{"csrf": {p.csrf(t)}, "approve": {"true"}, "comment": {"ship it"}})
+	if done.status != http.StatusSeeOther || done.header.Get("Location") != runPage {
+		t.Fatalf("approve: %d %s", done.status, done.body)
+	}
+	if run := waitPipelineRun(t, a, "release", id); run["state"] != "succeeded" {
+		t.Fatalf("run after the approval: %v", run)
+	}
+	b.do("GET", runPage, nil).must(t, 200, "approved by anonymous", ": ship it")
+}

@@ -98,14 +98,21 @@ func asList(v any) []string {
 	return out
 }
 
-// uiPipelines lists pipelines, 50 a page.
+// uiPipelines lists pipelines, 50 a page, and the approval steps that
+// wait for a decision.
 func (a *Agent) uiPipelines(q *uiReq) (string, error) {
 	q.view.Title, q.view.Nav = "Pipelines", "pipelines"
 	items, next, err := q.listPage("/v1/pipelines")
 	if err != nil {
 		return "", err
 	}
-	q.view.Data = map[string]any{"Pipelines": items, "Next": next}
+	var approvals struct {
+		Items []map[string]any `json:"items"`
+	}
+	if err := q.api("GET", "/v1/approvals", nil, &approvals); err != nil && !isForbidden(err) {
+		return "", err
+	}
+	q.view.Data = map[string]any{"Pipelines": items, "Next": next, "Approvals": approvals.Items}
 	return "pipelines", nil
 }
 
@@ -152,9 +159,28 @@ func (a *Agent) uiPipelineRun(q *uiReq) (string, error) {
 	state, _ := run["state"].(string)
 	q.view.Live = state != "succeeded" && state != "failed" && state != "cancelled"
 	spec, _ := p["spec"].(map[string]any)
+	var awaiting []map[string]any // approval steps that wait for a decision
+	for _, st := range asMaps(run["steps"]) {
+		if st["type"] == structs.StepApproval && st["state"] == structs.StepRunning && st["decision"] == nil {
+			awaiting = append(awaiting, st)
+		}
+	}
 	q.view.Data = map[string]any{"Name": name, "Run": run, "DAG": layoutDAG(asMaps(spec["steps"]), stepStates(run)),
-		"CanWrite": q.mayWrite(structs.KindPipeline, name)}
+		"CanWrite": q.mayWrite(structs.KindPipeline, name), "Awaiting": awaiting}
 	return "pipeline_run", nil
+}
+
+// uiPipelineApprove approves or rejects (approve=false) an approval step
+// with the form's comment, then shows the run.
+func (a *Agent) uiPipelineApprove(q *uiReq) error {
+	name, id, step := q.r.PathValue("name"), q.r.PathValue("id"), q.r.PathValue("step")
+	run := "/v1/pipelines/" + url.PathEscape(name) + "/runs/" + url.PathEscape(id)
+	body := map[string]any{"approve": q.r.PostFormValue("approve") == "true", "comment": q.r.PostFormValue("comment")}
+	if err := q.api("POST", run+"/steps/"+url.PathEscape(step)+"/approve", body, nil); err != nil {
+		return err
+	}
+	http.Redirect(q.w, q.r, "/ui/pipelines/"+url.PathEscape(name)+"/runs/"+url.PathEscape(id), http.StatusSeeOther)
+	return nil
 }
 
 func stepStates(run map[string]any) map[string]string {

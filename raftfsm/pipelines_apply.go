@@ -36,6 +36,7 @@ var _ = registerCommands(structs.RangePipelines,
 	handler{structs.PipelineRunStepType, applyPipelineRunStep},
 	handler{structs.PipelineRunCancelType, applyPipelineRunCancel},
 	handler{structs.PipelineCachePutType, applyPipelineCachePut},
+	handler{structs.PipelineRunApproveType, applyPipelineRunApprove},
 )
 
 func applyPipelineCachePut(tx *applyTxn, body []byte) (interface{}, error) {
@@ -181,7 +182,13 @@ func applyPipelineRunStep(tx *applyTxn, body []byte) (interface{}, error) {
 		if st.State != u.From {
 			return nil, structs.Errorf(structs.CodeConflict, "step %s of run %s is %s, not %s", st.Name, run.ID, st.State, u.From)
 		}
+		// A decision is the approver's, recorded on its own: an actor's
+		// move, made from its copy of the step, keeps it.
+		decision := st.Decision
 		*st = u.Status
+		if st.Decision == nil {
+			st.Decision = decision
+		}
 	}
 	run.State = req.State
 	run.UpdatedAt = req.At
@@ -209,6 +216,47 @@ func applyPipelineRunCancel(tx *applyTxn, body []byte) (interface{}, error) {
 	}
 	run.CancelRequested = true
 	run.UpdatedAt = req.At
+	run.ModifyIndex = tx.index
+	if err := tx.put(pipelineRunKey(req.Pipeline, req.RunID), run); err != nil {
+		return nil, err
+	}
+	return utcPipelineRun(run), nil
+}
+
+// applyPipelineRunApprove records a decision on an approval step that is
+// running and undecided; the run's actor then ends the step by it.
+func applyPipelineRunApprove(tx *applyTxn, body []byte) (interface{}, error) {
+	var req structs.PipelineRunApproveRequest
+	if err := decodeBody(structs.PipelineRunApproveType, body, &req); err != nil {
+		return nil, err
+	}
+	run, err := getNamed[structs.PipelineRun](tx, pipelineRunKey(req.Pipeline, req.RunID), "pipeline run", req.RunID)
+	if err != nil {
+		return nil, err
+	}
+	st := run.Step(req.Step)
+	switch {
+	case st == nil:
+		return nil, structs.Errorf(structs.CodeNotFound, "run %s has no step %q", run.ID, req.Step)
+	case st.Type != structs.StepApproval:
+		return nil, structs.Errorf(structs.CodeInvalid, "step %q is a %s step, not an approval step", req.Step, st.Type)
+	case run.Terminal() || run.CancelRequested:
+		return nil, structs.Errorf(structs.CodeConflict, "run %s has ended or is being cancelled", run.ID)
+	case st.Decision != nil:
+		verb := "rejected"
+		if st.Decision.Approved {
+			verb = "approved"
+		}
+		return nil, structs.Errorf(structs.CodeConflict, "step %q was %s by %s already", req.Step, verb, st.Decision.By)
+	case st.State != structs.StepRunning:
+		return nil, structs.Errorf(structs.CodeConflict, "step %q is %s: it asks for a decision once the steps it depends on have succeeded", req.Step, st.State)
+	}
+	if len(req.Decision.Comment) > structs.MaxApprovalMessage {
+		return nil, structs.Errorf(structs.CodeInvalid, "comment is %d bytes, more than %d", len(req.Decision.Comment), structs.MaxApprovalMessage)
+	}
+	d := req.Decision
+	st.Decision = &d
+	run.UpdatedAt = d.At
 	run.ModifyIndex = tx.index
 	if err := tx.put(pipelineRunKey(req.Pipeline, req.RunID), run); err != nil {
 		return nil, err

@@ -537,6 +537,22 @@ func (a *RunActor) observe(ctx context.Context, run *structs.PipelineRun, spec *
 			return fail(fmt.Sprintf("tuning %s %s: %s", tu.ID, tu.State, tu.Reason)), nil
 		}
 		return nil, nil
+	case structs.StepApproval:
+		d := s.Decision
+		switch {
+		case d == nil:
+			// Undecided: the step says what it waits for, once.
+			if want := structs.AwaitingApproval + resolved.Approval.Message; next.Waiting != want {
+				next.Waiting = want
+				return &next, nil
+			}
+			return nil, nil
+		case d.Approved:
+			return succeed(map[string]string{"approved_by": d.By}), nil
+		}
+		f := fail(fmt.Sprintf("rejected by %s%s", d.By, commentSuffix(d.Comment)))
+		f.NoRetry = true // a person said no; a retry would ask again
+		return f, nil
 	case structs.StepWaitFor:
 		w := resolved.WaitFor
 		if w.Alert != "" {
@@ -588,6 +604,14 @@ func (a *RunActor) observe(ctx context.Context, run *structs.PipelineRun, spec *
 		return succeed(map[string]string{"dataset": res.value.(string)}), nil
 	}
 	return fail(fmt.Sprintf("%s steps are not run yet by this version of Kiln", spec.Type)), nil
+}
+
+// commentSuffix is a decision's comment as the end of a sentence.
+func commentSuffix(c string) string {
+	if c == "" {
+		return ""
+	}
+	return ": " + c
 }
 
 // stepJob is the job a train or command step submits.

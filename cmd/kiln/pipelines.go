@@ -39,18 +39,19 @@ const (
 
 func pipelinesCommands() map[string]*command {
 	return map[string]*command{
-		"pipelines":        groupCommand("Declare pipelines of steps, run them, follow their runs", "kiln pipelines <apply|list|get|graph|delete|run|runs|status|logs|cancel|retry>"),
-		"pipelines apply":  pipelinesApplyCommand(),
-		"pipelines list":   pipelinesListCommand(),
-		"pipelines get":    pipelinesGetCommand(),
-		"pipelines graph":  pipelinesGraphCommand(),
-		"pipelines delete": pipelinesDeleteCommand(),
-		"pipelines run":    pipelinesRunCommand(),
-		"pipelines runs":   pipelinesRunsCommand(),
-		"pipelines status": pipelinesStatusCommand(),
-		"pipelines logs":   pipelinesLogsCommand(),
-		"pipelines cancel": pipelinesCancelCommand(),
-		"pipelines retry":  pipelinesRetryCommand(),
+		"pipelines":         groupCommand("Declare pipelines of steps, run them, follow their runs", "kiln pipelines <apply|list|get|graph|delete|run|runs|status|logs|cancel|retry|approve>"),
+		"pipelines apply":   pipelinesApplyCommand(),
+		"pipelines list":    pipelinesListCommand(),
+		"pipelines get":     pipelinesGetCommand(),
+		"pipelines graph":   pipelinesGraphCommand(),
+		"pipelines delete":  pipelinesDeleteCommand(),
+		"pipelines run":     pipelinesRunCommand(),
+		"pipelines runs":    pipelinesRunsCommand(),
+		"pipelines status":  pipelinesStatusCommand(),
+		"pipelines logs":    pipelinesLogsCommand(),
+		"pipelines cancel":  pipelinesCancelCommand(),
+		"pipelines retry":   pipelinesRetryCommand(),
+		"pipelines approve": pipelinesApproveCommand(),
 	}
 }
 
@@ -134,6 +135,10 @@ const pipelinesApplyHelp = `Usage: kiln pipelines apply [flags] FILE
       }
     }
 
+  An approval step waits for a person: type = "approval" with an
+  approval { message = "promote churn v${steps.train.model_version}?" }
+  block; kiln pipelines approve (or -reject) decides it.
+
   A tune step takes a tuning block: a tuning file's tuning without its
   label. ${params.NAME} and ${steps.STEP.OUTPUT} are references, kept as
   written and resolved when the step starts; a step may refer to the steps
@@ -141,7 +146,8 @@ const pipelinesApplyHelp = `Usage: kiln pipelines apply [flags] FILE
   dataset; train job_id, run_id, model, model_version, dataset,
   metrics.NAME; tune tuning_id, best_job, model, model_version,
   metrics.NAME; evaluate passed, metrics.NAME; deploy model, version,
-  promoted; command job_id, exit_code; wait_for dataset.
+  promoted; command job_id, exit_code; wait_for dataset; approval
+  approved_by.
 
   An unknown field is refused here, with the file's line; the node checks
   the rest (types, the graph, references) and names the field at fault,
@@ -982,6 +988,43 @@ func pipelinesCancelCommand() *command {
 			return 0
 		}
 		fmt.Printf("Cancelling run %s of pipeline %s; kiln pipelines status %s %s shows it end.\n", id, name, name, id)
+		return 0
+	}}
+}
+
+func pipelinesApproveCommand() *command {
+	usage := `Usage: kiln pipelines approve [flags] NAME RUN_ID STEP
+
+  Approves an approval step of a run that waits for one, and the run goes
+  on; with -reject, rejects it, and the run fails there (the steps after it
+  are skipped). The decision records the token's description and accessor
+  ("anonymous" with access control off).
+
+  -reject        reject instead of approving
+  -comment TEXT  why, kept with the decision` + pipelinesConnUsage
+	return &command{synopsis: "Approve or reject an approval step of a run", help: usage, run: func(args []string) int {
+		fs, cf := newClientFlags("pipelines approve")
+		reject := fs.Bool("reject", false, "")
+		comment := fs.String("comment", "", "")
+		c, err := connect(fs, cf, args, 3, usage)
+		if err != nil {
+			return fail(err)
+		}
+		name, id, step := fs.Arg(0), fs.Arg(1), fs.Arg(2)
+		var m map[string]any
+		body := map[string]any{"approve": !*reject, "comment": *comment}
+		if err := c.do("POST", runPath(name, id, "/steps/"+url.PathEscape(step)+"/approve"), body, &m); err != nil {
+			return fail(err)
+		}
+		if cf.format == "json" {
+			printJSON(m)
+			return 0
+		}
+		verb := "Approved"
+		if *reject {
+			verb = "Rejected"
+		}
+		fmt.Printf("%s step %s of run %s of pipeline %s; kiln pipelines status %s %s follows the run.\n", verb, step, id, name, name, id)
 		return 0
 	}}
 }

@@ -478,3 +478,28 @@ func TestPipelinesRun_TransitionsWrittenOnce(t *testing.T) {
 		}
 	}
 }
+
+func TestPipelinesApprove_PostsTheDecision(t *testing.T) {
+	srv, got := recordingServer(t, func(w http.ResponseWriter, _ request) {
+		writeJSONReply(w, 200, map[string]any{"id": "01RUN", "state": "running"})
+	})
+	for _, tc := range []struct {
+		args []string
+		body string
+		says string
+	}{
+		{[]string{"nightly", "01RUN", "signoff"}, `{"approve":true,"comment":""}`, "Approved step signoff of run 01RUN"},
+		{[]string{"-reject", "-comment", "not now", "nightly", "01RUN", "signoff"}, `{"approve":false,"comment":"not now"}`, "Rejected step signoff"},
+	} {
+		before := len(got())
+		var code int
+		out, errOut := captureOutput(t, func() {
+			code = run(append([]string{"pipelines", "approve", "-address", srv.URL}, tc.args...))
+		})
+		reqs := got()[before:]
+		if code != 0 || len(reqs) != 1 || reqs[0].Method != "POST" || reqs[0].Path != "/v1/pipelines/nightly/runs/01RUN/steps/signoff/approve" ||
+			string(reqs[0].Body) != tc.body || !strings.Contains(out, tc.says) {
+			t.Errorf("%v: exit %d, requests %+v, stdout %q, stderr %q", tc.args, code, reqs, out, errOut)
+		}
+	}
+}

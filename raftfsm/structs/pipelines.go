@@ -25,6 +25,9 @@ const (
 	// PipelineCachePutType records a step's outputs under the digest of
 	// its inputs, for later runs to reuse.
 	PipelineCachePutType MessageType = 101
+	// PipelineRunApproveType records a person's decision on a run's
+	// approval step.
+	PipelineRunApproveType MessageType = 110
 )
 
 var _ = registerTypes(RangePipelines,
@@ -34,6 +37,7 @@ var _ = registerTypes(RangePipelines,
 	TypeDef{PipelineRunStepType, "pipeline_run_step"},
 	TypeDef{PipelineRunCancelType, "pipeline_run_cancel"},
 	TypeDef{PipelineCachePutType, "pipeline_cache_put"},
+	TypeDef{PipelineRunApproveType, "pipeline_run_approve"},
 )
 
 // StepCacheEntry is a step's outputs for one digest of its inputs.
@@ -48,10 +52,10 @@ type StepCacheEntry struct {
 
 // Cacheable reports whether a step type's outputs may be reused: not a
 // step whose effect is outside its outputs (ingest, deploy) or that waits
-// for something new (wait_for).
+// for something new (wait_for) or for a person (approval).
 func Cacheable(stepType string) bool {
 	switch stepType {
-	case StepIngest, StepDeploy, StepWaitFor:
+	case StepIngest, StepDeploy, StepWaitFor, StepApproval:
 		return false
 	}
 	return true
@@ -75,10 +79,11 @@ const (
 	StepDeploy   = "deploy"
 	StepCommand  = "command"
 	StepWaitFor  = "wait_for"
+	StepApproval = "approval"
 )
 
 // StepTypes lists the step types, in the order errors name them.
-var StepTypes = []string{StepIngest, StepFeatures, StepTrain, StepTune, StepEvaluate, StepDeploy, StepCommand, StepWaitFor}
+var StepTypes = []string{StepIngest, StepFeatures, StepTrain, StepTune, StepEvaluate, StepDeploy, StepCommand, StepWaitFor, StepApproval}
 
 // StepOutputs lists what each step type gives later steps, as
 // steps.<name>.<output>. "metrics" stands for metrics.<any name>.
@@ -91,6 +96,7 @@ var StepOutputs = map[string][]string{
 	StepDeploy:   {"model", "version", "promoted"},
 	StepCommand:  {"job_id", "exit_code"},
 	StepWaitFor:  {"dataset", "alert"},
+	StepApproval: {"approved_by"},
 }
 
 // Limits of a pipeline.
@@ -166,7 +172,25 @@ type StepSpec struct {
 	Env     map[string]string `msgpack:"env,omitempty" json:"env,omitempty"`
 	// wait_for: a dataset version or an alert.
 	WaitFor *WaitForStep `msgpack:"wait_for,omitempty" json:"wait_for,omitempty"`
+	// approval: a person's decision, asked with a message.
+	Approval *ApprovalStep `msgpack:"approval,omitempty" json:"approval,omitempty"`
 }
+
+// ApprovalStep waits for a person to approve or reject the run at this
+// point (POST .../runs/{id}/steps/{step}/approve): approved, the step
+// succeeds and the run goes on; rejected, it fails and its dependents are
+// skipped. Message says what is being decided.
+type ApprovalStep struct {
+	Message string `msgpack:"message" json:"message"`
+}
+
+// AwaitingApproval begins the Waiting of an undecided approval step; its
+// message follows.
+const AwaitingApproval = "awaiting approval: "
+
+// MaxApprovalMessage bounds an approval step's message and a decision's
+// comment.
+const MaxApprovalMessage = 4096
 
 // EvaluateStep scores a model version on a dataset version. Gate is an
 // expression over metrics.<name> (this evaluation) and champion.<name>
@@ -403,12 +427,14 @@ func (s *StepSpec) validate(index map[string]int) error {
 	given := map[string]bool{
 		"source": s.Source != "", "features": s.Features != nil, "job": s.Job != nil, "tuning": s.Tuning != nil,
 		"evaluate": s.Evaluate != nil, "deploy": s.Deploy != nil, "command": len(s.Command) > 0, "wait_for": s.WaitFor != nil,
+		"approval": s.Approval != nil,
 	}
 	want := map[string]string{
 		StepIngest: "source", StepFeatures: "features", StepTrain: "job", StepTune: "tuning",
 		StepEvaluate: "evaluate", StepDeploy: "deploy", StepCommand: "command", StepWaitFor: "wait_for",
+		StepApproval: "approval",
 	}[s.Type]
-	for _, f := range []string{"source", "features", "job", "tuning", "evaluate", "deploy", "command", "wait_for"} {
+	for _, f := range []string{"source", "features", "job", "tuning", "evaluate", "deploy", "command", "wait_for", "approval"} {
 		switch {
 		case f == want && !given[f]:
 			return Errorf(CodeInvalid, "%s.%s is required for a %s step", path, f, s.Type)
@@ -446,6 +472,10 @@ func (s *StepSpec) validate(index map[string]int) error {
 		}
 		if d.MaxP99MS < 0 {
 			return Errorf(CodeInvalid, "%s.deploy.max_p99_ms is negative", path)
+		}
+	case StepApproval:
+		if m := strings.TrimSpace(s.Approval.Message); m == "" || len(m) > MaxApprovalMessage {
+			return Errorf(CodeInvalid, "%s.approval.message is required, at most %d bytes: what the approver decides", path, MaxApprovalMessage)
 		}
 	case StepWaitFor:
 		if (s.WaitFor.Dataset == "") == (s.WaitFor.Alert == "") {
@@ -602,6 +632,16 @@ type StepStatus struct {
 	// NoRetry marks a failure a retry would repeat (a gate that did not
 	// hold, a reference with no value): retries left are not used.
 	NoRetry bool `msgpack:"no_retry,omitempty" json:"no_retry,omitempty"`
+	// Decision is a person's answer to an approval step.
+	Decision *ApprovalDecision `msgpack:"decision,omitempty" json:"decision,omitempty"`
+}
+
+// ApprovalDecision is who approved or rejected an approval step, and when.
+type ApprovalDecision struct {
+	Approved bool      `msgpack:"approved" json:"approved"`
+	By       string    `msgpack:"by" json:"by"`
+	Comment  string    `msgpack:"comment,omitempty" json:"comment,omitempty"`
+	At       time.Time `msgpack:"at" json:"at"`
 }
 
 // PipelineRun is one run of a pipeline: the spec as it was when the run
@@ -677,6 +717,16 @@ type PipelineRunStepRequest struct {
 	Updates  []StepUpdate `msgpack:"updates"`
 	State    string       `msgpack:"state"`
 	At       time.Time    `msgpack:"at"`
+}
+
+// PipelineRunApproveRequest decides a run's approval step; the apply
+// takes it only while the step runs (its dependencies succeeded) and has
+// no decision yet.
+type PipelineRunApproveRequest struct {
+	Pipeline string           `msgpack:"pipeline"`
+	RunID    string           `msgpack:"run_id"`
+	Step     string           `msgpack:"step"`
+	Decision ApprovalDecision `msgpack:"decision"`
 }
 
 // PipelineRunCancelRequest asks a run to stop.
