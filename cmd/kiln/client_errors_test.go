@@ -1,9 +1,15 @@
 package main
 
 import (
+	"crypto/tls"
+	"encoding/pem"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -28,8 +34,19 @@ func TestClientErrors(t *testing.T) {
 		t.Cleanup(srv.Close)
 		return srv
 	}
-	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	tlsSrv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	tlsSrv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are the point
+	tlsSrv.StartTLS()
 	t.Cleanup(tlsSrv.Close)
+	mtls := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	mtls.TLS = &tls.Config{ClientAuth: tls.RequireAnyClientCert}
+	mtls.Config.ErrorLog = tlsSrv.Config.ErrorLog
+	mtls.StartTLS()
+	t.Cleanup(mtls.Close)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: mtls.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	plain := reply(200, "application/json", `{}`)
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -63,6 +80,8 @@ func TestClientErrors(t *testing.T) {
 			[]string{"speaks plain HTTP, not HTTPS: use " + plain.URL}},
 		{"a CA not trusted", []string{"status", "-address", tlsSrv.URL}, "",
 			[]string{"the node at " + tlsSrv.URL + " presented a certificate signed by a CA this CLI does not trust", "-ca-cert or KILN_CACERT"}},
+		{"a client certificate wanted", []string{"status", "-address", mtls.URL, "-ca-cert", ca}, "",
+			[]string{"the node at " + mtls.URL + " wants a client certificate: pass -client-cert and -client-key"}},
 		{"401", []string{"status", "-address", unauth.URL}, "",
 			[]string{"acl: a token is required", "HTTP 401", "pass a token with -token or KILN_TOKEN"}},
 		{"403", []string{"nodes", "-address", denied.URL}, "",
