@@ -150,6 +150,28 @@ func TestCluster_DashboardInABrowser(t *testing.T) {
 		}
 		return nil
 	})
+	// A run that waits at an approval step, for a person to click.
+	n1.write("PUT", "/v1/pipelines/release", map[string]any{"steps": []map[string]any{
+		{"name": "build", "type": "command", "command": []string{"/bin/sh", "-c", "true"}},
+		{"name": "signoff", "type": "approval", "depends_on": []string{"build"}, "approval": map[string]any{"message": "ship it?"}},
+	}}, 200)
+	var release struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(n1.write("POST", "/v1/pipelines/release/runs", map[string]any{}, 201).body, &release); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 60*time.Second, func() error {
+		var got struct {
+			Items []struct {
+				Message string `json:"message"`
+			} `json:"items"`
+		}
+		if err := n1.getJSON("/v1/approvals", &got); err != nil || len(got.Items) != 1 || got.Items[0].Message != "ship it?" {
+			return fmt.Errorf("approvals %+v (%v)", got, err)
+		}
+		return nil
+	})
 	mon := n1.write("PUT", "/v1/monitors/iris", map[string]any{"reference_dataset": "iris:1", "schedule": "1h", "min_samples": 10}, http.StatusOK)
 	rows, _ := readIris(t, iris)
 	for _, row := range rows[:40] {
@@ -234,6 +256,25 @@ func TestCluster_DashboardInABrowser(t *testing.T) {
 	expect("/ui/data", visit("/ui/data", "table"), "iris", "No feature views")
 	expect("/ui/data/datasets/iris", visit("/ui/data/datasets/iris", "svg.hist"), "150 rows", "Sepal_Length")
 	expect("/ui/pipelines/nightly", visit("/ui/pipelines/nightly", "svg"), "prepare", "train", "succeeded")
+	expect("/ui/pipelines", visit("/ui/pipelines", "#approvals"), "Awaiting approval", "ship it?", "signoff")
+	releasePage := "/ui/pipelines/release/runs/" + release.ID
+	expect(releasePage, visit(releasePage, `button[name="approve"][value="true"]`), "signoff: awaiting approval: ship it?")
+	if err := chromedp.Do(ctx,
+		chromedp.SendKeys(chromedp.CSS(`input[name="comment"]`), "checked by the browser test"),
+		chromedp.Click(chromedp.CSS(`button[name="approve"][value="true"]`)),
+		chromedp.WaitVisible(chromedp.CSS("main h1")),
+	); err != nil {
+		t.Fatalf("approve click: %v", err)
+	}
+	testutil.WaitFor(t, 30*time.Second, func() error {
+		var got struct {
+			State string `json:"state"`
+		}
+		if err := n1.getJSON("/v1/pipelines/release/runs/"+release.ID, &got); err != nil || got.State != "succeeded" {
+			return fmt.Errorf("release run is %q after the approval click (%v)", got.State, err)
+		}
+		return nil
+	})
 	expect("/ui/monitoring/iris", visit("/ui/monitoring/iris", "figure.chart .plot[data-points]"), "Petal_Length")
 	// The page polls; after htmx swaps its content in anew, the charts
 	// are drawn again rather than left empty.
