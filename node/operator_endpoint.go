@@ -109,9 +109,11 @@ type NodeUse struct {
 type GPUUse struct {
 	Index      int    `json:"index"`
 	JobID      string `json:"job_id,omitempty"`
+	JobName    string `json:"job_name,omitempty"`
 	Rank       int    `json:"rank,omitempty"`
 	Deployment string `json:"deployment,omitempty"`
 	Version    uint64 `json:"version,omitempty"`
+	Allocation string `json:"allocation,omitempty"`
 }
 
 // nodeUse adds up the ledger per node.
@@ -127,12 +129,18 @@ func nodeUse(txn *raftfsm.Txn) (map[string]*NodeUse, error) {
 	if err != nil {
 		return nil, err
 	}
+	names := map[string]string{} // job ID → name
 	for _, j := range jobs {
 		u := get(j.NodeID)
 		u.CPU += j.CPU
 		u.MemoryMB += j.MemoryMB
+		if _, ok := names[j.JobID]; !ok && len(j.GPUs) > 0 {
+			if job, err := txn.Job(j.JobID); err == nil {
+				names[j.JobID] = job.Spec.Name
+			}
+		}
 		for _, g := range j.GPUs {
-			u.GPUs = append(u.GPUs, GPUUse{Index: g, JobID: j.JobID, Rank: j.Rank})
+			u.GPUs = append(u.GPUs, GPUUse{Index: g, JobID: j.JobID, JobName: names[j.JobID], Rank: j.Rank})
 		}
 	}
 	replicas, err := txn.Allocations()
@@ -146,7 +154,7 @@ func nodeUse(txn *raftfsm.Txn) (map[string]*NodeUse, error) {
 		u := get(r.NodeID)
 		u.MemoryMB += r.MemoryMB
 		for _, g := range r.GPUs {
-			u.GPUs = append(u.GPUs, GPUUse{Index: g, Deployment: r.Deployment, Version: r.Version})
+			u.GPUs = append(u.GPUs, GPUUse{Index: g, Deployment: r.Deployment, Version: r.Version, Allocation: r.ID})
 		}
 	}
 	for _, u := range use {

@@ -600,7 +600,7 @@ func TestUI_ClusterUse(t *testing.T) {
 		n := call(t, a, "GET", "/v1/nodes", "")
 		use := n.body["items"].([]any)[0].(map[string]any)["use"].(map[string]any)
 		gpus := use["gpus"].([]any)
-		if use["cpu"] != 0.5 || use["memory_mb"] != 64.0 || len(gpus) != 1 || gpus[0].(map[string]any)["job_id"] != id {
+		if use["cpu"] != 0.5 || use["memory_mb"] != 64.0 || len(gpus) != 1 || gpus[0].(map[string]any)["job_id"] != id || gpus[0].(map[string]any)["job_name"] != "holder" {
 			return fmt.Errorf("use %v", use)
 		}
 		return nil
@@ -608,6 +608,13 @@ func TestUI_ClusterUse(t *testing.T) {
 	b := newBrowser(t, a)
 	b.do("GET", "/ui/", nil).must(t, 200, "<td>0.5 of ", "<td>64 of ",
 		`MiB: <a href="/ui/jobs/`+id+`">job `+id+` rank 0</a>`, "#1 T4 16384 MiB: free")
+	// An ended job holds nothing.
+	call(t, a, "POST", "/v1/jobs/"+id+"/cancel", "")
+	waitJob(t, a, id)
+	n := call(t, a, "GET", "/v1/nodes", "")
+	if use := n.body["items"].([]any)[0].(map[string]any)["use"].(map[string]any); use["cpu"] != 0.0 || len(use["gpus"].([]any)) != 0 {
+		t.Fatalf("use after the job ended: %v", use)
+	}
 }
 
 // fakeNvidiaSMI puts an nvidia-smi on PATH that reports two GPUs: their

@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/kilnml/kiln/raftfsm/structs"
 )
 
 // simpleGet builds a client command that GETs a path and prints it.
@@ -130,11 +128,7 @@ func nodesCommand() *command {
 		}
 		var gpus []gpuHolding
 		if *verbose {
-			holders, err := gpuHolders(c)
-			if err != nil {
-				return fail(fmt.Errorf("reading what holds the GPUs: %w", err))
-			}
-			gpus = nodeGPUs(items(body), holders)
+			gpus = nodeGPUs(items(body))
 		}
 		if cf.format == "json" {
 			if *verbose {
@@ -180,79 +174,34 @@ type gpuHolding struct {
 	HeldBy string `json:"held_by"`
 }
 
-// gpuKey names one GPU of the cluster.
-type gpuKey struct {
-	node  string // node ID
-	index int
-}
-
-// gpuHolders reads what holds each GPU, by the capacity ledger's rules:
-// the members of placed and running jobs, and the pending and running
-// replicas of deployments (a failed replica is being replaced and frees
-// its GPUs). A GPU held twice, which placement never does, shows both.
-func gpuHolders(c *client) (map[gpuKey]string, error) {
-	held := map[gpuKey]string{}
-	hold := func(node string, gpus []string, who string) {
-		for _, g := range gpus {
-			i, err := strconv.Atoi(g)
-			if err != nil {
-				continue
-			}
-			k := gpuKey{node, i}
-			if held[k] != "" {
-				held[k] += ", " + who
-			} else {
-				held[k] = who
-			}
-		}
-	}
-	jobs, err := listAll(c, "/v1/jobs")
-	if err != nil {
-		return nil, fmt.Errorf("jobs: %w", err)
-	}
-	for _, j := range jobs {
-		if s := str(j["state"]); s != structs.JobPlaced && s != structs.JobRunning {
-			continue
-		}
-		who := fmt.Sprintf("job %s (%s)", str(j["id"]), str(jobSpec(j)["name"]))
-		for _, a := range asMaps(j["allocations"]) {
-			hold(str(a["node_id"]), stringsOf(a["gpus"]), who)
-		}
-	}
-	deployments, err := listAll(c, "/v1/deployments")
-	if err != nil {
-		return nil, fmt.Errorf("deployments: %w", err)
-	}
-	for _, d := range deployments {
-		// Only a deployment's own read shows its replicas.
-		name := str(d["name"])
-		var full map[string]any
-		if err := c.do("GET", "/v1/deployments/"+url.PathEscape(name), nil, &full); err != nil {
-			return nil, fmt.Errorf("deployment %s: %w", name, err)
-		}
-		for _, r := range asMaps(full["replica_states"]) {
-			if s := str(r["state"]); s != structs.AllocPending && s != structs.AllocRunning {
-				continue
-			}
-			who := fmt.Sprintf("replica %s v%s (%s)", name, str(r["version"]), str(r["id"]))
-			hold(str(r["node_id"]), stringsOf(r["gpus"]), who)
-		}
-	}
-	return held, nil
-}
-
 // nodeGPUs lists every GPU of the nodes, in the nodes' order and by index,
-// with its holder.
-func nodeGPUs(nodes []map[string]any, held map[gpuKey]string) []gpuHolding {
+// with what holds it as each node's use (GET /v1/nodes) says: the members
+// of placed and running jobs and the replicas not failed, the ledger
+// placement works from. A GPU held twice, which placement never does,
+// shows both.
+func nodeGPUs(nodes []map[string]any) []gpuHolding {
 	out := []gpuHolding{}
 	for _, n := range nodes {
+		held := map[int]string{}
+		use, _ := n["use"].(map[string]any)
+		for _, u := range asMaps(use["gpus"]) {
+			who := fmt.Sprintf("replica %s v%s (%s)", str(u["deployment"]), str(u["version"]), str(u["allocation"]))
+			if u["job_id"] != nil {
+				who = fmt.Sprintf("job %s (%s)", str(u["job_id"]), str(u["job_name"]))
+			}
+			i := int(num(u["index"]))
+			if held[i] != "" {
+				who = held[i] + ", " + who
+			}
+			held[i] = who
+		}
 		res, _ := n["resources"].(map[string]any)
 		gpus := asMaps(res["gpus"])
 		slices.SortStableFunc(gpus, func(a, b map[string]any) int { return cmp.Compare(num(a["index"]), num(b["index"])) })
 		for _, g := range gpus {
 			h := gpuHolding{Node: cmp.Or(str(n["name"]), str(n["id"])), NodeID: str(n["id"]), Index: int(num(g["index"])),
 				Model: str(g["model"]), MemoryMB: int64(num(g["memory_mb"]))}
-			h.HeldBy = held[gpuKey{h.NodeID, h.Index}]
+			h.HeldBy = held[h.Index]
 			out = append(out, h)
 		}
 	}

@@ -320,42 +320,30 @@ func TestRunsCompare_MarksBestPerMetricRow(t *testing.T) {
 
 func TestNodesVerbose_ShowsWhatHoldsEachGPU(t *testing.T) {
 	gpu := func(i int) map[string]any { return map[string]any{"index": i, "model": "H100", "memory_mb": 81920} }
+	job := func(i int, id, name string) map[string]any {
+		return map[string]any{"index": i, "job_id": id, "job_name": name}
+	}
+	replica := func(i int, dep string, v int, alloc string) map[string]any {
+		return map[string]any{"index": i, "deployment": dep, "version": v, "allocation": alloc}
+	}
+	// use as the node answers it: the ledger's holders (ended jobs and
+	// failed replicas are not in it).
 	nodes := map[string]any{"items": []any{
 		map[string]any{"id": "n-1", "name": "gpu1", "status": "alive", "resources": map[string]any{
-			"cpu_cores": 32, "memory_mb": 256000, "gpus": []any{gpu(1), gpu(0), gpu(2), gpu(3)}}},
-		map[string]any{"id": "n-2", "name": "cpu1", "status": "alive", "resources": map[string]any{"cpu_cores": 8, "memory_mb": 32000, "gpus": []any{}}},
+			"cpu_cores": 32, "memory_mb": 256000, "gpus": []any{gpu(1), gpu(0), gpu(2), gpu(3)}},
+			"use": map[string]any{"gpus": []any{job(0, "j1", "ddp"), job(1, "j1", "ddp"), replica(2, "iris", 3, "a-1"), job(3, "j3", "next")}}},
+		map[string]any{"id": "n-2", "name": "cpu1", "status": "alive", "resources": map[string]any{"cpu_cores": 8, "memory_mb": 32000, "gpus": []any{}},
+			"use": map[string]any{"gpus": []any{}}},
 		map[string]any{"id": "n-3", "name": "gpu2", "status": "alive", "resources": map[string]any{
-			"cpu_cores": 32, "memory_mb": 256000, "gpus": []any{gpu(0)}}},
+			"cpu_cores": 32, "memory_mb": 256000, "gpus": []any{gpu(0)}},
+			"use": map[string]any{"gpus": []any{job(0, "j1", "ddp")}}},
 	}}
-	job := func(id, name, state string, allocs ...map[string]any) map[string]any {
-		return map[string]any{"id": id, "state": state, "spec": map[string]any{"name": name}, "allocations": allocs}
-	}
-	alloc := func(node string, gpus ...int) map[string]any {
-		return map[string]any{"node_id": node, "gpus": gpus, "state": "running"}
-	}
 	srv, got := recordingServer(t, func(w http.ResponseWriter, req request) {
-		switch req.Path {
-		case "/v1/nodes":
+		if req.Path == "/v1/nodes" {
 			writeJSONReply(w, 200, nodes)
-		case "/v1/jobs":
-			writeJSONReply(w, 200, map[string]any{"next_cursor": "", "items": []any{
-				job("j1", "ddp", "running", alloc("n-1", 0, 1), alloc("n-3", 0)),
-				job("j2", "old", "succeeded", alloc("n-1", 2)), // ended: holds nothing
-				job("j3", "next", "placed", alloc("n-1", 3)),
-			}})
-		case "/v1/deployments":
-			writeJSONReply(w, 200, map[string]any{"next_cursor": "", "items": []any{
-				map[string]any{"name": "iris", "replica_states": []any{}},
-			}})
-		case "/v1/deployments/iris":
-			writeJSONReply(w, 200, map[string]any{"name": "iris", "replica_states": []any{
-				map[string]any{"id": "a-1", "version": 3, "node_id": "n-1", "state": "running", "gpus": []int{2}},
-				map[string]any{"id": "a-2", "version": 4, "node_id": "n-1", "state": "failed", "gpus": []int{3}}, // being replaced
-				map[string]any{"id": "a-3", "version": 4, "node_id": "n-2", "state": "pending"},                  // no GPU
-			}})
-		default:
-			writeJSONReply(w, 404, map[string]string{"error": "no route " + req.Path, "code": "not_found"})
+			return
 		}
+		writeJSONReply(w, 404, map[string]string{"error": "no route " + req.Path, "code": "not_found"})
 	})
 	var code int
 	out, errOut := captureOutput(t, func() { code = run([]string{"nodes", "-v", "-address", srv.URL}) })
@@ -380,14 +368,14 @@ gpu2  0      H100   80.0 GiB  job j1 (ddp)
 	for _, r := range got() {
 		paths = append(paths, r.Path)
 	}
-	if want := []string{"/v1/nodes", "/v1/jobs", "/v1/deployments", "/v1/deployments/iris"}; !slices.Equal(paths, want) {
+	if want := []string{"/v1/nodes"}; !slices.Equal(paths, want) {
 		t.Errorf("requests %v, want %v", paths, want)
 	}
 
 	// Without -v only the nodes are read and shown.
 	out, _ = captureOutput(t, func() { code = run([]string{"nodes", "-address", srv.URL}) })
-	if code != 0 || strings.Contains(out, "HELD_BY") || len(got()) != 5 {
-		t.Errorf("without -v: exit %d, %d requests, output:\n%s", code, len(got())-4, out)
+	if code != 0 || strings.Contains(out, "HELD_BY") || len(got()) != 2 {
+		t.Errorf("without -v: exit %d, %d requests, output:\n%s", code, len(got())-1, out)
 	}
 
 	// With -format json the holders come as "gpus" next to the nodes.
