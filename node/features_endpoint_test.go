@@ -232,7 +232,7 @@ func TestAgent_SourceRunHTTP(t *testing.T) {
 			return run != nil && run["seq"] == seq && run["state"] != "running"
 		}
 	}
-	testutil.Until(t, 20*time.Second, "the first run to end", ended(1))
+	testutil.Until(t, 60*time.Second, "the first run to end", ended(1))
 	if run := lastRun(); run["state"] != "succeeded" || run["read"] != 3.0 || run["accepted"] != 3.0 || run["dataset"] != "txns:1" {
 		t.Fatalf("run 1 = %v; want 3 records read and accepted into txns:1", run)
 	}
@@ -252,7 +252,7 @@ func TestAgent_SourceRunHTTP(t *testing.T) {
 	if res := call(t, a, "POST", "/v1/sources/txns/run", ""); res.status != http.StatusAccepted {
 		t.Fatalf("run = %d %s", res.status, res.raw)
 	}
-	testutil.Until(t, 20*time.Second, "the second run to end", ended(2))
+	testutil.Until(t, 60*time.Second, "the second run to end", ended(2))
 	if run := lastRun(); run["state"] != "succeeded" || run["read"] != 1.0 {
 		t.Fatalf("run 2 = %v; want the one record after the cursor", run)
 	}
@@ -282,7 +282,7 @@ func TestAgent_SourceSchedule(t *testing.T) {
 		t.Fatalf("source = %d %s", r.status, r.raw)
 	}
 	var s map[string]any
-	testutil.Until(t, 20*time.Second, "three scheduled runs", func() bool {
+	testutil.Until(t, 60*time.Second, "three scheduled runs", func() bool {
 		s = call(t, a, "GET", "/v1/sources/ticks", "").body
 		return s["runs"] != nil && s["runs"].(float64) >= 3
 	})

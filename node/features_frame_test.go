@@ -121,7 +121,7 @@ func TestAgent_FeatureViewOnDataset(t *testing.T) {
 		h := call(t, a, "POST", "/v1/features/historical", `{"features": ["spend_stats:*"], "entity_rows": [{"user_id": 1, "ts": "2026-02-02T00:00:00Z"}]}`)
 		return h.body["rows"].([]any)[0].(map[string]any)["values"].(map[string]any)
 	}
-	testutil.Until(t, 20*time.Second, "version 1 in the view", func() bool { return asOf()["spend_stats:n"] == 2.0 })
+	testutil.Until(t, 60*time.Second, "version 1 in the view", func() bool { return asOf()["spend_stats:n"] == 2.0 })
 	if v := asOf(); v["spend_stats:amount"] != 7.0 {
 		t.Fatalf("user 1 = %v; want amount 7 from 2 rows", v)
 	}
@@ -129,7 +129,7 @@ func TestAgent_FeatureViewOnDataset(t *testing.T) {
 	if r := pushDataset(t, a, "spend", "", []byte(v2)); r.status != 201 {
 		t.Fatalf("push: %d %v", r.status, r.body)
 	}
-	testutil.Until(t, 20*time.Second, "version 2 in the view", func() bool { return asOf()["spend_stats:n"] == 3.0 })
+	testutil.Until(t, 60*time.Second, "version 2 in the view", func() bool { return asOf()["spend_stats:n"] == 3.0 })
 	src := call(t, a, "GET", "/v1/sources/spend", "")
 	if pos, _ := src.body["position"].(map[string]any); src.body["accepted"] != 4.0 || pos["version"] != "2" || src.body["paused"] != false {
 		t.Fatalf("source = %s; want both versions read, 4 records", src.raw)
@@ -175,10 +175,15 @@ func TestAgent_FileSourceRun(t *testing.T) {
 		if r := call(t, a, "POST", "/v1/sources/flowers/run", ""); r.status != http.StatusAccepted {
 			t.Fatalf("run = %d %s", r.status, r.raw)
 		}
+		// 60 s: a run takes about a second alone, but CI runs the
+		// packages side by side on two cores.
 		var run map[string]any
-		testutil.Until(t, 20*time.Second, "the run to end", func() bool {
+		testutil.WaitFor(t, 60*time.Second, func() error {
 			run, _ = call(t, a, "GET", "/v1/sources/flowers", "").body["last_run"].(map[string]any)
-			return run != nil && run["seq"] == seq && run["state"] != "running"
+			if run == nil || run["seq"] != seq || run["state"] == "running" {
+				return fmt.Errorf("run %v: last run %v", seq, run)
+			}
+			return nil
 		})
 		return run
 	}
