@@ -139,23 +139,17 @@ func runLines(t *testing.T, dir string, lines []string, timeout time.Duration) s
 	}
 	script.WriteString("echo README-BLOCK-DONE\nwait\n")
 	g := startShell(t, dir, script.String())
-	done := make(chan struct{})
-	go func() {
-		for !strings.Contains(g.output(), "README-BLOCK-DONE") && !strings.Contains(g.output(), "failed with exit") {
-			time.Sleep(200 * time.Millisecond)
+	for deadline := time.Now().Add(timeout); ; time.Sleep(200 * time.Millisecond) {
+		out := g.output()
+		switch {
+		case strings.Contains(out, "README-BLOCK-DONE"):
+			return out
+		case strings.Contains(out, "failed with exit"):
+			t.Fatalf("a README line failed:\n%s", out)
+		case time.Now().After(deadline):
+			t.Fatalf("the block did not finish in %s:\n%s", timeout, out)
 		}
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(timeout):
-		t.Fatalf("the block did not finish in %s:\n%s", timeout, g.output())
 	}
-	out := g.output()
-	if !strings.Contains(out, "README-BLOCK-DONE") {
-		t.Fatalf("a README line failed:\n%s", out)
-	}
-	return out
 }
 
 // requireFree fails unless nothing listens on the addresses the README

@@ -27,14 +27,9 @@ type GPUReading struct {
 	MemoryUsedMB int64    `msgpack:"mem" json:"memory_used_mb"`
 }
 
-type gpuPoint struct {
-	At   int64        `msgpack:"at"` // unix seconds, a multiple of tsStep
-	GPUs []GPUReading `msgpack:"gpus"`
-}
-
 type gpuSeries struct {
 	mu   sync.Mutex
-	ring ring[gpuPoint]
+	ring ring[GPUSeriesPoint]
 }
 
 // readGPUUse reads the devices from the source that found them.
@@ -60,8 +55,7 @@ func (a *Agent) sampleGPUs(now time.Time) {
 	}
 	a.gpus.mu.Lock()
 	defer a.gpus.mu.Unlock()
-	at := now.Truncate(tsStep).Unix()
-	a.gpus.ring.add(at, gpuPoint{At: at, GPUs: use})
+	a.gpus.ring.add(GPUSeriesPoint{At: now.Truncate(tsStep).UTC(), GPUs: use})
 }
 
 // nvidiaSMIUse asks nvidia-smi for each device's utilisation and memory.
@@ -114,19 +108,16 @@ type NodeGPUSeries struct {
 
 // GPUSeriesPoint is one reading of a node's devices.
 type GPUSeriesPoint struct {
-	At   time.Time    `msgpack:"at" json:"at"`
+	At   time.Time    `msgpack:"at" json:"at"` // a multiple of tsStep
 	GPUs []GPUReading `msgpack:"gpus" json:"gpus"`
 }
 
+func (p GPUSeriesPoint) slot() int64 { return p.At.Unix() }
+
 func (a *Agent) localGPUSeries(args gpuSeriesArgs) NodeGPUSeries {
 	a.gpus.mu.Lock()
-	pts := a.gpus.ring.since(args.From)
-	a.gpus.mu.Unlock()
-	out := NodeGPUSeries{NodeID: a.id, NodeName: a.cfg.NodeName, Points: make([]GPUSeriesPoint, len(pts))}
-	for i, p := range pts {
-		out.Points[i] = GPUSeriesPoint{At: time.Unix(p.At, 0).UTC(), GPUs: p.GPUs}
-	}
-	return out
+	defer a.gpus.mu.Unlock()
+	return NodeGPUSeries{NodeID: a.id, NodeName: a.cfg.NodeName, Points: a.gpus.ring.since(args.From)}
 }
 
 // handleGPUSeries answers GET /v1/nodes/gpus/timeseries?window=1h: each

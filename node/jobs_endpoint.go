@@ -67,11 +67,7 @@ func (a *Agent) handleJobRetry(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if !old.Terminal() {
-		writeError(w, structs.Errorf(structs.CodeConflict, "job %s is %s: only a finished job is retried; cancel it first", old.ID, old.State))
-		return
-	}
-	a.submitJob(w, r, spec, old.ID)
+	a.submitJob(w, r, spec, old.ID) // Apply refuses it unless old has finished
 }
 
 // authorizeJobSubmit checks the rights a submit needs: write on the job's

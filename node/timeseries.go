@@ -31,21 +31,20 @@ type tsPoint struct {
 	Stats []serving.VersionStats `msgpack:"stats"`
 }
 
-// ring keeps the last tsSlots points of one series, each stamped with its
-// slot's time (unix seconds).
-type ring[T any] struct {
-	points [tsSlots]stamped[T]
+// ring keeps the last tsSlots points of one series.
+type ring[T slotted] struct {
+	points [tsSlots]T
 	next   int
 	n      int
 }
 
-type stamped[T any] struct {
-	at int64
-	v  T
-}
+// slotted is a point of a ring: it knows its slot's time (unix seconds).
+type slotted interface{ slot() int64 }
 
-func (r *ring[T]) add(at int64, v T) {
-	r.points[r.next] = stamped[T]{at, v}
+func (p tsPoint) slot() int64 { return p.At }
+
+func (r *ring[T]) add(p T) {
+	r.points[r.next] = p
 	r.next = (r.next + 1) % tsSlots
 	r.n = min(r.n+1, tsSlots)
 }
@@ -55,8 +54,8 @@ func (r *ring[T]) since(from int64) []T {
 	out := make([]T, 0, r.n)
 	for i := range r.n {
 		p := r.points[(r.next-r.n+i+tsSlots)%tsSlots]
-		if p.at >= from {
-			out = append(out, p.v)
+		if p.slot() >= from {
+			out = append(out, p)
 		}
 	}
 	return out
@@ -107,7 +106,7 @@ func (a *Agent) sampleTimeSeries(now time.Time) {
 			r = &ring[tsPoint]{}
 			ts.rings[d.Name] = r
 		}
-		r.add(at, p)
+		r.add(p)
 	}
 	for name := range ts.rings {
 		if !live[name] {

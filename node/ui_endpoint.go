@@ -445,21 +445,25 @@ func (a *Agent) uiCluster(q *uiReq) (string, error) {
 	if err := q.api("GET", "/v1/status", nil, &status); err != nil {
 		return "", err
 	}
-	var nodes, peers struct {
-		Items []map[string]any `json:"items"`
+	var nodes struct {
+		Items []NodeResponse `json:"items"`
 	}
 	if err := q.api("GET", "/v1/nodes", nil, &nodes); err != nil {
 		return "", err
 	}
-	for _, n := range nodes.Items {
-		n["gpu_use"] = gpuUse(n)
+	rows := make([]uiNode, len(nodes.Items))
+	for i, n := range nodes.Items {
+		rows[i] = uiNode{NodeResponse: n, GPUs: gpuUse(n)}
+	}
+	var peers struct {
+		Items []map[string]any `json:"items"`
 	}
 	peersErr := q.api("GET", "/v1/operator/raft/peers", nil, &peers)
 	var gpus struct {
 		Nodes []NodeGPUSeries `json:"nodes"`
 	}
 	_ = q.api("GET", "/v1/nodes/gpus/timeseries", nil, &gpus)
-	q.view.Data = map[string]any{"Status": status, "Nodes": nodes.Items, "Peers": peers.Items, "PeersHidden": peersErr != nil,
+	q.view.Data = map[string]any{"Status": status, "Nodes": rows, "Peers": peers.Items, "PeersHidden": peersErr != nil,
 		"Events": q.recentEvents(30), "GPUCharts": gpuCharts(gpus.Nodes)}
 	return "cluster", nil
 }
@@ -488,30 +492,26 @@ func gpuCharts(nodes []NodeGPUSeries) []uiChart {
 	return charts
 }
 
-// uiGPU is one device of a node with what holds it, for the cluster page.
-type uiGPU struct {
-	Index    int
-	Model    string
-	MemoryMB int64
-	Held     string // "job ID rank N", "replica of NAME vN", or ""
-	Link     string // the holder's page
+// uiNode is a node of the cluster page: the API's record, and its GPUs
+// with what holds each.
+type uiNode struct {
+	NodeResponse
+	GPUs []uiGPU
 }
 
-// gpuUse pairs a node's GPUs (resources.gpus) with their holders (use.gpus).
-func gpuUse(n map[string]any) []uiGPU {
-	var node struct {
-		Resources struct {
-			GPUs []structs.GPU `json:"gpus"`
-		} `json:"resources"`
-		Use NodeUse `json:"use"`
-	}
-	if remarshalJSON(n, &node) != nil {
-		return nil
-	}
-	out := make([]uiGPU, len(node.Resources.GPUs))
-	for i, g := range node.Resources.GPUs {
-		out[i] = uiGPU{Index: g.Index, Model: g.Model, MemoryMB: g.MemoryMB}
-		for _, u := range node.Use.GPUs {
+// uiGPU is one device of a node with what holds it.
+type uiGPU struct {
+	structs.GPU
+	Held string // "job ID rank N", "replica of NAME vN", or ""
+	Link string // the holder's page
+}
+
+// gpuUse pairs a node's GPUs with their holders.
+func gpuUse(n NodeResponse) []uiGPU {
+	out := make([]uiGPU, len(n.Resources.GPUs))
+	for i, g := range n.Resources.GPUs {
+		out[i].GPU = g
+		for _, u := range n.Use.GPUs {
 			switch {
 			case u.Index != g.Index:
 			case u.JobID != "":
@@ -522,15 +522,6 @@ func gpuUse(n map[string]any) []uiGPU {
 		}
 	}
 	return out
-}
-
-// remarshalJSON decodes what the API answered as a map into a typed value.
-func remarshalJSON(in any, out any) error {
-	b, err := json.Marshal(in)
-	if err != nil {
-		return err
-	}
-	return json.Unmarshal(b, out)
 }
 
 // uiEvent is one line of the cluster page's recent events.

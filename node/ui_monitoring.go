@@ -60,7 +60,8 @@ func (a *Agent) uiMonitoring(q *uiReq) (string, error) {
 
 // uiMonitor shows a deployment's drift over the last day, one chart per
 // feature (the statistic and its threshold at each check), and its
-// performance from feedback labels over the last hour.
+// performance from feedback labels by hour over the last day. The page is
+// live, so the layout loads the chart scripts.
 func (a *Agent) uiMonitor(q *uiReq) (string, error) {
 	name := q.r.PathValue("name")
 	path := "/v1/monitors/" + url.PathEscape(name) + "/drift"
@@ -125,10 +126,8 @@ func (a *Agent) uiMonitor(q *uiReq) (string, error) {
 	var perfCharts []uiChart
 	if q.api("GET", "/v1/deployments/"+url.PathEscape(name)+"/performance?window=24h&step=1h", nil, &perf) == nil {
 		perfCharts = performanceCharts(perf)
-		list = append(list, perfCharts...)
 	}
-	q.view.Data = map[string]any{"Monitor": monitor, "Charts": list, "DriftCharts": list[:len(list)-len(perfCharts)],
-		"PerfCharts": perfCharts, "Checks": len(checks.Items), "Performance": perf}
+	q.view.Data = map[string]any{"Monitor": monitor, "DriftCharts": list, "PerfCharts": perfCharts, "Checks": len(checks.Items), "Performance": perf}
 	return "monitor", nil
 }
 
@@ -140,36 +139,31 @@ func performanceCharts(perf map[string]any) []uiChart {
 	if perf["task"] == "regression" {
 		metrics = []string{"rmse", "mae"}
 	}
-	series, _ := perf["series"].([]any)
-	var xs []float64
+	steps := asMaps(perf["series"])
+	xs := make([]float64, len(steps))
 	vals := map[string]map[float64][]*float64{} // metric → version → value per step
 	var versions []float64
-	for i, st := range series {
-		st, _ := st.(map[string]any)
+	for i, st := range steps {
 		at, err := time.Parse(time.RFC3339Nano, fmt.Sprint(st["from"]))
 		if err != nil {
 			return nil
 		}
-		xs = append(xs, float64(at.Unix()))
+		xs[i] = float64(at.Unix())
 		for _, v := range asMaps(st["versions"]) {
 			ver, _ := v["version"].(float64)
 			if !slices.Contains(versions, ver) {
 				versions = append(versions, ver)
 			}
 			for _, m := range metrics {
-				x, ok := v[m].(float64)
-				if !ok {
-					continue
+				if x, ok := v[m].(float64); ok {
+					if vals[m] == nil {
+						vals[m] = map[float64][]*float64{}
+					}
+					if vals[m][ver] == nil {
+						vals[m][ver] = make([]*float64, len(steps))
+					}
+					vals[m][ver][i] = &x
 				}
-				if vals[m] == nil {
-					vals[m] = map[float64][]*float64{}
-				}
-				col := vals[m][ver]
-				for len(col) < len(series) {
-					col = append(col, nil)
-				}
-				col[i] = &x
-				vals[m][ver] = col
 			}
 		}
 	}
@@ -182,8 +176,8 @@ func performanceCharts(perf map[string]any) []uiChart {
 		c := uiChart{Title: m + " by hour, from feedback", Time: true, Span: 86400, XLabel: "hour from", X: xs}
 		for _, ver := range versions {
 			col := vals[m][ver]
-			for len(col) < len(xs) {
-				col = append(col, nil)
+			if col == nil {
+				col = make([]*float64, len(xs)) // a version without this metric
 			}
 			c.Series = append(c.Series, uiSeries{Label: fmt.Sprintf("v%v", ver), Values: col})
 		}

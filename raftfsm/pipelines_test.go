@@ -75,3 +75,48 @@ func TestFSM_PipelineRunSteps(t *testing.T) {
 		t.Fatalf("active runs = %v, %v; want none", active, err)
 	}
 }
+
+// An approval is taken once, only while its step runs, and an actor's
+// later move of the step, made from a copy without it, keeps it.
+func TestFSM_PipelineRunApprove(t *testing.T) {
+	f := testFSM(t)
+	spec := structs.PipelineSpec{Name: "nightly", Steps: []structs.StepSpec{
+		{Name: "build", Type: structs.StepCommand, Command: []string{"/bin/true"}},
+		{Name: "signoff", Type: structs.StepApproval, DependsOn: []string{"build"}, Approval: &structs.ApprovalStep{Message: "ship?"}},
+	}}
+	id := structs.NewID(t0)
+	move := func(step, from, to string) []byte {
+		return encode(t, structs.PipelineRunStepType, &structs.PipelineRunStepRequest{Pipeline: "nightly", RunID: id, State: structs.PipelineRunning, At: t0,
+			Updates: []structs.StepUpdate{{From: from, Status: structs.StepStatus{Name: step, Type: structs.StepApproval, State: to, Attempts: 1}}}})
+	}
+	approve := func(step string, yes bool) []byte {
+		return encode(t, structs.PipelineRunApproveType, &structs.PipelineRunApproveRequest{Pipeline: "nightly", RunID: id, Step: step,
+			Decision: structs.ApprovalDecision{Approved: yes, By: "ops", At: t0}})
+	}
+	res := f.ApplyBatch(commandLogs(1,
+		putPipeline(t, spec),
+		encode(t, structs.PipelineRunCreateType, &structs.PipelineRunCreateRequest{ID: id, Pipeline: "nightly", Trigger: "manual", At: t0}),
+		approve("signoff", true), // still waiting on build
+		move("signoff", structs.StepWaiting, structs.StepRunning),
+		approve("build", true),    // not an approval step
+		approve("nosuch", true),   // no such step
+		approve("signoff", true),  // taken
+		approve("signoff", false), // decided already
+		move("signoff", structs.StepRunning, structs.StepSucceeded),
+	))
+	want := []string{"", "", structs.CodeConflict, "", structs.CodeInvalid, structs.CodeNotFound, "", structs.CodeConflict, ""}
+	for i, code := range want {
+		if got := codeOf(res[i]); got != code {
+			t.Errorf("command %d: code %q, want %q (%v)", i, got, code, res[i])
+		}
+	}
+	txn := f.ReadTxn()
+	defer txn.Discard()
+	r, err := txn.PipelineRun("nightly", id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := r.Step("signoff").Decision; d == nil || !d.Approved || d.By != "ops" {
+		t.Fatalf("signoff decision after the actor's move = %+v", d)
+	}
+}

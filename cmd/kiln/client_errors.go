@@ -30,7 +30,6 @@ func (c *client) explainTransport(err error) error {
 		err = uerr.Err
 	}
 	var (
-		certErr   *tls.CertificateVerificationError
 		unknownCA x509.UnknownAuthorityError
 		hostErr   x509.HostnameError
 		recErr    tls.RecordHeaderError
@@ -44,7 +43,7 @@ func (c *client) explainTransport(err error) error {
 		return fmt.Errorf("no Kiln agent answers at %s: the host %q is not known; %s", c.base, dnsErr.Name, addrHint)
 	case errors.As(err, &recErr), strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
 		return fmt.Errorf("the node at %s speaks plain HTTP, not HTTPS: use %s (%s)", c.base, strings.Replace(c.base, "https://", "http://", 1), addrHint)
-	case errors.As(err, &unknownCA), errors.As(err, &certErr) && errors.As(certErr.Err, &unknownCA):
+	case errors.As(err, &unknownCA):
 		return fmt.Errorf("the node at %s presented a certificate signed by a CA this CLI does not trust: pass that CA with -ca-cert or KILN_CACERT", c.base)
 	case errors.As(err, &hostErr):
 		return fmt.Errorf("the node at %s presented a certificate for other names (%v): use an address its certificate names, %s", c.base, hostErr, addrHint)
